@@ -1,0 +1,57 @@
+# StraightLine build. The two commands a user needs: `make demo` and `make test`.
+# Both set up the environment first when it is missing or out of date.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+STUBS := libs/common/straightline/v1
+PROTOS := $(wildcard protos/straightline/v1/*.proto)
+
+.PHONY: setup proto lint format test test-fast bench demo clean
+
+setup: $(VENV)/.installed $(STUBS)/.generated $(BUF)
+
+$(VENV)/.installed: constraints.txt requirements-dev.txt $(wildcard */*/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt
+	touch $@
+
+# Generated stubs import each other by package path (straightline.v1.*), as protoc writes them.
+proto $(STUBS)/.generated: $(PROTOS) $(VENV)/.installed
+	rm -rf libs/common/straightline
+	mkdir -p libs/common
+	$(PY) -m grpc_tools.protoc -I protos --python_out=libs/common --pyi_out=libs/common \
+		--grpc_python_out=libs/common $(PROTOS)
+	touch $(STUBS)/.generated
+
+$(BUF): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+lint: setup
+	$(BUF) lint protos
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The whole suite: lint, then every test (Docker and TensorFlow ones included).
+test: lint
+	$(VENV)/bin/pytest
+
+# The fast loop: no Docker engine, no TensorFlow.
+test-fast: setup
+	$(VENV)/bin/pytest -m "not docker and not tensorflow"
+
+bench: setup
+	$(PY) bench/placer_bench.py
+
+demo: setup
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf $(VENV) node_modules libs/common/straightline

@@ -1,0 +1,1 @@
+"""What every StraightLine service shares: servers, errors, telemetry, logs, config."""

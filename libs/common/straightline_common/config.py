@@ -1,0 +1,104 @@
+"""Settings from flags, environment and a TOML file, validated once at start-up.
+
+Precedence, highest first: command-line flag, environment variable, config file, default.
+Every problem is a ConfigError whose message names the setting and its source.
+"""
+
+import argparse
+import os
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message says which, where it came from, and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # key in the config file and attribute of the result, e.g. "listen"
+    env: str  # environment variable, e.g. "STRAIGHTLINE_PLACER_LISTEN"
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def add_settings(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> None:
+    for setting in settings:
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            help=f"{setting.help} (env {setting.env}; default {setting.default!r})",
+        )
+
+
+def resolve(
+    settings: Iterable[Setting],
+    flags: argparse.Namespace,
+    file_values: Mapping[str, Any],
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, Any]:
+    values = {}
+    for setting in settings:
+        raw, source = _raw_value(setting, flags, file_values, environ)
+        if source == "default":
+            values[setting.name] = raw
+            continue
+        try:
+            values[setting.name] = setting.parse(raw if isinstance(raw, str) else str(raw))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"{setting.name} from {source} is invalid ({raw!r}): {error}"
+            ) from None
+    return values
+
+
+def _raw_value(setting, flags, file_values, environ) -> tuple[Any, str]:
+    if getattr(flags, setting.name, None) is not None:
+        return getattr(flags, setting.name), f"flag {setting.flag}"
+    if setting.env in environ:
+        return environ[setting.env], f"environment variable {setting.env}"
+    if setting.name in file_values:
+        return file_values[setting.name], "the config file"
+    return setting.default, "default"
+
+
+def read_toml(path: str | None, table: str) -> dict[str, Any]:
+    """The `[table]` of a TOML file, or {} when no file is given."""
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    values = document.get(table, {})
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: [{table}] must be a table")
+    return values
+
+
+def parse_address(text: str) -> str:
+    """host:port with a numeric port (0 picks a free one)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:50051")
+    return text
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")

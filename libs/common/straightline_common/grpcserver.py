@@ -1,0 +1,206 @@
+"""A gRPC server object shared by every service: health, reflection, tracing, error mapping.
+
+`GrpcServer.start()` binds and starts with every service NOT_SERVING; the owner calls
+`mark_serving()` once it is ready, and `stop(grace)` on shutdown (SIGTERM through
+`run_until_signalled`). Domain errors become gRPC status codes here and nowhere else.
+"""
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from straightline_common import errors
+from straightline_common.telemetry import context_from_metadata
+
+log = logging.getLogger(__name__)
+
+STATUS_OF_ERROR: dict[type[errors.ServiceError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+
+_UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+def status_of(error: errors.ServiceError) -> grpc.StatusCode:
+    """The status code of a domain error (of its nearest known base class)."""
+    for error_class in type(error).__mro__:
+        if error_class in STATUS_OF_ERROR:
+            return STATUS_OF_ERROR[error_class]
+    return grpc.StatusCode.INTERNAL
+
+
+class _TracingAndErrorsInterceptor(grpc.ServerInterceptor):
+    """Opens a SERVER span per RPC (parented by the caller's W3C context) and maps errors."""
+
+    def __init__(self, tracer: trace.Tracer):
+        self._tracer = tracer
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_UNTRACED_PREFIXES):
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method, metadata),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, method, metadata),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                self._streaming(handler.stream_stream, method, metadata),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_unary_rpc_method_handler(
+            self._unary(handler.stream_unary, method, metadata),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _span(self, method: str, metadata):
+        service, _, name = method.lstrip("/").partition("/")
+        return self._tracer.start_as_current_span(
+            method.lstrip("/"),
+            context=context_from_metadata(metadata),
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+
+    def _unary(self, behaviour, method, metadata):
+        def traced(request, context):
+            with self._span(method, metadata) as span:
+                try:
+                    return behaviour(request, context)
+                except Exception as error:  # every error is mapped or logged
+                    _abort(context, span, error)
+
+        return traced
+
+    def _streaming(self, behaviour, method, metadata):
+        def traced(request, context):
+            with self._span(method, metadata) as span:
+                try:
+                    yield from behaviour(request, context)
+                except Exception as error:  # every error is mapped or logged
+                    _abort(context, span, error)
+
+        return traced
+
+
+def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception):
+    if isinstance(error, errors.ServiceError):
+        code, message = status_of(error), str(error)
+    elif context.code() not in (None, grpc.StatusCode.OK) or not context.is_active():
+        raise error  # already aborted by the servicer, or the client went away
+    else:
+        log.exception("unexpected error in %s", type(error).__name__)
+        code, message = grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+    span.set_status(Status(StatusCode.ERROR, message))
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    context.abort(code, message)
+
+
+class GrpcServer:
+    """A gRPC server on one address with health checking and reflection.
+
+    `register` functions add the service's servicers (e.g. `add_PlacerServiceServicer_to_server`
+    bound to an instance); `service_names` are the full names reported by health and reflection.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        register: Iterable[Callable[[grpc.Server], None]],
+        service_names: Iterable[str],
+        max_workers: int = 32,
+        max_message_bytes: int = 4 * 1024 * 1024,
+    ):
+        self._requested_address = address
+        self._service_names = tuple(service_names)
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            interceptors=[_TracingAndErrorsInterceptor(trace.get_tracer("straightline.grpc"))],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        for add in register:
+            add(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        host = self._requested_address.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def start(self) -> int:
+        """Binds (port 0 picks a free port), starts NOT_SERVING, and returns the bound port."""
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self._server.add_insecure_port(self._requested_address)
+        if self.port == 0:
+            raise OSError(f"could not bind {self._requested_address}; is the port in use?")
+        self._server.start()
+        return self.port
+
+    def mark_serving(self) -> None:
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Reports NOT_SERVING, refuses new RPCs, and waits up to `grace` seconds for the rest."""
+        self._health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._server.wait_for_termination(timeout)
+
+    def _set_health(self, status) -> None:
+        for name in ("", *self._service_names):
+            self._health.set(name, status)
+
+
+def run_until_signalled(stop: Callable[[], None]) -> None:
+    """Blocks until SIGTERM or SIGINT, then calls `stop`. Call from the main thread."""
+    received = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        received.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    received.wait()
+    stop()

@@ -1,0 +1,1 @@
+"""The StraightLine placer: Algorithm 1 over live heartbeats, behind a thin gRPC servicer."""

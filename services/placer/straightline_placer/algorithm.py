@@ -1,0 +1,71 @@
+"""Algorithm 1 of the StraightLine paper (empirical dynamic placing), as a pure function.
+
+The branches and their boundaries are the paper's, line for line:
+
+    line 3:  f_t > F and r_d < D  -> serverless
+    line 7:  r_d > D              -> docker
+    line 11: S_F not empty        -> flask
+    line 15: S_D not empty        -> docker
+    line 18: otherwise            -> serverless
+
+So r_d == D is "moderate" (lines 11-18), and f_t == F is not high frequency.
+"""
+
+import enum
+from dataclasses import dataclass
+
+
+class Platform(enum.IntEnum):
+    """Values equal those of straightline.v1.Platform."""
+
+    FLASK = 1
+    DOCKER = 2
+    SERVERLESS = 3
+
+
+class Branch(enum.IntEnum):
+    """Values equal those of straightline.v1.Branch."""
+
+    HIGH_FREQUENCY_SMALL_DATA = 1
+    LARGE_DATA = 2
+    FLASK_AVAILABLE = 3
+    DOCKER_AVAILABLE = 4
+    NOTHING_AVAILABLE = 5
+    PINNED = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    platform: Platform
+    branch: Branch
+
+
+HIGH_FREQUENCY_SMALL_DATA = Decision(Platform.SERVERLESS, Branch.HIGH_FREQUENCY_SMALL_DATA)
+LARGE_DATA = Decision(Platform.DOCKER, Branch.LARGE_DATA)
+FLASK_AVAILABLE = Decision(Platform.FLASK, Branch.FLASK_AVAILABLE)
+DOCKER_AVAILABLE = Decision(Platform.DOCKER, Branch.DOCKER_AVAILABLE)
+NOTHING_AVAILABLE = Decision(Platform.SERVERLESS, Branch.NOTHING_AVAILABLE)
+
+
+def place(
+    f_t: float,
+    r_d: int,
+    frequency_threshold: float,
+    size_threshold: int,
+    flask_available: bool,
+    docker_available: bool,
+) -> Decision:
+    """Where one request goes. `f_t` in requests/s, `r_d` in bytes, thresholds F and D alike."""
+    if f_t > frequency_threshold and r_d < size_threshold:
+        return HIGH_FREQUENCY_SMALL_DATA
+    if r_d > size_threshold:
+        return LARGE_DATA
+    if flask_available:
+        return FLASK_AVAILABLE
+    if docker_available:
+        return DOCKER_AVAILABLE
+    return NOTHING_AVAILABLE
+
+
+# The paper's order of preference among platforms (lines 11, 15, 18), which fallback follows.
+PREFERENCE_ORDER = (Platform.FLASK, Platform.DOCKER, Platform.SERVERLESS)

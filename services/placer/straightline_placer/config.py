@@ -1,0 +1,162 @@
+"""The placer's configuration: flags, STRAIGHTLINE_PLACER_* variables, a TOML file."""
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from straightline_common.config import (
+    ConfigError,
+    Setting,
+    add_settings,
+    parse_address,
+    parse_bool,
+    read_toml,
+    resolve,
+)
+from straightline_common.errors import InvalidArgument
+
+from straightline_placer.algorithm import Platform
+from straightline_placer.policy import Policy
+
+_DEFAULT_POLICY = Policy()
+
+
+def _platform_or_none(text: str) -> Platform | None:
+    if text.strip().lower() in ("", "none"):
+        return None
+    try:
+        return Platform[text.strip().upper()]
+    except KeyError:
+        raise ValueError("expected none, flask, docker or serverless") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+SERVER_SETTINGS = (
+    Setting(
+        "listen",
+        "STRAIGHTLINE_PLACER_LISTEN",
+        parse_address,
+        "127.0.0.1:50051",
+        "gRPC address to serve on",
+    ),
+    Setting(
+        "metrics_listen",
+        "STRAIGHTLINE_PLACER_METRICS_LISTEN",
+        str,
+        "127.0.0.1:9464",
+        "address of the Prometheus /metrics endpoint, or 'off'",
+    ),
+    Setting(
+        "max_workers",
+        "STRAIGHTLINE_PLACER_MAX_WORKERS",
+        _positive_int,
+        64,
+        "gRPC worker threads (each heartbeat or watch stream holds one)",
+    ),
+    Setting(
+        "forward_timeout_s",
+        "STRAIGHTLINE_PLACER_FORWARD_TIMEOUT_S",
+        float,
+        60.0,
+        "deadline of a forwarded request when the caller sets none",
+    ),
+    Setting(
+        "port_file",
+        "STRAIGHTLINE_PLACER_PORT_FILE",
+        str,
+        "",
+        "write the bound ports here as JSON once serving",
+    ),
+    Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "debug, info, warning or error"),
+)
+POLICY_SETTINGS = (
+    Setting(
+        "frequency_threshold_rps",
+        "STRAIGHTLINE_PLACER_FREQUENCY_THRESHOLD_RPS",
+        float,
+        _DEFAULT_POLICY.frequency_threshold_rps,
+        "F, requests per second per model",
+    ),
+    Setting(
+        "data_size_threshold_bytes",
+        "STRAIGHTLINE_PLACER_DATA_SIZE_THRESHOLD_BYTES",
+        int,
+        _DEFAULT_POLICY.data_size_threshold_bytes,
+        "D, bytes",
+    ),
+    Setting(
+        "frequency_window_s",
+        "STRAIGHTLINE_PLACER_FREQUENCY_WINDOW_S",
+        float,
+        _DEFAULT_POLICY.frequency_window_s,
+        "sliding window of f_t, seconds",
+    ),
+    Setting(
+        "heartbeat_timeout_s",
+        "STRAIGHTLINE_PLACER_HEARTBEAT_TIMEOUT_S",
+        float,
+        _DEFAULT_POLICY.heartbeat_timeout_s,
+        "an instance silent this long leaves the view",
+    ),
+    Setting(
+        "pinned_platform",
+        "STRAIGHTLINE_PLACER_PINNED_PLATFORM",
+        _platform_or_none,
+        None,
+        "none (Algorithm 1) or a platform every request goes to",
+    ),
+    Setting(
+        "fallback_enabled",
+        "STRAIGHTLINE_PLACER_FALLBACK",
+        parse_bool,
+        _DEFAULT_POLICY.fallback_enabled,
+        "fall back to another platform on refusal",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class PlacerConfig:
+    listen: str
+    metrics_listen: str
+    max_workers: int
+    forward_timeout_s: float
+    port_file: str
+    log_level: str
+    policy: Policy
+
+
+def load(argv: list[str] | None = None, environ=None) -> PlacerConfig:
+    """Reads and validates the configuration; raises ConfigError with a clear message."""
+    parser = argparse.ArgumentParser(
+        prog="straightline-placer",
+        description="Places inference requests on Flask, Docker or serverless by Algorithm 1.",
+    )
+    parser.add_argument(
+        "--config",
+        help="TOML file with [server] and [policy] tables (env STRAIGHTLINE_PLACER_CONFIG)",
+    )
+    add_settings(parser, SERVER_SETTINGS + POLICY_SETTINGS)
+    flags = parser.parse_args(argv)
+    environ = os.environ if environ is None else environ
+    config_path = flags.config or environ.get("STRAIGHTLINE_PLACER_CONFIG")
+    server = resolve(SERVER_SETTINGS, flags, read_toml(config_path, "server"), environ)
+    policy_values = resolve(POLICY_SETTINGS, flags, read_toml(config_path, "policy"), environ)
+    if server["metrics_listen"] != "off":
+        try:
+            parse_address(server["metrics_listen"])
+        except ValueError as error:
+            raise ConfigError(f"metrics_listen is invalid: {error}, or 'off'") from None
+    if server["forward_timeout_s"] <= 0:
+        raise ConfigError("forward_timeout_s must be positive")
+    try:
+        policy = Policy(**policy_values).validated()
+    except InvalidArgument as error:
+        raise ConfigError(f"invalid policy: {error}") from None
+    return PlacerConfig(policy=policy, **server)

@@ -1,0 +1,358 @@
+"""The placer's core: Algorithm 1 over the live view, forwarding with fallback, the policy.
+
+Nothing here knows gRPC: requests come in as plain values, answers go out as dataclasses, and
+problems are domain errors (straightline_common.errors). The servicer translates.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from opentelemetry import trace
+from straightline_common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    ServiceError,
+    Unavailable,
+)
+
+from straightline_placer import algorithm
+from straightline_placer.algorithm import Branch, Decision, Platform
+from straightline_placer.frequency import FrequencyWindow
+from straightline_placer.metrics import PlacerMetrics
+from straightline_placer.policy import Policy
+from straightline_placer.registry import Instance, InstanceRegistry
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("straightline.placer")
+
+# Larger requests are refused as absurd; also the gRPC message limit of the placer.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# Largest payload a serverless platform accepts (Lambda's synchronous limit).
+SERVERLESS_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request to place: its model and r_d."""
+
+    request_id: str
+    model_name: str
+    model_version: str
+    data_size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """Algorithm 1's inputs as it saw them."""
+
+    f_t: float
+    r_d: int
+    frequency_threshold: float
+    size_threshold: int
+    flask_free_slots: int
+    docker_free_slots: int
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    request_id: str
+    platform: Platform
+    branch: Branch
+    inputs: Inputs
+    instance_id: str
+    instance_address: str
+    decision_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    platform: Platform
+    instance_id: str
+    error: ServiceError | None
+    seconds: float
+
+
+@dataclass
+class InferResult:
+    placement: Placement
+    answer: object
+    served_platform: Platform
+    served_instance_id: str
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    total_seconds: float = 0.0
+
+    @property
+    def fell_back(self) -> bool:
+        return self.served_platform != self.placement.platform
+
+
+class PlatformRefused(Unavailable):
+    """The instance refused the request before running it: the request may go elsewhere."""
+
+
+class PlatformExhausted(ResourceExhausted, PlatformRefused):
+    """The instance refused the request for want of capacity: it may go elsewhere."""
+
+
+class Forwarder(Protocol):
+    def forward(self, instance: Instance, payload: object, timeout: float) -> object:
+        """Sends the request to the instance and returns its answer; raises PlatformRefused
+        when the request may be tried elsewhere, another ServiceError otherwise."""
+
+    def forget(self, instance_id: str) -> None:
+        """The instance has left: release what was kept for it (its channel)."""
+
+
+class Placer:
+    def __init__(self, policy: Policy, forwarder: Forwarder, metrics: PlacerMetrics):
+        self._policy = policy.validated()
+        self._policy_lock = threading.Lock()
+        self.frequency = FrequencyWindow(policy.frequency_window_s)
+        self.registry = InstanceRegistry(policy.heartbeat_timeout_s)
+        self._forwarder = forwarder
+        self._metrics = metrics
+
+    # Policy ----------------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def update_policy(self, **changes) -> Policy:
+        with self._policy_lock:
+            policy = self._policy.with_changes(**changes)
+            self.frequency.resize(policy.frequency_window_s)
+            self.registry.heartbeat_timeout = policy.heartbeat_timeout_s
+            self._policy = policy
+        log.info("policy updated", extra={"policy": vars(policy)})
+        return policy
+
+    # Placement -------------------------------------------------------------------------------
+
+    def place(self, request: Request) -> Placement:
+        """Decides only; the request counts towards f_t, no capacity is reserved."""
+        placement, _instance, _ticket = self._decide(request, reserve=False)
+        return placement
+
+    def place_batch(self, requests: Iterable[Request]) -> list[Placement]:
+        """Algorithm 1 over a set of requests R, in order: K = {(r_id, platform)}."""
+        return [self.place(request) for request in requests]
+
+    def _decide(self, request: Request, *, reserve: bool):
+        _check_request(request)
+        policy = self._policy
+        started = time.perf_counter()
+        with tracer.start_as_current_span("placer.place") as span:
+
+            def choose(flask_free: int, docker_free: int) -> _Choice:
+                f_t = self.frequency.record(request.model_name)
+                inputs = Inputs(
+                    f_t,
+                    request.data_size_bytes,
+                    policy.frequency_threshold_rps,
+                    policy.data_size_threshold_bytes,
+                    flask_free,
+                    docker_free,
+                )
+                return _Choice(_decide_platform(policy, inputs), inputs)
+
+            choice, instance, ticket = self.registry.decide(
+                request.model_name, request.model_version, choose, reserve=reserve
+            )
+            placement = Placement(
+                request_id=request.request_id or uuid.uuid4().hex,
+                platform=choice.decision.platform,
+                branch=choice.decision.branch,
+                inputs=choice.inputs,
+                instance_id=instance.instance_id if instance else "",
+                instance_address=instance.address if instance else "",
+                decision_seconds=time.perf_counter() - started,
+            )
+            if span.is_recording():
+                span.set_attributes(_placement_attributes(request, placement))
+        self._metrics.observe_placement(placement.platform, placement.branch, started)
+        return placement, instance, ticket
+
+    # Forwarding ------------------------------------------------------------------------------
+
+    def infer(self, request: Request, payload: object, timeout: float) -> InferResult:
+        """Places the request, forwards it, and falls back along the paper's order when the
+        chosen instance refuses it before answering."""
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        placement, instance, ticket = self._decide(request, reserve=True)
+        policy = self._policy
+        attempts: list[AttemptRecord] = []
+        platform = placement.platform
+        for platform in self._fallback_order(placement, policy):
+            if platform != placement.platform:
+                ticket = self.registry.reserve_with_capacity(
+                    platform, request.model_name, request.model_version
+                )
+                if ticket is None:
+                    continue
+                instance = ticket.instance
+                if not _fits(platform, request):
+                    self.registry.finish(ticket)
+                    continue
+                self._metrics.fallbacks.labels(
+                    placement.platform.name.lower(), platform.name.lower()
+                ).inc()
+            if instance is None:
+                attempts.append(AttemptRecord(platform, "", _no_instance(platform), 0.0))
+                continue
+            answer = self._attempt(instance, ticket, payload, deadline, attempts)
+            if answer is not None:
+                return InferResult(
+                    placement,
+                    answer,
+                    platform,
+                    instance.instance_id,
+                    attempts,
+                    time.perf_counter() - started,
+                )
+        raise Unavailable(_nothing_took(request, attempts))
+
+    def _fallback_order(self, placement: Placement, policy: Policy) -> list[Platform]:
+        if policy.pinned_platform is not None or not policy.fallback_enabled:
+            return [placement.platform]
+        order = algorithm.PREFERENCE_ORDER
+        start = order.index(placement.platform)
+        return [*order[start:], *order[:start]]
+
+    def _attempt(self, instance, ticket, payload, deadline, attempts):
+        """One try on one instance: the answer, or None when it refused the request."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self.registry.finish(ticket)
+            raise DeadlineExceeded("the deadline passed before the request could be sent")
+        started = time.perf_counter()
+        with tracer.start_as_current_span(
+            "placer.forward",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "straightline.platform": instance.platform.name.lower(),
+                "straightline.instance_id": instance.instance_id,
+                "straightline.attempt": len(attempts) + 1,
+                "server.address": instance.address,
+            },
+        ) as span:
+            try:
+                answer = self._forwarder.forward(instance, payload, remaining)
+            except PlatformRefused as refusal:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(refusal)))
+                attempts.append(
+                    AttemptRecord(
+                        instance.platform,
+                        instance.instance_id,
+                        refusal,
+                        time.perf_counter() - started,
+                    )
+                )
+                return None
+            finally:
+                self.registry.finish(ticket)
+        attempts.append(
+            AttemptRecord(
+                instance.platform, instance.instance_id, None, time.perf_counter() - started
+            )
+        )
+        return answer
+
+    # Heartbeats ------------------------------------------------------------------------------
+
+    def expire_instances(self) -> None:
+        """Drops instances whose heartbeats stopped; their outstanding requests are logged (the
+        calls themselves fail and fall back)."""
+        for departure in self.registry.expire():
+            self._forwarder.forget(departure.instance_id)
+            log.warning(
+                "instance left the live view: no heartbeat within the timeout",
+                extra={
+                    "instance_id": departure.instance_id,
+                    "platform": departure.platform.name.lower(),
+                    "outstanding_requests": departure.outstanding,
+                },
+            )
+        self._metrics.set_live_instances(self.registry.live())
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    decision: Decision
+    inputs: Inputs
+
+    @property
+    def platform(self) -> Platform:
+        return self.decision.platform
+
+
+def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
+    if policy.pinned_platform is not None:
+        return Decision(policy.pinned_platform, Branch.PINNED)
+    return algorithm.place(
+        inputs.f_t,
+        inputs.r_d,
+        inputs.frequency_threshold,
+        inputs.size_threshold,
+        inputs.flask_free_slots > 0,
+        inputs.docker_free_slots > 0,
+    )
+
+
+def _check_request(request: Request) -> None:
+    if not request.model_name:
+        raise InvalidArgument("model.name is empty; name the model the request is for")
+    if request.data_size_bytes <= 0:
+        raise InvalidArgument("the request is empty: data size must be at least one byte")
+    if request.data_size_bytes > MAX_REQUEST_BYTES:
+        raise InvalidArgument(
+            f"data size {request.data_size_bytes} bytes is over the largest request the placer "
+            f"takes ({MAX_REQUEST_BYTES} bytes)"
+        )
+
+
+def _fits(platform: Platform, request: Request) -> bool:
+    return (
+        platform != Platform.SERVERLESS or request.data_size_bytes <= SERVERLESS_MAX_PAYLOAD_BYTES
+    )
+
+
+def _no_instance(platform: Platform) -> PlatformRefused:
+    return PlatformRefused(f"no live {platform.name.lower()} instance serves the model")
+
+
+def _nothing_took(request: Request, attempts: list[AttemptRecord]) -> str:
+    tried = "; ".join(
+        f"{a.platform.name.lower()} {a.instance_id or '(none)'}: {a.error}" for a in attempts
+    )
+    return (
+        f"no platform could take request {request.request_id or '(unnamed)'} for model "
+        f"{request.model_name!r}: {tried or 'no platform has capacity'}; retry later"
+    )
+
+
+def _placement_attributes(request: Request, placement: Placement) -> dict:
+    inputs = placement.inputs
+    return {
+        "straightline.request_id": placement.request_id,
+        "straightline.model": request.model_name,
+        "straightline.model_version": request.model_version,
+        "straightline.f_t": inputs.f_t,
+        "straightline.r_d": inputs.r_d,
+        "straightline.F": inputs.frequency_threshold,
+        "straightline.D": inputs.size_threshold,
+        "straightline.S_F": inputs.flask_free_slots > 0,
+        "straightline.S_D": inputs.docker_free_slots > 0,
+        "straightline.flask_free_slots": inputs.flask_free_slots,
+        "straightline.docker_free_slots": inputs.docker_free_slots,
+        "straightline.platform": placement.platform.name.lower(),
+        "straightline.branch": placement.branch.name.lower(),
+        "straightline.instance_id": placement.instance_id,
+    }

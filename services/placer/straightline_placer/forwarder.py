@@ -1,0 +1,82 @@
+"""Sends placed requests to adapter instances over gRPC, one reused channel per instance."""
+
+import threading
+
+import grpc
+from straightline.v1 import inference_pb2, inference_pb2_grpc
+from straightline_common import errors
+from straightline_common.telemetry import metadata_with_context
+
+from straightline_placer.core import PlatformExhausted, PlatformRefused
+from straightline_placer.registry import Instance
+
+# Codes with which an instance refuses a request before running it: try elsewhere.
+_REFUSALS = {
+    grpc.StatusCode.UNAVAILABLE: PlatformRefused,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: PlatformExhausted,
+}
+_ERROR_OF_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+}
+
+
+class GrpcForwarder:
+    def __init__(self, max_message_bytes: int):
+        self._options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        self._stubs: dict[str, tuple[str, grpc.Channel, inference_pb2_grpc.InferenceServiceStub]]
+        self._stubs = {}
+        self._lock = threading.Lock()
+
+    def forward(self, instance: Instance, payload, timeout: float):
+        """`payload` is the placer's InferRequest; returns the adapter's PredictResponse."""
+        request = inference_pb2.PredictRequest(
+            request_id=payload.request_id,
+            model=payload.model,
+            payload=payload.payload,
+            content_type=payload.content_type,
+            top_k=payload.top_k,
+        )
+        try:
+            return self._stub(instance).Predict(
+                request, timeout=timeout, metadata=metadata_with_context()
+            )
+        except grpc.RpcError as error:
+            raise _domain_error(instance, error) from None
+
+    def forget(self, instance_id: str) -> None:
+        with self._lock:
+            entry = self._stubs.pop(instance_id, None)
+        if entry is not None:
+            entry[1].close()
+
+    def close(self) -> None:
+        for instance_id in list(self._stubs):
+            self.forget(instance_id)
+
+    def _stub(self, instance: Instance) -> inference_pb2_grpc.InferenceServiceStub:
+        with self._lock:
+            entry = self._stubs.get(instance.instance_id)
+            if entry is not None and entry[0] == instance.address:
+                return entry[2]
+            if entry is not None:
+                entry[1].close()
+            channel = grpc.insecure_channel(instance.address, options=self._options)
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            self._stubs[instance.instance_id] = (instance.address, channel, stub)
+            return stub
+
+
+def _domain_error(instance: Instance, error: grpc.RpcError) -> errors.ServiceError:
+    code, details = error.code(), error.details()
+    where = f"{instance.platform.name.lower()} instance {instance.instance_id}"
+    if code in _REFUSALS:
+        return _REFUSALS[code](f"{where} refused the request ({code.name}): {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.DeadlineExceeded(f"{where} did not answer before the deadline")
+    error_class = _ERROR_OF_STATUS.get(code, errors.Internal)
+    return error_class(f"{where}: {details}")

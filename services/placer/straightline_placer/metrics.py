@@ -1,0 +1,57 @@
+"""Prometheus metrics of the placer, served on their own HTTP port (/metrics)."""
+
+import time
+from collections import Counter as Tally
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from straightline_placer.algorithm import Branch, Platform
+
+
+class PlacerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.placements = Counter(
+            "straightline_placements",
+            "Requests placed, by platform and Algorithm 1 branch.",
+            ["platform", "branch"],
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "straightline_placement_decision_seconds",
+            "Time to decide one placement (window, live view, Algorithm 1).",
+            buckets=(1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3),
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "straightline_fallbacks",
+            "Requests sent to another platform after the chosen one refused them.",
+            ["from_platform", "to_platform"],
+            registry=self.registry,
+        )
+        self.live_instances = Gauge(
+            "straightline_live_instances",
+            "Adapter instances in the live view, by platform.",
+            ["platform"],
+            registry=self.registry,
+        )
+        # Labelled children looked up once: the per-request path only increments.
+        self._placement_counters = {
+            (platform, branch): self.placements.labels(platform.name.lower(), branch.name.lower())
+            for platform in Platform
+            for branch in Branch
+        }
+
+    def observe_placement(self, platform: Platform, branch: Branch, started: float) -> None:
+        self._placement_counters[platform, branch].inc()
+        self.decision_seconds.observe(time.perf_counter() - started)
+
+    def set_live_instances(self, instances) -> None:
+        counts = Tally(instance.platform for instance in instances)
+        for platform in Platform:
+            self.live_instances.labels(platform.name.lower()).set(counts[platform])
+
+    def serve(self, host: str, port: int) -> int:
+        """Starts the /metrics endpoint; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server.server_address[1]

@@ -1,0 +1,75 @@
+"""The placer as a running server: gRPC, metrics, the expiry sweep, start and stop."""
+
+import json
+import logging
+import threading
+
+from straightline.v1 import placer_pb2, placer_pb2_grpc
+from straightline_common.grpcserver import GrpcServer
+
+from straightline_placer.config import PlacerConfig
+from straightline_placer.core import MAX_REQUEST_BYTES, Placer
+from straightline_placer.forwarder import GrpcForwarder
+from straightline_placer.metrics import PlacerMetrics
+from straightline_placer.servicer import PlacerServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = placer_pb2.DESCRIPTOR.services_by_name["PlacerService"].full_name
+# How often instances whose heartbeats stopped are dropped (liveness itself is checked on
+# every placement; the sweep closes their channels and updates the metrics).
+_SWEEP_INTERVAL_S = 0.25
+
+
+class PlacerServer:
+    def __init__(self, config: PlacerConfig):
+        self.config = config
+        self.metrics = PlacerMetrics()
+        self._forwarder = GrpcForwarder(MAX_REQUEST_BYTES + 1024 * 1024)
+        self.placer = Placer(config.policy, self._forwarder, self.metrics)
+        self._stopping = threading.Event()
+        servicer = PlacerServicer(self.placer, config.forward_timeout_s, self._stopping)
+        self._grpc = GrpcServer(
+            config.listen,
+            [lambda server: placer_pb2_grpc.add_PlacerServiceServicer_to_server(servicer, server)],
+            [SERVICE_NAME],
+            max_workers=config.max_workers,
+            max_message_bytes=MAX_REQUEST_BYTES + 1024 * 1024,
+        )
+        self._sweeper = threading.Thread(target=self._sweep, name="expiry-sweep", daemon=True)
+        self.metrics_port = 0
+
+    @property
+    def address(self) -> str:
+        return self._grpc.address
+
+    def start(self) -> None:
+        """Serves gRPC and metrics; reports SERVING once both are up."""
+        self._grpc.start()
+        if self.config.metrics_listen != "off":
+            host, _, port = self.config.metrics_listen.rpartition(":")
+            self.metrics_port = self.metrics.serve(host, int(port))
+        self._sweeper.start()
+        self._grpc.mark_serving()
+        if self.config.port_file:
+            with open(self.config.port_file, "w") as file:
+                json.dump({"grpc": self._grpc.port, "metrics": self.metrics_port}, file)
+        log.info(
+            "placer serving",
+            extra={
+                "address": self.address,
+                "metrics_port": self.metrics_port,
+                "policy": vars(self.config.policy),
+            },
+        )
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops taking RPCs, lets running ones finish for up to `grace` seconds, ends streams."""
+        log.info("placer stopping", extra={"grace_s": grace})
+        self._stopping.set()
+        self._grpc.stop(grace)
+        self._forwarder.close()
+
+    def _sweep(self) -> None:
+        while not self._stopping.wait(_SWEEP_INTERVAL_S):
+            self.placer.expire_instances()
