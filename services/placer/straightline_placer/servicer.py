@@ -3,10 +3,11 @@
 import logging
 import threading
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.errors import InvalidArgument
 from straightline_common.grpcserver import status_of
+from straightline_common.timeconv import duration, seconds
 
 from straightline_placer.algorithm import Platform
 from straightline_placer.core import Placement, Placer, Request
@@ -57,12 +58,12 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                     instance_id=attempt.instance_id,
                     status_code=_status_code(attempt.error),
                     status_message=str(attempt.error or ""),
-                    duration=_duration(attempt.seconds),
+                    duration=duration(attempt.seconds),
                 )
                 for attempt in result.attempts
             ],
             platform_timings=answer.timings,
-            total=_duration(result.total_seconds),
+            total=duration(result.total_seconds),
         )
 
     def Heartbeat(self, request_iterator, context):
@@ -87,8 +88,8 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                 policy = self._placer.policy
                 yield placer_pb2.HeartbeatResponse(
                     sequence=report.sequence,
-                    interval=_duration(policy.heartbeat_interval_s),
-                    timeout=_duration(policy.heartbeat_timeout_s),
+                    interval=duration(policy.heartbeat_interval_s),
+                    timeout=duration(policy.heartbeat_timeout_s),
                 )
             clean = True
         finally:
@@ -102,9 +103,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
     def WatchResources(self, request, context):
         interval = _DEFAULT_WATCH_INTERVAL_S
         if request.HasField("min_interval"):
-            interval = max(
-                _MIN_WATCH_INTERVAL_S, request.min_interval.ToTimedelta().total_seconds()
-            )
+            interval = max(_MIN_WATCH_INTERVAL_S, seconds(request.min_interval))
         registry = self._placer.registry
         seen = -1
         while context.is_active() and not self._stopping.is_set():
@@ -157,11 +156,11 @@ _POLICY_FIELDS = {
     ),
     "frequency_window": (
         "frequency_window_s",
-        lambda p: p.frequency_window.ToTimedelta().total_seconds(),
+        lambda p: seconds(p.frequency_window),
     ),
     "heartbeat_timeout": (
         "heartbeat_timeout_s",
-        lambda p: p.heartbeat_timeout.ToTimedelta().total_seconds(),
+        lambda p: seconds(p.heartbeat_timeout),
     ),
     "pinned_platform": (
         "pinned_platform",
@@ -188,8 +187,8 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
     return placer_pb2.Policy(
         frequency_threshold_rps=policy.frequency_threshold_rps,
         data_size_threshold_bytes=policy.data_size_threshold_bytes,
-        frequency_window=_duration(policy.frequency_window_s),
-        heartbeat_timeout=_duration(policy.heartbeat_timeout_s),
+        frequency_window=duration(policy.frequency_window_s),
+        heartbeat_timeout=duration(policy.heartbeat_timeout_s),
         pinned_platform=policy.pinned_platform or 0,
         fallback_enabled=policy.fallback_enabled,
     )
@@ -213,7 +212,7 @@ def _placement_message(placement: Placement) -> types_pb2.Placement:
             flask_free_slots=inputs.flask_free_slots,
             docker_free_slots=inputs.docker_free_slots,
         ),
-        decision_time=_duration(placement.decision_seconds),
+        decision_time=duration(placement.decision_seconds),
     )
 
 
@@ -241,12 +240,6 @@ def _resource_view(instances) -> placer_pb2.WatchResourcesResponse:
         docker_free_slots=free[Platform.DOCKER],
         serverless_free_slots=free[Platform.SERVERLESS],
     )
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    duration.FromNanoseconds(int(seconds * 1e9))
-    return duration
 
 
 def _status_code(error) -> int:

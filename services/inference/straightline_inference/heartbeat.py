@@ -1,0 +1,88 @@
+"""Streams an adapter instance's reports to the placer, reconnecting with backoff.
+
+The placer's acknowledgement says how often to report. Stopping ends the stream cleanly, so
+the placer drops the instance at once; a crash leaves it to the placer's heartbeat timeout.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+
+import grpc
+from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.timeconv import seconds
+
+log = logging.getLogger(__name__)
+
+
+class HeartbeatSender:
+    def __init__(
+        self,
+        placer_address: str,
+        make_report: Callable[[], types_pb2.InstanceReport],
+        interval_s: float = 1.0,
+        max_backoff_s: float = 5.0,
+    ):
+        self._placer_address = placer_address
+        self._make_report = make_report
+        self.interval_s = interval_s
+        self._max_backoff_s = max_backoff_s
+        self._stop = threading.Event()
+        self._sequence = 0
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self.connected = threading.Event()
+        self._call = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ends the stream cleanly: the placer drops the instance at once."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def abandon(self) -> None:
+        """Drops the stream without a clean end, as a crash would."""
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        self._thread.join(5.0)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            with grpc.insecure_channel(self._placer_address) as channel:
+                stub = placer_pb2_grpc.PlacerServiceStub(channel)
+                try:
+                    self._call = stub.Heartbeat(self._reports())
+                    for ack in self._call:
+                        self.interval_s = seconds(ack.interval) or 1.0
+                        self.connected.set()
+                        backoff = 0.1
+                except grpc.RpcError as error:
+                    self.connected.clear()
+                    if error.code() in (
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        grpc.StatusCode.ALREADY_EXISTS,
+                    ):
+                        log.error("placer refused heartbeats: %s", error.details())
+                    elif not self._stop.is_set():
+                        log.warning(
+                            "heartbeat stream to %s broke (%s); reconnecting in %.1f s",
+                            self._placer_address,
+                            error.code().name,
+                            backoff,
+                        )
+                finally:
+                    self._call = None
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self._max_backoff_s)
+
+    def _reports(self):
+        while not self._stop.is_set():
+            self._sequence += 1
+            report = self._make_report()
+            report.sequence = self._sequence
+            yield placer_pb2.HeartbeatRequest(report=report)
+            self._stop.wait(self.interval_s)

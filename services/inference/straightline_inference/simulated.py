@@ -1,0 +1,174 @@
+"""A simulated adapter instance: the real v1 InferenceService and real heartbeats, with a
+model replaced by a fixed service time. It refuses payloads not declared as images. For the placer's tests and the demo, until (and
+beside) the real platforms.
+
+It behaves like a platform with `capacity` slots: requests beyond them wait in a queue of
+`queue_limit` places, beyond which it answers RESOURCE_EXHAUSTED. Its answer names the class
+whose index is the payload's length modulo the number of classes, so callers can check that
+the answer belongs to the request.
+"""
+
+import threading
+import time
+import uuid
+
+from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
+from straightline_common.errors import InvalidArgument, NotFound, ResourceExhausted
+from straightline_common.grpcserver import GrpcServer
+from straightline_common.timeconv import duration
+
+from straightline_inference.heartbeat import HeartbeatSender
+
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+CLASS_NAMES = ("cat", "chook", "dog", "horse")
+
+
+class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(
+        self,
+        platform: int,
+        placer_address: str,
+        *,
+        capacity: int = 2,
+        queue_limit: int = 0,
+        service_time_s: float = 0.01,
+        models: tuple[str, ...] = ("demo",),
+        instance_id: str | None = None,
+        heartbeat_interval_s: float = 0.2,
+    ):
+        self.platform = platform
+        self.instance_id = instance_id or f"sim-{uuid.uuid4().hex[:8]}"
+        self.capacity = capacity
+        self.queue_limit = queue_limit
+        self.service_time_s = service_time_s
+        self.models = models
+        self.served = 0
+        self.refused = 0
+        self._in_flight = 0
+        self._waiting = 0
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(capacity)
+        self._server = GrpcServer(
+            "127.0.0.1:0",
+            [
+                lambda server: inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+                    self, server
+                )
+            ],
+            [SERVICE_NAME],
+            max_workers=capacity + queue_limit + 4,
+        )
+        self._heartbeats = HeartbeatSender(
+            placer_address, self.report, interval_s=heartbeat_interval_s
+        )
+
+    @property
+    def address(self) -> str:
+        return self._server.address
+
+    def start(self) -> "SimulatedAdapter":
+        self._server.start()
+        self._server.mark_serving()
+        self._heartbeats.start()
+        return self
+
+    def stop(self) -> None:
+        """A clean shutdown: heartbeats end (the placer drops the instance), server stops."""
+        self._heartbeats.stop()
+        self._server.stop(0)
+
+    def crash(self) -> None:
+        """Stops answering and heartbeating at once, without saying goodbye."""
+        self._heartbeats.abandon()
+        self._server.stop(0)
+
+    def silence(self) -> None:
+        """Stops heartbeating (without ending the stream cleanly) but keeps serving."""
+        self._heartbeats.abandon()
+
+    def wait_registered(self, timeout: float = 5.0) -> bool:
+        return self._heartbeats.connected.wait(timeout)
+
+    def report(self) -> types_pb2.InstanceReport:
+        with self._lock:
+            in_flight, waiting = self._in_flight, self._waiting
+        return types_pb2.InstanceReport(
+            instance_id=self.instance_id,
+            platform=self.platform,
+            address=self.address,
+            capacity_total=self.capacity,
+            capacity_free=max(0, self.capacity - in_flight),
+            in_flight=in_flight,
+            queue_depth=waiting,
+            models=[types_pb2.ModelRef(name=name, version="1") for name in self.models],
+        )
+
+    # InferenceService ----------------------------------------------------------------------
+
+    def Predict(self, request, context):
+        if request.model.name not in self.models:
+            raise NotFound(f"model {request.model.name!r} is not served by {self.instance_id}")
+        if not request.content_type.startswith("image/"):
+            raise InvalidArgument(
+                f"content type {request.content_type!r} is not an image; send image/jpeg or "
+                "image/png"
+            )
+        arrived = time.perf_counter()
+        self._enter_queue()
+        try:
+            queued = time.perf_counter() - arrived
+            with self._lock:
+                self._in_flight += 1
+            try:
+                time.sleep(self.service_time_s)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+                    self.served += 1
+        finally:
+            self._slots.release()
+        index = len(request.payload) % len(CLASS_NAMES)
+        return inference_pb2.PredictResponse(
+            request_id=request.request_id,
+            model=types_pb2.ModelRef(name=request.model.name, version="1"),
+            classes=[types_pb2.ClassScore(label=CLASS_NAMES[index], index=index, score=1.0)],
+            timings=types_pb2.PlatformTimings(
+                queue=duration(queued),
+                execution=duration(self.service_time_s),
+                total=duration(time.perf_counter() - arrived),
+            ),
+            platform=self.platform,
+            instance_id=self.instance_id,
+        )
+
+    def GetModelMetadata(self, request, context):
+        if request.model.name not in self.models:
+            raise NotFound(f"model {request.model.name!r} is not served by {self.instance_id}")
+        return inference_pb2.GetModelMetadataResponse(
+            metadata=inference_pb2.ModelMetadata(
+                model=types_pb2.ModelRef(name=request.model.name, version="1"),
+                class_names=CLASS_NAMES,
+                input_width=71,
+                input_height=71,
+                format="simulated",
+            )
+        )
+
+    def GetStatus(self, request, context):
+        return inference_pb2.GetStatusResponse(report=self.report())
+
+    def _enter_queue(self) -> None:
+        if self._slots.acquire(blocking=False):
+            return
+        with self._lock:
+            if self._waiting >= self.queue_limit:
+                self.refused += 1
+                raise ResourceExhausted(
+                    f"{self.instance_id} is at capacity ({self.capacity}) and its queue is full"
+                )
+            self._waiting += 1
+        try:
+            self._slots.acquire()
+        finally:
+            with self._lock:
+                self._waiting -= 1

@@ -1,0 +1,313 @@
+"""The placer as a real process, driven by simulated adapters over real gRPC streams."""
+
+import threading
+import time
+import urllib.request
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from straightline.v1 import placer_pb2, types_pb2
+from straightline_common.timeconv import duration
+
+from tests.integration.conftest import DOCKER, FLASK, SERVERLESS
+from tests.support.processes import health_status
+
+MODEL = types_pb2.ModelRef(name="demo")
+SMALL, LARGE = 10_000, 1_000_000  # the default D is 256 KiB
+
+
+def place(stub, size=SMALL, model=MODEL):
+    return stub.Place(placer_pb2.PlaceRequest(model=model, data_size_bytes=size)).placement
+
+
+def infer(stub, size=SMALL, timeout=10):
+    request = placer_pb2.InferRequest(model=MODEL, payload=b"x" * size, content_type="image/jpeg")
+    return stub.Infer(request, timeout=timeout)
+
+
+def set_policy(stub, **fields):
+    policy = placer_pb2.Policy(**fields)
+    mask = field_mask_pb2.FieldMask(paths=list(fields))
+    return stub.UpdatePolicy(placer_pb2.UpdatePolicyRequest(policy=policy, update_mask=mask))
+
+
+def wait_until(predicate, timeout=5.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_health_and_reflection(placer, channels):
+    service = "straightline.v1.PlacerService"
+    assert health_status(placer.address) == health_pb2.HealthCheckResponse.SERVING
+    assert health_status(placer.address, service) == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channels(placer.address))
+    answer = next(
+        reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+    )
+    names = {s.name for s in answer.list_services_response.service}
+    assert {service, "grpc.health.v1.Health"} <= names
+
+
+def test_placements_follow_algorithm_1_as_capacity_changes(stub, adapters):
+    with pytest.raises(grpc.RpcError) as nothing:
+        place(stub)
+    assert nothing.value.code() == grpc.StatusCode.NOT_FOUND
+
+    flask = adapters(FLASK, capacity=1, service_time_s=1.0)
+    adapters(DOCKER, capacity=1)
+    adapters(SERVERLESS, capacity=4)
+
+    moderate = place(stub)
+    assert (moderate.platform, moderate.branch) == (FLASK, types_pb2.BRANCH_FLASK_AVAILABLE)
+    assert moderate.instance_id == flask.instance_id
+    assert moderate.inputs.flask_available and moderate.inputs.flask_free_slots == 1
+
+    large = place(stub, size=LARGE)
+    assert (large.platform, large.branch) == (DOCKER, types_pb2.BRANCH_LARGE_DATA)
+
+    at_d = place(stub, size=large.inputs.data_size_threshold_bytes)
+    assert at_d.branch == types_pb2.BRANCH_FLASK_AVAILABLE
+
+    # Flask busy: its only slot holds a request for a second, so S_F is empty.
+    with futures.ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(infer, stub)
+        assert wait_until(lambda: flask.report().in_flight == 1)
+        to_docker = place(stub)
+        assert (to_docker.platform, to_docker.branch) == (
+            DOCKER,
+            types_pb2.BRANCH_DOCKER_AVAILABLE,
+        )
+        assert not to_docker.inputs.flask_available
+        assert busy.result().served_platform == FLASK
+
+    # A burst over F: small requests go to serverless.
+    set_policy(stub, frequency_threshold_rps=0.5)
+    hot = [place(stub) for _ in range(8)][-1]
+    assert hot.inputs.request_frequency_rps > 0.5
+    assert (hot.platform, hot.branch) == (SERVERLESS, types_pb2.BRANCH_HIGH_FREQUENCY_SMALL_DATA)
+    assert place(stub, size=LARGE).branch == types_pb2.BRANCH_LARGE_DATA
+
+
+def test_nothing_available_goes_to_serverless(stub, adapters):
+    adapters(FLASK, capacity=0)
+    adapters(DOCKER, capacity=0)
+    adapters(SERVERLESS, capacity=2)
+    placement = place(stub)
+    assert (placement.platform, placement.branch) == (
+        SERVERLESS,
+        types_pb2.BRANCH_NOTHING_AVAILABLE,
+    )
+
+
+def test_silent_instance_leaves_within_the_timeout(stub, adapters):
+    flask = adapters(FLASK, capacity=2)
+    adapters(DOCKER, capacity=2)
+    assert place(stub).platform == FLASK
+    flask.silence()
+    silenced = time.monotonic()
+    assert wait_until(lambda: place(stub).platform == DOCKER, timeout=3.0)
+    # Timeout 1 s; heartbeats every 0.2 s, so the last one was at most 0.2 s before.
+    assert time.monotonic() - silenced <= 1.0 + 0.3
+
+
+def test_a_clean_stop_leaves_at_once(stub, adapters):
+    flask = adapters(FLASK, capacity=2)
+    adapters(DOCKER, capacity=2)
+    flask.stop()
+    assert wait_until(lambda: place(stub).platform == DOCKER, timeout=0.5)
+
+
+def test_a_burst_does_not_oversubscribe(stub, adapters):
+    flask = adapters(FLASK, capacity=2, service_time_s=0.5)
+    docker = adapters(DOCKER, capacity=2, service_time_s=0.5)
+    serverless = adapters(SERVERLESS, capacity=20, service_time_s=0.5)
+    with futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: infer(stub), range(12)))
+    served = [a.served_platform for a in answers]
+    assert served.count(FLASK) == 2
+    assert served.count(DOCKER) == 2
+    assert served.count(SERVERLESS) == 8
+    assert not any(a.fell_back for a in answers)
+    assert flask.refused == docker.refused == serverless.refused == 0
+
+
+def test_killed_instance_falls_back_in_the_papers_order(stub, adapters, otlp_receiver):
+    flask = adapters(FLASK, capacity=2)
+    docker = adapters(DOCKER, capacity=2)
+    flask.crash()  # its last heartbeat keeps it in the view until the timeout
+    answer = infer(stub)
+    assert answer.placement.platform == FLASK
+    assert answer.fell_back and answer.served_platform == DOCKER
+    assert answer.served_instance_id == docker.instance_id
+    first, second = answer.attempts
+    assert (first.platform, first.status_code) == (FLASK, grpc.StatusCode.UNAVAILABLE.value[0])
+    assert flask.instance_id in first.status_message
+    assert (second.platform, second.status_code) == (DOCKER, 0)
+    forwards = otlp_receiver.wait_for(
+        lambda s: (
+            s.name == "placer.forward"
+            and s.attributes["straightline.instance_id"] in (flask.instance_id, docker.instance_id)
+        )
+    )
+    assert sorted(s.attributes["straightline.attempt"] for s in forwards) == [1, 2]
+
+
+def test_refusal_falls_back_and_exhaustion_everywhere_is_unavailable(stub, adapters):
+    adapters(SERVERLESS, capacity=1, service_time_s=1.0)
+    set_policy(stub, frequency_threshold_rps=0.001)
+    with futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(infer, stub)
+        time.sleep(0.3)
+        # The placer counts the first request against the only slot; the instance would
+        # refuse a second, and no other platform serves the model.
+        with pytest.raises(grpc.RpcError) as refused:
+            infer(stub)
+        assert first.result().served_platform == SERVERLESS
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no platform could take request" in refused.value.details()
+    assert "RESOURCE_EXHAUSTED" in refused.value.details()
+
+
+def test_pinned_policy_sends_everything_to_one_platform(stub, adapters):
+    adapters(FLASK, capacity=4)
+    adapters(DOCKER, capacity=4)
+    set_policy(stub, pinned_platform=DOCKER)
+    placements = [place(stub, size) for size in (SMALL, LARGE)]
+    assert {(p.platform, p.branch) for p in placements} == {(DOCKER, types_pb2.BRANCH_PINNED)}
+
+
+def test_place_batch_decides_in_order(stub, adapters):
+    adapters(FLASK, capacity=4)
+    adapters(DOCKER, capacity=4)
+    set_policy(stub, frequency_threshold_rps=0.25)
+    sizes = [SMALL, LARGE, SMALL, SMALL, SMALL]
+    batch = stub.PlaceBatch(
+        placer_pb2.PlaceBatchRequest(
+            requests=[
+                placer_pb2.PlaceRequest(request_id=f"r{i}", model=MODEL, data_size_bytes=size)
+                for i, size in enumerate(sizes)
+            ]
+        )
+    )
+    assert [p.request_id for p in batch.placements] == [f"r{i}" for i in range(5)]
+    rates = [p.inputs.request_frequency_rps for p in batch.placements]
+    assert rates == sorted(rates) and rates[0] < rates[-1]
+    branches = [p.branch for p in batch.placements]
+    # f_t = 0.1, 0.2, 0.3 ... against F = 0.25: the third small one is over it.
+    assert branches == [
+        types_pb2.BRANCH_FLASK_AVAILABLE,
+        types_pb2.BRANCH_LARGE_DATA,
+        types_pb2.BRANCH_HIGH_FREQUENCY_SMALL_DATA,
+        types_pb2.BRANCH_HIGH_FREQUENCY_SMALL_DATA,
+        types_pb2.BRANCH_HIGH_FREQUENCY_SMALL_DATA,
+    ]
+
+
+def test_placement_span_carries_every_input_and_the_trace_reaches_the_adapter(
+    stub, adapters, otlp_receiver, spans
+):
+    flask = adapters(FLASK, capacity=2)
+    answer = infer(stub)
+    placed = otlp_receiver.wait_for(
+        lambda s: (
+            s.name == "placer.place"
+            and s.attributes.get("straightline.request_id") == answer.request_id
+        )
+    )
+    assert placed, "no placement span reached the OTLP receiver"
+    attributes = placed[0].attributes
+    assert placed[0].service == "straightline-placer"
+    assert attributes["straightline.platform"] == "flask"
+    assert attributes["straightline.branch"] == "flask_available"
+    assert attributes["straightline.instance_id"] == flask.instance_id
+    assert attributes["straightline.r_d"] == SMALL
+    assert attributes["straightline.S_F"] is True
+    assert attributes["straightline.S_D"] is False
+    for key in ("straightline.f_t", "straightline.F", "straightline.D"):
+        assert key in attributes
+    forward = otlp_receiver.wait_for(
+        lambda s: s.name == "placer.forward" and s.trace_id == placed[0].trace_id
+    )[0]
+    server = next(
+        s
+        for s in otlp_receiver.spans
+        if s.trace_id == placed[0].trace_id and s.name.endswith("PlacerService/Infer")
+    )
+    assert placed[0].parent_span_id == forward.parent_span_id == server.span_id
+    # The adapter (in this process) continued the same trace under the forward span.
+    predict = [s for s in spans.get_finished_spans() if s.name.endswith("/Predict")]
+    assert format(predict[-1].context.trace_id, "032x") == placed[0].trace_id
+    assert format(predict[-1].parent.span_id, "016x") == forward.span_id
+
+
+def test_watch_resources_streams_the_live_view(stub, adapters):
+    watch = stub.WatchResources(
+        placer_pb2.WatchResourcesRequest(min_interval=duration(0.05)), timeout=10
+    )
+    try:
+        assert next(watch).instances == []
+        flask = adapters(FLASK, capacity=3)
+        view = next(v for v in watch if v.instances)
+        assert view.instances[0].report.instance_id == flask.instance_id
+        assert view.flask_free_slots == 3
+        flask.stop()
+        assert next(v for v in watch if not v.instances).flask_free_slots == 0
+    finally:
+        watch.cancel()
+
+
+def test_metrics_count_placements_by_platform_and_branch(placer, stub, adapters):
+    adapters(FLASK, capacity=2)
+    for _ in range(3):
+        place(stub)
+    url = f"http://127.0.0.1:{placer.ports['metrics']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert 'straightline_placements_total{branch="flask_available",platform="flask"} 3.0' in text
+    assert "straightline_placement_decision_seconds_count 3.0" in text
+    assert wait_until(
+        lambda: (
+            'straightline_live_instances{platform="flask"} 1.0'
+            in urllib.request.urlopen(url, timeout=5).read().decode()
+        )
+    )
+
+
+def test_sigterm_stops_gracefully(start_placer):
+    process = start_placer()
+    assert process.terminate(timeout=10) == 0
+    assert "received SIGTERM" in process.log()
+
+
+def test_a_stream_of_concurrent_heartbeats_and_placements_stays_consistent(stub, adapters):
+    instances = [adapters(FLASK, capacity=1, heartbeat_interval_s=0.05) for _ in range(3)]
+    set_policy(stub, frequency_threshold_rps=1e6)
+    stop = threading.Event()
+    errors = []
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                place(stub)
+            except grpc.RpcError as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    chosen = {place(stub).instance_id for _ in range(3)}
+    assert chosen and chosen <= {i.instance_id for i in instances}

@@ -1,0 +1,74 @@
+"""An OTLP/gRPC trace receiver for tests: what a collector or Jaeger would receive."""
+
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: int
+    attributes: dict
+    status_code: int
+
+
+def _value(any_value):
+    field = any_value.WhichOneof("value")
+    return getattr(any_value, field) if field else None
+
+
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self):
+        self.spans: list[ReceivedSpan] = []
+        self._changed = threading.Condition()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "OtlpReceiver":
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(0)
+
+    def Export(self, request, context):
+        received = []
+        for resource_spans in request.resource_spans:
+            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    received.append(
+                        ReceivedSpan(
+                            service=resource.get("service.name", ""),
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            kind=span.kind,
+                            attributes={a.key: _value(a.value) for a in span.attributes},
+                            status_code=span.status.code,
+                        )
+                    )
+        with self._changed:
+            self.spans.extend(received)
+            self._changed.notify_all()
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> list[ReceivedSpan]:
+        """Waits until some received spans satisfy `predicate`; returns them."""
+        with self._changed:
+            self._changed.wait_for(lambda: [s for s in self.spans if predicate(s)], timeout)
+            return [s for s in self.spans if predicate(s)]

@@ -1,0 +1,63 @@
+"""Starting services as real processes for tests, and always stopping them."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+class ServiceProcess:
+    """A service started with `python -m module ...`, bound to port 0, which writes its ports
+    to a file once serving."""
+
+    def __init__(self, module: str, args: list[str], workdir: Path, env: dict | None = None):
+        self.port_file = workdir / f"{module}.ports.json"
+        self.log_path = workdir / f"{module}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args, "--port-file", str(self.port_file)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.ports: dict = {}
+
+    def wait_ready(self, timeout: float = 15.0) -> "ServiceProcess":
+        deadline = time.monotonic() + timeout
+        while not self.port_file.exists() or not self.port_file.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start:\n{self.log()}")
+            time.sleep(0.05)
+        self.ports = json.loads(self.port_file.read_text())
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc']}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def health_status(address: str, service: str = "") -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
