@@ -48,7 +48,7 @@ test-fast: setup
 	$(VENV)/bin/pytest -m "not docker and not tensorflow"
 
 bench: setup
-	$(PY) bench/placer_bench.py
+	$(PY) -m bench.placer_bench
 
 demo: setup
 	$(PY) scripts/demo.py

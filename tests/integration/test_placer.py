@@ -214,7 +214,7 @@ def test_place_batch_decides_in_order(stub, adapters):
 
 
 def test_placement_span_carries_every_input_and_the_trace_reaches_the_adapter(
-    stub, adapters, otlp_receiver, spans
+    placer, stub, adapters, otlp_receiver, spans
 ):
     flask = adapters(FLASK, capacity=2)
     answer = infer(stub)
@@ -235,6 +235,7 @@ def test_placement_span_carries_every_input_and_the_trace_reaches_the_adapter(
     assert attributes["straightline.S_D"] is False
     for key in ("straightline.f_t", "straightline.F", "straightline.D"):
         assert key in attributes
+    assert wait_until(lambda: f'"trace_id": "{placed[0].trace_id}"' in placer.log())
     forward = otlp_receiver.wait_for(
         lambda s: s.name == "placer.forward" and s.trace_id == placed[0].trace_id
     )[0]

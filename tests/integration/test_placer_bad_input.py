@@ -62,9 +62,7 @@ def assert_still_serving(stub, registered):
             "over the largest request the placer takes",
         ),
         (
-            placer_pb2.PlaceRequest(
-                model=types_pb2.ModelRef(name="unknown"), data_size_bytes=10
-            ),
+            placer_pb2.PlaceRequest(model=types_pb2.ModelRef(name="unknown"), data_size_bytes=10),
             grpc.StatusCode.NOT_FOUND,
             "no live instance serves model 'unknown'",
         ),

@@ -19,6 +19,7 @@ class ServiceProcess:
     def __init__(self, module: str, args: list[str], workdir: Path, env: dict | None = None):
         self.port_file = workdir / f"{module}.ports.json"
         self.log_path = workdir / f"{module}.log"
+        self.port_file.unlink(missing_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args, "--port-file", str(self.port_file)],

@@ -5,9 +5,9 @@ problems are domain errors (straightline_common.errors). The servicer translates
 """
 
 import logging
+import random
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -166,7 +166,7 @@ class Placer:
                 request.model_name, request.model_version, choose, reserve=reserve
             )
             placement = Placement(
-                request_id=request.request_id or uuid.uuid4().hex,
+                request_id=request.request_id or _new_request_id(),
                 platform=choice.decision.platform,
                 branch=choice.decision.branch,
                 inputs=choice.inputs,
@@ -176,6 +176,8 @@ class Placer:
             )
             if span.is_recording():
                 span.set_attributes(_placement_attributes(request, placement))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("placed", extra=_placement_attributes(request, placement))
         self._metrics.observe_placement(placement.platform, placement.branch, started)
         return placement, instance, ticket
 
@@ -304,6 +306,10 @@ def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
         inputs.flask_free_slots > 0,
         inputs.docker_free_slots > 0,
     )
+
+
+def _new_request_id() -> str:
+    return f"{random.getrandbits(64):016x}"
 
 
 def _check_request(request: Request) -> None:

@@ -36,7 +36,8 @@ class Instance:
     address: str
     capacity_total: int
     capacity_free: int
-    models: frozenset[tuple[str, str]]
+    # Model name -> versions served ("" among them: whichever version is current).
+    models: dict[str, frozenset[str]]
     report: object
     owner: object
     last_seen: float
@@ -52,9 +53,8 @@ class Instance:
         return max(0, min(self.capacity_total, free))
 
     def serves(self, name: str, version: str) -> bool:
-        if not version:
-            return any(served_name == name for served_name, _ in self.models)
-        return (name, version) in self.models or (name, "") in self.models
+        versions = self.models.get(name)
+        return versions is not None and (not version or version in versions or "" in versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +106,14 @@ class InstanceRegistry:
                 )
             if current is None or current.owner is not owner:
                 current = Instance(
-                    instance_id, platform, address, 0, 0, frozenset(), None, owner, now
+                    instance_id, platform, address, 0, 0, {}, None, owner, now
                 )
                 self._instances[instance_id] = current
             current.platform = platform
             current.address = address
             current.capacity_total = capacity_total
             current.capacity_free = capacity_free
-            current.models = frozenset(models)
+            current.models = _versions_by_name(models)
             current.report = report
             current.last_seen = now
             current.last_report_time = time.time()
@@ -158,11 +158,11 @@ class InstanceRegistry:
         live instance serves the model."""
         now = self._clock()
         with self._changed:
-            flask_free, docker_free, known = self._free_slots(name, version, now)
-            if not known:
+            free, best = self._survey(name, version, now)
+            if not any(best):
                 raise NotFound(_unserved(name, version))
-            choice = choose(flask_free, docker_free)
-            instance = self._best(choice.platform, name, version, now)
+            choice = choose(free[Platform.FLASK], free[Platform.DOCKER])
+            instance = best[choice.platform]
             ticket = self._reserve(instance) if reserve and instance is not None else None
             return choice, instance, ticket
 
@@ -170,7 +170,7 @@ class InstanceRegistry:
         """Reserves a slot on the instance of `platform` with most free capacity, if any has one."""
         now = self._clock()
         with self._changed:
-            instance = self._best(platform, name, version, now)
+            instance = self._survey(name, version, now)[1][platform]
             if instance is None or instance.effective_free == 0:
                 return None
             return self._reserve(instance)
@@ -210,30 +210,22 @@ class InstanceRegistry:
     def _claimed(self, instance: Instance, now: float) -> bool:
         return instance.stream_open and self._is_live(instance, now)
 
-    def _free_slots(self, name: str, version: str, now: float) -> tuple[int, int, bool]:
-        flask = docker = 0
-        known = False
+    def _survey(self, name: str, version: str, now: float):
+        """For the model, in one pass over live instances: free slots per platform, and the
+        instance with most free capacity per platform. Both lists are indexed by Platform."""
+        free = [0, 0, 0, 0]
+        best: list[Instance | None] = [None, None, None, None]
         for instance in self._instances.values():
-            if not self._is_live(instance, now) or not instance.serves(name, version):
-                continue
-            known = True
-            if instance.platform == Platform.FLASK:
-                flask += instance.effective_free
-            elif instance.platform == Platform.DOCKER:
-                docker += instance.effective_free
-        return flask, docker, known
-
-    def _best(self, platform: Platform, name: str, version: str, now: float) -> Instance | None:
-        best = None
-        for instance in self._instances.values():
-            if (
-                instance.platform == platform
-                and self._is_live(instance, now)
-                and instance.serves(name, version)
-                and (best is None or instance.effective_free > best.effective_free)
+            if now - instance.last_seen > self.heartbeat_timeout or not instance.serves(
+                name, version
             ):
-                best = instance
-        return best
+                continue
+            platform, instance_free = instance.platform, instance.effective_free
+            free[platform] += instance_free
+            current = best[platform]
+            if current is None or instance_free > current.effective_free:
+                best[platform] = instance
+        return free, best
 
     @staticmethod
     def _reserve(instance: Instance) -> Ticket:
@@ -251,3 +243,10 @@ def _unserved(name: str, version: str) -> str:
         f"no live instance serves model {model}; check the name, or that an adapter "
         "serving it is running and heartbeating"
     )
+
+
+def _versions_by_name(models: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
+    versions: dict[str, set[str]] = {}
+    for name, version in models:
+        versions.setdefault(name, set()).add(version)
+    return {name: frozenset(served) for name, served in versions.items()}

@@ -1,0 +1,42 @@
+"""A bare gRPC echo, served exactly as the services are (GrpcServer: same thread pool,
+interceptor, health and reflection, same tracing set-up): the floor for the placer's RPCs."""
+
+import json
+import sys
+
+import grpc
+from straightline_common.grpcserver import GrpcServer, run_until_signalled
+from straightline_common.telemetry import configure_tracing
+
+SERVICE = "bench.Echo"
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _register(server: grpc.Server) -> None:
+    handler = grpc.unary_unary_rpc_method_handler(
+        lambda request, context: request,
+        request_deserializer=_identity,
+        response_serializer=_identity,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"Echo": handler}),)
+    )
+
+
+def main(port_file: str) -> None:
+    provider = configure_tracing("bench-echo")
+    server = GrpcServer("127.0.0.1:0", [_register], [SERVICE], max_workers=64)
+    server.start()
+    server.mark_serving()
+    with open(port_file, "w") as file:
+        json.dump({"grpc": server.port}, file)
+    run_until_signalled(lambda: server.stop(1))
+    if provider is not None:
+        provider.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[sys.argv.index("--port-file") + 1])

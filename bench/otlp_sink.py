@@ -1,0 +1,23 @@
+"""An OTLP receiver in its own process, so that exporting spans costs what it would with a
+real collector: `python -m bench.otlp_sink --port-file F` from the repository root."""
+
+import json
+import signal
+import sys
+import threading
+
+from tests.support.otlp import OtlpReceiver
+
+
+def main(port_file: str) -> None:
+    receiver = OtlpReceiver().start()
+    with open(port_file, "w") as file:
+        json.dump({"grpc": receiver.port}, file)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    done.wait()
+    receiver.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[sys.argv.index("--port-file") + 1])

@@ -1,0 +1,200 @@
+"""Placer benchmark: the cost of one decision in-process, and the Place RPC against a bare
+gRPC echo served the same way, with tracing on (exported over OTLP) and off.
+
+Run from the repository root: `make bench` (or `python -m bench.placer_bench`).
+Targets (issue 2): a decision under 5 us median; Place within 1.5x of the echo, tracing on.
+"""
+
+import argparse
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.telemetry import configure_tracing
+from straightline_inference.simulated import SimulatedAdapter
+from straightline_placer import algorithm
+from straightline_placer.core import Placer, Request
+from straightline_placer.metrics import PlacerMetrics
+from straightline_placer.policy import Policy
+
+from bench import report
+from tests.support.processes import ServiceProcess
+
+
+def time_calls(call, n: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        call()
+    samples = []
+    clock = time.perf_counter
+    for _ in range(n):
+        started = clock()
+        call()
+        samples.append(clock() - started)
+    return samples
+
+
+def time_alternately(first, second, n: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Times two calls in alternation, so that both see the same machine at the same time."""
+    for _ in range(warmup):
+        first()
+        second()
+    clock = time.perf_counter
+    first_samples, second_samples = [], []
+    for _ in range(n):
+        started = clock()
+        first()
+        middle = clock()
+        second()
+        first_samples.append(middle - started)
+        second_samples.append(clock() - middle)
+    return first_samples, second_samples
+
+
+def run_simulated_adapters(placer_address: str, stop) -> None:
+    """In a process of its own, so that the adapters do not compete with the timed client."""
+    adapters = [SimulatedAdapter(p, placer_address).start() for p in algorithm.Platform]
+    stop.wait()
+    for adapter in adapters:
+        adapter.stop()
+
+
+def bench_decision(n: int) -> dict:
+    """The pure Algorithm 1, and the core's whole decision (window, live view, Algorithm 1,
+    metrics, an SDK span not exported) with three live instances."""
+    pure = time_calls(lambda: algorithm.place(3.0, 5000, 10.0, 262144, True, True), n, 1000)
+    configure_tracing("bench", environ={})  # SDK spans, recorded but not exported
+    policy = Policy(frequency_threshold_rps=1e9, heartbeat_timeout_s=3600)
+    placer = Placer(policy, forwarder=None, metrics=PlacerMetrics())
+    for index, platform in enumerate(algorithm.Platform):
+        placer.registry.report(
+            instance_id=f"i{index}",
+            platform=platform,
+            address="127.0.0.1:1",
+            capacity_total=4,
+            capacity_free=4,
+            models=[("m", "1")],
+            report=None,
+            owner=index,
+        )
+    request = Request("r", "m", "", 5000)
+    whole = time_calls(lambda: placer.place(request), n, 1000)
+    return {"algorithm_1": report.summary(pure), "core_place": report.summary(whole)}
+
+
+def bench_rpcs(workdir: Path, n: int, tracing: bool) -> dict:
+    sink = ServiceProcess("bench.otlp_sink", [], workdir).wait_ready()
+    env = (
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.ports['grpc']}"}
+        if tracing
+        else {"OTEL_SDK_DISABLED": "true"}
+    )
+    placer = ServiceProcess(
+        "straightline_placer",
+        ["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--frequency-threshold-rps", "1e9"],
+        workdir,
+        env,
+    ).wait_ready()
+    echo = ServiceProcess("bench.echo_server", [], workdir, env).wait_ready()
+    stop_adapters = multiprocessing.Event()
+    adapters = multiprocessing.Process(
+        target=run_simulated_adapters, args=(placer.address, stop_adapters)
+    )
+    adapters.start()
+    try:
+        with (
+            grpc.insecure_channel(placer.address) as placer_channel,
+            grpc.insecure_channel(echo.address) as echo_channel,
+        ):
+            stub = placer_pb2_grpc.PlacerServiceStub(placer_channel)
+            request = placer_pb2.PlaceRequest(
+                model=types_pb2.ModelRef(name="demo"), data_size_bytes=5000
+            )
+            echo_call = echo_channel.unary_unary("/bench.Echo/Echo")
+            payload = request.SerializeToString()
+            wait_for_instances(stub, request)
+            place, bare = time_alternately(
+                lambda: stub.Place(request), lambda: echo_call(payload), n, 500
+            )
+    finally:
+        stop_adapters.set()
+        adapters.join()
+        for process in (placer, echo, sink):
+            process.terminate()
+    place_summary, echo_summary = report.summary(place), report.summary(bare)
+    return {
+        "place": place_summary,
+        "echo": echo_summary,
+        "ratio_median": round(place_summary["median_us"] / echo_summary["median_us"], 2),
+        "ratio_p99": round(place_summary["p99_us"] / echo_summary["p99_us"], 2),
+    }
+
+
+def wait_for_instances(stub, request, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if stub.Place(request).placement.instance_id:
+                return
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def markdown(results: dict) -> str:
+    m, d = results["machine"], results["decision"]
+    lines = [
+        "## Placer (issue 2)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, grpcio "
+        f"{m['grpcio']}, opentelemetry-sdk {m['opentelemetry-sdk']}. "
+        f"Command: `make bench`. {results['date']}.",
+        "",
+        "| measure | n | median | p99 | target |",
+        "| --- | --- | --- | --- | --- |",
+        f"| Algorithm 1, pure function | {d['algorithm_1']['n']} | "
+        f"{d['algorithm_1']['median_us']} us | {d['algorithm_1']['p99_us']} us | < 5 us median |",
+        f"| whole decision in the core (window, live view, Algorithm 1, span, metrics) | "
+        f"{d['core_place']['n']} | {d['core_place']['median_us']} us | "
+        f"{d['core_place']['p99_us']} us | |",
+    ]
+    for mode in ("tracing_on", "tracing_off"):
+        r = results[mode]
+        label = "tracing on, OTLP export" if mode == "tracing_on" else "tracing off"
+        lines += [
+            f"| `Place` RPC, {label} | {r['place']['n']} | {r['place']['median_us']} us | "
+            f"{r['place']['p99_us']} us | <= 1.5x echo |",
+            f"| bare echo RPC, {label} | {r['echo']['n']} | {r['echo']['median_us']} us | "
+            f"{r['echo']['p99_us']} us | |",
+            f"| ratio Place / echo, {label} | | {r['ratio_median']}x | {r['ratio_p99']}x | |",
+        ]
+    lines += [
+        "",
+        "Client, placer, echo, OTLP receiver and the three simulated adapter instances are "
+        "separate processes on loopback. One call at a time (no concurrency), Place and echo "
+        "alternately so that both see the same machine, after 500 warm-up pairs. The echo is "
+        "served by the same `GrpcServer` (thread pool, interceptor with its SERVER span, "
+        "health, reflection) as the placer; it echoes the serialized PlaceRequest.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--decisions", type=int, default=200_000)
+    parser.add_argument("--rpcs", type=int, default=5_000)
+    args = parser.parse_args()
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine()}
+    results["decision"] = bench_decision(args.decisions)
+    with tempfile.TemporaryDirectory() as workdir:
+        results["tracing_on"] = bench_rpcs(Path(workdir), args.rpcs, tracing=True)
+        results["tracing_off"] = bench_rpcs(Path(workdir), args.rpcs, tracing=False)
+    report.write("placer", results, markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
