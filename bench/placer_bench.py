@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.processes import ServiceProcess
 from straightline_common.telemetry import configure_tracing
 from straightline_inference.simulated import SimulatedAdapter
 from straightline_placer import algorithm
@@ -21,7 +22,6 @@ from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import Policy
 
 from bench import report
-from tests.support.processes import ServiceProcess
 
 
 def time_calls(call, n: int, warmup: int) -> list[float]:

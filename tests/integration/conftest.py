@@ -1,8 +1,7 @@
 import pytest
 from straightline.v1 import placer_pb2_grpc, types_pb2
+from straightline_common.processes import ServiceProcess
 from straightline_inference.simulated import SimulatedAdapter
-
-from tests.support.processes import ServiceProcess
 
 FLASK, DOCKER, SERVERLESS = (
     types_pb2.PLATFORM_FLASK,

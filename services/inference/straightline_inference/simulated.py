@@ -1,6 +1,7 @@
-"""A simulated adapter instance: the real v1 InferenceService and real heartbeats, with a
-model replaced by a fixed service time. It refuses payloads not declared as images. For the placer's tests and the demo, until (and
-beside) the real platforms.
+"""A simulated adapter instance: the real v1 InferenceService and real heartbeats, with the
+model replaced by a fixed service time. For the placer's tests, benchmark and demo.
+
+It refuses payloads not declared as images.
 
 It behaves like a platform with `capacity` slots: requests beyond them wait in a queue of
 `queue_limit` places, beyond which it answers RESOURCE_EXHAUSTED. Its answer names the class

@@ -105,9 +105,7 @@ class InstanceRegistry:
                     "give every adapter instance its own id"
                 )
             if current is None or current.owner is not owner:
-                current = Instance(
-                    instance_id, platform, address, 0, 0, {}, None, owner, now
-                )
+                current = Instance(instance_id, platform, address, 0, 0, {}, None, owner, now)
                 self._instances[instance_id] = current
             current.platform = platform
             current.address = address

@@ -1,4 +1,4 @@
-"""Starting services as real processes for tests, and always stopping them."""
+"""Services as local processes (the embedded default, tests, benchmarks), always stopped."""
 
 import json
 import os
