@@ -120,7 +120,7 @@ def test_silent_instance_leaves_within_the_timeout(stub, adapters):
     assert time.monotonic() - silenced <= 1.0 + 0.3
 
 
-def test_a_clean_stop_leaves_at_once(stub, adapters):
+def test_an_instance_that_says_it_leaves_leaves_at_once(stub, adapters):
     flask = adapters(FLASK, capacity=2)
     adapters(DOCKER, capacity=2)
     flask.stop()
@@ -157,7 +157,8 @@ def test_killed_instance_falls_back_in_the_papers_order(stub, adapters, otlp_rec
         lambda s: (
             s.name == "placer.forward"
             and s.attributes["straightline.instance_id"] in (flask.instance_id, docker.instance_id)
-        )
+        ),
+        count=2,
     )
     assert sorted(s.attributes["straightline.attempt"] for s in forwards) == [1, 2]
 

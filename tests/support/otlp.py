@@ -67,8 +67,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             self._changed.notify_all()
         return trace_service_pb2.ExportTraceServiceResponse()
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> list[ReceivedSpan]:
-        """Waits until some received spans satisfy `predicate`; returns them."""
+    def wait_for(self, predicate, timeout: float = 10.0, count: int = 1) -> list[ReceivedSpan]:
+        """Waits until `count` received spans satisfy `predicate`; returns those that do."""
         with self._changed:
-            self._changed.wait_for(lambda: [s for s in self.spans if predicate(s)], timeout)
+            self._changed.wait_for(
+                lambda: len([s for s in self.spans if predicate(s)]) >= count, timeout
+            )
             return [s for s in self.spans if predicate(s)]

@@ -125,15 +125,17 @@ def test_duplicate_instance_id_on_another_open_stream_is_refused(registry):
 
 def test_a_reconnecting_instance_takes_over_its_closed_stream(registry):
     report(registry, "f1", Platform.FLASK, owner="stream-a")
-    registry.stream_closed("f1", "stream-a", clean=False)
+    registry.stream_closed("f1", "stream-a")
     assert [i.instance_id for i in registry.live()] == ["f1"]  # still live until the timeout
     report(registry, "f1", Platform.FLASK, owner="stream-b")
     assert [i.owner for i in registry.live()] == ["stream-b"]
 
 
-def test_a_clean_close_removes_at_once(registry):
+def test_leaving_removes_at_once_but_only_from_its_own_stream(registry):
     report(registry, "f1", Platform.FLASK, owner="stream-a")
-    registry.stream_closed("f1", "stream-a", clean=True)
+    registry.leave("f1", "stream-b")
+    assert [i.instance_id for i in registry.live()] == ["f1"]
+    registry.leave("f1", "stream-a")
     assert registry.live() == []
 
 

@@ -1,7 +1,8 @@
 """Streams an adapter instance's reports to the placer, reconnecting with backoff.
 
-The placer's acknowledgement says how often to report. Stopping ends the stream cleanly, so
-the placer drops the instance at once; a crash leaves it to the placer's heartbeat timeout.
+The placer's acknowledgement says how often to report. Stopping sends a last report marked
+`leaving`, so the placer drops the instance at once; a crash leaves it to the placer's
+heartbeat timeout.
 """
 
 import logging
@@ -28,6 +29,7 @@ class HeartbeatSender:
         self.interval_s = interval_s
         self._max_backoff_s = max_backoff_s
         self._stop = threading.Event()
+        self._abandoned = False
         self._sequence = 0
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self.connected = threading.Event()
@@ -37,16 +39,17 @@ class HeartbeatSender:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ends the stream cleanly: the placer drops the instance at once."""
+        """Says goodbye and ends the stream: the placer drops the instance at once."""
         self._stop.set()
         self._thread.join(timeout)
 
     def abandon(self) -> None:
         """Drops the stream without a clean end, as a crash would."""
-        self._stop.set()
+        self._abandoned = True
         call = self._call
         if call is not None:
             call.cancel()
+        self._stop.set()
         self._thread.join(5.0)
 
     def _run(self) -> None:
@@ -81,8 +84,13 @@ class HeartbeatSender:
 
     def _reports(self):
         while not self._stop.is_set():
-            self._sequence += 1
-            report = self._make_report()
-            report.sequence = self._sequence
-            yield placer_pb2.HeartbeatRequest(report=report)
+            yield placer_pb2.HeartbeatRequest(report=self._next_report())
             self._stop.wait(self.interval_s)
+        if not self._abandoned:
+            yield placer_pb2.HeartbeatRequest(report=self._next_report(), leaving=True)
+
+    def _next_report(self) -> types_pb2.InstanceReport:
+        self._sequence += 1
+        report = self._make_report()
+        report.sequence = self._sequence
+        return report

@@ -74,7 +74,8 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
         return self
 
     def stop(self) -> None:
-        """A clean shutdown: heartbeats end (the placer drops the instance), server stops."""
+        """A clean shutdown: says goodbye to the placer (which drops the instance at once),
+        then stops serving."""
         self._heartbeats.stop()
         self._server.stop(0)
 

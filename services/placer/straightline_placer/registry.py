@@ -122,17 +122,21 @@ class InstanceRegistry:
             self._bump()
             return current
 
-    def stream_closed(self, instance_id: str, owner: object, *, clean: bool) -> None:
-        """A heartbeat stream ended. A clean end removes the instance at once; otherwise it
-        stays until its heartbeat timeout, as if it had stopped sending."""
+    def stream_closed(self, instance_id: str, owner: object) -> None:
+        """A heartbeat stream ended: the instance stays until its timeout, but another stream
+        may now report for it."""
         with self._changed:
             current = self._instances.get(instance_id)
-            if current is None or current.owner is not owner:
-                return
-            current.stream_open = False
-            if clean:
+            if current is not None and current.owner is owner:
+                current.stream_open = False
+
+    def leave(self, instance_id: str, owner: object) -> None:
+        """The instance said it is shutting down: it leaves the view at once."""
+        with self._changed:
+            current = self._instances.get(instance_id)
+            if current is not None and current.owner is owner:
                 del self._instances[instance_id]
-            self._bump()
+                self._bump()
 
     def expire(self) -> list[Departure]:
         """Removes instances whose last report is older than the timeout."""

@@ -69,36 +69,40 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
     def Heartbeat(self, request_iterator, context):
         owner = object()
         instance_id = None
-        clean = False
         try:
             for message in request_iterator:
                 report = message.report
                 _check_report(report, instance_id)
                 instance_id = report.instance_id
-                self._placer.registry.report(
-                    instance_id=report.instance_id,
-                    platform=Platform(report.platform),
-                    address=report.address,
-                    capacity_total=report.capacity_total,
-                    capacity_free=report.capacity_free,
-                    models=[(m.name, m.version) for m in report.models],
-                    report=report,
-                    owner=owner,
-                )
+                if message.leaving:
+                    self._placer.registry.leave(instance_id, owner)
+                    log.info(
+                        "instance left the live view: it said so",
+                        extra={"instance_id": instance_id},
+                    )
+                else:
+                    self._record(report, owner)
                 policy = self._placer.policy
                 yield placer_pb2.HeartbeatResponse(
                     sequence=report.sequence,
                     interval=duration(policy.heartbeat_interval_s),
                     timeout=duration(policy.heartbeat_timeout_s),
                 )
-            clean = True
         finally:
             if instance_id is not None:
-                self._placer.registry.stream_closed(instance_id, owner, clean=clean)
-                log.info(
-                    "heartbeat stream ended",
-                    extra={"instance_id": instance_id, "clean": clean},
-                )
+                self._placer.registry.stream_closed(instance_id, owner)
+
+    def _record(self, report: types_pb2.InstanceReport, owner: object) -> None:
+        self._placer.registry.report(
+            instance_id=report.instance_id,
+            platform=Platform(report.platform),
+            address=report.address,
+            capacity_total=report.capacity_total,
+            capacity_free=report.capacity_free,
+            models=[(m.name, m.version) for m in report.models],
+            report=report,
+            owner=owner,
+        )
 
     def WatchResources(self, request, context):
         interval = _DEFAULT_WATCH_INTERVAL_S
