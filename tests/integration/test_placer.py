@@ -163,6 +163,18 @@ def test_killed_instance_falls_back_in_the_papers_order(stub, adapters, otlp_rec
     assert sorted(s.attributes["straightline.attempt"] for s in forwards) == [1, 2]
 
 
+def test_the_callers_deadline_travels_to_the_adapter(stub, adapters):
+    flask = adapters(FLASK, capacity=2, service_time_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as late:
+        infer(stub, timeout=0.3)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 0.9
+    assert 0 < flask.last_time_remaining < 0.35  # gRPC rounds deadlines by a few ms
+    infer(stub, timeout=5)
+    assert 4 < flask.last_time_remaining < 5.05
+
+
 def test_refusal_falls_back_and_exhaustion_everywhere_is_unavailable(stub, adapters):
     adapters(SERVERLESS, capacity=1, service_time_s=1.0)
     set_policy(stub, frequency_threshold_rps=0.001)

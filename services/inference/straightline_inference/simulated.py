@@ -45,6 +45,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
         self.models = models
         self.served = 0
         self.refused = 0
+        self.last_time_remaining: float | None = None  # the deadline the last request came with
         self._in_flight = 0
         self._waiting = 0
         self._lock = threading.Lock()
@@ -115,6 +116,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
                 f"content type {request.content_type!r} is not an image; send image/jpeg or "
                 "image/png"
             )
+        self.last_time_remaining = context.time_remaining()
         arrived = time.perf_counter()
         self._enter_queue()
         try:
