@@ -161,6 +161,11 @@ def test_killed_instance_falls_back_in_the_papers_order(stub, adapters, otlp_rec
         count=2,
     )
     assert sorted(s.attributes["straightline.attempt"] for s in forwards) == [1, 2]
+    infer_span = otlp_receiver.wait_for(
+        lambda s: s.span_id == forwards[0].parent_span_id and s.name.endswith("/Infer")
+    )[0]
+    assert infer_span.attributes["straightline.fell_back"] is True
+    assert infer_span.attributes["straightline.served_platform"] == "docker"
 
 
 def test_the_callers_deadline_travels_to_the_adapter(stub, adapters):

@@ -191,27 +191,23 @@ class Placer:
         placement, instance, ticket = self._decide(request, reserve=True)
         policy = self._policy
         attempts: list[AttemptRecord] = []
-        platform = placement.platform
         for platform in self._fallback_order(placement, policy):
             if platform != placement.platform:
+                if not _fits(platform, request):
+                    continue
                 ticket = self.registry.reserve_with_capacity(
                     platform, request.model_name, request.model_version
                 )
                 if ticket is None:
                     continue
                 instance = ticket.instance
-                if not _fits(platform, request):
-                    self.registry.finish(ticket)
-                    continue
-                self._metrics.fallbacks.labels(
-                    placement.platform.name.lower(), platform.name.lower()
-                ).inc()
+                self._metrics.count_fallback(placement.platform, platform)
             if instance is None:
                 attempts.append(AttemptRecord(platform, "", _no_instance(platform), 0.0))
                 continue
             answer = self._attempt(instance, ticket, payload, deadline, attempts)
             if answer is not None:
-                return InferResult(
+                result = InferResult(
                     placement,
                     answer,
                     platform,
@@ -219,6 +215,15 @@ class Placer:
                     attempts,
                     time.perf_counter() - started,
                 )
+                trace.get_current_span().set_attributes(
+                    {
+                        "straightline.served_platform": platform.name.lower(),
+                        "straightline.served_instance_id": instance.instance_id,
+                        "straightline.fell_back": result.fell_back,
+                        "straightline.attempts": len(attempts),
+                    }
+                )
+                return result
         raise Unavailable(_nothing_took(request, attempts))
 
     def _fallback_order(self, placement: Placement, policy: Policy) -> list[Platform]:

@@ -46,6 +46,9 @@ class PlacerMetrics:
         self._placement_counters[platform, branch].inc()
         self.decision_seconds.observe(time.perf_counter() - started)
 
+    def count_fallback(self, chosen: Platform, used: Platform) -> None:
+        self.fallbacks.labels(chosen.name.lower(), used.name.lower()).inc()
+
     def set_live_instances(self, instances) -> None:
         counts = Tally(instance.platform for instance in instances)
         for platform in Platform:
