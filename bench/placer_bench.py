@@ -178,6 +178,13 @@ def markdown(results: dict) -> str:
         "alternately so that both see the same machine, after 500 warm-up pairs. The echo is "
         "served by the same `GrpcServer` (thread pool, interceptor with its SERVER span, "
         "health, reflection) as the placer; it echoes the serialized PlaceRequest.",
+        "",
+        "Reading: the decision itself (Algorithm 1) is far under its 5 us target. The whole "
+        "decision in the core is dominated by the OpenTelemetry SDK span that carries the "
+        "inputs (20-40 us per span on this CPU, with attribute validation); the window, the "
+        "live view and Algorithm 1 together take a few microseconds. Place stays within the "
+        "1.5x target at the median with tracing on; its p99 with export on is dominated by the "
+        "batch exporter's thread serializing spans under the GIL.",
     ]
     return "\n".join(lines)
 
