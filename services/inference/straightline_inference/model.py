@@ -1,0 +1,120 @@
+"""A Keras model loaded for serving: decode, predict, top-k. Shared by every front door."""
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from opentelemetry import trace
+from straightline_common.errors import InvalidArgument, NotFound
+from straightline_common.modelstore import ModelStore, ModelVersion
+
+from straightline_inference import imaging
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("straightline.model")
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    name: str
+    version: str
+    classes: list[ClassScore]
+    decode_seconds: float
+    inference_seconds: float
+
+
+class LoadedModel:
+    """One model version, loaded and warmed up; `predict` is safe from many threads."""
+
+    def __init__(self, version: ModelVersion):
+        import tensorflow as tf  # imported here: the adapter and placer never need it
+
+        self.version = version
+        self.class_names = version.class_names
+        self.input_size = version.input_size
+        started = time.perf_counter()
+        keras_model = tf.keras.models.load_model(version.model_path, compile=False)
+        height, width = self.input_size
+        # A tf.function with a fixed signature: one graph, no retracing, 1.5-2x faster than
+        # predict() or an eager call for single images.
+        self._forward = tf.function(
+            lambda images: keras_model(images, training=False),
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
+            reduce_retracing=True,
+        )
+        self._forward(np.zeros((1, height, width, 3), np.float32))  # warm-up: build the graph
+        self.load_seconds = time.perf_counter() - started
+        log.info(
+            "model loaded",
+            extra={"model": version.name, "version": version.version,
+                   "load_seconds": round(self.load_seconds, 3)},
+        )
+
+    def predict(self, data: bytes, content_type: str, top_k: int = 0) -> Prediction:
+        top_k = _check_top_k(top_k, len(self.class_names))
+        started = time.perf_counter()
+        with tracer.start_as_current_span("model.decode", attributes={"image.bytes": len(data)}):
+            pixels = imaging.decode(data, content_type, self.input_size)
+        decoded = time.perf_counter()
+        with tracer.start_as_current_span(
+            "model.infer",
+            attributes={"model.name": self.version.name, "model.version": self.version.version},
+        ):
+            probabilities = self._forward(pixels[np.newaxis]).numpy()[0]
+        finished = time.perf_counter()
+        best = np.argsort(probabilities)[::-1][:top_k]
+        classes = [
+            ClassScore(self.class_names[i], int(i), float(probabilities[i])) for i in best
+        ]
+        return Prediction(
+            self.version.name, self.version.version, classes, decoded - started,
+            finished - decoded,
+        )
+
+
+def _check_top_k(top_k: int, classes: int) -> int:
+    if top_k < 0:
+        raise InvalidArgument(f"top_k must be 0 (the default, {DEFAULT_TOP_K}) or positive")
+    return min(top_k or DEFAULT_TOP_K, classes)
+
+
+class ModelSet:
+    """The model versions one server serves, loaded at start."""
+
+    def __init__(self, store: ModelStore, wanted: list[str] | None = None):
+        """`wanted`: "name" or "name:version" entries; None serves the latest of every model."""
+        versions = (
+            [store.resolve(*_split(entry)) for entry in wanted] if wanted else store.latest()
+        )
+        if not versions:
+            raise NotFound(f"the model store {store.root} holds no model to serve")
+        self._models = {(v.name, v.version): LoadedModel(v) for v in versions}
+        self._latest = {}
+        for name, version in sorted(self._models, key=lambda key: int(key[1])):
+            self._latest[name] = version
+
+    def refs(self) -> list[tuple[str, str]]:
+        return sorted(self._models)
+
+    def get(self, name: str, version: str = "") -> LoadedModel:
+        key = (name, version or self._latest.get(name, ""))
+        model = self._models.get(key)
+        if model is None:
+            served = ", ".join(f"{n}:{v}" for n, v in self.refs())
+            wanted = f"{name}:{version}" if version else name
+            raise NotFound(f"model {wanted} is not served here; served: {served}")
+        return model
+
+
+def _split(entry: str) -> tuple[str, str]:
+    name, _, version = entry.partition(":")
+    return name, version

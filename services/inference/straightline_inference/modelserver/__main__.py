@@ -1,0 +1,82 @@
+"""`python -m straightline_inference.modelserver --store DIR [--model NAME[:VERSION]] ...`
+
+Loads and warms the models, then serves the REST app with waitress and a fixed number of
+worker threads (the server's capacity). Writes {"http": port} to --port-file once serving.
+"""
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+
+import waitress
+from straightline_common.config import ConfigError, Setting, add_settings, parse_address, resolve
+from straightline_common.errors import ServiceError
+from straightline_common.logs import configure_logging
+from straightline_common.modelstore import ModelStore
+from straightline_common.telemetry import configure_tracing
+
+from straightline_inference.model import ModelSet
+from straightline_inference.modelserver.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+SETTINGS = (
+    Setting("store", "STRAIGHTLINE_MODEL_STORE", str, "models", "model store directory"),
+    Setting("listen", "STRAIGHTLINE_MODELSERVER_LISTEN", parse_address, "127.0.0.1:8501",
+            "HTTP address to serve on"),
+    Setting("threads", "STRAIGHTLINE_MODELSERVER_THREADS", _positive_int, 4,
+            "worker threads: requests served at once"),
+    Setting("port_file", "STRAIGHTLINE_MODELSERVER_PORT_FILE", str, "",
+            "write the bound port here as JSON once serving"),
+    Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "log level"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="straightline-modelserver", description=__doc__)
+    parser.add_argument("--model", action="append", help="NAME or NAME:VERSION; repeatable; "
+                        "default: the latest version of every model in the store")
+    add_settings(parser, SETTINGS)
+    flags = parser.parse_args(argv)
+    try:
+        settings = resolve(SETTINGS, flags, {})
+    except ConfigError as error:
+        print(f"straightline-modelserver: configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging("modelserver", settings["log_level"])
+    configure_tracing("straightline-modelserver")
+    try:
+        models = ModelSet(ModelStore(settings["store"]), flags.model)
+    except ServiceError as error:
+        log.error("cannot serve: %s", error)
+        return 1
+    host, _, port = settings["listen"].rpartition(":")
+    listener = socket.create_server((host, int(port)))
+    server = waitress.create_server(
+        create_app(models), sockets=[listener], threads=settings["threads"],
+        ident="straightline-modelserver",
+    )
+    bound = listener.getsockname()[1]
+    if settings["port_file"]:
+        with open(settings["port_file"], "w") as file:
+            json.dump({"http": bound}, file)
+    log.info("model server serving", extra={"port": bound, "threads": settings["threads"],
+                                            "models": models.refs()})
+    signal.signal(signal.SIGTERM, lambda *_: server.close())
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The Flask REST app of the model server.
+
+    POST /v1/models/<name>/predict[?top_k=N]                 body: the image; Content-Type
+    POST /v1/models/<name>/versions/<version>/predict[?top_k=N]
+    GET  /v1/models                                          the models served
+    GET  /v1/models/<name>[/versions/<version>]             metadata
+    GET  /healthz                                            200 once the models are warm
+
+Answers are JSON; errors are {"error": {"code": ..., "message": ...}} with a 4xx or 5xx.
+A `traceparent` header continues the caller's trace.
+"""
+
+import time
+
+from flask import Flask, jsonify, request
+from opentelemetry import propagate, trace
+from straightline_common import errors
+from werkzeug.exceptions import HTTPException
+
+from straightline_inference.imaging import MAX_IMAGE_BYTES
+from straightline_inference.model import ModelSet
+
+tracer = trace.get_tracer("straightline.modelserver")
+
+HTTP_STATUS = {
+    errors.InvalidArgument: (400, "INVALID_ARGUMENT"),
+    errors.NotFound: (404, "NOT_FOUND"),
+    errors.ResourceExhausted: (429, "RESOURCE_EXHAUSTED"),
+    errors.Unavailable: (503, "UNAVAILABLE"),
+}
+
+
+def create_app(models: ModelSet) -> Flask:
+    app = Flask("straightline-modelserver")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_IMAGE_BYTES
+
+    @app.post("/v1/models/<name>/predict")
+    @app.post("/v1/models/<name>/versions/<version>/predict")
+    def predict(name: str, version: str = ""):
+        arrived = time.perf_counter()
+        context = propagate.extract(request.headers)
+        with tracer.start_as_current_span(
+            f"POST {request.url_rule.rule}", context=context, kind=trace.SpanKind.SERVER
+        ):
+            top_k = _top_k(request.args.get("top_k", "0"))
+            model = models.get(name, version)
+            prediction = model.predict(request.get_data(), request.content_type or "", top_k)
+            return jsonify(
+                model={"name": prediction.name, "version": prediction.version},
+                classes=[vars(c) for c in prediction.classes],
+                timings={
+                    "decode_ms": prediction.decode_seconds * 1e3,
+                    "inference_ms": prediction.inference_seconds * 1e3,
+                    "total_ms": (time.perf_counter() - arrived) * 1e3,
+                },
+            )
+
+    @app.get("/v1/models")
+    def list_models():
+        return jsonify(models=[{"name": n, "version": v} for n, v in models.refs()])
+
+    @app.get("/v1/models/<name>")
+    @app.get("/v1/models/<name>/versions/<version>")
+    def metadata(name: str, version: str = ""):
+        return jsonify(models.get(name, version).version.metadata)
+
+    @app.get("/healthz")
+    def health():
+        return jsonify(status="SERVING")
+
+    @app.errorhandler(errors.ServiceError)
+    def service_error(error: errors.ServiceError):
+        status, code = next(
+            (HTTP_STATUS[c] for c in type(error).__mro__ if c in HTTP_STATUS),
+            (500, "INTERNAL"),
+        )
+        return jsonify(error={"code": code, "message": str(error)}), status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        message = (
+            f"the image is over the limit of {MAX_IMAGE_BYTES} bytes"
+            if error.code == 413
+            else error.description
+        )
+        code = {404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 413: "INVALID_ARGUMENT"}
+        return jsonify(error={"code": code.get(error.code, "INTERNAL"), "message": message}), (
+            error.code
+        )
+
+    return app
+
+
+def _top_k(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise errors.InvalidArgument(f"top_k must be an integer, not {text!r}") from None

@@ -1,0 +1,48 @@
+"""Small Keras image classifiers and images made by the tests themselves (no download)."""
+
+import io
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+from straightline_common.modelstore import ModelStore
+
+CLASSES = ("cat", "chook", "dog", "horse")
+
+
+def make_classifier(store: ModelStore, name: str = "tiny", input_size: int = 32, seed: int = 0):
+    """Saves a small randomly initialised CNN (with its own 0-255 rescaling) to the store."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input((input_size, input_size, 3)),
+            tf.keras.layers.Rescaling(1 / 255.0),
+            tf.keras.layers.Conv2D(8, 3, activation="relu"),
+            tf.keras.layers.GlobalAveragePooling2D(),
+            tf.keras.layers.Dense(len(CLASSES), activation="softmax"),
+        ]
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.h5"
+        model.save(path)
+        return store.add(
+            name,
+            path,
+            {"class_names": list(CLASSES), "input_size": [input_size, input_size],
+             "format": "keras-h5"},
+        )
+
+
+def image_bytes(
+    colour: tuple[int, int, int] = (200, 40, 40), size=(64, 48), fmt: str = "JPEG"
+) -> bytes:
+    """An image of two halves (the colour and its complement), encoded as JPEG or PNG."""
+    image = Image.new("RGB", size, colour)
+    image.paste(tuple(255 - c for c in colour), (0, 0, size[0] // 2, size[1]))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
