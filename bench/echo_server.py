@@ -5,6 +5,7 @@ import json
 import sys
 
 import grpc
+
 from straightline_common.grpcserver import GrpcServer, run_until_signalled
 from straightline_common.telemetry import configure_tracing
 

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import grpc
+
+from bench import report
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.processes import ServiceProcess
 from straightline_common.telemetry import configure_tracing
@@ -20,8 +22,6 @@ from straightline_placer import algorithm
 from straightline_placer.core import Placer, Request
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import Policy
-
-from bench import report
 
 
 def time_calls(call, n: int, warmup: int) -> list[float]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import grpc
 from opentelemetry import trace
+
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.processes import ServiceProcess
 from straightline_common.telemetry import configure_tracing, metadata_with_context

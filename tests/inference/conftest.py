@@ -1,7 +1,7 @@
 import pytest
+
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
-
 from tests.support.models import make_classifier
 
 

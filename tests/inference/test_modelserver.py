@@ -13,8 +13,9 @@ pytestmark = pytest.mark.tensorflow
 
 def call(server, path, data=None, content_type="image/jpeg", headers=None):
     url = f"http://127.0.0.1:{server.ports['http']}{path}"
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": content_type,
-                                                               **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": content_type, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -39,16 +40,15 @@ def test_predicts_top_k_classes_of_a_jpeg_and_a_png(model_server):
 
 def test_the_same_image_gets_the_same_answer(model_server):
     image = image_bytes((10, 200, 90))
-    answers = [call(model_server, "/v1/models/tiny/predict", image)[1]["classes"]
-               for _ in range(3)]
+    answers = [call(model_server, "/v1/models/tiny/predict", image)[1]["classes"] for _ in range(3)]
     assert answers[0] == answers[1] == answers[2]
 
 
 def test_metadata_and_health(model_server):
     assert call(model_server, "/healthz")[0] == 200
-    status, models = call(model_server, "/v1/models")
-    assert models == {"models": [{"name": "tiny", "version": "1"}]}
+    assert call(model_server, "/v1/models") == (200, {"models": [{"name": "tiny", "version": "1"}]})
     status, metadata = call(model_server, "/v1/models/tiny")
+    assert status == 200
     assert metadata["class_names"] == list(CLASSES)
     assert metadata["input_size"] == [32, 32]
     assert metadata["checksum"].startswith("sha256:")
@@ -57,25 +57,79 @@ def test_metadata_and_health(model_server):
 @pytest.mark.parametrize(
     ("path", "data", "content_type", "status", "code", "message"),
     [
-        ("/v1/models/tiny/predict", b"definitely not an image", "image/jpeg", 400,
-         "INVALID_ARGUMENT", "not a JPEG image"),
-        ("/v1/models/tiny/predict", image_bytes()[:300], "image/jpeg", 400,
-         "INVALID_ARGUMENT", "truncated or corrupt"),
-        ("/v1/models/tiny/predict", image_bytes(), "text/plain", 400,
-         "INVALID_ARGUMENT", "content type 'text/plain' is not supported"),
-        ("/v1/models/tiny/predict", image_bytes(fmt="PNG"), "image/jpeg", 400,
-         "INVALID_ARGUMENT", "not a JPEG image"),
+        (
+            "/v1/models/tiny/predict",
+            b"definitely not an image",
+            "image/jpeg",
+            400,
+            "INVALID_ARGUMENT",
+            "not a JPEG image",
+        ),
+        (
+            "/v1/models/tiny/predict",
+            image_bytes()[:300],
+            "image/jpeg",
+            400,
+            "INVALID_ARGUMENT",
+            "truncated or corrupt",
+        ),
+        (
+            "/v1/models/tiny/predict",
+            image_bytes(),
+            "text/plain",
+            400,
+            "INVALID_ARGUMENT",
+            "content type 'text/plain' is not supported",
+        ),
+        (
+            "/v1/models/tiny/predict",
+            image_bytes(fmt="PNG"),
+            "image/jpeg",
+            400,
+            "INVALID_ARGUMENT",
+            "not a JPEG image",
+        ),
         ("/v1/models/tiny/predict", b"", "image/png", 400, "INVALID_ARGUMENT", "empty"),
-        ("/v1/models/tiny/predict", b"x" * (16 * 1024 * 1024 + 1), "image/png", 413,
-         "INVALID_ARGUMENT", "over the limit"),
-        ("/v1/models/nope/predict", image_bytes(), "image/jpeg", 404, "NOT_FOUND",
-         "model nope is not served here"),
-        ("/v1/models/tiny/versions/7/predict", image_bytes(), "image/jpeg", 404, "NOT_FOUND",
-         "tiny:7"),
-        ("/v1/models/tiny/predict?top_k=lots", image_bytes(), "image/jpeg", 400,
-         "INVALID_ARGUMENT", "top_k must be an integer"),
-        ("/v1/models/tiny/predict?top_k=-1", image_bytes(), "image/jpeg", 400,
-         "INVALID_ARGUMENT", "top_k must be 0"),
+        (
+            "/v1/models/tiny/predict",
+            b"x" * (16 * 1024 * 1024 + 1),
+            "image/png",
+            413,
+            "INVALID_ARGUMENT",
+            "over the limit",
+        ),
+        (
+            "/v1/models/nope/predict",
+            image_bytes(),
+            "image/jpeg",
+            404,
+            "NOT_FOUND",
+            "model nope is not served here",
+        ),
+        (
+            "/v1/models/tiny/versions/7/predict",
+            image_bytes(),
+            "image/jpeg",
+            404,
+            "NOT_FOUND",
+            "tiny:7",
+        ),
+        (
+            "/v1/models/tiny/predict?top_k=lots",
+            image_bytes(),
+            "image/jpeg",
+            400,
+            "INVALID_ARGUMENT",
+            "top_k must be an integer",
+        ),
+        (
+            "/v1/models/tiny/predict?top_k=-1",
+            image_bytes(),
+            "image/jpeg",
+            400,
+            "INVALID_ARGUMENT",
+            "top_k must be 0",
+        ),
     ],
 )
 def test_bad_input_gets_a_4xx_with_a_clear_message(

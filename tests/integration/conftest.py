@@ -1,4 +1,5 @@
 import pytest
+
 from straightline.v1 import placer_pb2_grpc, types_pb2
 from straightline_common.processes import ServiceProcess
 from straightline_inference.simulated import SimulatedAdapter

@@ -3,8 +3,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 
+from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from tests.integration.conftest import FLASK
 from tests.integration.test_placer import wait_until
 

@@ -10,10 +10,10 @@ import pytest
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from straightline.v1 import placer_pb2, types_pb2
 from straightline_common.processes import health_status
 from straightline_common.timeconv import duration
-
 from tests.integration.conftest import DOCKER, FLASK, SERVERLESS
 
 MODEL = types_pb2.ModelRef(name="demo")

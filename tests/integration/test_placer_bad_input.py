@@ -4,8 +4,8 @@ its registered instances."""
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from straightline.v1 import placer_pb2, types_pb2
 
+from straightline.v1 import placer_pb2, types_pb2
 from tests.integration.conftest import DOCKER, FLASK
 
 MODEL = types_pb2.ModelRef(name="demo")

@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 from PIL import Image
+
 from straightline_common.modelstore import ModelStore
 
 CLASSES = ("cat", "chook", "dog", "horse")
@@ -30,8 +31,11 @@ def make_classifier(store: ModelStore, name: str = "tiny", input_size: int = 32,
         return store.add(
             name,
             path,
-            {"class_names": list(CLASSES), "input_size": [input_size, input_size],
-             "format": "keras-h5"},
+            {
+                "class_names": list(CLASSES),
+                "input_size": [input_size, input_size],
+                "format": "keras-h5",
+            },
         )
 
 
@@ -44,5 +48,3 @@ def image_bytes(
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
-
-

@@ -1,6 +1,7 @@
 """Algorithm 1, branch by branch and boundary by boundary (the paper's lines 3-20)."""
 
 import pytest
+
 from straightline.v1 import types_pb2
 from straightline_placer.algorithm import Branch, Platform, place
 

@@ -1,6 +1,7 @@
 import threading
 
 import pytest
+
 from straightline_placer.frequency import FrequencyWindow
 
 

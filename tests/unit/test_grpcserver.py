@@ -4,6 +4,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from opentelemetry import trace
+
 from straightline_common import errors
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.processes import health_status

@@ -4,6 +4,7 @@ import logging
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
 from straightline_common.errors import InvalidArgument
 from straightline_common.logs import JsonFormatter
 from straightline_common.telemetry import _exporter_from_environment

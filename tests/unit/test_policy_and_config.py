@@ -1,4 +1,5 @@
 import pytest
+
 from straightline_common.config import ConfigError
 from straightline_common.errors import InvalidArgument
 from straightline_placer import config

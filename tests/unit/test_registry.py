@@ -1,8 +1,8 @@
 import pytest
+
 from straightline_common.errors import AlreadyExists, NotFound
 from straightline_placer.algorithm import Platform
 from straightline_placer.registry import InstanceRegistry
-
 from tests.unit.test_frequency import FakeClock
 
 

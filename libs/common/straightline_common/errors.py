@@ -47,3 +47,33 @@ class PermissionDenied(ServiceError):
 
 class Internal(ServiceError):
     """Something failed inside a service; its log has the details."""
+
+
+# The canonical code name of each error: the gRPC status code names, also used over HTTP
+# (the model server) and in Lambda answers.
+CODE_NAMES: dict[type[ServiceError], str] = {
+    InvalidArgument: "INVALID_ARGUMENT",
+    NotFound: "NOT_FOUND",
+    AlreadyExists: "ALREADY_EXISTS",
+    FailedPrecondition: "FAILED_PRECONDITION",
+    ResourceExhausted: "RESOURCE_EXHAUSTED",
+    Unavailable: "UNAVAILABLE",
+    DeadlineExceeded: "DEADLINE_EXCEEDED",
+    Unauthenticated: "UNAUTHENTICATED",
+    PermissionDenied: "PERMISSION_DENIED",
+    Internal: "INTERNAL",
+}
+_ERROR_OF_CODE = {name: error_class for error_class, name in CODE_NAMES.items()}
+
+
+def code_name(error: ServiceError) -> str:
+    """The code name of an error (of its nearest known base class); INTERNAL if none."""
+    for error_class in type(error).__mro__:
+        if error_class in CODE_NAMES:
+            return CODE_NAMES[error_class]
+    return "INTERNAL"
+
+
+def from_code_name(name: str, message: str) -> ServiceError:
+    """The error a code name stands for, e.g. from an HTTP answer; Internal if unknown."""
+    return _ERROR_OF_CODE.get(name, Internal)(message)

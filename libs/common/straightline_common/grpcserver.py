@@ -22,28 +22,12 @@ from straightline_common.telemetry import context_from_metadata
 
 log = logging.getLogger(__name__)
 
-STATUS_OF_ERROR: dict[type[errors.ServiceError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.Internal: grpc.StatusCode.INTERNAL,
-}
-
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
 def status_of(error: errors.ServiceError) -> grpc.StatusCode:
     """The status code of a domain error (of its nearest known base class)."""
-    for error_class in type(error).__mro__:
-        if error_class in STATUS_OF_ERROR:
-            return STATUS_OF_ERROR[error_class]
-    return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[errors.code_name(error)]
 
 
 class _TracingAndErrorsInterceptor(grpc.ServerInterceptor):

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 import grpc
+
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.timeconv import seconds
 

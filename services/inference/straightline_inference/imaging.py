@@ -8,6 +8,7 @@ import io
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
 from straightline_common.errors import InvalidArgument
 
 CONTENT_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
@@ -44,5 +45,7 @@ def decode(data: bytes, content_type: str, size: tuple[int, int]) -> np.ndarray:
             f"the payload is not a {CONTENT_TYPES[media_type]} image (declared {media_type})"
         ) from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise InvalidArgument(f"the image could not be decoded (truncated or corrupt): {error}")
+        raise InvalidArgument(
+            f"the image could not be decoded (truncated or corrupt): {error}"
+        ) from None
     return np.asarray(rgb, dtype=np.float32)

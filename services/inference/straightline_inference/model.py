@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from opentelemetry import trace
+
 from straightline_common.errors import InvalidArgument, NotFound
 from straightline_common.modelstore import ModelStore, ModelVersion
-
 from straightline_inference import imaging
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,11 @@ class LoadedModel:
         self.load_seconds = time.perf_counter() - started
         log.info(
             "model loaded",
-            extra={"model": version.name, "version": version.version,
-                   "load_seconds": round(self.load_seconds, 3)},
+            extra={
+                "model": version.name,
+                "version": version.version,
+                "load_seconds": round(self.load_seconds, 3),
+            },
         )
 
     def predict(self, data: bytes, content_type: str, top_k: int = 0) -> Prediction:
@@ -72,11 +75,12 @@ class LoadedModel:
             probabilities = self._forward(pixels[np.newaxis]).numpy()[0]
         finished = time.perf_counter()
         best = np.argsort(probabilities)[::-1][:top_k]
-        classes = [
-            ClassScore(self.class_names[i], int(i), float(probabilities[i])) for i in best
-        ]
+        classes = [ClassScore(self.class_names[i], int(i), float(probabilities[i])) for i in best]
         return Prediction(
-            self.version.name, self.version.version, classes, decoded - started,
+            self.version.name,
+            self.version.version,
+            classes,
+            decoded - started,
             finished - decoded,
         )
 
@@ -92,9 +96,7 @@ class ModelSet:
 
     def __init__(self, store: ModelStore, wanted: list[str] | None = None):
         """`wanted`: "name" or "name:version" entries; None serves the latest of every model."""
-        versions = (
-            [store.resolve(*_split(entry)) for entry in wanted] if wanted else store.latest()
-        )
+        versions = [store.resolve(*_split(entry)) for entry in wanted] if wanted else store.latest()
         if not versions:
             raise NotFound(f"the model store {store.root} holds no model to serve")
         self._models = {(v.name, v.version): LoadedModel(v) for v in versions}

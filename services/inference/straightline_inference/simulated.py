@@ -17,7 +17,6 @@ from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.timeconv import duration
-
 from straightline_inference.heartbeat import HeartbeatSender
 
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name

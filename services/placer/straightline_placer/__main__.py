@@ -6,7 +6,6 @@ from straightline_common.config import ConfigError
 from straightline_common.grpcserver import run_until_signalled
 from straightline_common.logs import configure_logging
 from straightline_common.telemetry import configure_tracing
-
 from straightline_placer import config
 from straightline_placer.server import PlacerServer
 

@@ -14,7 +14,6 @@ from straightline_common.config import (
     resolve,
 )
 from straightline_common.errors import InvalidArgument
-
 from straightline_placer.algorithm import Platform
 from straightline_placer.policy import Policy
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from opentelemetry import trace
+
 from straightline_common.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -20,7 +21,6 @@ from straightline_common.errors import (
     ServiceError,
     Unavailable,
 )
-
 from straightline_placer import algorithm
 from straightline_placer.algorithm import Branch, Decision, Platform
 from straightline_placer.frequency import FrequencyWindow

@@ -3,10 +3,10 @@
 import threading
 
 import grpc
+
 from straightline.v1 import inference_pb2, inference_pb2_grpc
 from straightline_common import errors
 from straightline_common.telemetry import metadata_with_context
-
 from straightline_placer.core import PlatformExhausted, PlatformRefused
 from straightline_placer.registry import Instance
 

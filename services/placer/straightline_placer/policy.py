@@ -5,7 +5,6 @@ import math
 from dataclasses import dataclass
 
 from straightline_common.errors import InvalidArgument
-
 from straightline_placer.algorithm import Platform
 
 # AWS Lambda's limit on a synchronous invocation's payload: D must stay under it, since

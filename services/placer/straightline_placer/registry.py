@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from straightline_common.errors import AlreadyExists, NotFound
-
 from straightline_placer.algorithm import Platform
 
 

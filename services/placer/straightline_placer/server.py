@@ -6,7 +6,6 @@ import threading
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc
 from straightline_common.grpcserver import GrpcServer
-
 from straightline_placer.config import PlacerConfig
 from straightline_placer.core import MAX_REQUEST_BYTES, Placer
 from straightline_placer.forwarder import GrpcForwarder

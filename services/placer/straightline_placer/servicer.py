@@ -4,11 +4,11 @@ import logging
 import threading
 
 from google.protobuf import timestamp_pb2
+
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.errors import InvalidArgument
 from straightline_common.grpcserver import status_of
 from straightline_common.timeconv import duration, seconds
-
 from straightline_placer.algorithm import Platform
 from straightline_placer.core import Placement, Placer, Request
 from straightline_placer.policy import Policy

@@ -12,12 +12,12 @@ import socket
 import sys
 
 import waitress
+
 from straightline_common.config import ConfigError, Setting, add_settings, parse_address, resolve
 from straightline_common.errors import ServiceError
 from straightline_common.logs import configure_logging
 from straightline_common.modelstore import ModelStore
 from straightline_common.telemetry import configure_tracing
-
 from straightline_inference.model import ModelSet
 from straightline_inference.modelserver.app import create_app
 
@@ -33,20 +33,39 @@ def _positive_int(text: str) -> int:
 
 SETTINGS = (
     Setting("store", "STRAIGHTLINE_MODEL_STORE", str, "models", "model store directory"),
-    Setting("listen", "STRAIGHTLINE_MODELSERVER_LISTEN", parse_address, "127.0.0.1:8501",
-            "HTTP address to serve on"),
-    Setting("threads", "STRAIGHTLINE_MODELSERVER_THREADS", _positive_int, 4,
-            "worker threads: requests served at once"),
-    Setting("port_file", "STRAIGHTLINE_MODELSERVER_PORT_FILE", str, "",
-            "write the bound port here as JSON once serving"),
+    Setting(
+        "listen",
+        "STRAIGHTLINE_MODELSERVER_LISTEN",
+        parse_address,
+        "127.0.0.1:8501",
+        "HTTP address to serve on",
+    ),
+    Setting(
+        "threads",
+        "STRAIGHTLINE_MODELSERVER_THREADS",
+        _positive_int,
+        4,
+        "worker threads: requests served at once",
+    ),
+    Setting(
+        "port_file",
+        "STRAIGHTLINE_MODELSERVER_PORT_FILE",
+        str,
+        "",
+        "write the bound port here as JSON once serving",
+    ),
     Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "log level"),
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="straightline-modelserver", description=__doc__)
-    parser.add_argument("--model", action="append", help="NAME or NAME:VERSION; repeatable; "
-                        "default: the latest version of every model in the store")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="NAME or NAME:VERSION; repeatable; "
+        "default: the latest version of every model in the store",
+    )
     add_settings(parser, SETTINGS)
     flags = parser.parse_args(argv)
     try:
@@ -64,15 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     host, _, port = settings["listen"].rpartition(":")
     listener = socket.create_server((host, int(port)))
     server = waitress.create_server(
-        create_app(models), sockets=[listener], threads=settings["threads"],
+        create_app(models),
+        sockets=[listener],
+        threads=settings["threads"],
         ident="straightline-modelserver",
     )
     bound = listener.getsockname()[1]
     if settings["port_file"]:
         with open(settings["port_file"], "w") as file:
             json.dump({"http": bound}, file)
-    log.info("model server serving", extra={"port": bound, "threads": settings["threads"],
-                                            "models": models.refs()})
+    log.info(
+        "model server serving",
+        extra={"port": bound, "threads": settings["threads"], "models": models.refs()},
+    )
     signal.signal(signal.SIGTERM, lambda *_: server.close())
     server.run()
     return 0

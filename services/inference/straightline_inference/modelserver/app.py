@@ -14,19 +14,19 @@ import time
 
 from flask import Flask, jsonify, request
 from opentelemetry import propagate, trace
-from straightline_common import errors
 from werkzeug.exceptions import HTTPException
 
+from straightline_common import errors
 from straightline_inference.imaging import MAX_IMAGE_BYTES
 from straightline_inference.model import ModelSet
 
 tracer = trace.get_tracer("straightline.modelserver")
 
 HTTP_STATUS = {
-    errors.InvalidArgument: (400, "INVALID_ARGUMENT"),
-    errors.NotFound: (404, "NOT_FOUND"),
-    errors.ResourceExhausted: (429, "RESOURCE_EXHAUSTED"),
-    errors.Unavailable: (503, "UNAVAILABLE"),
+    "INVALID_ARGUMENT": 400,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNAVAILABLE": 503,
 }
 
 
@@ -70,11 +70,8 @@ def create_app(models: ModelSet) -> Flask:
 
     @app.errorhandler(errors.ServiceError)
     def service_error(error: errors.ServiceError):
-        status, code = next(
-            (HTTP_STATUS[c] for c in type(error).__mro__ if c in HTTP_STATUS),
-            (500, "INTERNAL"),
-        )
-        return jsonify(error={"code": code, "message": str(error)}), status
+        code = errors.code_name(error)
+        return jsonify(error={"code": code, "message": str(error)}), HTTP_STATUS.get(code, 500)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

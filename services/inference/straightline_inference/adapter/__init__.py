@@ -1,0 +1,1 @@
+"""The inference adapter: one program, `--platform flask|docker|serverless`."""

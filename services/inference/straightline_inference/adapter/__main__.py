@@ -1,0 +1,129 @@
+"""`python -m straightline_inference.adapter --platform flask|docker|serverless ...`"""
+
+import json
+import logging
+import sys
+
+from straightline.v1 import inference_pb2, inference_pb2_grpc
+from straightline_common.config import ConfigError
+from straightline_common.errors import ServiceError
+from straightline_common.grpcserver import GrpcServer, run_until_signalled
+from straightline_common.logs import configure_logging
+from straightline_common.telemetry import configure_tracing
+from straightline_inference.adapter import config
+from straightline_inference.adapter.core import Adapter
+from straightline_inference.adapter.docker_platform import DockerPlatform
+from straightline_inference.adapter.flask_platform import FlaskPlatform
+from straightline_inference.adapter.platform import Platform
+from straightline_inference.adapter.serverless_platform import AwsServerless, LocalServerless
+from straightline_inference.adapter.servicer import InferenceServicer
+from straightline_inference.heartbeat import HeartbeatSender
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+
+
+def make_platform(settings: dict) -> Platform:
+    common = {"store": settings["store"]}
+    if settings["platform"] == "flask":
+        return FlaskPlatform(
+            threads=settings["threads"], url=settings["model_server_url"], **common
+        )
+    if settings["platform"] == "docker":
+        return DockerPlatform(
+            image=settings["image"],
+            owner=settings["instance_id"],
+            max_containers=settings["max_containers"],
+            threads_per_container=settings["threads_per_container"],
+            queue_limit=settings["queue_limit"],
+            idle_timeout_s=settings["idle_timeout_s"],
+            **common,
+        )
+    if settings["function_name"]:
+        return AwsServerless(
+            function_name=settings["function_name"],
+            concurrency=settings["concurrency"],
+            endpoint_url=settings["endpoint_url"] or None,
+            **common,
+        )
+    return LocalServerless(
+        image=settings["image"],
+        runner=settings["runner"],
+        owner=settings["instance_id"],
+        concurrency=settings["concurrency"],
+        idle_timeout_s=settings["idle_timeout_s"],
+        **common,
+    )
+
+
+class AdapterServer:
+    """The platform, the gRPC server in front of it, and the heartbeats to the placer."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.platform = make_platform(settings)
+        self.adapter = Adapter(self.platform, settings["instance_id"])
+        self._servicer = InferenceServicer(self.adapter, address="")
+        self._grpc = GrpcServer(
+            settings["listen"],
+            [
+                lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+                    self._servicer, s
+                )
+            ],
+            [SERVICE_NAME],
+            max_workers=64,
+            max_message_bytes=20 * 1024 * 1024,
+        )
+        self._heartbeats = None
+
+    def start(self) -> None:
+        self._grpc.start()
+        self._servicer.address = self.settings["advertise"] or self._grpc.address
+        self.platform.start()
+        self._grpc.mark_serving()
+        if self.settings["placer"] != "off":
+            self._heartbeats = HeartbeatSender(self.settings["placer"], self._servicer.report)
+            self._heartbeats.start()
+        if self.settings["port_file"]:
+            with open(self.settings["port_file"], "w") as file:
+                json.dump({"grpc": self._grpc.port}, file)
+        log.info(
+            "adapter serving",
+            extra={
+                "platform": self.settings["platform"],
+                "instance_id": self.adapter.instance_id,
+                "address": self._servicer.address,
+            },
+        )
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.stop()
+        self._grpc.stop(grace)
+        self.platform.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = config.load(argv)
+    except ConfigError as error:
+        print(f"straightline-adapter: configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(f"adapter-{settings['platform']}", settings["log_level"])
+    provider = configure_tracing(f"straightline-adapter-{settings['platform']}")
+    server = AdapterServer(settings)
+    try:
+        server.start()
+    except ServiceError as error:
+        log.error("cannot start: %s", error)
+        server.stop(0)
+        return 1
+    run_until_signalled(server.stop)
+    if provider is not None:
+        provider.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The adapter's configuration: flags, STRAIGHTLINE_ADAPTER_* variables, a TOML file."""
+
+import argparse
+import os
+import uuid
+
+from straightline_common.config import (
+    ConfigError,
+    Setting,
+    add_settings,
+    parse_address,
+    read_toml,
+    resolve,
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+def _choice(*allowed: str):
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _setting(name, parse, default, help_text):
+    return Setting(name, f"STRAIGHTLINE_ADAPTER_{name.upper()}", parse, default, help_text)
+
+
+SETTINGS = (
+    _setting(
+        "platform",
+        _choice("flask", "docker", "serverless"),
+        "flask",
+        "the platform this adapter fronts",
+    ),
+    _setting("listen", parse_address, "127.0.0.1:50061", "gRPC address to serve on"),
+    _setting("advertise", str, "", "host:port the placer should dial (default: the bound one)"),
+    _setting(
+        "placer", str, "127.0.0.1:50051", "the placer's address, for heartbeats; 'off' for none"
+    ),
+    _setting("instance_id", str, "", "unique id of this instance (default: platform-random)"),
+    _setting("store", str, "models", "model store directory"),
+    _setting("threads", _positive_int, 4, "flask: model server worker threads (capacity)"),
+    _setting("model_server_url", str, "", "flask: use this running model server instead"),
+    _setting(
+        "image",
+        str,
+        "",
+        "docker: model-server image; serverless: Lambda image "
+        "(defaults straightline/model-server:dev and straightline/lambda:dev)",
+    ),
+    _setting("max_containers", _positive_int, 2, "docker: most model-server containers"),
+    _setting("threads_per_container", _positive_int, 2, "docker: worker threads per container"),
+    _setting("queue_limit", _non_negative_int, 8, "docker: requests that may wait for a slot"),
+    _setting("idle_timeout_s", float, 60.0, "docker, serverless: stop environments idle this long"),
+    _setting(
+        "function_name", str, "", "serverless: an AWS Lambda function (default: local emulator)"
+    ),
+    _setting("endpoint_url", str, "", "serverless: Lambda API endpoint override"),
+    _setting("concurrency", _positive_int, 4, "serverless: concurrent executions at most"),
+    _setting(
+        "runner",
+        _choice("auto", "container", "process"),
+        "auto",
+        "serverless, local: environments as containers or processes",
+    ),
+    _setting("port_file", str, "", "write the bound port here as JSON once serving"),
+    Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "log level"),
+)
+
+
+def load(argv: list[str] | None = None, environ=None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="straightline-adapter",
+        description="Serves the v1 InferenceService in front of one platform and reports its "
+        "capacity to the placer.",
+    )
+    parser.add_argument(
+        "--config", help="TOML file with an [adapter] table (env STRAIGHTLINE_ADAPTER_CONFIG)"
+    )
+    add_settings(parser, SETTINGS)
+    flags = parser.parse_args(argv)
+    environ = os.environ if environ is None else environ
+    config_path = flags.config or environ.get("STRAIGHTLINE_ADAPTER_CONFIG")
+    settings = resolve(SETTINGS, flags, read_toml(config_path, "adapter"), environ)
+    if not os.path.isdir(settings["store"]):
+        raise ConfigError(f"store: {settings['store']} is not a directory")
+    if settings["idle_timeout_s"] <= 0:
+        raise ConfigError("idle_timeout_s must be positive")
+    settings["instance_id"] = (
+        settings["instance_id"] or f"{settings['platform']}-{uuid.uuid4().hex[:8]}"
+    )
+    if not settings["image"]:
+        image = "lambda" if settings["platform"] == "serverless" else "model-server"
+        settings["image"] = f"straightline/{image}:dev"
+    return settings

@@ -1,0 +1,90 @@
+"""Containers the adapters start through the Docker SDK: host networking, labelled, and
+always removed by whoever started them."""
+
+import os
+import socket
+
+import docker
+from docker.errors import DockerException, ImageNotFound
+
+from straightline_common.errors import FailedPrecondition
+
+LABEL_ROLE = "straightline.role"
+LABEL_OWNER = "straightline.owner"
+# Trace settings the containers inherit from the adapter, so their spans join its traces.
+_INHERITED_ENVIRONMENT = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
+    "STRAIGHTLINE_LOG_LEVEL",
+)
+
+
+def engine() -> docker.DockerClient:
+    """A client of a reachable Docker engine, or FailedPrecondition saying why not."""
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client
+    except DockerException as error:
+        raise FailedPrecondition(f"no Docker engine is reachable: {error}") from None
+
+
+def engine_reachable() -> bool:
+    try:
+        engine().close()
+        return True
+    except FailedPrecondition:
+        return False
+
+
+def require_image(client: docker.DockerClient, image: str) -> None:
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        raise FailedPrecondition(
+            f"image {image} is not on this engine; build it with deploy/images/build.sh"
+        ) from None
+
+
+def free_port() -> int:
+    """A loopback port free now (a container with host networking will bind it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def inherited_environment(service_name: str) -> dict[str, str]:
+    inherited = {k: os.environ[k] for k in _INHERITED_ENVIRONMENT if k in os.environ}
+    return {**inherited, "OTEL_SERVICE_NAME": service_name}
+
+
+def run(client: docker.DockerClient, image: str, *, role: str, owner: str, store: str, **options):
+    """Starts a detached container on the host network, with the model store read-only at
+    /models and labels naming its role and the adapter instance that owns it."""
+    return client.containers.run(
+        image,
+        detach=True,
+        network_mode="host",
+        labels={LABEL_ROLE: role, LABEL_OWNER: owner},
+        volumes={os.path.abspath(store): {"bind": "/models", "mode": "ro"}},
+        **options,
+    )
+
+
+def remove_owned(client: docker.DockerClient, owner: str) -> int:
+    """Removes every container labelled as owned by `owner`; returns how many."""
+    owned = client.containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})
+    for container in owned:
+        container.remove(force=True)
+    return len(owned)
+
+
+def logs_tail(container, lines: int = 20) -> str:
+    try:
+        return container.logs(tail=lines).decode(errors="replace")
+    except DockerException:
+        return "(no logs)"

@@ -1,0 +1,142 @@
+"""Docker: model-server containers started on demand through the Docker SDK (the cold start
+is real), kept warm while used, stopped and removed when idle or when the adapter stops."""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from docker.errors import DockerException
+
+from straightline.v1 import types_pb2
+from straightline_common.errors import Unavailable
+from straightline_common.modelstore import ModelStore
+from straightline_inference.adapter import containers
+from straightline_inference.adapter.modelserver_client import ModelServerClient
+from straightline_inference.adapter.platform import Answer, Capacity, PredictCall, ServesStore
+from straightline_inference.adapter.pool import EnvironmentPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelServerContainer:
+    container: object
+    client: ModelServerClient
+
+
+class DockerPlatform(ServesStore):
+    kind = types_pb2.PLATFORM_DOCKER
+
+    def __init__(
+        self,
+        *,
+        store: str,
+        image: str,
+        owner: str,
+        max_containers: int,
+        threads_per_container: int,
+        queue_limit: int,
+        idle_timeout_s: float,
+        start_timeout_s: float = 120.0,
+    ):
+        self._store = ModelStore(store)
+        self._image = image
+        self._owner = owner
+        self._threads = threads_per_container
+        self._start_timeout_s = start_timeout_s
+        self._pool_options = {
+            "max_environments": max_containers,
+            "slots_per_environment": threads_per_container,
+            "queue_limit": queue_limit,
+            "idle_timeout_s": idle_timeout_s,
+            "name": "the Docker platform",
+        }
+        self._engine = None
+        self._pool: EnvironmentPool[ModelServerContainer] | None = None
+
+    def start(self) -> None:
+        self._engine = containers.engine()
+        containers.require_image(self._engine, self._image)
+        self._pool = EnvironmentPool(
+            self._start_container, self._stop_container, **self._pool_options
+        )
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        if self._engine is not None:
+            containers.remove_owned(self._engine, self._owner)
+            self._engine.close()
+
+    def capacity(self) -> Capacity:
+        return self._pool.capacity()
+
+    def running_containers(self) -> list:
+        return [environment.container for environment in self._pool.environments()]
+
+    def predict(self, call: PredictCall, timeout: float) -> Answer:
+        started = time.monotonic()
+        with self._pool.lease(timeout) as lease:
+            remaining = timeout - (time.monotonic() - started)
+            try:
+                answer = lease.environment.client.predict(call, remaining)
+            except Unavailable:
+                lease.discard()  # the container died or hangs: replace it
+                raise
+        return Answer(
+            answer.model,
+            answer.classes,
+            queue_seconds=lease.queued_seconds,
+            cold_start_seconds=lease.cold_start_seconds,
+            execution_seconds=answer.execution_seconds,
+        )
+
+    def _start_container(self) -> ModelServerContainer:
+        port = containers.free_port()
+        try:
+            container = containers.run(
+                self._engine,
+                self._image,
+                role="model-server",
+                owner=self._owner,
+                store=str(self._store.root),
+                command=[
+                    "--store",
+                    "/models",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--threads",
+                    str(self._threads),
+                ],
+                environment=containers.inherited_environment("straightline-modelserver"),
+            )
+        except DockerException as error:
+            raise Unavailable(f"could not start a model-server container: {error}") from None
+        client = ModelServerClient(f"http://127.0.0.1:{port}", self._threads)
+        try:
+            self._wait_ready(container, client)
+        except Exception:
+            self._stop_container(ModelServerContainer(container, client))
+            raise
+        return ModelServerContainer(container, client)
+
+    def _wait_ready(self, container, client: ModelServerClient) -> None:
+        deadline = time.monotonic() + self._start_timeout_s
+        while True:
+            try:
+                client.wait_ready(timeout=0.5)
+                return
+            except Unavailable:
+                container.reload()
+                if container.status == "exited" or time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"model-server container {container.short_id} did not become ready "
+                        f"({container.status}):\n{containers.logs_tail(container)}"
+                    ) from None
+
+    def _stop_container(self, environment: ModelServerContainer) -> None:
+        environment.client.close()
+        try:
+            environment.container.remove(force=True)
+        except DockerException as error:
+            log.warning("could not remove container %s: %s", environment.container.short_id, error)

@@ -1,0 +1,64 @@
+"""A fixed number of slots with a bounded queue in front of them."""
+
+import threading
+import time
+from contextlib import contextmanager
+
+from straightline_common.errors import DeadlineExceeded, ResourceExhausted
+
+
+class SlotGate:
+    def __init__(self, capacity: int, queue_limit: int = 0, name: str = "the platform"):
+        self.capacity = capacity
+        self.queue_limit = queue_limit
+        self._name = name
+        self._in_flight = 0
+        self._waiting = 0
+        self._changed = threading.Condition()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self._in_flight)
+
+    @contextmanager
+    def slot(self, timeout: float):
+        """Holds one slot for the block; yields the seconds spent waiting for it. Raises
+        ResourceExhausted when every slot and queue place is taken, DeadlineExceeded when
+        no slot frees up within `timeout`."""
+        queued = self._acquire(timeout)
+        try:
+            yield queued
+        finally:
+            with self._changed:
+                self._in_flight -= 1
+                self._changed.notify()
+
+    def _acquire(self, timeout: float) -> float:
+        started = time.perf_counter()
+        with self._changed:
+            if self._in_flight < self.capacity and self._waiting == 0:
+                self._in_flight += 1
+                return 0.0
+            if self._waiting >= self.queue_limit:
+                raise ResourceExhausted(
+                    f"{self._name} is at capacity ({self.capacity} at once) and its queue "
+                    f"({self.queue_limit}) is full"
+                )
+            self._waiting += 1
+            try:
+                if not self._changed.wait_for(lambda: self._in_flight < self.capacity, timeout):
+                    raise DeadlineExceeded(
+                        f"no slot of {self._name} freed up within {timeout:.3f} s"
+                    )
+            finally:
+                self._waiting -= 1
+            self._in_flight += 1
+            return time.perf_counter() - started

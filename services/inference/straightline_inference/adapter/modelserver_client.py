@@ -1,0 +1,84 @@
+"""HTTP client of the REST model server, with a pooled connection per worker."""
+
+import json
+import time
+
+import urllib3
+from opentelemetry import propagate
+
+from straightline_common.errors import DeadlineExceeded, Unavailable, from_code_name
+from straightline_inference.adapter.platform import Answer, PredictCall
+
+
+class ModelServerClient:
+    def __init__(self, base_url: str, connections: int = 8):
+        self.base_url = base_url.rstrip("/")
+        self._http = urllib3.PoolManager(maxsize=connections, block=False, retries=False)
+
+    def predict(self, call: PredictCall, timeout: float) -> Answer:
+        path = f"/v1/models/{call.model_name}"
+        if call.model_version:
+            path += f"/versions/{call.model_version}"
+        headers = {"Content-Type": call.content_type, "X-Request-Id": call.request_id}
+        propagate.inject(headers)
+        started = time.perf_counter()
+        body = self._request(
+            "POST",
+            f"{path}/predict?top_k={call.top_k}",
+            timeout,
+            body=call.payload,
+            headers=headers,
+        )
+        return Answer(
+            model=body["model"],
+            classes=body["classes"],
+            execution_seconds=time.perf_counter() - started,
+        )
+
+    def metadata(self, name: str, version: str) -> dict:
+        path = f"/v1/models/{name}" + (f"/versions/{version}" if version else "")
+        return self._request("GET", path, 10.0)
+
+    def models(self) -> list[tuple[str, str]]:
+        return [
+            (m["name"], m["version"]) for m in self._request("GET", "/v1/models", 10.0)["models"]
+        ]
+
+    def wait_ready(self, timeout: float) -> None:
+        """Waits until /healthz answers 200 (the models are loaded and warm)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._request("GET", "/healthz", 2.0)
+                return
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        self._http.clear()
+
+    def _request(self, method: str, path: str, timeout: float, **options) -> dict:
+        try:
+            response = self._http.request(
+                method, self.base_url + path, timeout=urllib3.Timeout(total=timeout), **options
+            )
+        except urllib3.exceptions.TimeoutError:
+            raise DeadlineExceeded(
+                f"the model server at {self.base_url} did not answer in {timeout:.1f} s"
+            ) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise Unavailable(
+                f"the model server at {self.base_url} cannot be reached: {type(error).__name__}"
+            ) from None
+        try:
+            body = json.loads(response.data)
+        except ValueError:
+            raise Unavailable(
+                f"the model server at {self.base_url} answered {response.status} without JSON"
+            ) from None
+        if response.status >= 400:
+            error = body.get("error", {})
+            raise from_code_name(error.get("code", ""), error.get("message", str(body)))
+        return body

@@ -1,0 +1,67 @@
+"""What every platform offers the adapter, whatever runs the model behind it."""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from straightline_common.modelstore import ModelStore
+
+
+@dataclass(frozen=True)
+class PredictCall:
+    request_id: str
+    model_name: str
+    model_version: str
+    payload: bytes
+    content_type: str
+    top_k: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The model's answer (as the model server's JSON has it) and what the platform spent."""
+
+    model: dict  # {"name", "version"}
+    classes: list[dict]  # [{"label", "index", "score"}]
+    queue_seconds: float = 0.0
+    cold_start_seconds: float = 0.0
+    execution_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Capacity:
+    total: int
+    free: int
+    in_flight: int
+    queue_depth: int
+
+
+class Platform(Protocol):
+    kind: int  # a straightline.v1.Platform value
+
+    def start(self) -> None:
+        """Gets ready to serve (may take a cold start); raises when it cannot."""
+
+    def stop(self) -> None:
+        """Releases everything it started (processes, containers)."""
+
+    def capacity(self) -> Capacity: ...
+
+    def models(self) -> list[tuple[str, str]]:
+        """(name, version) of every model it serves."""
+
+    def metadata(self, name: str, version: str) -> dict:
+        """The stored metadata of a served model version."""
+
+    def predict(self, call: PredictCall, timeout: float) -> Answer: ...
+
+
+class ServesStore:
+    """For platforms that serve the latest version of every model in a model store."""
+
+    _store: ModelStore
+
+    def models(self) -> list[tuple[str, str]]:
+        return [(v.name, v.version) for v in self._store.latest()]
+
+    def metadata(self, name: str, version: str) -> dict:
+        return self._store.resolve(name, version).metadata

@@ -1,0 +1,79 @@
+"""The v1 InferenceService of an adapter, and the report it sends in its heartbeats."""
+
+from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
+from straightline_common.timeconv import duration
+from straightline_inference.adapter.core import Adapter
+from straightline_inference.adapter.platform import PredictCall
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(self, adapter: Adapter, address: str):
+        self._adapter = adapter
+        self.address = address
+
+    def Predict(self, request, context):
+        timeout = context.time_remaining() or DEFAULT_TIMEOUT_S
+        served = self._adapter.predict(
+            PredictCall(
+                request.request_id,
+                request.model.name,
+                request.model.version,
+                request.payload,
+                request.content_type,
+                request.top_k,
+            ),
+            min(timeout, DEFAULT_TIMEOUT_S),
+        )
+        answer = served.answer
+        return inference_pb2.PredictResponse(
+            request_id=request.request_id,
+            model=types_pb2.ModelRef(**answer.model),
+            classes=[types_pb2.ClassScore(**c) for c in answer.classes],
+            timings=types_pb2.PlatformTimings(
+                queue=duration(answer.queue_seconds),
+                cold_start=duration(answer.cold_start_seconds),
+                execution=duration(answer.execution_seconds),
+                total=duration(served.total_seconds),
+                cold_start_paid=answer.cold_start_seconds > 0,
+            ),
+            platform=self._adapter.platform.kind,
+            instance_id=self._adapter.instance_id,
+        )
+
+    def GetModelMetadata(self, request, context):
+        metadata = self._adapter.platform.metadata(request.model.name, request.model.version)
+        height, width = metadata["input_size"]
+        return inference_pb2.GetModelMetadataResponse(
+            metadata=inference_pb2.ModelMetadata(
+                model=types_pb2.ModelRef(name=metadata["name"], version=metadata["version"]),
+                class_names=metadata["class_names"],
+                input_width=width,
+                input_height=height,
+                format=metadata.get("format", "keras-h5"),
+                checksum=metadata.get("checksum", "").removeprefix("sha256:"),
+            )
+        )
+
+    def GetStatus(self, request, context):
+        return inference_pb2.GetStatusResponse(report=self.report())
+
+    def report(self) -> types_pb2.InstanceReport:
+        capacity = self._adapter.platform.capacity()
+        recent = self._adapter.recent()
+        return types_pb2.InstanceReport(
+            instance_id=self._adapter.instance_id,
+            platform=self._adapter.platform.kind,
+            address=self.address,
+            capacity_total=capacity.total,
+            capacity_free=min(capacity.free, capacity.total),
+            in_flight=capacity.in_flight,
+            queue_depth=capacity.queue_depth,
+            models=[
+                types_pb2.ModelRef(name=n, version=v) for n, v in self._adapter.platform.models()
+            ],
+            recent_latency_p50=duration(recent.latency_p50_s),
+            recent_latency_p95=duration(recent.latency_p95_s),
+            recent_failures=recent.failures,
+        )

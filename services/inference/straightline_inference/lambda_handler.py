@@ -1,0 +1,72 @@
+"""The serverless front door: the same decode-and-predict path as the REST app, as an AWS
+Lambda handler (`straightline_inference.lambda_handler.handler`, on awslambdaric).
+
+Importing the module is Lambda's init phase: the models are loaded and warmed there, so the
+first invocation of an execution environment pays the cold start once.
+
+Event:  {"request_id", "model": {"name", "version"}, "payload_b64", "content_type", "top_k"}
+        or {"warmup": true}, which only makes sure the environment is initialised.
+Answer: {"model": {...}, "classes": [{"label", "index", "score"}], "timings": {...}}
+        or {"error": {"code", "message"}} for bad input (INVALID_ARGUMENT, NOT_FOUND).
+Any other failure raises, and Lambda reports it as a function error.
+Trace context travels in the invocation's client context: {"custom": {"traceparent": ...}}.
+"""
+
+import base64
+import binascii
+import os
+import time
+
+from opentelemetry import propagate, trace
+
+from straightline_common import errors
+from straightline_common.logs import configure_logging
+from straightline_common.modelstore import ModelStore
+from straightline_common.telemetry import configure_tracing
+from straightline_inference.model import ModelSet
+
+configure_logging("lambda", os.environ.get("STRAIGHTLINE_LOG_LEVEL", "info"))
+_tracer_provider = configure_tracing("straightline-lambda")
+_started = time.perf_counter()
+_MODELS = ModelSet(
+    ModelStore(os.environ.get("STRAIGHTLINE_MODEL_STORE", "/models")),
+    [m for m in os.environ.get("STRAIGHTLINE_MODELS", "").split(",") if m] or None,
+)
+INIT_SECONDS = time.perf_counter() - _started
+tracer = trace.get_tracer("straightline.lambda")
+
+
+def handler(event: dict, context) -> dict:
+    if event.get("warmup"):
+        return {"warm": True, "init_seconds": INIT_SECONDS}
+    carrier = dict(getattr(getattr(context, "client_context", None), "custom", None) or {})
+    with tracer.start_as_current_span(
+        "lambda.invoke", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
+    ):
+        try:
+            return _predict(event)
+        except (errors.InvalidArgument, errors.NotFound) as error:
+            return {"error": {"code": errors.code_name(error), "message": str(error)}}
+        finally:
+            if _tracer_provider is not None:
+                _tracer_provider.force_flush(1000)  # the environment may freeze after return
+
+
+def _predict(event: dict) -> dict:
+    started = time.perf_counter()
+    model_ref = event.get("model") or {}
+    try:
+        data = base64.b64decode(event.get("payload_b64", ""), validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise errors.InvalidArgument("payload_b64 is not valid base64") from None
+    model = _MODELS.get(model_ref.get("name", ""), model_ref.get("version", ""))
+    prediction = model.predict(data, event.get("content_type", ""), int(event.get("top_k", 0)))
+    return {
+        "model": {"name": prediction.name, "version": prediction.version},
+        "classes": [vars(c) for c in prediction.classes],
+        "timings": {
+            "decode_ms": prediction.decode_seconds * 1e3,
+            "inference_ms": prediction.inference_seconds * 1e3,
+            "total_ms": (time.perf_counter() - started) * 1e3,
+        },
+    }

@@ -1,0 +1,157 @@
+import itertools
+import threading
+import time
+from concurrent import futures
+
+import pytest
+
+from straightline_common.errors import DeadlineExceeded, ResourceExhausted
+from straightline_inference.adapter.gate import SlotGate
+from straightline_inference.adapter.pool import EnvironmentPool
+
+
+def hold(gate_or_pool, seconds, *, lease=False, timeout=5.0):
+    context = gate_or_pool.lease(timeout) if lease else gate_or_pool.slot(timeout)
+    with context as got:
+        time.sleep(seconds)
+        return got
+
+
+def test_gate_runs_capacity_at_once_queues_then_refuses():
+    gate = SlotGate(capacity=2, queue_limit=1)
+    with futures.ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(hold, gate, 0.3) for _ in range(2)]
+        time.sleep(0.05)
+        queued = pool.submit(hold, gate, 0.0)
+        time.sleep(0.05)
+        assert (gate.in_flight, gate.waiting, gate.free) == (2, 1, 0)
+        with pytest.raises(ResourceExhausted, match="queue \\(1\\) is full"):
+            hold(gate, 0)
+        assert queued.result() > 0.1  # it waited for a slot
+        assert [r.result() for r in running] == [0.0, 0.0]
+    assert (gate.in_flight, gate.waiting) == (0, 0)
+
+
+def test_gate_wait_is_bounded_by_the_timeout():
+    gate = SlotGate(capacity=1, queue_limit=5)
+    with futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(hold, gate, 0.5)
+        time.sleep(0.05)
+        with pytest.raises(DeadlineExceeded):
+            hold(gate, 0, timeout=0.1)
+    assert gate.waiting == 0
+
+
+class Environments:
+    """Environments that take a while to start, recording what happened to them."""
+
+    def __init__(self, start_seconds=0.2):
+        self.start_seconds = start_seconds
+        self.started, self.stopped = [], []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def start(self):
+        time.sleep(self.start_seconds)
+        with self._lock:
+            environment = f"env-{next(self._ids)}"
+            self.started.append(environment)
+        return environment
+
+    def stop(self, environment):
+        self.stopped.append(environment)
+
+
+def make_pool(environments, **options):
+    defaults = {"max_environments": 2, "slots_per_environment": 1, "idle_timeout_s": 60}
+    return EnvironmentPool(environments.start, environments.stop, **{**defaults, **options})
+
+
+def test_cold_start_then_warm_reuse():
+    environments = Environments()
+    pool = make_pool(environments)
+    try:
+        first = hold(pool, 0, lease=True)
+        second = hold(pool, 0, lease=True)
+        assert first.cold_start_seconds >= 0.2 and second.cold_start_seconds == 0
+        assert first.environment == second.environment == "env-1"
+        assert len(pool.environments()) == 1
+    finally:
+        pool.close()
+    assert environments.stopped == ["env-1"]
+
+
+def test_scales_to_the_limit_then_throttles_without_a_queue():
+    environments = Environments()
+    pool = make_pool(environments, max_environments=2, queue_limit=0)
+    try:
+        with futures.ThreadPoolExecutor(2) as workers:
+            busy = [workers.submit(hold, pool, 0.5, lease=True) for _ in range(2)]
+            time.sleep(0.3)
+            with pytest.raises(ResourceExhausted, match="at its limit \\(2 environments"):
+                hold(pool, 0, lease=True)
+            assert {b.result().environment for b in busy} == {"env-1", "env-2"}
+        capacity = pool.capacity()
+        assert (capacity.total, capacity.free, capacity.in_flight) == (2, 2, 0)
+    finally:
+        pool.close()
+
+
+def test_slots_per_environment_and_queue():
+    environments = Environments(start_seconds=0.0)
+    pool = make_pool(environments, max_environments=1, slots_per_environment=2, queue_limit=2)
+    try:
+        with futures.ThreadPoolExecutor(4) as workers:
+            leases = [workers.submit(hold, pool, 0.3, lease=True) for _ in range(4)]
+            time.sleep(0.1)
+            assert pool.capacity().in_flight == 2 and pool.capacity().queue_depth == 2
+            results = [lease.result() for lease in leases]
+        assert {r.environment for r in results} == {"env-1"}
+        assert sorted(r.queued_seconds > 0.1 for r in results) == [False, False, True, True]
+    finally:
+        pool.close()
+
+
+def test_idle_environments_are_reaped():
+    environments = Environments(start_seconds=0.0)
+    pool = make_pool(environments, idle_timeout_s=0.2)
+    try:
+        hold(pool, 0, lease=True)
+        deadline = time.monotonic() + 3
+        while not environments.stopped and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert environments.stopped == ["env-1"]
+        assert pool.environments() == []
+    finally:
+        pool.close()
+
+
+def test_a_discarded_environment_is_replaced():
+    environments = Environments(start_seconds=0.0)
+    pool = make_pool(environments)
+    try:
+        with pool.lease(5) as lease:
+            lease.discard()
+        assert environments.stopped == ["env-1"]
+        assert hold(pool, 0, lease=True).environment == "env-2"
+    finally:
+        pool.close()
+
+
+def test_a_failed_start_frees_its_place():
+    environments = Environments(start_seconds=0.0)
+    calls = []
+
+    def flaky_start():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("engine hiccup")
+        return environments.start()
+
+    pool = EnvironmentPool(flaky_start, environments.stop, max_environments=1)
+    try:
+        with pytest.raises(RuntimeError):
+            hold(pool, 0, lease=True)
+        assert hold(pool, 0, lease=True).environment == "env-1"
+    finally:
+        pool.close()
