@@ -24,8 +24,9 @@ def spans():
     _SPANS.clear()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def otlp_receiver():
+    """One OTLP receiver for the session; tests pick their spans by trace or span id."""
     receiver = OtlpReceiver().start()
     yield receiver
     receiver.stop()

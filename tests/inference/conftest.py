@@ -25,3 +25,38 @@ def model_server(model_store, tmp_path_factory):
         yield process.wait_ready(timeout=60)
     finally:
         process.terminate()
+
+
+@pytest.fixture(scope="module")
+def start_adapter(tmp_path_factory, model_store, otlp_receiver):
+    """Starts inference adapters as real processes on loopback port 0; stops them all at the
+    end of the test module (a model server's cold start is seconds)."""
+    tmp_path = tmp_path_factory.mktemp("adapters")
+    started = []
+
+    def start(platform: str, *args: str, placer: str = "off", store=None) -> ServiceProcess:
+        process = ServiceProcess(
+            "straightline_inference.adapter",
+            [
+                "--platform",
+                platform,
+                "--listen",
+                "127.0.0.1:0",
+                "--placer",
+                placer,
+                "--store",
+                str(store or model_store.root),
+                *args,
+            ],
+            tmp_path / f"adapter-{len(started)}",
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "50",
+            },
+        )
+        started.append(process)
+        return process.wait_ready(timeout=120)
+
+    yield start
+    for process in started:
+        process.terminate(timeout=60)

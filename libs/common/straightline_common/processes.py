@@ -17,6 +17,7 @@ class ServiceProcess:
     to a file once serving."""
 
     def __init__(self, module: str, args: list[str], workdir: Path, env: dict | None = None):
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port_file = workdir / f"{module}.ports.json"
         self.log_path = workdir / f"{module}.log"
         self.port_file.unlink(missing_ok=True)

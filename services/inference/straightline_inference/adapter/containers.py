@@ -50,11 +50,17 @@ def require_image(client: docker.DockerClient, image: str) -> None:
         ) from None
 
 
-def free_port() -> int:
-    """A loopback port free now (a container with host networking will bind it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports free now (a process or container on the host network will bind
+    them). The probes stay open together so that the same port is not handed out twice."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def inherited_environment(service_name: str) -> dict[str, str]:
@@ -64,11 +70,13 @@ def inherited_environment(service_name: str) -> dict[str, str]:
 
 def run(client: docker.DockerClient, image: str, *, role: str, owner: str, store: str, **options):
     """Starts a detached container on the host network, with the model store read-only at
-    /models and labels naming its role and the adapter instance that owns it."""
+    /models and labels naming its role and the adapter instance that owns it. It runs as the
+    adapter's own user, so it reads whatever model files the adapter can read."""
     return client.containers.run(
         image,
         detach=True,
         network_mode="host",
+        user=f"{os.getuid()}:{os.getgid()}",
         labels={LABEL_ROLE: role, LABEL_OWNER: owner},
         volumes={os.path.abspath(store): {"bind": "/models", "mode": "ro"}},
         **options,

@@ -92,7 +92,7 @@ class DockerPlatform(ServesStore):
         )
 
     def _start_container(self) -> ModelServerContainer:
-        port = containers.free_port()
+        [port] = containers.free_ports(1)
         try:
             container = containers.run(
                 self._engine,

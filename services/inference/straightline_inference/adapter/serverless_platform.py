@@ -223,8 +223,9 @@ class LocalServerless(ServesStore):
     # Environments --------------------------------------------------------------------------
 
     def _start_environment(self) -> Environment:
-        port = containers.free_port()
-        stop = (self._start_container if self._runner == "container" else self._start_process)(port)
+        port, runtime_api_port = containers.free_ports(2)
+        start = self._start_container if self._runner == "container" else self._start_process
+        stop = start(_emulator_arguments(port, runtime_api_port))
         client = _lambda_client(
             f"http://127.0.0.1:{port}",
             region_name="us-east-1",
@@ -251,7 +252,7 @@ class LocalServerless(ServesStore):
                     raise
                 time.sleep(0.05)
 
-    def _start_container(self, port: int):
+    def _start_container(self, emulator_arguments: list[str]):
         try:
             container = containers.run(
                 self._engine,
@@ -261,8 +262,7 @@ class LocalServerless(ServesStore):
                 store=str(self._store.root),
                 entrypoint=[
                     "/usr/local/bin/aws-lambda-rie",
-                    "--runtime-interface-emulator-address",
-                    f"127.0.0.1:{port}",
+                    *emulator_arguments,
                     "python",
                     "-m",
                     "awslambdaric",
@@ -274,12 +274,11 @@ class LocalServerless(ServesStore):
             raise Unavailable(f"could not start a Lambda container: {error}") from None
         return lambda: container.remove(force=True)
 
-    def _start_process(self, port: int):
+    def _start_process(self, emulator_arguments: list[str]):
         process = subprocess.Popen(
             [
                 str(ensure_rie()),
-                "--runtime-interface-emulator-address",
-                f"127.0.0.1:{port}",
+                *emulator_arguments,
                 sys.executable,
                 "-m",
                 "awslambdaric",
@@ -303,3 +302,15 @@ class LocalServerless(ServesStore):
                 process.wait()
 
         return stop
+
+
+def _emulator_arguments(port: int, runtime_api_port: int) -> list[str]:
+    """The emulator's invoke address, and a runtime API address of its own: the default
+    (127.0.0.1:9001) would be shared by every emulator on the host, and their runtimes
+    would answer each other's invocations."""
+    return [
+        "--runtime-interface-emulator-address",
+        f"127.0.0.1:{port}",
+        "--runtime-api-address",
+        f"127.0.0.1:{runtime_api_port}",
+    ]

@@ -1,0 +1,106 @@
+"""The adapter in front of Flask: a real model server child process, over real gRPC."""
+
+import grpc
+import pytest
+
+from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
+from tests.support.models import CLASSES, image_bytes
+
+pytestmark = pytest.mark.tensorflow
+TINY = types_pb2.ModelRef(name="tiny")
+
+
+def predict_request(payload=None, content_type="image/jpeg", model=TINY, top_k=2):
+    return inference_pb2.PredictRequest(
+        request_id="r1",
+        model=model,
+        content_type=content_type,
+        top_k=top_k,
+        payload=image_bytes() if payload is None else payload,
+    )
+
+
+@pytest.fixture(scope="module")
+def flask_adapter(start_adapter):
+    return start_adapter("flask", "--threads", "2")
+
+
+@pytest.fixture
+def stub(flask_adapter, channels):
+    return inference_pb2_grpc.InferenceServiceStub(channels(flask_adapter.address))
+
+
+def test_predict_reports_the_answer_and_its_timings(stub):
+    answer = stub.Predict(predict_request(), timeout=30)
+    assert answer.platform == types_pb2.PLATFORM_FLASK
+    assert answer.model.name == "tiny" and answer.model.version == "1"
+    assert len(answer.classes) == 2 and answer.classes[0].label in CLASSES
+    assert answer.timings.execution.ToNanoseconds() > 0
+    assert answer.timings.total.ToNanoseconds() >= answer.timings.execution.ToNanoseconds()
+    assert not answer.timings.cold_start_paid
+
+
+def test_metadata_and_status(stub):
+    metadata = stub.GetModelMetadata(inference_pb2.GetModelMetadataRequest(model=TINY)).metadata
+    assert list(metadata.class_names) == list(CLASSES)
+    assert (metadata.input_width, metadata.input_height) == (32, 32)
+    assert len(metadata.checksum) == 64
+    report = stub.GetStatus(inference_pb2.GetStatusRequest()).report
+    assert (report.capacity_total, report.capacity_free) == (2, 2)
+    assert [(m.name, m.version) for m in report.models] == [("tiny", "1")]
+
+
+@pytest.mark.parametrize(
+    ("request_message", "code", "message"),
+    [
+        (predict_request(b"not an image"), grpc.StatusCode.INVALID_ARGUMENT, "not a JPEG image"),
+        (predict_request(image_bytes()[:200]), grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
+        (
+            predict_request(content_type="application/pdf"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "content type 'application/pdf' is not supported",
+        ),
+        (
+            predict_request(b"x" * (16 * 1024 * 1024 + 1), "image/png"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "over the limit",
+        ),
+        (predict_request(b""), grpc.StatusCode.INVALID_ARGUMENT, "the payload is empty"),
+        (
+            predict_request(model=types_pb2.ModelRef(name="nope")),
+            grpc.StatusCode.NOT_FOUND,
+            "model nope is not served here",
+        ),
+        (
+            predict_request(model=types_pb2.ModelRef(name="")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "model.name is empty",
+        ),
+    ],
+)
+def test_bad_input_maps_to_status_codes(stub, request_message, code, message):
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Predict(request_message, timeout=30)
+    assert refused.value.code() == code
+    assert message in refused.value.details()
+    assert stub.Predict(predict_request(), timeout=30).classes  # still serving
+
+
+def test_trace_continues_into_the_model_server(stub, otlp_receiver, spans):
+    from opentelemetry import trace
+
+    from straightline_common.telemetry import metadata_with_context
+
+    with trace.get_tracer("test").start_as_current_span("client") as client:
+        stub.Predict(predict_request(), timeout=30, metadata=metadata_with_context())
+    trace_id = format(client.get_span_context().trace_id, "032x")
+    received = otlp_receiver.wait_for(lambda s: s.trace_id == trace_id, count=4)
+    by_name = {s.name: s for s in received}
+    adapter = by_name["straightline.v1.InferenceService/Predict"]
+    server = by_name["POST /v1/models/<name>/predict"]
+    assert adapter.service == "straightline-adapter-flask"
+    assert server.service == "straightline-modelserver"
+    assert adapter.parent_span_id == format(client.get_span_context().span_id, "016x")
+    assert server.parent_span_id == adapter.span_id
+    assert by_name["model.decode"].parent_span_id == server.span_id
+    assert by_name["model.infer"].parent_span_id == server.span_id

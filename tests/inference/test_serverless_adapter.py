@@ -1,0 +1,106 @@
+"""The adapter in front of serverless: the Lambda handler under AWS's runtime interface
+emulator, as local processes and as containers of the Lambda image."""
+
+import json
+from concurrent import futures
+
+import docker
+import grpc
+import pytest
+
+from straightline.v1 import inference_pb2_grpc, types_pb2
+from straightline_common.modelstore import METADATA_FILE, ModelStore
+from tests.inference.test_flask_adapter import predict_request
+from tests.support.models import make_classifier
+
+pytestmark = pytest.mark.tensorflow
+
+
+def stub_of(adapter, channels):
+    return inference_pb2_grpc.InferenceServiceStub(channels(adapter.address))
+
+
+@pytest.fixture(scope="module")
+def process_lambda(start_adapter):
+    return start_adapter(
+        "serverless", "--runner", "process", "--concurrency", "1", "--idle-timeout-s", "60"
+    )
+
+
+def test_cold_then_warm_invocations(process_lambda, channels):
+    stub = stub_of(process_lambda, channels)
+    first = stub.Predict(predict_request(), timeout=120)
+    second = stub.Predict(predict_request(), timeout=30)
+    assert first.platform == second.platform == types_pb2.PLATFORM_SERVERLESS
+    assert first.timings.cold_start_paid and not second.timings.cold_start_paid
+    assert [c.label for c in first.classes] == [c.label for c in second.classes]
+
+
+def test_throttled_at_the_concurrency_limit(process_lambda, channels):
+    stub = stub_of(process_lambda, channels)
+    stub.Predict(predict_request(), timeout=120)  # the one environment is warm
+    with futures.ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(stub.Predict, predict_request(), timeout=30) for _ in range(4)]
+        errors = [c.exception() for c in calls]
+    throttled = [e for e in errors if e is not None]
+    assert throttled, "four concurrent requests on a limit of one were all served"
+    assert {e.code() for e in throttled} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert "at its limit (1 environments" in throttled[0].details()
+
+
+def test_oversize_payload_is_refused_before_any_call(process_lambda, channels):
+    stub = stub_of(process_lambda, channels)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Predict(predict_request(b"\xff" * (5 * 1024 * 1024)), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over its 6291456-byte limit" in refused.value.details()
+
+
+def test_bad_image_is_invalid_argument(process_lambda, channels):
+    stub = stub_of(process_lambda, channels)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Predict(predict_request(b"not an image"), timeout=120)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a JPEG image" in refused.value.details()
+
+
+def test_a_handler_error_is_an_error_not_a_prediction(start_adapter, channels, tmp_path):
+    store = ModelStore(tmp_path / "broken")
+    version = make_classifier(store, "broken")
+    metadata = json.loads((version.directory / METADATA_FILE).read_text())
+    metadata["class_names"] = ["only", "two"]  # the model has four outputs
+    (version.directory / METADATA_FILE).write_text(json.dumps(metadata))
+    adapter = start_adapter("serverless", "--runner", "process", store=store.root)
+    with pytest.raises(grpc.RpcError) as failed:
+        stub_of(adapter, channels).Predict(
+            predict_request(model=types_pb2.ModelRef(name="broken"), top_k=4), timeout=120
+        )
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    assert "the Lambda handler failed: IndexError" in failed.value.details()
+
+
+@pytest.mark.docker
+def test_lambda_image_under_the_emulator_in_containers(start_adapter, channels):
+    adapter = start_adapter(
+        "serverless",
+        "--runner",
+        "container",
+        "--instance-id",
+        "lambda-test-1",
+        "--concurrency",
+        "2",
+    )
+    stub = stub_of(adapter, channels)
+    answer = stub.Predict(predict_request(), timeout=120)
+    assert answer.timings.cold_start_paid
+    engine = docker.from_env()
+    try:
+        owned = engine.containers.list(filters={"label": "straightline.owner=lambda-test-1"})
+        assert [c.labels["straightline.role"] for c in owned] == ["lambda"]
+        assert adapter.terminate(timeout=60) == 0
+        assert (
+            engine.containers.list(all=True, filters={"label": "straightline.owner=lambda-test-1"})
+            == []
+        )
+    finally:
+        engine.close()
