@@ -1,12 +1,12 @@
 """A bare gRPC echo, served exactly as the services are (GrpcServer: same thread pool,
 interceptor, health and reflection, same tracing set-up): the floor for the placer's RPCs."""
 
-import json
 import sys
 
 import grpc
 
 from straightline_common.grpcserver import GrpcServer, run_until_signalled
+from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
 
 SERVICE = "bench.Echo"
@@ -32,8 +32,7 @@ def main(port_file: str) -> None:
     server = GrpcServer("127.0.0.1:0", [_register], [SERVICE], max_workers=64)
     server.start()
     server.mark_serving()
-    with open(port_file, "w") as file:
-        json.dump({"grpc": server.port}, file)
+    write_port_file(port_file, {"grpc": server.port})
     run_until_signalled(lambda: server.stop(1))
     if provider is not None:
         provider.shutdown()

@@ -1,18 +1,17 @@
 """An OTLP receiver in its own process, so that exporting spans costs what it would with a
 real collector: `python -m bench.otlp_sink --port-file F` from the repository root."""
 
-import json
 import signal
 import sys
 import threading
 
+from straightline_common.processes import write_port_file
 from tests.support.otlp import OtlpReceiver
 
 
 def main(port_file: str) -> None:
     receiver = OtlpReceiver().start()
-    with open(port_file, "w") as file:
-        json.dump({"grpc": receiver.port}, file)
+    write_port_file(port_file, {"grpc": receiver.port})
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()

@@ -48,3 +48,13 @@ def image_bytes(
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def noise_png(side: int, seed: int = 0) -> bytes:
+    """A PNG of random pixels: large for its size, since noise does not compress."""
+    import numpy as np
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,5 +1,6 @@
 """Services as local processes (the embedded default, tests, benchmarks), always stopped."""
 
+import ctypes
 import json
 import os
 import signal
@@ -10,6 +11,22 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: the child gets SIGTERM when the thread that started it ends (with its
+    process, even by SIGKILL), so no child outlives a crashed parent. Start children from
+    long-lived threads."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def write_port_file(path: str, ports: dict) -> None:
+    """Writes the bound ports as JSON, atomically: a reader never sees half a file."""
+    with open(f"{path}.part", "w") as file:
+        json.dump(ports, file)
+    os.replace(f"{path}.part", path)
 
 
 class ServiceProcess:
@@ -27,12 +44,13 @@ class ServiceProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            preexec_fn=die_with_parent,
         )
         self.ports: dict = {}
 
     def wait_ready(self, timeout: float = 15.0) -> "ServiceProcess":
         deadline = time.monotonic() + timeout
-        while not self.port_file.exists() or not self.port_file.read_text():
+        while not self.port_file.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"service did not start:\n{self.log()}")
             time.sleep(0.05)

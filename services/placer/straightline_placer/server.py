@@ -1,11 +1,11 @@
 """The placer as a running server: gRPC, metrics, the expiry sweep, start and stop."""
 
-import json
 import logging
 import threading
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc
 from straightline_common.grpcserver import GrpcServer
+from straightline_common.processes import write_port_file
 from straightline_placer.config import PlacerConfig
 from straightline_placer.core import MAX_REQUEST_BYTES, Placer
 from straightline_placer.forwarder import GrpcForwarder
@@ -51,8 +51,9 @@ class PlacerServer:
         self._sweeper.start()
         self._grpc.mark_serving()
         if self.config.port_file:
-            with open(self.config.port_file, "w") as file:
-                json.dump({"grpc": self._grpc.port, "metrics": self.metrics_port}, file)
+            write_port_file(
+                self.config.port_file, {"grpc": self._grpc.port, "metrics": self.metrics_port}
+            )
         log.info(
             "placer serving",
             extra={

@@ -1,6 +1,5 @@
 """`python -m straightline_inference.adapter --platform flask|docker|serverless ...`"""
 
-import json
 import logging
 import sys
 
@@ -9,6 +8,7 @@ from straightline_common.config import ConfigError
 from straightline_common.errors import ServiceError
 from straightline_common.grpcserver import GrpcServer, run_until_signalled
 from straightline_common.logs import configure_logging
+from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
 from straightline_inference.adapter import config
 from straightline_inference.adapter.core import Adapter
@@ -86,8 +86,7 @@ class AdapterServer:
             self._heartbeats = HeartbeatSender(self.settings["placer"], self._servicer.report)
             self._heartbeats.start()
         if self.settings["port_file"]:
-            with open(self.settings["port_file"], "w") as file:
-                json.dump({"grpc": self._grpc.port}, file)
+            write_port_file(self.settings["port_file"], {"grpc": self._grpc.port})
         log.info(
             "adapter serving",
             extra={

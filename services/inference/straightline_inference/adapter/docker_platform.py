@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from docker.errors import DockerException
 
 from straightline.v1 import types_pb2
-from straightline_common.errors import Unavailable
+from straightline_common.errors import DeadlineExceeded, Unavailable
 from straightline_common.modelstore import ModelStore
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.modelserver_client import ModelServerClient
@@ -126,7 +126,7 @@ class DockerPlatform(ServesStore):
             try:
                 client.wait_ready(timeout=0.5)
                 return
-            except Unavailable:
+            except (Unavailable, DeadlineExceeded):
                 container.reload()
                 if container.status == "exited" or time.monotonic() > deadline:
                     raise Unavailable(

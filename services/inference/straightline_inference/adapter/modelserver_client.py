@@ -49,9 +49,9 @@ class ModelServerClient:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._request("GET", "/healthz", 2.0)
+                self._request("GET", "/healthz", 5.0)
                 return
-            except Unavailable:
+            except (Unavailable, DeadlineExceeded):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

@@ -28,6 +28,7 @@ from straightline_common.errors import (
     from_code_name,
 )
 from straightline_common.modelstore import ModelStore
+from straightline_common.processes import die_with_parent
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.platform import Answer, Capacity, PredictCall, ServesStore
@@ -291,6 +292,7 @@ class LocalServerless(ServesStore):
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
 
         def stop() -> None:

@@ -5,7 +5,6 @@ worker threads (the server's capacity). Writes {"http": port} to --port-file onc
 """
 
 import argparse
-import json
 import logging
 import signal
 import socket
@@ -17,6 +16,7 @@ from straightline_common.config import ConfigError, Setting, add_settings, parse
 from straightline_common.errors import ServiceError
 from straightline_common.logs import configure_logging
 from straightline_common.modelstore import ModelStore
+from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
 from straightline_inference.model import ModelSet
 from straightline_inference.modelserver.app import create_app
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     bound = listener.getsockname()[1]
     if settings["port_file"]:
-        with open(settings["port_file"], "w") as file:
-            json.dump({"http": bound}, file)
+        write_port_file(settings["port_file"], {"http": bound})
     log.info(
         "model server serving",
         extra={"port": bound, "threads": settings["threads"], "models": models.refs()},

@@ -1,0 +1,177 @@
+"""Requests through the placer to real platforms: Flask, Docker containers and the Lambda
+image under the emulator, each answering with the same Keras model."""
+
+import time
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.processes import ServiceProcess
+from tests.support.models import image_bytes, noise_png
+
+pytestmark = [pytest.mark.docker, pytest.mark.tensorflow]
+FLASK, DOCKER, SERVERLESS = (
+    types_pb2.PLATFORM_FLASK,
+    types_pb2.PLATFORM_DOCKER,
+    types_pb2.PLATFORM_SERVERLESS,
+)
+TINY = types_pb2.ModelRef(name="tiny")
+DEFAULTS = placer_pb2.Policy(
+    frequency_threshold_rps=10, data_size_threshold_bytes=256 * 1024, fallback_enabled=True
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, start_adapter, otlp_receiver):
+    workdir = tmp_path_factory.mktemp("placer")
+    placer = ServiceProcess(
+        "straightline_placer",
+        ["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--heartbeat-timeout-s", "1"],
+        workdir,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        },
+    )
+    try:
+        placer.wait_ready()
+        adapters = {
+            FLASK: start_adapter("flask", "--threads", "1", placer=placer.address),
+            DOCKER: start_adapter(
+                "docker",
+                "--max-containers",
+                "1",
+                "--threads-per-container",
+                "1",
+                "--queue-limit",
+                "8",
+                placer=placer.address,
+            ),
+            SERVERLESS: start_adapter("serverless", "--concurrency", "4", placer=placer.address),
+        }
+        channel = grpc.insecure_channel(placer.address)
+        stub = placer_pb2_grpc.PlacerServiceStub(channel)
+        wait_for_instances(stub, 3)
+        yield stub, adapters
+        channel.close()
+    finally:
+        placer.terminate()
+
+
+def wait_for_instances(stub, count, timeout=30.0):
+    watch = stub.WatchResources(placer_pb2.WatchResourcesRequest(), timeout=timeout)
+    try:
+        for view in watch:
+            if len(view.instances) == count:
+                return view
+    finally:
+        watch.cancel()
+
+
+def set_policy(stub, **fields):
+    mask = field_mask_pb2.FieldMask(paths=list(fields))
+    stub.UpdatePolicy(
+        placer_pb2.UpdatePolicyRequest(policy=placer_pb2.Policy(**fields), update_mask=mask)
+    )
+
+
+@pytest.fixture
+def placer_stub(stack):
+    stub, _ = stack
+    set_policy(
+        stub,
+        frequency_threshold_rps=DEFAULTS.frequency_threshold_rps,
+        data_size_threshold_bytes=DEFAULTS.data_size_threshold_bytes,
+        fallback_enabled=True,
+        pinned_platform=types_pb2.PLATFORM_UNSPECIFIED,
+    )
+    return stub
+
+
+def infer(stub, payload=None, content_type="image/jpeg", timeout=120):
+    return stub.Infer(
+        placer_pb2.InferRequest(
+            model=TINY, payload=payload or image_bytes(), content_type=content_type, top_k=2
+        ),
+        timeout=timeout,
+    )
+
+
+def test_the_same_image_gets_the_same_class_on_every_platform(placer_stub):
+    image = image_bytes((30, 160, 220))
+    answers = {}
+    for platform in (FLASK, DOCKER, SERVERLESS):
+        set_policy(placer_stub, pinned_platform=platform)
+        answer = infer(placer_stub, image)
+        assert answer.served_platform == platform
+        assert answer.placement.branch == types_pb2.BRANCH_PINNED
+        answers[platform] = [(c.label, round(c.score, 4)) for c in answer.classes]
+    assert answers[FLASK] == answers[DOCKER] == answers[SERVERLESS]
+
+
+def test_algorithm_1_end_to_end(placer_stub):
+    moderate = infer(placer_stub)
+    assert (moderate.served_platform, moderate.placement.branch) == (
+        FLASK,
+        types_pb2.BRANCH_FLASK_AVAILABLE,
+    )
+    large = infer(placer_stub, noise_png(400), "image/png")
+    assert len(noise_png(400)) > DEFAULTS.data_size_threshold_bytes
+    assert (large.served_platform, large.placement.branch) == (
+        DOCKER,
+        types_pb2.BRANCH_LARGE_DATA,
+    )
+
+    # Six at once: Flask's one slot, then Docker's one, then serverless for the rest.
+    with futures.ThreadPoolExecutor(6) as pool:
+        burst = list(pool.map(lambda _: infer(placer_stub), range(6)))
+    branches = [a.placement.branch for a in burst]
+    assert types_pb2.BRANCH_FLASK_AVAILABLE in branches
+    assert types_pb2.BRANCH_DOCKER_AVAILABLE in branches
+    assert types_pb2.BRANCH_NOTHING_AVAILABLE in branches
+    assert {a.served_platform for a in burst} == {FLASK, DOCKER, SERVERLESS}
+
+    # Small requests above F go to serverless.
+    set_policy(placer_stub, frequency_threshold_rps=0.1)
+    hot = infer(placer_stub)
+    assert (hot.served_platform, hot.placement.branch) == (
+        SERVERLESS,
+        types_pb2.BRANCH_HIGH_FREQUENCY_SMALL_DATA,
+    )
+    assert hot.platform_timings.execution.ToNanoseconds() > 0
+
+
+def test_bad_input_through_the_placer(placer_stub):
+    with pytest.raises(grpc.RpcError) as not_image:
+        infer(placer_stub, b"plain text, not pixels")
+    assert not_image.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a JPEG image" in not_image.value.details()
+    with pytest.raises(grpc.RpcError) as unknown:
+        placer_stub.Infer(
+            placer_pb2.InferRequest(
+                model=types_pb2.ModelRef(name="nope"),
+                payload=image_bytes(),
+                content_type="image/jpeg",
+            ),
+            timeout=30,
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_killed_adapter_leaves_the_view_and_its_requests_fall_back(stack, placer_stub):
+    _, adapters = stack
+    adapters[FLASK].process.kill()
+    adapters[FLASK].process.wait()
+    killed = time.monotonic()
+    answer = infer(placer_stub)
+    if answer.placement.platform == FLASK:  # still in the view: the forward fails over
+        assert answer.fell_back and answer.served_platform != FLASK
+        assert answer.attempts[0].status_code == grpc.StatusCode.UNAVAILABLE.value[0]
+    view = wait_for_instances(placer_stub, 2, timeout=5)
+    assert time.monotonic() - killed < 1.0 + 1.0  # the timeout, plus heartbeat and sweep
+    assert FLASK not in {v.report.platform for v in view.instances}
+    after = infer(placer_stub)
+    assert after.placement.platform != FLASK and not after.fell_back
