@@ -8,7 +8,7 @@ BUF := node_modules/.bin/buf
 STUBS := libs/common/straightline/v1
 PROTOS := $(wildcard protos/straightline/v1/*.proto)
 
-.PHONY: setup proto lint format test test-fast bench demo clean
+.PHONY: setup proto lint format images test test-fast bench demo clean
 
 setup: $(VENV)/.installed $(STUBS)/.generated $(BUF)
 
@@ -39,8 +39,14 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# The whole suite: lint, then every test (Docker and TensorFlow ones included).
+# The model-server and Lambda images (from a local base when no registry can be reached).
+images: setup
+	deploy/images/build.sh
+
+# The whole suite: lint, the images when a Docker engine answers, then every test (without an
+# engine the Docker tests are skipped, unless STRAIGHTLINE_REQUIRE_DOCKER=1).
 test: lint
+	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory images; fi
 	$(VENV)/bin/pytest
 
 # The fast loop: no Docker engine, no TensorFlow.

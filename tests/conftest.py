@@ -1,6 +1,8 @@
 """Fixtures shared by the whole suite. Every process and server a test starts is stopped in
 teardown, whether the test passed or not."""
 
+import os
+
 import grpc
 import pytest
 from opentelemetry import trace
@@ -45,3 +47,32 @@ def channels():
     yield open_channel
     for channel in opened:
         channel.close()
+
+
+def _docker_unavailable_reason() -> str:
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        for image in ("straightline/model-server:dev", "straightline/lambda:dev"):
+            client.images.get(image)
+        client.close()
+    except Exception as error:
+        return f"no Docker engine with the images (make images): {type(error).__name__}"
+    return ""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Docker tests are skipped where no engine (or no image) is available, and fail there
+    when STRAIGHTLINE_REQUIRE_DOCKER=1 (CI)."""
+    if not any(item.get_closest_marker("docker") for item in items):
+        return
+    reason = _docker_unavailable_reason()
+    if not reason:
+        return
+    if os.environ.get("STRAIGHTLINE_REQUIRE_DOCKER") == "1":
+        raise pytest.UsageError(f"STRAIGHTLINE_REQUIRE_DOCKER=1 but {reason}")
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.skip(reason=reason))

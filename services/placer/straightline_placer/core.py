@@ -33,8 +33,9 @@ tracer = trace.get_tracer("straightline.placer")
 
 # Larger requests are refused as absurd; also the gRPC message limit of the placer.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
-# Largest payload a serverless platform accepts (Lambda's synchronous limit).
-SERVERLESS_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# Largest image a serverless platform takes: Lambda's 6 MB synchronous limit applies to the
+# JSON event, in which the image travels base64-encoded (4/3 larger) beside a few fields.
+SERVERLESS_MAX_IMAGE_BYTES = (6 * 1024 * 1024 - 4096) * 3 // 4
 
 
 @dataclass(frozen=True, slots=True)
