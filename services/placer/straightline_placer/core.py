@@ -331,9 +331,7 @@ def _check_request(request: Request) -> None:
 
 
 def _fits(platform: Platform, request: Request) -> bool:
-    return (
-        platform != Platform.SERVERLESS or request.data_size_bytes <= SERVERLESS_MAX_PAYLOAD_BYTES
-    )
+    return platform != Platform.SERVERLESS or request.data_size_bytes <= SERVERLESS_MAX_IMAGE_BYTES
 
 
 def _no_instance(platform: Platform) -> PlatformRefused:
