@@ -8,7 +8,7 @@ BUF := node_modules/.bin/buf
 STUBS := libs/common/straightline/v1
 PROTOS := $(wildcard protos/straightline/v1/*.proto)
 
-.PHONY: setup proto lint format images test test-fast bench demo clean
+.PHONY: setup proto lint format images test test-fast bench bench-inference demo clean
 
 setup: $(VENV)/.installed $(STUBS)/.generated $(BUF)
 
@@ -55,6 +55,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench.placer_bench
+
+bench-inference: images
+	$(PY) -m bench.inference_bench
 
 demo: setup
 	$(PY) scripts/demo.py
