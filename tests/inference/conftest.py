@@ -34,7 +34,7 @@ def start_adapter(tmp_path_factory, model_store, otlp_receiver):
     tmp_path = tmp_path_factory.mktemp("adapters")
     started = []
 
-    def start(platform: str, *args: str, placer: str = "off", store=None) -> ServiceProcess:
+    def start(platform: str, *args: str, placer="off", store=None, env=None) -> ServiceProcess:
         process = ServiceProcess(
             "straightline_inference.adapter",
             [
@@ -52,6 +52,7 @@ def start_adapter(tmp_path_factory, model_store, otlp_receiver):
             env={
                 "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
                 "OTEL_BSP_SCHEDULE_DELAY": "50",
+                **(env or {}),
             },
         )
         started.append(process)

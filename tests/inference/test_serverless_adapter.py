@@ -2,14 +2,21 @@
 emulator, as local processes and as containers of the Lambda image."""
 
 import json
+import os
+import subprocess
+import sys
 from concurrent import futures
 
 import docker
 import grpc
 import pytest
 
-from straightline.v1 import inference_pb2_grpc, types_pb2
+from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.modelstore import METADATA_FILE, ModelStore
+from straightline_common.processes import dying_with_parent
+from straightline_inference.adapter.containers import free_ports
+from straightline_inference.adapter.serverless_platform import HANDLER, emulator_arguments
+from straightline_inference.rie import ensure_rie
 from tests.inference.test_flask_adapter import predict_request
 from tests.support.models import make_classifier
 
@@ -104,3 +111,65 @@ def test_lambda_image_under_the_emulator_in_containers(start_adapter, channels):
         )
     finally:
         engine.close()
+
+
+def test_trace_context_travels_into_the_invocation(process_lambda, channels, otlp_receiver):
+    from opentelemetry import trace
+
+    from straightline_common.telemetry import metadata_with_context
+
+    stub = stub_of(process_lambda, channels)
+    with trace.get_tracer("test").start_as_current_span("client") as client:
+        stub.Predict(predict_request(), timeout=120, metadata=metadata_with_context())
+    trace_id = format(client.get_span_context().trace_id, "032x")
+    spans = otlp_receiver.wait_for(lambda s: s.trace_id == trace_id, count=4)
+    by_name = {s.name: s for s in spans}
+    adapter = by_name["straightline.v1.InferenceService/Predict"]
+    invocation = by_name["lambda.invoke"]
+    assert invocation.service == "straightline-lambda"
+    assert invocation.parent_span_id == adapter.span_id
+    assert by_name["model.infer"].parent_span_id == invocation.span_id
+
+
+def test_an_aws_function_through_its_invoke_api(start_adapter, channels, model_store):
+    """The AWS mode (function name, endpoint override, standard credentials) against the
+    emulator, which speaks Lambda's Invoke API: AWS itself cannot be reached from here."""
+    port, runtime_port = free_ports(2)
+    emulator = subprocess.Popen(
+        dying_with_parent(
+            [
+                str(ensure_rie()),
+                *emulator_arguments(port, runtime_port),
+                sys.executable,
+                "-m",
+                "awslambdaric",
+                HANDLER,
+            ]
+        ),
+        env={**os.environ, "STRAIGHTLINE_MODEL_STORE": str(model_store.root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        adapter = start_adapter(
+            "serverless",
+            "--function-name",
+            "function",
+            "--endpoint-url",
+            f"http://127.0.0.1:{port}",
+            "--concurrency",
+            "3",
+            env={
+                "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            },
+        )
+        stub = stub_of(adapter, channels)
+        answer = stub.Predict(predict_request(), timeout=120)
+        assert answer.platform == types_pb2.PLATFORM_SERVERLESS and answer.classes
+        report = stub.GetStatus(inference_pb2.GetStatusRequest()).report
+        assert (report.capacity_total, report.capacity_free) == (3, 3)
+    finally:
+        emulator.terminate()
+        emulator.wait(10)

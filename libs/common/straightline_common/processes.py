@@ -1,8 +1,8 @@
 """Services as local processes (the embedded default, tests, benchmarks), always stopped."""
 
-import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,14 +12,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-_PR_SET_PDEATHSIG = 1
 
-
-def die_with_parent() -> None:
-    """For `preexec_fn`: the child gets SIGTERM when the thread that started it ends (with its
-    process, even by SIGKILL), so no child outlives a crashed parent. Start children from
-    long-lived threads."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def dying_with_parent(command: list[str]) -> list[str]:
+    """The command, run so that it gets SIGTERM when the thread that started it ends (with its
+    process, even by SIGKILL): no child outlives a crashed parent. Uses util-linux's setpriv
+    where present (a `preexec_fn` could deadlock a threaded parent between fork and exec).
+    Start children from long-lived threads."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
 def write_port_file(path: str, ports: dict) -> None:
@@ -40,11 +40,12 @@ class ServiceProcess:
         self.port_file.unlink(missing_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--port-file", str(self.port_file)],
+            dying_with_parent(
+                [sys.executable, "-m", module, *args, "--port-file", str(self.port_file)]
+            ),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
-            preexec_fn=die_with_parent,
         )
         self.ports: dict = {}
 

@@ -28,7 +28,7 @@ from straightline_common.errors import (
     from_code_name,
 )
 from straightline_common.modelstore import ModelStore
-from straightline_common.processes import die_with_parent
+from straightline_common.processes import dying_with_parent
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.platform import Answer, Capacity, PredictCall, ServesStore
@@ -226,7 +226,7 @@ class LocalServerless(ServesStore):
     def _start_environment(self) -> Environment:
         port, runtime_api_port = containers.free_ports(2)
         start = self._start_container if self._runner == "container" else self._start_process
-        stop = start(_emulator_arguments(port, runtime_api_port))
+        stop = start(emulator_arguments(port, runtime_api_port))
         client = _lambda_client(
             f"http://127.0.0.1:{port}",
             region_name="us-east-1",
@@ -277,14 +277,16 @@ class LocalServerless(ServesStore):
 
     def _start_process(self, emulator_arguments: list[str]):
         process = subprocess.Popen(
-            [
-                str(ensure_rie()),
-                *emulator_arguments,
-                sys.executable,
-                "-m",
-                "awslambdaric",
-                HANDLER,
-            ],
+            dying_with_parent(
+                [
+                    str(ensure_rie()),
+                    *emulator_arguments,
+                    sys.executable,
+                    "-m",
+                    "awslambdaric",
+                    HANDLER,
+                ]
+            ),
             env={
                 **os.environ,
                 "STRAIGHTLINE_MODEL_STORE": str(self._store.root),
@@ -292,7 +294,6 @@ class LocalServerless(ServesStore):
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
         )
 
         def stop() -> None:
@@ -306,7 +307,7 @@ class LocalServerless(ServesStore):
         return stop
 
 
-def _emulator_arguments(port: int, runtime_api_port: int) -> list[str]:
+def emulator_arguments(port: int, runtime_api_port: int) -> list[str]:
     """The emulator's invoke address, and a runtime API address of its own: the default
     (127.0.0.1:9001) would be shared by every emulator on the host, and their runtimes
     would answer each other's invocations."""
