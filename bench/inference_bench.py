@@ -233,6 +233,14 @@ def markdown(results: dict) -> str:
         )
     lines += [
         "",
+        "Reading: the 2 ms target for adapter plus placer is not met. Each of the two extra "
+        "hops is a Python gRPC call, and a bare gRPC echo already costs 0.6-0.9 ms on this "
+        "machine (see the placer section); right after an inference, TensorFlow's threads "
+        "still hold the two cores, and a trivial RPC to the adapter measured 1.47 ms against "
+        "0.92 ms idle. With Xception the differences between columns are within the noise of "
+        "170-200 ms inferences. Ways to close the gap: grpc.aio servers for the placer and the "
+        "adapter, and fewer TensorFlow threads per model server on small machines.",
+        "",
         "Cold start: Flask, from starting the model-server process to its first "
         "answer being possible (TensorFlow import, load, warm-up); Docker, a new "
         "model-server container to ready, as the first request paid it; serverless, a new "
