@@ -10,6 +10,7 @@ from straightline_common.config import (
     add_settings,
     parse_address,
     parse_bool,
+    parse_positive_int,
     read_toml,
     resolve,
 )
@@ -27,13 +28,6 @@ def _platform_or_none(text: str) -> Platform | None:
         return Platform[text.strip().upper()]
     except KeyError:
         raise ValueError("expected none, flask, docker or serverless") from None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
 
 
 SERVER_SETTINGS = (
@@ -54,7 +48,7 @@ SERVER_SETTINGS = (
     Setting(
         "max_workers",
         "STRAIGHTLINE_PLACER_MAX_WORKERS",
-        _positive_int,
+        parse_positive_int,
         64,
         "gRPC worker threads (each heartbeat or watch stream holds one)",
     ),

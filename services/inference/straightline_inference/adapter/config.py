@@ -9,23 +9,11 @@ from straightline_common.config import (
     Setting,
     add_settings,
     parse_address,
+    parse_non_negative_int,
+    parse_positive_int,
     read_toml,
     resolve,
 )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be zero or more")
-    return value
 
 
 def _choice(*allowed: str):
@@ -55,7 +43,7 @@ SETTINGS = (
     ),
     _setting("instance_id", str, "", "unique id of this instance (default: platform-random)"),
     _setting("store", str, "models", "model store directory"),
-    _setting("threads", _positive_int, 4, "flask: model server worker threads (capacity)"),
+    _setting("threads", parse_positive_int, 4, "flask: model server worker threads (capacity)"),
     _setting("model_server_url", str, "", "flask: use this running model server instead"),
     _setting(
         "image",
@@ -64,15 +52,17 @@ SETTINGS = (
         "docker: model-server image; serverless: Lambda image "
         "(defaults straightline/model-server:dev and straightline/lambda:dev)",
     ),
-    _setting("max_containers", _positive_int, 2, "docker: most model-server containers"),
-    _setting("threads_per_container", _positive_int, 2, "docker: worker threads per container"),
-    _setting("queue_limit", _non_negative_int, 8, "docker: requests that may wait for a slot"),
+    _setting("max_containers", parse_positive_int, 2, "docker: most model-server containers"),
+    _setting(
+        "threads_per_container", parse_positive_int, 2, "docker: worker threads per container"
+    ),
+    _setting("queue_limit", parse_non_negative_int, 8, "docker: requests that may wait for a slot"),
     _setting("idle_timeout_s", float, 60.0, "docker, serverless: stop environments idle this long"),
     _setting(
         "function_name", str, "", "serverless: an AWS Lambda function (default: local emulator)"
     ),
     _setting("endpoint_url", str, "", "serverless: Lambda API endpoint override"),
-    _setting("concurrency", _positive_int, 4, "serverless: concurrent executions at most"),
+    _setting("concurrency", parse_positive_int, 4, "serverless: concurrent executions at most"),
     _setting(
         "runner",
         _choice("auto", "container", "process"),

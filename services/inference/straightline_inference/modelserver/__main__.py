@@ -12,7 +12,14 @@ import sys
 
 import waitress
 
-from straightline_common.config import ConfigError, Setting, add_settings, parse_address, resolve
+from straightline_common.config import (
+    ConfigError,
+    Setting,
+    add_settings,
+    parse_address,
+    parse_positive_int,
+    resolve,
+)
 from straightline_common.errors import ServiceError
 from straightline_common.logs import configure_logging
 from straightline_common.modelstore import ModelStore
@@ -22,13 +29,6 @@ from straightline_inference.model import ModelSet
 from straightline_inference.modelserver.app import create_app
 
 log = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
 
 
 SETTINGS = (
@@ -43,7 +43,7 @@ SETTINGS = (
     Setting(
         "threads",
         "STRAIGHTLINE_MODELSERVER_THREADS",
-        _positive_int,
+        parse_positive_int,
         4,
         "worker threads: requests served at once",
     ),
