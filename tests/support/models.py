@@ -58,3 +58,19 @@ def noise_png(side: int, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def make_image_folders(root, per_class: int = 12, size: int = 32, classes=("red", "green", "blue")):
+    """A learnable image set, one folder per class: noisy images of one dominant colour."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    palette = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    for name in classes:
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            noise = rng.integers(-40, 40, (size, size, 3))
+            pixels = np.clip(np.array(palette[name]) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root

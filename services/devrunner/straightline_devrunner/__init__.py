@@ -1,0 +1,1 @@
+"""The StraightLine devrunner: model development as jobs that release their resources."""

@@ -1,0 +1,255 @@
+"""The job program: trains or verifies a model and reports as it goes, one JSON object per
+line on stdout (the devrunner reads them from the container's or process's output).
+
+    python -m straightline_devrunner.trainer train --dataset DIR --store DIR --model-name NAME
+    python -m straightline_devrunner.trainer verify --dataset DIR --store DIR --model NAME[:V]
+
+Lines: {"event": "start" | "progress" | "epoch" | "result" | "error", ...}. Exit status 0 when
+the job did its work (a verification that fails its threshold included: the result says
+so), 2 for a bad job spec, 1 for anything else.
+
+Training follows the paper: Keras Xception (weights=None) with its own input rescaling,
+Adam at 1e-4 decayed by 0.96 every 300 steps, validation split 0.2, 20 epochs; k-fold
+cross-validation when --k-folds is 2 or more (the model of the best fold is kept).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from straightline_common.errors import InvalidArgument, NotFound, ServiceError
+from straightline_common.modelstore import ModelStore, check_name
+from straightline_devrunner import dataset
+
+SMALLEST_XCEPTION_INPUT = 71
+
+
+def emit(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def _images(files, size: int, batch_size: int, classes: int, shuffle_seed=None):
+    import tensorflow as tf
+
+    paths = [str(path) for path, _ in files]
+    labels = tf.one_hot([label for _, label in files], classes)
+
+    def decode(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return tf.image.resize(tf.cast(image, tf.float32), (size, size)), label
+
+    data = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if shuffle_seed is not None:
+        data = data.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return data.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+
+
+def _xception(size: int, classes: int, args):
+    import tensorflow as tf
+
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input((size, size, 3)),
+            tf.keras.layers.Rescaling(1 / 127.5, offset=-1),
+            tf.keras.applications.Xception(
+                weights=None, classes=classes, input_shape=(size, size, 3)
+            ),
+        ]
+    )
+    schedule = tf.keras.optimizers.schedules.ExponentialDecay(
+        args.learning_rate,
+        decay_steps=args.decay_steps,
+        decay_rate=args.decay_rate,
+        staircase=True,
+    )
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(schedule),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _reporter(epochs: int, fold: int, steps: int):
+    import tensorflow as tf
+
+    class Report(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            emit(
+                "progress",
+                epoch=self.epoch,
+                step=batch + 1,
+                steps=steps,
+                loss=float(logs.get("loss", 0)),
+                accuracy=float(logs.get("accuracy", 0)),
+            )
+
+        def on_epoch_end(self, epoch, logs=None):
+            emit(
+                "epoch",
+                epoch=epoch + 1,
+                epochs=epochs,
+                fold=fold,
+                loss=float(logs["loss"]),
+                accuracy=float(logs["accuracy"]),
+                val_loss=float(logs.get("val_loss", 0)),
+                val_accuracy=float(logs.get("val_accuracy", 0)),
+                elapsed_s=time.perf_counter() - self.started,
+            )
+
+    return Report()
+
+
+def train(args) -> None:
+    check_name(args.model_name)
+    if args.input_size < SMALLEST_XCEPTION_INPUT:
+        raise InvalidArgument(
+            f"input size must be at least {SMALLEST_XCEPTION_INPUT} (the "
+            f"smallest Xception input), not {args.input_size}"
+        )
+    if args.epochs <= 0:
+        raise InvalidArgument(f"epochs must be positive, not {args.epochs}")
+    images = dataset.load(args.dataset, args.seed)
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(args.seed)
+    splits = (
+        list(images.folds(args.k_folds))
+        if args.k_folds >= 2
+        else [images.split(args.validation_split)]
+    )
+    emit("start", classes=images.class_names, images=len(images.files), folds=len(splits))
+    best = None
+    for fold, (training, validation) in enumerate(splits, start=1 if len(splits) > 1 else 0):
+        classes = len(images.class_names)
+        model = _xception(args.input_size, classes, args)
+        train_data = _images(training, args.input_size, args.batch_size, classes, args.seed)
+        val_data = _images(validation, args.input_size, args.batch_size, classes)
+        steps = -(-len(training) // args.batch_size)
+        history = model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=args.epochs,
+            verbose=0,
+            callbacks=[_reporter(args.epochs, fold, steps)],
+        )
+        val_accuracy = history.history["val_accuracy"][-1]
+        if best is None or val_accuracy > best[0]:
+            best = (val_accuracy, model, {k: v[-1] for k, v in history.history.items()})
+    _, model, metrics = best
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.h5"
+        model.save(path)
+        version = ModelStore(args.store).add(
+            args.model_name,
+            path,
+            {
+                "class_names": images.class_names,
+                "input_size": [args.input_size, args.input_size],
+                "format": "keras-h5",
+                "metrics": {k: float(v) for k, v in metrics.items()},
+                "dataset": {
+                    "path": args.dataset,
+                    "fingerprint": images.fingerprint(),
+                    "images": len(images.files),
+                },
+                "parameters": {
+                    k: getattr(args, k)
+                    for k in (
+                        "epochs",
+                        "batch_size",
+                        "validation_split",
+                        "learning_rate",
+                        "decay_steps",
+                        "decay_rate",
+                        "k_folds",
+                        "seed",
+                        "input_size",
+                    )
+                },
+                "job_id": args.job_id,
+            },
+        )
+    emit(
+        "result",
+        model={"name": version.name, "version": version.version},
+        metrics=version.metadata["metrics"],
+    )
+
+
+def verify(args) -> None:
+    name, _, version = args.model.partition(":")
+    stored = ModelStore(args.store).resolve(name, version)
+    if not 0 <= args.threshold <= 1:
+        raise InvalidArgument(f"the accuracy threshold must be in [0, 1], not {args.threshold}")
+    images = dataset.load(args.dataset, args.seed)
+    if images.class_names != stored.class_names:
+        raise InvalidArgument(
+            f"the dataset's classes {images.class_names} are not the model's {stored.class_names}"
+        )
+    import tensorflow as tf
+
+    model = tf.keras.models.load_model(stored.model_path, compile=False)
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    emit("start", model={"name": stored.name, "version": stored.version}, images=len(images.files))
+    size = stored.input_size[0]
+    loss, accuracy = model.evaluate(
+        _images(images.files, size, 16, len(images.class_names)), verbose=0
+    )
+    emit(
+        "result",
+        model={"name": stored.name, "version": stored.version},
+        accuracy=float(accuracy),
+        loss=float(loss),
+        threshold=args.threshold,
+        passed=bool(accuracy >= args.threshold),
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="straightline-trainer", description=__doc__)
+    jobs = main.add_subparsers(dest="job", required=True)
+    for name in ("train", "verify"):
+        job = jobs.add_parser(name)
+        job.add_argument("--dataset", required=True)
+        job.add_argument("--store", required=True)
+        job.add_argument("--seed", type=int, default=0)
+        job.add_argument("--job-id", default="")
+    train_job = jobs.choices["train"]
+    train_job.add_argument("--model-name", required=True)
+    train_job.add_argument("--input-size", type=int, default=299)
+    train_job.add_argument("--epochs", type=int, default=20)
+    train_job.add_argument("--batch-size", type=int, default=16)
+    train_job.add_argument("--validation-split", type=float, default=0.2)
+    train_job.add_argument("--learning-rate", type=float, default=1e-4)
+    train_job.add_argument("--decay-steps", type=int, default=300)
+    train_job.add_argument("--decay-rate", type=float, default=0.96)
+    train_job.add_argument("--k-folds", type=int, default=0)
+    verify_job = jobs.choices["verify"]
+    verify_job.add_argument("--model", required=True)
+    verify_job.add_argument("--threshold", type=float, default=0.5)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        (train if args.job == "train" else verify)(args)
+    except (InvalidArgument, NotFound) as error:
+        emit("error", kind=type(error).__name__, message=str(error))
+        return 2
+    except ServiceError as error:
+        emit("error", kind=type(error).__name__, message=str(error))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
