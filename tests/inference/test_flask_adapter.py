@@ -94,7 +94,13 @@ def test_trace_continues_into_the_model_server(stub, otlp_receiver, spans):
     with trace.get_tracer("test").start_as_current_span("client") as client:
         stub.Predict(predict_request(), timeout=30, metadata=metadata_with_context())
     trace_id = format(client.get_span_context().trace_id, "032x")
-    received = otlp_receiver.wait_for(lambda s: s.trace_id == trace_id, count=4)
+    names = {
+        "straightline.v1.InferenceService/Predict",
+        "POST /v1/models/<name>/predict",
+        "model.decode",
+        "model.infer",
+    }
+    received = otlp_receiver.wait_for(lambda s: s.trace_id == trace_id and s.name in names, count=4)
     by_name = {s.name: s for s in received}
     adapter = by_name["straightline.v1.InferenceService/Predict"]
     server = by_name["POST /v1/models/<name>/predict"]

@@ -40,16 +40,17 @@ def handler(event: dict, context) -> dict:
     if event.get("warmup"):
         return {"warm": True, "init_seconds": INIT_SECONDS}
     carrier = dict(getattr(getattr(context, "client_context", None), "custom", None) or {})
-    with tracer.start_as_current_span(
-        "lambda.invoke", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
-    ):
-        try:
-            return _predict(event)
-        except (errors.InvalidArgument, errors.NotFound) as error:
-            return {"error": {"code": errors.code_name(error), "message": str(error)}}
-        finally:
-            if _tracer_provider is not None:
-                _tracer_provider.force_flush(1000)  # the environment may freeze after return
+    try:
+        with tracer.start_as_current_span(
+            "lambda.invoke", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
+        ):
+            try:
+                return _predict(event)
+            except (errors.InvalidArgument, errors.NotFound) as error:
+                return {"error": {"code": errors.code_name(error), "message": str(error)}}
+    finally:
+        if _tracer_provider is not None:
+            _tracer_provider.force_flush(1000)  # the environment may freeze after return
 
 
 def _predict(event: dict) -> dict:
