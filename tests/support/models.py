@@ -15,14 +15,18 @@ def make_classifier(store: ModelStore, name: str = "tiny", input_size: int = 32,
     """Saves a small randomly initialised CNN (with its own 0-255 rescaling) to the store."""
     import tensorflow as tf
 
-    tf.keras.utils.set_random_seed(seed)
+    # Seeded initialisers, not tf.keras.utils.set_random_seed: that seeds Python's `random`,
+    # from which OpenTelemetry draws trace ids, and the test process's traces would repeat.
+    initializer = tf.keras.initializers.GlorotUniform(seed=seed)
     model = tf.keras.Sequential(
         [
             tf.keras.Input((input_size, input_size, 3)),
             tf.keras.layers.Rescaling(1 / 255.0),
-            tf.keras.layers.Conv2D(8, 3, activation="relu"),
+            tf.keras.layers.Conv2D(8, 3, activation="relu", kernel_initializer=initializer),
             tf.keras.layers.GlobalAveragePooling2D(),
-            tf.keras.layers.Dense(len(CLASSES), activation="softmax"),
+            tf.keras.layers.Dense(
+                len(CLASSES), activation="softmax", kernel_initializer=initializer
+            ),
         ]
     )
     with tempfile.TemporaryDirectory() as scratch:

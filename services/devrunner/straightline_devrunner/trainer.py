@@ -119,6 +119,8 @@ def train(args) -> None:
     images = dataset.load(args.dataset, args.seed)
     import tensorflow as tf
 
+    # Seeds Python's `random` too, which OpenTelemetry draws ids from: a traced trainer must
+    # reseed it (or use its own id generator) before opening spans.
     tf.keras.utils.set_random_seed(args.seed)
     splits = (
         list(images.folds(args.k_folds))
