@@ -83,6 +83,15 @@ def test_bad_place_requests(stub, registered, request_message, code, message):
     assert_still_serving(stub, registered)
 
 
+def test_an_oversized_batch_is_refused(stub, registered):
+    request = placer_pb2.PlaceRequest(model=MODEL, data_size_bytes=10)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.PlaceBatch(placer_pb2.PlaceBatchRequest(requests=[request] * 10_001))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 10000 requests" in refused.value.details()
+    assert_still_serving(stub, registered)
+
+
 def test_empty_infer_payload_is_invalid(stub, registered):
     with pytest.raises(grpc.RpcError) as refused:
         stub.Infer(placer_pb2.InferRequest(model=MODEL, content_type="image/png"))

@@ -31,6 +31,8 @@ from straightline_placer.registry import Instance, InstanceRegistry
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("straightline.placer")
 
+# The most requests one PlaceBatch may hold.
+MAX_BATCH = 10_000
 # Larger requests are refused as absurd; also the gRPC message limit of the placer.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # Largest image a serverless platform takes: Lambda's 6 MB synchronous limit applies to the
@@ -142,7 +144,13 @@ class Placer:
         return placement
 
     def place_batch(self, requests: Iterable[Request]) -> list[Placement]:
-        """Algorithm 1 over a set of requests R, in order: K = {(r_id, platform)}."""
+        """Algorithm 1 over a set of requests R, in order: K = {(r_id, platform)}. A batch
+        with an invalid request is refused whole (the requests before it are counted in f_t)."""
+        requests = list(requests)
+        if len(requests) > MAX_BATCH:
+            raise InvalidArgument(
+                f"a batch holds at most {MAX_BATCH} requests, not {len(requests)}; split it"
+            )
         return [self.place(request) for request in requests]
 
     def _decide(self, request: Request, *, reserve: bool):
