@@ -1,0 +1,124 @@
+"""`python -m straightline_devrunner --store DIR --token-file F [--runner docker|local]`"""
+
+import argparse
+import logging
+import os
+import sys
+
+from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
+from straightline_common.config import ConfigError, Setting, add_settings, parse_address, resolve
+from straightline_common.grpcserver import GrpcServer, run_until_signalled
+from straightline_common.logs import configure_logging
+from straightline_common.modelstore import ModelStore
+from straightline_common.processes import write_port_file
+from straightline_common.telemetry import configure_tracing
+from straightline_devrunner.jobs import JobStore
+from straightline_devrunner.runners import DockerRunner, LocalRunner
+from straightline_devrunner.service import DevRunner
+from straightline_devrunner.servicer import DevRunnerServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = devrunner_pb2.DESCRIPTOR.services_by_name["DevRunnerService"].full_name
+
+
+def _runner(text: str) -> str:
+    if text not in ("docker", "local"):
+        raise ValueError("expected docker or local")
+    return text
+
+
+SETTINGS = (
+    Setting(
+        "listen",
+        "STRAIGHTLINE_DEVRUNNER_LISTEN",
+        parse_address,
+        "127.0.0.1:50071",
+        "gRPC address to serve on",
+    ),
+    Setting("store", "STRAIGHTLINE_MODEL_STORE", str, "models", "model store directory"),
+    Setting(
+        "state", "STRAIGHTLINE_DEVRUNNER_STATE", str, "devrunner.sqlite", "SQLite file of the jobs"
+    ),
+    Setting(
+        "runner",
+        "STRAIGHTLINE_DEVRUNNER_RUNNER",
+        _runner,
+        "docker",
+        "docker (jobs in containers) or local (processes, without an engine)",
+    ),
+    Setting(
+        "token_file",
+        "STRAIGHTLINE_DEVRUNNER_TOKEN_FILE",
+        str,
+        "",
+        "file holding the bearer token that submit and cancel need",
+    ),
+    Setting(
+        "images",
+        "STRAIGHTLINE_DEVRUNNER_IMAGES",
+        str,
+        "straightline/trainer:dev",
+        "comma-separated allow-list of job images",
+    ),
+    Setting(
+        "port_file",
+        "STRAIGHTLINE_DEVRUNNER_PORT_FILE",
+        str,
+        "",
+        "write the bound port here as JSON once serving",
+    ),
+    Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "log level"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="straightline-devrunner", description=__doc__)
+    add_settings(parser, SETTINGS)
+    try:
+        settings = resolve(SETTINGS, parser.parse_args(argv), {})
+        if not settings["token_file"] or not os.path.isfile(settings["token_file"]):
+            raise ConfigError("token_file: give a file holding the bearer token")
+        with open(settings["token_file"]) as file:
+            token = file.read().strip()
+        if len(token) < 16:
+            raise ConfigError("token_file: the token must be at least 16 characters")
+    except ConfigError as error:
+        print(f"straightline-devrunner: configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging("devrunner", settings["log_level"])
+    provider = configure_tracing("straightline-devrunner")
+    if settings["runner"] == "docker":
+        import docker
+
+        runner = DockerRunner(docker.from_env())
+    else:
+        log.warning("jobs run as local processes, not in containers (runner=local)")
+        runner = LocalRunner()
+    os.makedirs(settings["store"], exist_ok=True)
+    devrunner = DevRunner(
+        JobStore(settings["state"]),
+        ModelStore(settings["store"]),
+        runner,
+        token=token,
+        allowed_images=frozenset(i.strip() for i in settings["images"].split(",") if i),
+    )
+    devrunner.recover()
+    servicer = DevRunnerServicer(devrunner)
+    server = GrpcServer(
+        settings["listen"],
+        [lambda s: devrunner_pb2_grpc.add_DevRunnerServiceServicer_to_server(servicer, s)],
+        [SERVICE_NAME],
+    )
+    server.start()
+    server.mark_serving()
+    if settings["port_file"]:
+        write_port_file(settings["port_file"], {"grpc": server.port})
+    log.info("devrunner serving", extra={"address": server.address, "runner": runner.kind})
+    run_until_signalled(server.stop)
+    if provider is not None:
+        provider.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Where jobs run: a container through the Docker SDK, or a local process without an engine.
+
+A runner starts the trainer with a job's arguments and hands every output line to the job
+(`on_line(stream, text)`); `wait()` returns the exit status; `stop()` ends it early. Either
+way, nothing is left once `wait()` has returned: the container is removed.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from straightline_common.errors import FailedPrecondition, Unavailable
+from straightline_common.processes import dying_with_parent
+
+log = logging.getLogger(__name__)
+TRAINER = ["python", "-m", "straightline_devrunner.trainer"]
+LABEL_JOB = "straightline.job"
+LABEL_ROLE = "straightline.role"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a job runs with: where its data is, and the resources granted."""
+
+    dataset: str
+    store: str
+    gpus: int
+    cpus: float
+    memory_bytes: int
+
+
+class LocalRun:
+    def __init__(self, job_id: str, arguments: list[str], on_line):
+        self.job_id = job_id
+        self._process = subprocess.Popen(
+            dying_with_parent([sys.executable, *TRAINER[1:], *arguments]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self._readers = [
+            threading.Thread(target=_pump, args=(stream, name, on_line), daemon=True)
+            for stream, name in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr"))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit status, or None if the job is still running after `timeout`."""
+        try:
+            status = self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        for reader in self._readers:
+            reader.join(5)
+        return status
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+
+def _pump(stream, name: str, on_line) -> None:
+    for line in stream:
+        on_line(name, line.rstrip("\n"))
+
+
+class LocalRunner:
+    kind = "local"
+
+    def has_gpus(self) -> bool:
+        return False
+
+    def start(
+        self, job_id: str, arguments: list[str], placement: Placement, image: str, on_line
+    ) -> LocalRun:
+        return LocalRun(job_id, arguments, on_line)
+
+
+class ContainerRun:
+    def __init__(self, container, on_line):
+        self._container = container
+        self._pump = threading.Thread(target=self._follow_logs, args=(on_line,), daemon=True)
+        self._pump.start()
+
+    def _follow_logs(self, on_line) -> None:
+        buffered = ""
+        for chunk in self._container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            buffered += chunk.decode(errors="replace")
+            *lines, buffered = buffered.split("\n")
+            for line in lines:
+                on_line("stdout", line)
+        if buffered:
+            on_line("stdout", buffered)
+
+    def wait(self, timeout: float | None) -> int | None:
+        import requests
+
+        try:
+            status = self._container.wait(timeout=timeout)["StatusCode"]
+        except requests.exceptions.ConnectionError:
+            return None
+        self._pump.join(5)
+        self._container.remove(force=True)
+        return status
+
+    def stop(self) -> None:
+        self._container.stop(timeout=10)
+
+
+class DockerRunner:
+    """Jobs as containers: no network, CPU and memory limits, GPUs through device requests,
+    the dataset read-only and the model store read-write, labels naming the job."""
+
+    kind = "docker"
+
+    def __init__(self, client):
+        self._client = client
+
+    def has_gpus(self) -> bool:
+        return "nvidia" in (self._client.info().get("Runtimes") or {})
+
+    def start(
+        self, job_id: str, arguments: list[str], placement: Placement, image: str, on_line
+    ) -> ContainerRun:
+        import docker
+        from docker.errors import APIError
+
+        options = {
+            "labels": {LABEL_JOB: job_id, LABEL_ROLE: "job"},
+            "network_mode": "none",
+            "volumes": {
+                placement.dataset: {"bind": "/data", "mode": "ro"},
+                placement.store: {"bind": "/models", "mode": "rw"},
+            },
+            "user": f"{os.getuid()}:{os.getgid()}",
+            "detach": True,
+        }
+        if placement.cpus:
+            options["nano_cpus"] = int(placement.cpus * 1e9)
+        if placement.memory_bytes:
+            options["mem_limit"] = placement.memory_bytes
+        if placement.gpus:
+            options["device_requests"] = [
+                docker.types.DeviceRequest(count=placement.gpus, capabilities=[["gpu"]])
+            ]
+        try:
+            container = self._client.containers.run(
+                image, [*TRAINER[1:], *arguments], entrypoint=["python"], **options
+            )
+        except APIError as error:
+            self.remove_job_containers(job_id)  # a failed start leaves the container behind
+            if placement.gpus:
+                raise FailedPrecondition(
+                    f"the engine could not give the job GPUs: {error}"
+                ) from None
+            raise Unavailable(f"could not start the job's container: {error}") from None
+        return ContainerRun(container, on_line)
+
+    def remove_job_containers(self, job_id: str) -> None:
+        for container in self._client.containers.list(
+            all=True, filters={"label": f"{LABEL_JOB}={job_id}"}
+        ):
+            container.remove(force=True)

@@ -1,0 +1,351 @@
+"""The devrunner's core: checks and accepts jobs, runs them, records what they report.
+
+Transport-agnostic: the gRPC servicer translates. A train or verify job runs the trainer
+(`straightline_devrunner.trainer`) through a runner; its JSON lines become the job's epochs,
+progress and result, any other line a log line.
+"""
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from opentelemetry import trace
+
+from straightline.v1 import devrunner_pb2, types_pb2
+from straightline_common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+)
+from straightline_common.modelstore import ModelStore
+from straightline_common.timeconv import duration, seconds
+from straightline_devrunner.jobs import FINISHED, JobStore, now
+from straightline_devrunner.runners import Placement
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("straightline.devrunner")
+MAX_EPOCHS = 10_000
+_LAST_LOG_LINES = 20
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Resources by kind: training gets more GPU than verification, as in the paper."""
+
+    train_gpus: int = 1
+    verify_gpus: int = 0
+    cpus: float = 0.0
+    memory_bytes: int = 0
+    timeout_s: float = 6 * 3600
+    image: str = "straightline/trainer:dev"
+
+
+class DevRunner:
+    def __init__(
+        self,
+        jobs: JobStore,
+        store: ModelStore,
+        runner,
+        *,
+        token: str,
+        allowed_images: frozenset[str],
+        defaults: Defaults = Defaults(),
+    ):
+        self._jobs = jobs
+        self._store = store
+        self._runner = runner
+        self._token = token
+        self._allowed_images = allowed_images
+        self._defaults = defaults
+        self._runs: dict[str, object] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+
+    # Requests ----------------------------------------------------------------------------
+
+    def submit(self, spec: devrunner_pb2.JobSpec, token: str) -> devrunner_pb2.Job:
+        self._authenticate(token)
+        kind = _kind_of(spec)
+        image = spec.image or self._defaults.image
+        if image not in self._allowed_images:
+            raise PermissionDenied(f"image {image!r} is not on the devrunner's allow-list")
+        arguments, dataset = self._arguments(kind, spec)
+        resources = self._grant(kind, spec.resources)
+        job = self._jobs.create(spec, kind)
+        job.resources.CopyFrom(resources)
+        job.runner = (
+            devrunner_pb2.RUNNER_DOCKER
+            if self._runner.kind == "docker"
+            else devrunner_pb2.RUNNER_LOCAL
+        )
+        self._jobs.save(job)
+        placement = Placement(
+            dataset, str(self._store.root), resources.gpus, resources.cpus, resources.memory_bytes
+        )
+        timeout = seconds(spec.timeout) if spec.HasField("timeout") else self._defaults.timeout_s
+        threading.Thread(
+            target=self._run, args=(job.job_id, arguments, placement, image, timeout), daemon=True
+        ).start()
+        return job
+
+    def get(self, job_id: str) -> devrunner_pb2.Job:
+        return self._jobs.get(job_id)
+
+    def list_jobs(self, page_size: int, page_token: str, kind: int, state: int):
+        offset = int(page_token) if page_token.isdigit() else 0
+        if page_token and not page_token.isdigit():
+            raise InvalidArgument("page_token is not one this devrunner gave")
+        size = min(page_size or 50, 1000)
+        jobs, more = self._jobs.page(offset, size, kind, state)
+        return jobs, str(offset + size) if more else ""
+
+    def cancel(self, job_id: str, token: str) -> devrunner_pb2.Job:
+        self._authenticate(token)
+        job = self._jobs.get(job_id)
+        if job.state in FINISHED:
+            raise FailedPrecondition(
+                f"job {job_id} has already ended ({devrunner_pb2.JobState.Name(job.state)})"
+            )
+        with self._lock:
+            self._cancelled.add(job_id)
+            run = self._runs.get(job_id)
+        if run is not None:
+            run.stop()
+        return self._jobs.get(job_id)
+
+    def watch(self, job_id: str, is_active):
+        return self._jobs.follow(job_id, is_active)
+
+    # Running -----------------------------------------------------------------------------
+
+    def _run(self, job_id: str, arguments, placement, image, timeout_s: float) -> None:
+        lines: list[str] = []
+        with tracer.start_as_current_span(
+            "devrunner.job", attributes={"straightline.job_id": job_id}
+        ) as span:
+            job = self._jobs.get(job_id)
+            job.trace_id = format(span.get_span_context().trace_id, "032x")
+            self._jobs.save(job)
+            try:
+                with self._lock:
+                    if job_id in self._cancelled:
+                        raise _Ended(devrunner_pb2.JOB_STATE_CANCELLED, "cancelled before start")
+                    run = self._runner.start(
+                        job_id,
+                        [*arguments, "--job-id", job_id],
+                        placement,
+                        image,
+                        lambda s, t: self._on_line(job_id, s, t, lines),
+                    )
+                    self._runs[job_id] = run
+                self._set_state(job_id, devrunner_pb2.JOB_STATE_RUNNING, "running", started=True)
+                status = run.wait(timeout_s)
+                if status is None:
+                    run.stop()
+                    run.wait(30)
+                    raise _Ended(
+                        devrunner_pb2.JOB_STATE_TIMED_OUT,
+                        f"the job ran longer than {timeout_s:.0f} s",
+                    )
+                self._conclude(job_id, status, lines)
+            except _Ended as ended:
+                self._set_state(job_id, ended.state, ended.message, ended=True)
+            except ServiceError as error:
+                self._set_state(job_id, devrunner_pb2.JOB_STATE_FAILED, str(error), ended=True)
+            finally:
+                with self._lock:
+                    self._runs.pop(job_id, None)
+
+    def _conclude(self, job_id: str, status: int, lines: list[str]) -> None:
+        job = self._jobs.get(job_id)
+        with self._lock:
+            cancelled = job_id in self._cancelled
+        if cancelled:
+            raise _Ended(devrunner_pb2.JOB_STATE_CANCELLED, "cancelled")
+        if status != 0 or not job.HasField("model"):
+            tail = "\n".join(lines[-_LAST_LOG_LINES:])
+            raise _Ended(
+                devrunner_pb2.JOB_STATE_FAILED,
+                f"the job exited with status {status}; its last lines:\n{tail}",
+            )
+        self._set_state(job_id, devrunner_pb2.JOB_STATE_SUCCEEDED, "done", ended=True)
+
+    def _on_line(self, job_id: str, stream: str, text: str, lines: list[str]) -> None:
+        lines.append(text)
+        del lines[:-_LAST_LOG_LINES]
+        try:
+            event = json.loads(text) if text.startswith("{") else None
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or "event" not in event:
+            self._jobs.append(job_id, log=devrunner_pb2.LogLine(stream=stream, text=text))
+            return
+        kind = event.pop("event")
+        if kind == "epoch":
+            epoch = devrunner_pb2.EpochMetrics(
+                elapsed=duration(event.pop("elapsed_s", 0.0)), **event
+            )
+            job = self._jobs.get(job_id)
+            job.epochs.append(epoch)
+            self._jobs.save(job)
+            trace.get_current_span().add_event(
+                "epoch", {k: v for k, v in event.items() if isinstance(v, int | float)}
+            )
+            self._jobs.append(job_id, epoch=epoch)
+        elif kind == "progress":
+            self._jobs.append(job_id, progress=devrunner_pb2.StepProgress(**event))
+        elif kind == "result":
+            self._record_result(job_id, event)
+        else:
+            self._jobs.append(job_id, log=devrunner_pb2.LogLine(stream=stream, text=text))
+
+    def _record_result(self, job_id: str, result: dict) -> None:
+        job = self._jobs.get(job_id)
+        job.model.CopyFrom(types_pb2.ModelRef(**result["model"]))
+        for key in ("accuracy", "loss"):
+            if key in result:
+                job.results[key] = result[key]
+        for key, value in result.get("metrics", {}).items():
+            job.results[key] = value
+        if "passed" in result:
+            job.passed = result["passed"]
+        self._jobs.save(job)
+
+    def _set_state(self, job_id, state, message, *, started=False, ended=False) -> None:
+        self._jobs.append(
+            job_id, state_change=devrunner_pb2.StateChange(state=state, message=message)
+        )
+        job = self._jobs.get(job_id)
+        job.state, job.message = state, message
+        if started:
+            job.start_time.CopyFrom(now())
+        if ended:
+            job.end_time.CopyFrom(now())
+        self._jobs.save(job)
+
+    # Checks ------------------------------------------------------------------------------
+
+    def _authenticate(self, token: str) -> None:
+        if not token:
+            raise Unauthenticated(
+                "submitting and cancelling need 'authorization: Bearer "
+                "<token>' in the call's metadata"
+            )
+        if token != self._token:
+            raise Unauthenticated("the bearer token is not this devrunner's")
+
+    def _arguments(self, kind: int, spec: devrunner_pb2.JobSpec) -> tuple[list[str], str]:
+        if kind == devrunner_pb2.JOB_KIND_TRAIN:
+            train = spec.train
+            dataset = _dataset(train.dataset_path)
+            if train.epochs > MAX_EPOCHS:
+                raise InvalidArgument(
+                    f"epochs must be between 1 and {MAX_EPOCHS}, not "
+                    f"{train.epochs} (a negative number sent as unsigned?)"
+                )
+            arguments = [
+                "train",
+                "--dataset",
+                "/data" if self._runner.kind == "docker" else dataset,
+                "--store",
+                self._store_path(),
+                "--model-name",
+                train.model_name or "model",
+            ]
+            for flag, value in (
+                ("--input-size", train.input_size),
+                ("--epochs", train.epochs),
+                ("--batch-size", train.batch_size),
+                ("--validation-split", train.validation_split),
+                ("--learning-rate", train.learning_rate),
+                ("--decay-steps", train.decay_steps),
+                ("--decay-rate", train.decay_rate),
+                ("--k-folds", train.k_folds),
+                ("--seed", train.seed),
+            ):
+                if value:
+                    arguments += [flag, str(value)]
+            return arguments, dataset
+        if kind == devrunner_pb2.JOB_KIND_VERIFY:
+            verify = spec.verify
+            dataset = _dataset(verify.dataset_path)
+            stored = self._store.resolve(verify.model.name, verify.model.version)
+            if not 0 <= verify.accuracy_threshold <= 1:
+                raise InvalidArgument("accuracy_threshold must be in [0, 1]")
+            return [
+                "verify",
+                "--dataset",
+                "/data" if self._runner.kind == "docker" else dataset,
+                "--store",
+                self._store_path(),
+                "--model",
+                f"{stored.name}:{stored.version}",
+                "--threshold",
+                str(verify.accuracy_threshold),
+            ], dataset
+        raise FailedPrecondition("package jobs are not built yet in this devrunner")
+
+    def _store_path(self) -> str:
+        return "/models" if self._runner.kind == "docker" else str(self._store.root)
+
+    def _grant(self, kind: int, asked: devrunner_pb2.Resources) -> devrunner_pb2.Resources:
+        default_gpus = (
+            self._defaults.train_gpus
+            if kind == devrunner_pb2.JOB_KIND_TRAIN
+            else self._defaults.verify_gpus
+        )
+        gpus = asked.gpus if asked.gpus or asked.allow_cpu_fallback else default_gpus
+        if gpus and not self._runner.has_gpus():
+            if not asked.allow_cpu_fallback:
+                raise FailedPrecondition(
+                    f"the job asks for {gpus} GPU(s) and this host has none; set "
+                    "resources.allow_cpu_fallback to run it on the CPU"
+                )
+            gpus = 0
+        return devrunner_pb2.Resources(
+            gpus=gpus,
+            allow_cpu_fallback=asked.allow_cpu_fallback,
+            cpus=asked.cpus or self._defaults.cpus,
+            memory_bytes=asked.memory_bytes or self._defaults.memory_bytes,
+        )
+
+    def recover(self) -> None:
+        """After a restart, jobs that were queued or running are marked lost (their processes
+        died with the devrunner; re-attaching to containers is not built yet)."""
+        for job in self._jobs.unfinished():
+            self._set_state(
+                job.job_id,
+                devrunner_pb2.JOB_STATE_LOST,
+                "the devrunner restarted while the job ran",
+                ended=True,
+            )
+
+
+class _Ended(Exception):
+    def __init__(self, state: int, message: str):
+        super().__init__(message)
+        self.state, self.message = state, message
+
+
+def _kind_of(spec: devrunner_pb2.JobSpec) -> int:
+    which = spec.WhichOneof("spec")
+    if which is None:
+        raise InvalidArgument("the job spec has no train, verify or package part")
+    return {
+        "train": devrunner_pb2.JOB_KIND_TRAIN,
+        "verify": devrunner_pb2.JOB_KIND_VERIFY,
+        "package": devrunner_pb2.JOB_KIND_PACKAGE,
+    }[which]
+
+
+def _dataset(path: str) -> str:
+    if not path:
+        raise InvalidArgument("dataset_path is empty; name the directory of class folders")
+    if not os.path.isdir(path):
+        raise NotFound(f"dataset {path} does not exist or is not a directory")
+    return os.path.abspath(path)

@@ -1,0 +1,38 @@
+"""The v1 DevRunnerService over the devrunner's core."""
+
+from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
+from straightline_devrunner.service import DevRunner
+
+
+def _token(context) -> str:
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    return ""
+
+
+class DevRunnerServicer(devrunner_pb2_grpc.DevRunnerServiceServicer):
+    def __init__(self, devrunner: DevRunner):
+        self._devrunner = devrunner
+
+    def SubmitJob(self, request, context):
+        return devrunner_pb2.SubmitJobResponse(
+            job=self._devrunner.submit(request.spec, _token(context))
+        )
+
+    def GetJob(self, request, context):
+        return devrunner_pb2.GetJobResponse(job=self._devrunner.get(request.job_id))
+
+    def ListJobs(self, request, context):
+        jobs, next_token = self._devrunner.list_jobs(
+            request.page_size, request.page_token, request.kind, request.state
+        )
+        return devrunner_pb2.ListJobsResponse(jobs=jobs, next_page_token=next_token)
+
+    def CancelJob(self, request, context):
+        return devrunner_pb2.CancelJobResponse(
+            job=self._devrunner.cancel(request.job_id, _token(context))
+        )
+
+    def WatchJob(self, request, context):
+        yield from self._devrunner.watch(request.job_id, context.is_active)

@@ -1,0 +1,201 @@
+"""The devrunner service as a real process (local runner: jobs as processes), over gRPC."""
+
+import time
+
+import grpc
+import pytest
+
+from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc, types_pb2
+from straightline_common.processes import ServiceProcess
+from tests.support.models import make_image_folders
+
+TOKEN = "test-token-0123456789"
+AUTH = [("authorization", f"Bearer {TOKEN}")]
+S = devrunner_pb2
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("devrunner")
+    (path / "token").write_text(TOKEN)
+    make_image_folders(path / "colours")
+    return path
+
+
+def start_devrunner(workdir, name="devrunner", state="jobs.sqlite"):
+    return ServiceProcess(
+        "straightline_devrunner",
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--runner",
+            "local",
+            "--token-file",
+            str(workdir / "token"),
+            "--store",
+            str(workdir / "models"),
+            "--state",
+            str(workdir / state),
+        ],
+        workdir / name,
+    ).wait_ready(60)
+
+
+@pytest.fixture(scope="module")
+def devrunner(workdir):
+    process = start_devrunner(workdir)
+    yield process
+    process.terminate()
+
+
+@pytest.fixture
+def stub(devrunner, channels):
+    return devrunner_pb2_grpc.DevRunnerServiceStub(channels(devrunner.address))
+
+
+def train_spec(workdir, epochs=1, **options):
+    return S.JobSpec(
+        train=S.TrainSpec(
+            dataset_path=str(workdir / "colours"),
+            model_name="colours",
+            input_size=71,
+            epochs=epochs,
+            batch_size=8,
+        ),
+        resources=S.Resources(allow_cpu_fallback=True),
+        **options,
+    )
+
+
+def submit(stub, spec, metadata=AUTH):
+    return stub.SubmitJob(S.SubmitJobRequest(spec=spec), metadata=metadata, timeout=30).job
+
+
+def wait_state(stub, job_id, states, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = stub.GetJob(S.GetJobRequest(job_id=job_id)).job
+        if job.state in states:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not reach {states}: {job}")
+
+
+@pytest.mark.parametrize(
+    ("spec", "metadata", "code", "message"),
+    [
+        (S.JobSpec(), AUTH, grpc.StatusCode.INVALID_ARGUMENT, "no train, verify or package"),
+        (None, [], grpc.StatusCode.UNAUTHENTICATED, "authorization: Bearer"),
+        (None, [("authorization", "Bearer wrong")], grpc.StatusCode.UNAUTHENTICATED, "not this"),
+        ("image", AUTH, grpc.StatusCode.PERMISSION_DENIED, "not on the devrunner's allow-list"),
+        ("dataset", AUTH, grpc.StatusCode.NOT_FOUND, "does not exist"),
+        ("epochs", AUTH, grpc.StatusCode.INVALID_ARGUMENT, "epochs must be between 1"),
+        ("gpu", AUTH, grpc.StatusCode.FAILED_PRECONDITION, "this host has none"),
+        ("model", AUTH, grpc.StatusCode.NOT_FOUND, "model 'absent' is not in the model store"),
+    ],
+)
+def test_bad_job_specs_are_refused(stub, workdir, spec, metadata, code, message):
+    good = train_spec(workdir)
+    if spec is None:
+        spec = good
+    elif spec == "image":
+        spec = train_spec(workdir, image="evil/miner:latest")
+    elif spec == "dataset":
+        good.train.dataset_path = str(workdir / "nowhere")
+        spec = good
+    elif spec == "epochs":
+        good.train.epochs = 2**32 - 1
+        spec = good
+    elif spec == "gpu":
+        spec = S.JobSpec(train=good.train, resources=S.Resources(gpus=1))
+    elif spec == "model":
+        spec = S.JobSpec(
+            verify=S.VerifySpec(
+                model=types_pb2.ModelRef(name="absent"), dataset_path=str(workdir / "colours")
+            )
+        )
+    with pytest.raises(grpc.RpcError) as refused:
+        submit(stub, spec, metadata)
+    assert refused.value.code() == code
+    assert message in refused.value.details()
+
+
+@pytest.mark.tensorflow
+def test_train_watch_verify_list_and_replay(stub, workdir):
+    job = submit(stub, train_spec(workdir))
+    assert job.state == S.JOB_STATE_QUEUED and job.runner == S.RUNNER_LOCAL
+    assert job.resources.gpus == 0  # CPU fallback on a host without GPUs
+    events = list(stub.WatchJob(S.WatchJobRequest(job_id=job.job_id), timeout=300))
+    states = [e.state_change.state for e in events if e.HasField("state_change")]
+    assert states == [S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED]
+    epochs = [e.epoch for e in events if e.HasField("epoch")]
+    assert [e.epoch for e in epochs] == [1] and epochs[0].loss > 0
+    assert any(e.HasField("progress") for e in events)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    done = stub.GetJob(S.GetJobRequest(job_id=job.job_id)).job
+    assert done.state == S.JOB_STATE_SUCCEEDED and done.model.name == "colours"
+    assert "val_accuracy" in done.results and len(done.epochs) == 1
+    assert len(done.trace_id) == 32
+
+    replay = list(stub.WatchJob(S.WatchJobRequest(job_id=job.job_id), timeout=30))
+    assert [e.sequence for e in replay] == [e.sequence for e in events]
+
+    verify = submit(
+        stub,
+        S.JobSpec(
+            verify=S.VerifySpec(
+                model=done.model, dataset_path=str(workdir / "colours"), accuracy_threshold=0.0
+            )
+        ),
+    )
+    verified = wait_state(stub, verify.job_id, {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED})
+    assert verified.state == S.JOB_STATE_SUCCEEDED and verified.passed
+    assert 0 <= verified.results["accuracy"] <= 1
+
+    listed = stub.ListJobs(S.ListJobsRequest(page_size=1)).jobs
+    assert [j.job_id for j in listed] == [verify.job_id]
+    trains = stub.ListJobs(S.ListJobsRequest(kind=S.JOB_KIND_TRAIN)).jobs
+    assert job.job_id in {j.job_id for j in trains}
+
+
+@pytest.mark.tensorflow
+def test_cancel_mid_training(stub, workdir):
+    job = submit(stub, train_spec(workdir, epochs=50))
+    wait_state(stub, job.job_id, {S.JOB_STATE_RUNNING})
+    stub.CancelJob(S.CancelJobRequest(job_id=job.job_id), metadata=AUTH)
+    cancelled = wait_state(stub, job.job_id, {S.JOB_STATE_CANCELLED}, timeout=30)
+    assert cancelled.end_time.seconds > 0
+    with pytest.raises(grpc.RpcError) as again:
+        stub.CancelJob(S.CancelJobRequest(job_id=job.job_id), metadata=AUTH)
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_failing_trainer_gives_failed_with_its_last_lines(stub, workdir):
+    (workdir / "broken" / "cat").mkdir(parents=True)
+    (workdir / "broken" / "dog").mkdir(parents=True)
+    spec = train_spec(workdir)
+    spec.train.dataset_path = str(workdir / "broken")
+    job = submit(stub, spec)
+    failed = wait_state(stub, job.job_id, {S.JOB_STATE_FAILED}, timeout=60)
+    assert "exited with status 2" in failed.message
+    assert "class folder 'cat'" in failed.message
+
+
+def test_restart_keeps_finished_jobs_and_marks_running_ones_lost(workdir, channels):
+    first = start_devrunner(workdir, "restart-1", state="restart.sqlite")
+    stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(first.address))
+    spec = train_spec(workdir)
+    spec.train.dataset_path = str(workdir / "broken")
+    finished = submit(stub, spec)
+    wait_state(stub, finished.job_id, {S.JOB_STATE_FAILED}, timeout=60)
+    running = submit(stub, train_spec(workdir, epochs=50))
+    wait_state(stub, running.job_id, {S.JOB_STATE_RUNNING})
+    first.terminate()
+    second = start_devrunner(workdir, "restart-2", state="restart.sqlite")
+    try:
+        stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(second.address))
+        assert stub.GetJob(S.GetJobRequest(job_id=running.job_id)).job.state == S.JOB_STATE_LOST
+        replay = list(stub.WatchJob(S.WatchJobRequest(job_id=finished.job_id), timeout=30))
+        assert replay[-1].state_change.state == S.JOB_STATE_FAILED
+    finally:
+        second.terminate()
