@@ -55,7 +55,11 @@ def _docker_unavailable_reason() -> str:
 
         client = docker.from_env()
         client.ping()
-        for image in ("straightline/model-server:dev", "straightline/lambda:dev"):
+        for image in (
+            "straightline/model-server:dev",
+            "straightline/lambda:dev",
+            "straightline/trainer:dev",
+        ):
             client.images.get(image)
         client.close()
     except Exception as error:

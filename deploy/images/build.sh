@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the model-server and Lambda images from the repository root.
+# Builds the model-server, Lambda and trainer images from the repository root.
 #   BASE_IMAGE   base of the images (default: python:3.11-slim if it is present locally, else a
 #                local Debian base made by build-base.sh; nothing is pulled from a registry)
 #   TAG          image tag (default dev)
@@ -27,3 +27,6 @@ echo "built straightline/model-server:$tag (base $base)"
 docker build --quiet --network host --build-arg "SERVER_IMAGE=straightline/model-server:$tag" \
   -f deploy/images/lambda.Dockerfile -t "straightline/lambda:$tag" . >/dev/null
 echo "built straightline/lambda:$tag"
+docker build --quiet --network host --build-arg "SERVER_IMAGE=straightline/model-server:$tag" \
+  -f deploy/images/trainer.Dockerfile -t "straightline/trainer:$tag" . >/dev/null
+echo "built straightline/trainer:$tag"

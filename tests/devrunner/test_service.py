@@ -199,3 +199,57 @@ def test_restart_keeps_finished_jobs_and_marks_running_ones_lost(workdir, channe
         assert replay[-1].state_change.state == S.JOB_STATE_FAILED
     finally:
         second.terminate()
+
+
+@pytest.mark.docker
+@pytest.mark.tensorflow
+def test_jobs_in_containers_are_released_when_they_end(workdir, channels):
+    import docker
+
+    process = ServiceProcess(
+        "straightline_devrunner",
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--runner",
+            "docker",
+            "--token-file",
+            str(workdir / "token"),
+            "--store",
+            str(workdir / "models"),
+            "--state",
+            str(workdir / "docker.sqlite"),
+        ],
+        workdir / "docker-runner",
+    ).wait_ready(60)
+    engine = docker.from_env()
+    try:
+        stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(process.address))
+        job = submit(stub, train_spec(workdir))
+        assert job.runner == S.RUNNER_DOCKER
+        running = wait_state(
+            stub, job.job_id, {S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED}
+        )
+        if running.state == S.JOB_STATE_RUNNING:
+            [container] = engine.containers.list(
+                filters={"label": f"straightline.job={job.job_id}"}
+            )
+            assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+        done = wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED})
+        assert done.state == S.JOB_STATE_SUCCEEDED, done.message
+        assert done.model.name == "colours" and len(done.epochs) == 1
+
+        long = submit(stub, train_spec(workdir, epochs=50))
+        wait_state(stub, long.job_id, {S.JOB_STATE_RUNNING})
+        stub.CancelJob(S.CancelJobRequest(job_id=long.job_id), metadata=AUTH)
+        wait_state(stub, long.job_id, {S.JOB_STATE_CANCELLED}, timeout=60)
+        for finished in (job, long):
+            assert (
+                engine.containers.list(
+                    all=True, filters={"label": f"straightline.job={finished.job_id}"}
+                )
+                == []
+            )
+    finally:
+        engine.close()
+        process.terminate()

@@ -11,6 +11,7 @@ as strings; "latest" is the highest.
 import hashlib
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ class ModelStore:
         directory = self.root / name / version
         directory.mkdir(parents=True)
         target = directory / MODEL_FILE
-        Path(model_file).replace(target)
+        shutil.move(model_file, target)  # may cross file systems (a container's /tmp)
         record = {
             **metadata,
             "name": name,

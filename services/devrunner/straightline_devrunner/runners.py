@@ -87,27 +87,35 @@ class LocalRunner:
 class ContainerRun:
     def __init__(self, container, on_line):
         self._container = container
-        self._pump = threading.Thread(target=self._follow_logs, args=(on_line,), daemon=True)
-        self._pump.start()
+        self._pumps = [
+            threading.Thread(target=self._follow_logs, args=(stream, on_line), daemon=True)
+            for stream in ("stdout", "stderr")
+        ]
+        for pump in self._pumps:
+            pump.start()
 
-    def _follow_logs(self, on_line) -> None:
+    def _follow_logs(self, stream: str, on_line) -> None:
         buffered = ""
-        for chunk in self._container.logs(stream=True, follow=True, stdout=True, stderr=True):
+        chunks = self._container.logs(
+            stream=True, follow=True, stdout=stream == "stdout", stderr=stream == "stderr"
+        )
+        for chunk in chunks:
             buffered += chunk.decode(errors="replace")
             *lines, buffered = buffered.split("\n")
             for line in lines:
-                on_line("stdout", line)
+                on_line(stream, line)
         if buffered:
-            on_line("stdout", buffered)
+            on_line(stream, buffered)
 
     def wait(self, timeout: float | None) -> int | None:
         import requests
 
         try:
             status = self._container.wait(timeout=timeout)["StatusCode"]
-        except requests.exceptions.ConnectionError:
+        except requests.exceptions.RequestException:  # the engine's wait timed out
             return None
-        self._pump.join(5)
+        for pump in self._pumps:
+            pump.join(5)
         self._container.remove(force=True)
         return status
 

@@ -140,7 +140,7 @@ class DevRunner:
                         [*arguments, "--job-id", job_id],
                         placement,
                         image,
-                        lambda s, t: self._on_line(job_id, s, t, lines),
+                        lambda s, t: self._on_line(job_id, span, s, t, lines),
                     )
                     self._runs[job_id] = run
                 self._set_state(job_id, devrunner_pb2.JOB_STATE_RUNNING, "running", started=True)
@@ -157,6 +157,14 @@ class DevRunner:
                 self._set_state(job_id, ended.state, ended.message, ended=True)
             except ServiceError as error:
                 self._set_state(job_id, devrunner_pb2.JOB_STATE_FAILED, str(error), ended=True)
+            except Exception as error:  # a job must end in a state, whatever went wrong
+                log.exception("job %s failed inside the devrunner", job_id)
+                self._set_state(
+                    job_id,
+                    devrunner_pb2.JOB_STATE_FAILED,
+                    f"the devrunner failed running the job: {error}",
+                    ended=True,
+                )
             finally:
                 with self._lock:
                     self._runs.pop(job_id, None)
@@ -175,17 +183,14 @@ class DevRunner:
             )
         self._set_state(job_id, devrunner_pb2.JOB_STATE_SUCCEEDED, "done", ended=True)
 
-    def _on_line(self, job_id: str, stream: str, text: str, lines: list[str]) -> None:
-        lines.append(text)
-        del lines[:-_LAST_LOG_LINES]
+    def _on_line(self, job_id: str, span, stream: str, text: str, lines: list[str]) -> None:
+        """One line of the job's output: an event of the trainer, or a log line (kept, with
+        the trainer's errors, for the message of a failure)."""
         try:
             event = json.loads(text) if text.startswith("{") else None
         except ValueError:
             event = None
-        if not isinstance(event, dict) or "event" not in event:
-            self._jobs.append(job_id, log=devrunner_pb2.LogLine(stream=stream, text=text))
-            return
-        kind = event.pop("event")
+        kind = event.pop("event", None) if isinstance(event, dict) else None
         if kind == "epoch":
             epoch = devrunner_pb2.EpochMetrics(
                 elapsed=duration(event.pop("elapsed_s", 0.0)), **event
@@ -193,15 +198,15 @@ class DevRunner:
             job = self._jobs.get(job_id)
             job.epochs.append(epoch)
             self._jobs.save(job)
-            trace.get_current_span().add_event(
-                "epoch", {k: v for k, v in event.items() if isinstance(v, int | float)}
-            )
+            span.add_event("epoch", {k: v for k, v in event.items() if isinstance(v, int | float)})
             self._jobs.append(job_id, epoch=epoch)
         elif kind == "progress":
             self._jobs.append(job_id, progress=devrunner_pb2.StepProgress(**event))
         elif kind == "result":
             self._record_result(job_id, event)
-        else:
+        elif kind != "start":
+            lines.append(text)
+            del lines[:-_LAST_LOG_LINES]
             self._jobs.append(job_id, log=devrunner_pb2.LogLine(stream=stream, text=text))
 
     def _record_result(self, job_id: str, result: dict) -> None:
