@@ -158,6 +158,51 @@ def test_train_watch_verify_list_and_replay(stub, workdir):
     assert job.job_id in {j.job_id for j in trains}
 
 
+@pytest.mark.docker
+@pytest.mark.tensorflow
+def test_package_a_verified_version(stub, workdir):
+    import docker
+
+    from straightline_common.modelstore import ModelStore
+    from tests.support.models import make_classifier
+
+    make_classifier(ModelStore(workdir / "models"), "unverified")
+    with pytest.raises(grpc.RpcError) as refused:
+        submit(stub, S.JobSpec(package=S.PackageSpec(model=types_pb2.ModelRef(name="unverified"))))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no passed verification" in refused.value.details()
+
+    verified = next(
+        j
+        for j in stub.ListJobs(
+            S.ListJobsRequest(kind=S.JOB_KIND_VERIFY, state=S.JOB_STATE_SUCCEEDED)
+        ).jobs
+        if j.passed
+    )
+    job = submit(stub, S.JobSpec(package=S.PackageSpec(model=verified.model)))
+    done = wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED})
+    assert done.state == S.JOB_STATE_SUCCEEDED, done.message
+    tag = f"{verified.model.name}-{verified.model.version}"
+    assert dict(done.images) == {
+        "docker": f"straightline/model-server:{tag}",
+        "serverless": f"straightline/lambda:{tag}",
+    }
+    engine = docker.from_env()
+    try:
+        listing = engine.containers.run(
+            done.images["docker"],
+            entrypoint=["ls"],
+            remove=True,
+            network_mode="none",
+            command=[f"/models/{verified.model.name}/{verified.model.version}"],
+        )
+        assert b"model.h5" in listing and b"metadata.json" in listing
+    finally:
+        for image in done.images.values():
+            engine.images.remove(image)
+        engine.close()
+
+
 @pytest.mark.tensorflow
 def test_cancel_mid_training(stub, workdir):
     job = submit(stub, train_spec(workdir, epochs=50))

@@ -71,6 +71,19 @@ SETTINGS = (
 )
 
 
+def _engine():
+    """A client of the Docker engine, or None when none answers."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client
+    except DockerException:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="straightline-devrunner", description=__doc__)
     add_settings(parser, SETTINGS)
@@ -87,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging("devrunner", settings["log_level"])
     provider = configure_tracing("straightline-devrunner")
+    engine = _engine()
     if settings["runner"] == "docker":
-        import docker
-
-        runner = DockerRunner(docker.from_env())
+        if engine is None:
+            log.error("runner=docker but no Docker engine is reachable")
+            return 1
+        runner = DockerRunner(engine)
     else:
         log.warning("jobs run as local processes, not in containers (runner=local)")
         runner = LocalRunner()
@@ -99,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         JobStore(settings["state"]),
         ModelStore(settings["store"]),
         runner,
+        engine=engine,
         token=token,
         allowed_images=frozenset(i.strip() for i in settings["images"].split(",") if i),
     )
