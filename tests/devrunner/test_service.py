@@ -203,6 +203,79 @@ def test_package_a_verified_version(stub, workdir):
         engine.close()
 
 
+def cli(devrunner, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "straightline_devrunner.cli",
+            "--devrunner",
+            devrunner.address,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "STRAIGHTLINE_DEVRUNNER_TOKEN": TOKEN},
+    )
+
+
+@pytest.mark.tensorflow
+def test_cli_lists_jobs_and_draws_learning_curves(devrunner, stub, tmp_path):
+    trained = next(
+        j
+        for j in stub.ListJobs(
+            S.ListJobsRequest(kind=S.JOB_KIND_TRAIN, state=S.JOB_STATE_SUCCEEDED)
+        ).jobs
+    )
+    listing = cli(devrunner, "list")
+    assert listing.returncode == 0
+    assert listing.stdout.splitlines()[0].split()[:3] == ["JOB", "KIND", "STATE"]
+    row = next(line for line in listing.stdout.splitlines() if line.startswith(trained.job_id))
+    assert row.split()[1:4] == ["train", "succeeded", "colours:1"]
+    curves = cli(devrunner, "curves", trained.job_id, "--png", str(tmp_path / "curves.png"))
+    assert curves.returncode == 0 and "epoch 1: acc" in curves.stdout
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_shows_a_failing_job_and_refusals(devrunner, workdir):
+    (workdir / "broken-cli" / "a").mkdir(parents=True)
+    (workdir / "broken-cli" / "b").mkdir(parents=True)
+    failed = cli(
+        devrunner,
+        "train",
+        "--dataset",
+        str(workdir / "broken-cli"),
+        "--model-name",
+        "m",
+        "--input-size",
+        "71",
+        "--cpu-fallback",
+    )
+    assert failed.returncode == 1
+    assert "QUEUED" in failed.stdout and "FAILED the job exited with status 2" in failed.stdout
+    refused = cli(devrunner, "train", "--dataset", str(workdir / "nowhere"), "--model-name", "m")
+    assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
+
+
+def test_progress_line_shows_epoch_step_bar_and_time_left():
+    from straightline_devrunner.cli import progress_line
+
+    line = progress_line(
+        S.StepProgress(epoch=2, step=5, steps=10, loss=0.5, accuracy=0.75),
+        epochs=4,
+        started=time.monotonic() - 10,
+        done_steps=15,
+        total_steps=40,
+    )
+    assert line.startswith("epoch 2/4 step 5/10 [############............]")
+    assert "loss 0.5000 acc 0.750" in line
+    assert line.endswith("left   17s")
+
+
 @pytest.mark.tensorflow
 def test_cancel_mid_training(stub, workdir):
     job = submit(stub, train_spec(workdir, epochs=50))
