@@ -319,12 +319,8 @@ def test_restart_keeps_finished_jobs_and_marks_running_ones_lost(workdir, channe
         second.terminate()
 
 
-@pytest.mark.docker
-@pytest.mark.tensorflow
-def test_jobs_in_containers_are_released_when_they_end(workdir, channels):
-    import docker
-
-    process = ServiceProcess(
+def start_docker_devrunner(workdir, name):
+    return ServiceProcess(
         "straightline_devrunner",
         [
             "--listen",
@@ -338,9 +334,23 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels):
             "--state",
             str(workdir / "docker.sqlite"),
         ],
-        workdir / "docker-runner",
+        workdir / name,
     ).wait_ready(60)
+
+
+def job_containers(engine, job_id, all=True):
+    return engine.containers.list(all=all, filters={"label": f"straightline.job={job_id}"})
+
+
+@pytest.mark.docker
+@pytest.mark.tensorflow
+def test_jobs_in_containers_are_released_when_they_end(workdir, channels):
+    import docker
+
+    from straightline_common.timeconv import duration
+
     engine = docker.from_env()
+    process = start_docker_devrunner(workdir, "docker-1")
     try:
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(process.address))
         job = submit(stub, train_spec(workdir))
@@ -349,25 +359,37 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels):
             stub, job.job_id, {S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED}
         )
         if running.state == S.JOB_STATE_RUNNING:
-            [container] = engine.containers.list(
-                filters={"label": f"straightline.job={job.job_id}"}
-            )
+            [container] = job_containers(engine, job.job_id, all=False)
             assert container.attrs["HostConfig"]["NetworkMode"] == "none"
         done = wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED})
         assert done.state == S.JOB_STATE_SUCCEEDED, done.message
         assert done.model.name == "colours" and len(done.epochs) == 1
 
+        timed = submit(stub, train_spec(workdir, epochs=50, timeout=duration(4)))
+        ended = wait_state(
+            stub,
+            timed.job_id,
+            {S.JOB_STATE_TIMED_OUT, S.JOB_STATE_FAILED, S.JOB_STATE_SUCCEEDED},
+            timeout=60,
+        )
+        assert ended.state == S.JOB_STATE_TIMED_OUT, ended.message
+
+        # A restart re-attaches to a running job's container, which a cancel then removes.
         long = submit(stub, train_spec(workdir, epochs=50))
         wait_state(stub, long.job_id, {S.JOB_STATE_RUNNING})
+        process.terminate()
+        assert len(job_containers(engine, long.job_id, all=False)) == 1
+        process = start_docker_devrunner(workdir, "docker-2")
+        stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(process.address))
+        assert stub.GetJob(S.GetJobRequest(job_id=long.job_id)).job.state == S.JOB_STATE_RUNNING
         stub.CancelJob(S.CancelJobRequest(job_id=long.job_id), metadata=AUTH)
         wait_state(stub, long.job_id, {S.JOB_STATE_CANCELLED}, timeout=60)
-        for finished in (job, long):
-            assert (
-                engine.containers.list(
-                    all=True, filters={"label": f"straightline.job={finished.job_id}"}
-                )
-                == []
-            )
+        for finished in (job, timed, long):
+            assert job_containers(engine, finished.job_id) == []
     finally:
-        engine.close()
         process.terminate()
+        for leftover in engine.containers.list(
+            all=True, filters={"label": "straightline.role=job"}
+        ):
+            leftover.remove(force=True)
+        engine.close()

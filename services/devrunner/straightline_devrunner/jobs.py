@@ -87,6 +87,15 @@ class JobStore:
         jobs = [devrunner_pb2.Job.FromString(row[0]) for row in rows]
         return [job for job in jobs if job.state not in FINISHED]
 
+    def last_event_time(self, job_id: str) -> float:
+        """When the job's last event was recorded, in seconds since the epoch."""
+        row = self._db.execute(
+            "SELECT event FROM events WHERE job_id = ? ORDER BY sequence DESC LIMIT 1", (job_id,)
+        ).fetchone()
+        if row is None:
+            return 0.0
+        return devrunner_pb2.WatchJobResponse.FromString(row[0]).time.ToNanoseconds() / 1e9
+
     def append(self, job_id: str, **event) -> None:
         """Adds one event (a field of WatchJobResponse's `event` oneof) to the job's history."""
         with self._changed:

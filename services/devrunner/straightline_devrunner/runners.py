@@ -78,6 +78,10 @@ class LocalRunner:
     def has_gpus(self) -> bool:
         return False
 
+    def find(self, job_id: str) -> None:
+        """Local jobs die with the devrunner: there is nothing to re-attach to."""
+        return None
+
     def start(
         self, job_id: str, arguments: list[str], placement: Placement, image: str, on_line
     ) -> LocalRun:
@@ -85,8 +89,9 @@ class LocalRunner:
 
 
 class ContainerRun:
-    def __init__(self, container, on_line):
+    def __init__(self, container, on_line, since: float | None = None):
         self._container = container
+        self._since = since
         self._pumps = [
             threading.Thread(target=self._follow_logs, args=(stream, on_line), daemon=True)
             for stream in ("stdout", "stderr")
@@ -97,7 +102,11 @@ class ContainerRun:
     def _follow_logs(self, stream: str, on_line) -> None:
         buffered = ""
         chunks = self._container.logs(
-            stream=True, follow=True, stdout=stream == "stdout", stderr=stream == "stderr"
+            stream=True,
+            follow=True,
+            stdout=stream == "stdout",
+            stderr=stream == "stderr",
+            since=self._since,
         )
         for chunk in chunks:
             buffered += chunk.decode(errors="replace")
@@ -171,6 +180,15 @@ class DockerRunner:
                 ) from None
             raise Unavailable(f"could not start the job's container: {error}") from None
         return ContainerRun(container, on_line)
+
+    def find(self, job_id: str):
+        """The job's container, if it still exists (after a devrunner restart)."""
+        found = self._client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"})
+        return found[0] if found else None
+
+    def attach(self, container, on_line, since: float) -> ContainerRun:
+        """Follows a container started before a restart, from just after `since`."""
+        return ContainerRun(container, on_line, since=since + 0.001 if since else None)
 
     def remove_job_containers(self, job_id: str) -> None:
         for container in self._client.containers.list(

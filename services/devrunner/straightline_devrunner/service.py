@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -92,8 +93,13 @@ class DevRunner:
             dataset, str(self._store.root), resources.gpus, resources.cpus, resources.memory_bytes
         )
         timeout = seconds(spec.timeout) if spec.HasField("timeout") else self._defaults.timeout_s
+        arguments = [*arguments, "--job-id", job.job_id]
+
+        def start_run(on_line):
+            return self._runner.start(job.job_id, arguments, placement, image, on_line)
+
         threading.Thread(
-            target=self._run, args=(job.job_id, arguments, placement, image, timeout), daemon=True
+            target=self._run, args=(job.job_id, start_run, timeout), daemon=True
         ).start()
         return job
 
@@ -191,34 +197,35 @@ class DevRunner:
 
     # Running -----------------------------------------------------------------------------
 
-    def _run(self, job_id: str, arguments, placement, image, timeout_s: float) -> None:
+    def _run(self, job_id: str, start_run, timeout_s: float, *, reattached=False) -> None:
+        """Runs a job to its end. `start_run(on_line)` starts it (or re-attaches to it) and
+        returns the run; whatever happens, the job ends in a final state."""
         lines: list[str] = []
         with tracer.start_as_current_span(
-            "devrunner.job", attributes={"straightline.job_id": job_id}
+            "devrunner.job",
+            attributes={"straightline.job_id": job_id, "straightline.reattached": reattached},
         ) as span:
-            job = self._jobs.get(job_id)
-            job.trace_id = format(span.get_span_context().trace_id, "032x")
-            self._jobs.save(job)
+            if not reattached:
+                job = self._jobs.get(job_id)
+                job.trace_id = format(span.get_span_context().trace_id, "032x")
+                self._jobs.save(job)
             try:
                 with self._lock:
                     if job_id in self._cancelled:
                         raise _Ended(devrunner_pb2.JOB_STATE_CANCELLED, "cancelled before start")
-                    run = self._runner.start(
-                        job_id,
-                        [*arguments, "--job-id", job_id],
-                        placement,
-                        image,
-                        lambda s, t: self._on_line(job_id, span, s, t, lines),
-                    )
+                    run = start_run(lambda s, t: self._on_line(job_id, span, s, t, lines))
                     self._runs[job_id] = run
-                self._set_state(job_id, devrunner_pb2.JOB_STATE_RUNNING, "running", started=True)
+                if not reattached:
+                    self._set_state(
+                        job_id, devrunner_pb2.JOB_STATE_RUNNING, "running", started=True
+                    )
                 status = run.wait(timeout_s)
                 if status is None:
                     run.stop()
                     run.wait(30)
                     raise _Ended(
                         devrunner_pb2.JOB_STATE_TIMED_OUT,
-                        f"the job ran longer than {timeout_s:.0f} s",
+                        f"the job ran longer than its timeout ({timeout_s:.0f} s)",
                     )
                 self._conclude(job_id, status, lines)
             except _Ended as ended:
@@ -388,15 +395,37 @@ class DevRunner:
         )
 
     def recover(self) -> None:
-        """After a restart, jobs that were queued or running are marked lost (their processes
-        died with the devrunner; re-attaching to containers is not built yet)."""
+        """After a restart: jobs whose container still exists are re-attached (found by
+        label), following its output from the last event recorded; the others (local
+        processes died with the devrunner) are marked lost."""
         for job in self._jobs.unfinished():
-            self._set_state(
-                job.job_id,
-                devrunner_pb2.JOB_STATE_LOST,
-                "the devrunner restarted while the job ran",
-                ended=True,
+            container = self._runner.find(job.job_id)
+            if container is None:
+                self._set_state(
+                    job.job_id,
+                    devrunner_pb2.JOB_STATE_LOST,
+                    "the devrunner restarted while the job ran",
+                    ended=True,
+                )
+                continue
+            since = self._jobs.last_event_time(job.job_id)
+            timeout = (
+                seconds(job.spec.timeout)
+                if job.spec.HasField("timeout")
+                else self._defaults.timeout_s
             )
+            remaining = max(1.0, timeout - (time.time() - job.start_time.seconds))
+            log.info("re-attached to a running job", extra={"job_id": job.job_id})
+            threading.Thread(
+                target=self._run,
+                args=(
+                    job.job_id,
+                    lambda on_line, c=container, t=since: self._runner.attach(c, on_line, t),
+                    remaining,
+                ),
+                kwargs={"reattached": True},
+                daemon=True,
+            ).start()
 
 
 class _Ended(Exception):
