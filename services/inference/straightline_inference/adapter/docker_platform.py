@@ -12,8 +12,9 @@ from straightline_common.errors import DeadlineExceeded, Unavailable
 from straightline_common.modelstore import ModelStore
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.modelserver_client import ModelServerClient
-from straightline_inference.adapter.platform import Answer, Capacity, PredictCall, ServesStore
+from straightline_inference.adapter.platform import Answer, PredictCall
 from straightline_inference.adapter.pool import EnvironmentPool
+from straightline_inference.adapter.pooled import PooledPlatform
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ class ModelServerContainer:
     client: ModelServerClient
 
 
-class DockerPlatform(ServesStore):
+class DockerPlatform(PooledPlatform):
     kind = types_pb2.PLATFORM_DOCKER
 
     def __init__(
@@ -51,8 +52,6 @@ class DockerPlatform(ServesStore):
             "idle_timeout_s": idle_timeout_s,
             "name": "the Docker platform",
         }
-        self._engine = None
-        self._pool: EnvironmentPool[ModelServerContainer] | None = None
 
     def start(self) -> None:
         self._engine = containers.engine()
@@ -60,19 +59,6 @@ class DockerPlatform(ServesStore):
         self._pool = EnvironmentPool(
             self._start_container, self._stop_container, **self._pool_options
         )
-
-    def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-        if self._engine is not None:
-            containers.remove_owned(self._engine, self._owner)
-            self._engine.close()
-
-    def capacity(self) -> Capacity:
-        return self._pool.capacity()
-
-    def running_containers(self) -> list:
-        return [environment.container for environment in self._pool.environments()]
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         started = time.monotonic()

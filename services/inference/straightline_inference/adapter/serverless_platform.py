@@ -33,6 +33,7 @@ from straightline_inference.adapter import containers
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.platform import Answer, Capacity, PredictCall, ServesStore
 from straightline_inference.adapter.pool import EnvironmentPool
+from straightline_inference.adapter.pooled import PooledPlatform
 from straightline_inference.rie import ensure_rie
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class Environment:
     stop: object  # callable that ends the environment
 
 
-class LocalServerless(ServesStore):
+class LocalServerless(PooledPlatform):
     """Execution environments of the Lambda image (or handler) under the emulator."""
 
     kind = types_pb2.PLATFORM_SERVERLESS
@@ -167,7 +168,6 @@ class LocalServerless(ServesStore):
         self._runner = runner
         self._owner = owner
         self._start_timeout_s = start_timeout_s
-        self._engine = None
         self._pool_options = {
             "max_environments": concurrency,
             "slots_per_environment": 1,
@@ -175,7 +175,6 @@ class LocalServerless(ServesStore):
             "idle_timeout_s": idle_timeout_s,
             "name": "the local Lambda",
         }
-        self._pool: EnvironmentPool[Environment] | None = None
 
     def start(self) -> None:
         if self._runner == "auto":
@@ -190,20 +189,6 @@ class LocalServerless(ServesStore):
         self._pool = EnvironmentPool(
             self._start_environment, lambda e: e.stop(), **self._pool_options
         )
-
-    @property
-    def runner(self) -> str:
-        return self._runner
-
-    def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-        if self._engine is not None:
-            containers.remove_owned(self._engine, self._owner)
-            self._engine.close()
-
-    def capacity(self) -> Capacity:
-        return self._pool.capacity()
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         started = time.perf_counter()
