@@ -113,7 +113,12 @@ class DockerPlatform(PooledPlatform):
                 client.wait_ready(timeout=0.5)
                 return
             except (Unavailable, DeadlineExceeded):
-                container.reload()
+                try:
+                    container.reload()
+                except DockerException:
+                    raise Unavailable(
+                        f"model-server container {container.short_id} vanished while starting"
+                    ) from None
                 if container.status == "exited" or time.monotonic() > deadline:
                     raise Unavailable(
                         f"model-server container {container.short_id} did not become ready "

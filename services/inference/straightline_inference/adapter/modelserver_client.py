@@ -64,6 +64,8 @@ class ModelServerClient:
             response = self._http.request(
                 method, self.base_url + path, timeout=urllib3.Timeout(total=timeout), **options
             )
+        except urllib3.exceptions.NewConnectionError:  # (a ConnectTimeoutError in urllib3 2)
+            raise Unavailable(f"the model server at {self.base_url} refuses connections") from None
         except urllib3.exceptions.TimeoutError:
             raise DeadlineExceeded(
                 f"the model server at {self.base_url} did not answer in {timeout:.1f} s"
