@@ -33,9 +33,7 @@ def main(port_file: str) -> None:
     server.start()
     server.mark_serving()
     write_port_file(port_file, {"grpc": server.port})
-    run_until_signalled(lambda: server.stop(1))
-    if provider is not None:
-        provider.shutdown()
+    run_until_signalled(lambda: server.stop(1), provider)
 
 
 if __name__ == "__main__":

@@ -176,8 +176,9 @@ class GrpcServer:
             self._health.set(name, status)
 
 
-def run_until_signalled(stop: Callable[[], None]) -> None:
-    """Blocks until SIGTERM or SIGINT, then calls `stop`. Call from the main thread."""
+def run_until_signalled(stop: Callable[[], None], tracer_provider=None) -> None:
+    """Blocks until SIGTERM or SIGINT, then calls `stop` and flushes the tracer provider's
+    last spans (when there is one). Call from the main thread."""
     received = threading.Event()
 
     def on_signal(signum, _frame):
@@ -188,3 +189,5 @@ def run_until_signalled(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, on_signal)
     received.wait()
     stop()
+    if tracer_provider is not None:
+        tracer_provider.shutdown()

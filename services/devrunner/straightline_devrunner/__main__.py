@@ -130,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings["port_file"]:
         write_port_file(settings["port_file"], {"grpc": server.port})
     log.info("devrunner serving", extra={"address": server.address, "runner": runner.kind})
-    run_until_signalled(server.stop)
-    if provider is not None:
-        provider.shutdown()
+    run_until_signalled(server.stop, provider)
     return 0
 
 

@@ -9,7 +9,6 @@ whose index is the payload's length modulo the number of classes, so callers can
 the answer belongs to the request.
 """
 
-import threading
 import time
 import uuid
 
@@ -17,6 +16,7 @@ from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.timeconv import duration
+from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.heartbeat import HeartbeatSender
 
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -45,10 +45,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
         self.served = 0
         self.refused = 0
         self.last_time_remaining: float | None = None  # the deadline the last request came with
-        self._in_flight = 0
-        self._waiting = 0
-        self._lock = threading.Lock()
-        self._slots = threading.Semaphore(capacity)
+        self._gate = SlotGate(capacity, queue_limit, name=self.instance_id)
         self._server = GrpcServer(
             "127.0.0.1:0",
             [
@@ -92,8 +89,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
         return self._heartbeats.connected.wait(timeout)
 
     def report(self) -> types_pb2.InstanceReport:
-        with self._lock:
-            in_flight, waiting = self._in_flight, self._waiting
+        in_flight, waiting = self._gate.in_flight, self._gate.waiting
         return types_pb2.InstanceReport(
             instance_id=self.instance_id,
             platform=self.platform,
@@ -117,19 +113,13 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
             )
         self.last_time_remaining = context.time_remaining()
         arrived = time.perf_counter()
-        self._enter_queue()
         try:
-            queued = time.perf_counter() - arrived
-            with self._lock:
-                self._in_flight += 1
-            try:
+            with self._gate.slot(timeout=3600) as queued:
                 time.sleep(self.service_time_s)
-            finally:
-                with self._lock:
-                    self._in_flight -= 1
-                    self.served += 1
-        finally:
-            self._slots.release()
+                self.served += 1
+        except ResourceExhausted:
+            self.refused += 1
+            raise
         index = len(request.payload) % len(CLASS_NAMES)
         return inference_pb2.PredictResponse(
             request_id=request.request_id,
@@ -159,19 +149,3 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
 
     def GetStatus(self, request, context):
         return inference_pb2.GetStatusResponse(report=self.report())
-
-    def _enter_queue(self) -> None:
-        if self._slots.acquire(blocking=False):
-            return
-        with self._lock:
-            if self._waiting >= self.queue_limit:
-                self.refused += 1
-                raise ResourceExhausted(
-                    f"{self.instance_id} is at capacity ({self.capacity}) and its queue is full"
-                )
-            self._waiting += 1
-        try:
-            self._slots.acquire()
-        finally:
-            with self._lock:
-                self._waiting -= 1

@@ -20,9 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     provider = configure_tracing("straightline-placer")
     server = PlacerServer(settings)
     server.start()
-    run_until_signalled(server.stop)
-    if provider is not None:
-        provider.shutdown()
+    run_until_signalled(server.stop, provider)
     return 0
 
 

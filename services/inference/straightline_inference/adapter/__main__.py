@@ -118,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", error)
         server.stop(0)
         return 1
-    run_until_signalled(server.stop)
-    if provider is not None:
-        provider.shutdown()
+    run_until_signalled(server.stop, provider)
     return 0
 
 
