@@ -5,9 +5,22 @@ import time
 import grpc
 import pytest
 
-from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc, types_pb2
+from straightline.v1 import (
+    devrunner_pb2,
+    devrunner_pb2_grpc,
+    placer_pb2,
+    placer_pb2_grpc,
+    types_pb2,
+)
 from straightline_common.processes import ServiceProcess
 from tests.support.models import make_image_folders
+from tests.support.stack import (
+    adapter_process,
+    placer_process,
+    set_policy,
+    tracing_env,
+    wait_for_instances,
+)
 
 TOKEN = "test-token-0123456789"
 AUTH = [("authorization", f"Bearer {TOKEN}")]
@@ -22,14 +35,14 @@ def workdir(tmp_path_factory):
     return path
 
 
-def start_devrunner(workdir, name="devrunner", state="jobs.sqlite"):
+def start_devrunner(workdir, name, state, runner="local", otlp_endpoint=""):
     return ServiceProcess(
         "straightline_devrunner",
         [
             "--listen",
             "127.0.0.1:0",
             "--runner",
-            "local",
+            runner,
             "--token-file",
             str(workdir / "token"),
             "--store",
@@ -38,12 +51,15 @@ def start_devrunner(workdir, name="devrunner", state="jobs.sqlite"):
             str(workdir / state),
         ],
         workdir / name,
+        env=tracing_env(otlp_endpoint) if otlp_endpoint else None,
     ).wait_ready(60)
 
 
 @pytest.fixture(scope="module")
-def devrunner(workdir):
-    process = start_devrunner(workdir)
+def devrunner(workdir, otlp_receiver):
+    process = start_devrunner(
+        workdir, "devrunner", "jobs.sqlite", otlp_endpoint=otlp_receiver.endpoint
+    )
     yield process
     process.terminate()
 
@@ -120,8 +136,25 @@ def test_bad_job_specs_are_refused(stub, workdir, spec, metadata, code, message)
     assert message in refused.value.details()
 
 
+def assert_phases_in_the_job_trace(otlp_receiver, trace_id, *phases):
+    """The job's trace: one devrunner.job span, and the trainer's phases as its children
+    (the trainer got the context through TRACEPARENT and reported the phases' times)."""
+    assert len(trace_id) == 32
+    [job_span] = otlp_receiver.wait_for(
+        lambda s: s.trace_id == trace_id and s.name == "devrunner.job"
+    )
+    names = {f"trainer.{phase}" for phase in phases}
+    children = otlp_receiver.wait_for(
+        lambda s: s.trace_id == trace_id and s.name in names, count=len(names)
+    )
+    assert {s.name for s in children} == names
+    assert {s.parent_span_id for s in children} == {job_span.span_id}
+    assert {s.service for s in children} == {"straightline-devrunner"}
+    return job_span
+
+
 @pytest.mark.tensorflow
-def test_train_watch_verify_list_and_replay(stub, workdir):
+def test_train_watch_verify_list_and_replay(stub, workdir, otlp_receiver):
     job = submit(stub, train_spec(workdir))
     assert job.state == S.JOB_STATE_QUEUED and job.runner == S.RUNNER_LOCAL
     assert job.resources.gpus == 0  # CPU fallback on a host without GPUs
@@ -135,7 +168,10 @@ def test_train_watch_verify_list_and_replay(stub, workdir):
     done = stub.GetJob(S.GetJobRequest(job_id=job.job_id)).job
     assert done.state == S.JOB_STATE_SUCCEEDED and done.model.name == "colours"
     assert "val_accuracy" in done.results and len(done.epochs) == 1
-    assert len(done.trace_id) == 32
+    job_span = assert_phases_in_the_job_trace(
+        otlp_receiver, done.trace_id, "load_dataset", "build_model", "fit", "save"
+    )
+    assert job_span.attributes["straightline.job_id"] == job.job_id
 
     replay = list(stub.WatchJob(S.WatchJobRequest(job_id=job.job_id), timeout=30))
     assert [e.sequence for e in replay] == [e.sequence for e in events]
@@ -160,7 +196,9 @@ def test_train_watch_verify_list_and_replay(stub, workdir):
 
 @pytest.mark.docker
 @pytest.mark.tensorflow
-def test_package_a_verified_version(stub, workdir):
+def test_package_a_verified_version_and_serve_it_through_the_placer(
+    stub, workdir, otlp_receiver, channels
+):
     import docker
 
     from straightline_common.modelstore import ModelStore
@@ -197,10 +235,68 @@ def test_package_a_verified_version(stub, workdir):
             command=[f"/models/{verified.model.name}/{verified.model.version}"],
         )
         assert b"model.h5" in listing and b"metadata.json" in listing
+        answers = top_classes_through_the_placer(
+            workdir, verified.model, done.images, otlp_receiver.endpoint, channels
+        )
+        assert answers[types_pb2.PLATFORM_FLASK] == answers[types_pb2.PLATFORM_DOCKER]
+        assert answers[types_pb2.PLATFORM_FLASK] == answers[types_pb2.PLATFORM_SERVERLESS]
     finally:
         for image in done.images.values():
             engine.images.remove(image)
         engine.close()
+
+
+def top_classes_through_the_placer(workdir, model, images, otlp_endpoint, channels):
+    """Serves the packaged version: Flask from the model store, Docker and serverless from
+    the version's own images (the store is not mounted, so the image must carry the model);
+    one image pinned to each platform in turn; returns the classes by platform."""
+    store = workdir / "models"
+    started = []
+    try:
+        placer = placer_process(workdir / "placer", otlp_endpoint)
+        started.append(placer)
+        placer.wait_ready()
+        adapters = {
+            "flask": ["--threads", "1"],
+            "docker": ["--image", images["docker"], "--models-in-image", "true"],
+            "serverless": ["--image", images["serverless"], "--models-in-image", "true"],
+        }
+        for platform, args in adapters.items():
+            started.append(
+                adapter_process(
+                    workdir / platform,
+                    platform,
+                    store,
+                    otlp_endpoint,
+                    *args,
+                    placer=placer.address,
+                )
+            )
+        for adapter in started[1:]:
+            adapter.wait_ready(120)
+        placer_stub = placer_pb2_grpc.PlacerServiceStub(channels(placer.address))
+        wait_for_instances(placer_stub, 3)
+        picture = next((workdir / "colours" / "blue").iterdir()).read_bytes()
+        answers = {}
+        for platform in (
+            types_pb2.PLATFORM_FLASK,
+            types_pb2.PLATFORM_DOCKER,
+            types_pb2.PLATFORM_SERVERLESS,
+        ):
+            set_policy(placer_stub, pinned_platform=platform)
+            answer = placer_stub.Infer(
+                placer_pb2.InferRequest(
+                    model=model, payload=picture, content_type="image/png", top_k=3
+                ),
+                timeout=120,
+            )
+            assert answer.served_platform == platform
+            assert (answer.model.name, answer.model.version) == (model.name, model.version)
+            answers[platform] = [(c.label, round(c.score, 4)) for c in answer.classes]
+        return answers
+    finally:
+        for process in reversed(started):
+            process.terminate(60)
 
 
 def cli(devrunner, *args):
@@ -319,38 +415,21 @@ def test_restart_keeps_finished_jobs_and_marks_running_ones_lost(workdir, channe
         second.terminate()
 
 
-def start_docker_devrunner(workdir, name):
-    return ServiceProcess(
-        "straightline_devrunner",
-        [
-            "--listen",
-            "127.0.0.1:0",
-            "--runner",
-            "docker",
-            "--token-file",
-            str(workdir / "token"),
-            "--store",
-            str(workdir / "models"),
-            "--state",
-            str(workdir / "docker.sqlite"),
-        ],
-        workdir / name,
-    ).wait_ready(60)
-
-
 def job_containers(engine, job_id, all=True):
     return engine.containers.list(all=all, filters={"label": f"straightline.job={job_id}"})
 
 
 @pytest.mark.docker
 @pytest.mark.tensorflow
-def test_jobs_in_containers_are_released_when_they_end(workdir, channels):
+def test_jobs_in_containers_are_released_when_they_end(workdir, channels, otlp_receiver):
     import docker
 
     from straightline_common.timeconv import duration
 
     engine = docker.from_env()
-    process = start_docker_devrunner(workdir, "docker-1")
+    process = start_devrunner(
+        workdir, "docker-1", "docker.sqlite", "docker", otlp_receiver.endpoint
+    )
     try:
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(process.address))
         job = submit(stub, train_spec(workdir))
@@ -364,6 +443,7 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels):
         done = wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED})
         assert done.state == S.JOB_STATE_SUCCEEDED, done.message
         assert done.model.name == "colours" and len(done.epochs) == 1
+        assert_phases_in_the_job_trace(otlp_receiver, done.trace_id, "fit", "save")
 
         timed = submit(stub, train_spec(workdir, epochs=50, timeout=duration(4)))
         ended = wait_state(
@@ -379,7 +459,7 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels):
         wait_state(stub, long.job_id, {S.JOB_STATE_RUNNING})
         process.terminate()
         assert len(job_containers(engine, long.job_id, all=False)) == 1
-        process = start_docker_devrunner(workdir, "docker-2")
+        process = start_devrunner(workdir, "docker-2", "docker.sqlite", "docker")
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(process.address))
         assert stub.GetJob(S.GetJobRequest(job_id=long.job_id)).job.state == S.JOB_STATE_RUNNING
         stub.CancelJob(S.CancelJobRequest(job_id=long.job_id), metadata=AUTH)

@@ -51,8 +51,13 @@ def trained(dataset, tmp_path_factory):
 @pytest.mark.tensorflow
 def test_training_reports_every_epoch_and_stores_a_version(trained, dataset):
     store, events = trained
-    kinds = [e["event"] for e in events]
+    kinds = [e["event"] for e in events if e["event"] != "phase"]
     assert kinds[0] == "start" and kinds[-1] == "result"
+    phases = [e for e in events if e["event"] == "phase"]
+    assert [p["name"] for p in phases] == ["load_dataset", "build_model", "fit", "save"]
+    assert all(p["start_s"] <= p["end_s"] for p in phases)
+    built, fitted = events.index(phases[1]), events.index(phases[2])
+    assert {e["event"] for e in events[built + 1 : fitted]} == {"progress", "epoch"}
     epochs = [e for e in events if e["event"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all({"loss", "accuracy", "val_loss", "val_accuracy"} <= set(e) for e in epochs)

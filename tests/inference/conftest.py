@@ -3,6 +3,7 @@ import pytest
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from tests.support.models import make_classifier
+from tests.support.stack import adapter_process
 
 
 @pytest.fixture(scope="session")
@@ -35,25 +36,14 @@ def start_adapter(tmp_path_factory, model_store, otlp_receiver):
     started = []
 
     def start(platform: str, *args: str, placer="off", store=None, env=None) -> ServiceProcess:
-        process = ServiceProcess(
-            "straightline_inference.adapter",
-            [
-                "--platform",
-                platform,
-                "--listen",
-                "127.0.0.1:0",
-                "--placer",
-                placer,
-                "--store",
-                str(store or model_store.root),
-                *args,
-            ],
+        process = adapter_process(
             tmp_path / f"adapter-{len(started)}",
-            env={
-                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
-                "OTEL_BSP_SCHEDULE_DELAY": "50",
-                **(env or {}),
-            },
+            platform,
+            store or model_store.root,
+            otlp_receiver.endpoint,
+            *args,
+            placer=placer,
+            env=env,
         )
         started.append(process)
         return process.wait_ready(timeout=120)

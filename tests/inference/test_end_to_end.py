@@ -6,11 +6,10 @@ from concurrent import futures
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
-from straightline_common.processes import ServiceProcess
 from tests.support.models import image_bytes, noise_png
+from tests.support.stack import placer_process, set_policy, wait_for_instances
 
 pytestmark = [pytest.mark.docker, pytest.mark.tensorflow]
 FLASK, DOCKER, SERVERLESS = (
@@ -27,15 +26,7 @@ DEFAULTS = placer_pb2.Policy(
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, start_adapter, otlp_receiver):
     workdir = tmp_path_factory.mktemp("placer")
-    placer = ServiceProcess(
-        "straightline_placer",
-        ["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--heartbeat-timeout-s", "1"],
-        workdir,
-        env={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
-            "OTEL_BSP_SCHEDULE_DELAY": "50",
-        },
-    )
+    placer = placer_process(workdir, otlp_receiver.endpoint, "--heartbeat-timeout-s", "1")
     try:
         placer.wait_ready()
         adapters = {
@@ -59,23 +50,6 @@ def stack(tmp_path_factory, start_adapter, otlp_receiver):
         channel.close()
     finally:
         placer.terminate()
-
-
-def wait_for_instances(stub, count, timeout=30.0):
-    watch = stub.WatchResources(placer_pb2.WatchResourcesRequest(), timeout=timeout)
-    try:
-        for view in watch:
-            if len(view.instances) == count:
-                return view
-    finally:
-        watch.cancel()
-
-
-def set_policy(stub, **fields):
-    mask = field_mask_pb2.FieldMask(paths=list(fields))
-    stub.UpdatePolicy(
-        placer_pb2.UpdatePolicyRequest(policy=placer_pb2.Policy(**fields), update_mask=mask)
-    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from concurrent import futures
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -15,6 +14,7 @@ from straightline.v1 import placer_pb2, types_pb2
 from straightline_common.processes import health_status
 from straightline_common.timeconv import duration
 from tests.integration.conftest import DOCKER, FLASK, SERVERLESS
+from tests.support.stack import set_policy
 
 MODEL = types_pb2.ModelRef(name="demo")
 SMALL, LARGE = 10_000, 1_000_000  # the default D is 256 KiB
@@ -27,12 +27,6 @@ def place(stub, size=SMALL, model=MODEL):
 def infer(stub, size=SMALL, timeout=10):
     request = placer_pb2.InferRequest(model=MODEL, payload=b"x" * size, content_type="image/jpeg")
     return stub.Infer(request, timeout=timeout)
-
-
-def set_policy(stub, **fields):
-    policy = placer_pb2.Policy(**fields)
-    mask = field_mask_pb2.FieldMask(paths=list(fields))
-    return stub.UpdatePolicy(placer_pb2.UpdatePolicyRequest(policy=policy, update_mask=mask))
 
 
 def wait_until(predicate, timeout=5.0, interval=0.02):

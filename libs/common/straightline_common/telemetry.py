@@ -71,6 +71,14 @@ def metadata_with_context() -> list[tuple[str, str]]:
     return list(carrier.items())
 
 
+def environment_with_context() -> dict[str, str]:
+    """Environment variables carrying the current trace context into a child process or
+    container (TRACEPARENT, TRACESTATE: the environment-carrier convention)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {key.upper(): value for key, value in carrier.items()}
+
+
 def current_trace_id() -> str:
     """The current span's trace id as 32 hex digits, or '' outside any sampled or recording span."""
     span_context = trace.get_current_span().get_span_context()

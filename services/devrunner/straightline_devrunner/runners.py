@@ -1,7 +1,8 @@
 """Where jobs run: a container through the Docker SDK, or a local process without an engine.
 
-A runner starts the trainer with a job's arguments and hands every output line to the job
-(`on_line(stream, text)`); `wait()` returns the exit status; `stop()` ends it early. Either
+A runner starts the trainer with a job's arguments and environment (the job's trace context)
+and hands every output line to the job (`on_line(stream, text)`); `wait()` returns the exit
+status; `stop()` ends it early. Either
 way, nothing is left once `wait()` has returned: the container is removed.
 """
 
@@ -33,10 +34,11 @@ class Placement:
 
 
 class LocalRun:
-    def __init__(self, job_id: str, arguments: list[str], on_line):
+    def __init__(self, job_id: str, arguments: list[str], on_line, environment: dict[str, str]):
         self.job_id = job_id
         self._process = subprocess.Popen(
             dying_with_parent([sys.executable, *TRAINER[1:], *arguments]),
+            env={**os.environ, **environment},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -83,9 +85,15 @@ class LocalRunner:
         return None
 
     def start(
-        self, job_id: str, arguments: list[str], placement: Placement, image: str, on_line
+        self,
+        job_id: str,
+        arguments: list[str],
+        placement: Placement,
+        image: str,
+        on_line,
+        environment: dict[str, str],
     ) -> LocalRun:
-        return LocalRun(job_id, arguments, on_line)
+        return LocalRun(job_id, arguments, on_line, environment)
 
 
 class ContainerRun:
@@ -145,7 +153,13 @@ class DockerRunner:
         return "nvidia" in (self._client.info().get("Runtimes") or {})
 
     def start(
-        self, job_id: str, arguments: list[str], placement: Placement, image: str, on_line
+        self,
+        job_id: str,
+        arguments: list[str],
+        placement: Placement,
+        image: str,
+        on_line,
+        environment: dict[str, str],
     ) -> ContainerRun:
         import docker
         from docker.errors import APIError
@@ -158,6 +172,7 @@ class DockerRunner:
                 placement.store: {"bind": "/models", "mode": "rw"},
             },
             "user": f"{os.getuid()}:{os.getgid()}",
+            "environment": environment,
             "detach": True,
         }
         if placement.cpus:

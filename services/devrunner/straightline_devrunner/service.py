@@ -24,6 +24,7 @@ from straightline_common.errors import (
     Unauthenticated,
 )
 from straightline_common.modelstore import ModelStore
+from straightline_common.telemetry import environment_with_context
 from straightline_common.timeconv import duration, seconds
 from straightline_devrunner.jobs import FINISHED, JobStore, now
 from straightline_devrunner.runners import Placement
@@ -96,7 +97,9 @@ class DevRunner:
         arguments = [*arguments, "--job-id", job.job_id]
 
         def start_run(on_line):
-            return self._runner.start(job.job_id, arguments, placement, image, on_line)
+            return self._runner.start(
+                job.job_id, arguments, placement, image, on_line, environment_with_context()
+            )
 
         threading.Thread(
             target=self._run, args=(job.job_id, start_run, timeout), daemon=True
@@ -275,6 +278,8 @@ class DevRunner:
             self._jobs.save(job)
             span.add_event("epoch", {k: v for k, v in event.items() if isinstance(v, int | float)})
             self._jobs.append(job_id, epoch=epoch)
+        elif kind == "phase":
+            _record_phase(span, event)
         elif kind == "progress":
             self._jobs.append(job_id, progress=devrunner_pb2.StepProgress(**event))
         elif kind == "result":
@@ -432,6 +437,21 @@ class _Ended(Exception):
     def __init__(self, state: int, message: str):
         super().__init__(message)
         self.state, self.message = state, message
+
+
+def _record_phase(job_span, event: dict) -> None:
+    """A phase the trainer timed, as a child span of the job with the trainer's own times."""
+    name = event.pop("name", "phase")
+    start, end = event.pop("start_s", None), event.pop("end_s", None)
+    if not isinstance(start, int | float) or not isinstance(end, int | float):
+        return
+    span = tracer.start_span(
+        f"trainer.{name}",
+        context=trace.set_span_in_context(job_span),
+        start_time=int(start * 1e9),
+        attributes={f"straightline.{k}": v for k, v in event.items() if isinstance(v, int)},
+    )
+    span.end(end_time=int(end * 1e9))
 
 
 def _kind_of(spec: devrunner_pb2.JobSpec) -> int:

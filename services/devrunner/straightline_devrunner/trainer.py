@@ -4,7 +4,11 @@ line on stdout (the devrunner reads them from the container's or process's outpu
     python -m straightline_devrunner.trainer train --dataset DIR --store DIR --model-name NAME
     python -m straightline_devrunner.trainer verify --dataset DIR --store DIR --model NAME[:V]
 
-Lines: {"event": "start" | "progress" | "epoch" | "result" | "error", ...}. Exit status 0 when
+Lines: {"event": "start" | "phase" | "progress" | "epoch" | "result" | "error", ...}; a
+phase (loading data, building, fitting, saving, evaluating) gives its wall-clock start and
+end, which the devrunner turns into spans of the job's trace: a job container has no network
+to export spans itself. The job's trace context arrives in TRACEPARENT; the start line echoes
+its trace id. Exit status 0 when
 the job did its work (a verification that fails its threshold included: the result says
 so), 2 for a bad job spec, 1 for anything else.
 
@@ -15,9 +19,11 @@ cross-validation when --k-folds is 2 or more (the model of the best fold is kept
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from straightline_common.errors import InvalidArgument, NotFound, ServiceError
@@ -29,6 +35,19 @@ SMALLEST_XCEPTION_INPUT = 71
 
 def emit(event: str, **fields) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
+
+
+@contextmanager
+def phase(name: str, **attributes):
+    started = time.time()
+    yield
+    emit("phase", name=name, start_s=started, end_s=time.time(), **attributes)
+
+
+def _trace_id() -> str:
+    """The trace id in TRACEPARENT (version-traceid-spanid-flags), or ''."""
+    parts = os.environ.get("TRACEPARENT", "").split("-")
+    return parts[1] if len(parts) == 4 else ""
 
 
 def _images(files, size: int, batch_size: int, classes: int, shuffle_seed=None):
@@ -116,7 +135,8 @@ def train(args) -> None:
         )
     if args.epochs <= 0:
         raise InvalidArgument(f"epochs must be positive, not {args.epochs}")
-    images = dataset.load(args.dataset, args.seed)
+    with phase("load_dataset"):
+        images = dataset.load(args.dataset, args.seed)
     import tensorflow as tf
 
     # Seeds Python's `random` too, which OpenTelemetry draws ids from: a traced trainer must
@@ -127,26 +147,34 @@ def train(args) -> None:
         if args.k_folds >= 2
         else [images.split(args.validation_split)]
     )
-    emit("start", classes=images.class_names, images=len(images.files), folds=len(splits))
+    emit(
+        "start",
+        classes=images.class_names,
+        images=len(images.files),
+        folds=len(splits),
+        trace_id=_trace_id(),
+    )
     best = None
     for fold, (training, validation) in enumerate(splits, start=1 if len(splits) > 1 else 0):
         classes = len(images.class_names)
-        model = _xception(args.input_size, classes, args)
+        with phase("build_model", fold=fold):
+            model = _xception(args.input_size, classes, args)
         train_data = _images(training, args.input_size, args.batch_size, classes, args.seed)
         val_data = _images(validation, args.input_size, args.batch_size, classes)
         steps = -(-len(training) // args.batch_size)
-        history = model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=args.epochs,
-            verbose=0,
-            callbacks=[_reporter(args.epochs, fold, steps)],
-        )
+        with phase("fit", fold=fold):
+            history = model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=args.epochs,
+                verbose=0,
+                callbacks=[_reporter(args.epochs, fold, steps)],
+            )
         val_accuracy = history.history["val_accuracy"][-1]
         if best is None or val_accuracy > best[0]:
             best = (val_accuracy, model, {k: v[-1] for k, v in history.history.items()})
     _, model, metrics = best
-    with tempfile.TemporaryDirectory() as scratch:
+    with phase("save"), tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.h5"
         model.save(path)
         version = ModelStore(args.store).add(
@@ -191,20 +219,28 @@ def verify(args) -> None:
     stored = ModelStore(args.store).resolve(name, version)
     if not 0 <= args.threshold <= 1:
         raise InvalidArgument(f"the accuracy threshold must be in [0, 1], not {args.threshold}")
-    images = dataset.load(args.dataset, args.seed)
+    with phase("load_dataset"):
+        images = dataset.load(args.dataset, args.seed)
     if images.class_names != stored.class_names:
         raise InvalidArgument(
             f"the dataset's classes {images.class_names} are not the model's {stored.class_names}"
         )
     import tensorflow as tf
 
-    model = tf.keras.models.load_model(stored.model_path, compile=False)
-    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
-    emit("start", model={"name": stored.name, "version": stored.version}, images=len(images.files))
-    size = stored.input_size[0]
-    loss, accuracy = model.evaluate(
-        _images(images.files, size, 16, len(images.class_names)), verbose=0
+    with phase("load_model"):
+        model = tf.keras.models.load_model(stored.model_path, compile=False)
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    emit(
+        "start",
+        model={"name": stored.name, "version": stored.version},
+        images=len(images.files),
+        trace_id=_trace_id(),
     )
+    size = stored.input_size[0]
+    with phase("evaluate"):
+        loss, accuracy = model.evaluate(
+            _images(images.files, size, 16, len(images.class_names)), verbose=0
+        )
     emit(
         "result",
         model={"name": stored.name, "version": stored.version},

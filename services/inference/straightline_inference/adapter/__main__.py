@@ -37,6 +37,7 @@ def make_platform(settings: dict) -> Platform:
             threads_per_container=settings["threads_per_container"],
             queue_limit=settings["queue_limit"],
             idle_timeout_s=settings["idle_timeout_s"],
+            mount_store=not settings["models_in_image"],
             **common,
         )
     if settings["function_name"]:
@@ -52,6 +53,7 @@ def make_platform(settings: dict) -> Platform:
         owner=settings["instance_id"],
         concurrency=settings["concurrency"],
         idle_timeout_s=settings["idle_timeout_s"],
+        mount_store=not settings["models_in_image"],
         **common,
     )
 

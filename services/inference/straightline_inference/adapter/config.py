@@ -9,6 +9,7 @@ from straightline_common.config import (
     Setting,
     add_settings,
     parse_address,
+    parse_bool,
     parse_non_negative_int,
     parse_positive_int,
     read_toml,
@@ -51,6 +52,13 @@ SETTINGS = (
         "",
         "docker: model-server image; serverless: Lambda image "
         "(defaults straightline/model-server:dev and straightline/lambda:dev)",
+    ),
+    _setting(
+        "models_in_image",
+        parse_bool,
+        False,
+        "docker, serverless: the image carries its models (a packaged version); do not "
+        "mount the store into its containers",
     ),
     _setting("max_containers", parse_positive_int, 2, "docker: most model-server containers"),
     _setting(

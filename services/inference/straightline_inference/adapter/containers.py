@@ -68,17 +68,26 @@ def inherited_environment(service_name: str) -> dict[str, str]:
     return {**inherited, "OTEL_SERVICE_NAME": service_name}
 
 
-def run(client: docker.DockerClient, image: str, *, role: str, owner: str, store: str, **options):
+def run(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    role: str,
+    owner: str,
+    store: str | None,
+    **options,
+):
     """Starts a detached container on the host network, with the model store read-only at
-    /models and labels naming its role and the adapter instance that owns it. It runs as the
-    adapter's own user, so it reads whatever model files the adapter can read."""
+    /models (unless `store` is None: a packaged image carries its models there) and labels
+    naming its role and the adapter instance that owns it. It runs as the adapter's own
+    user, so it reads whatever model files the adapter can read."""
     return client.containers.run(
         image,
         detach=True,
         network_mode="host",
         user=f"{os.getuid()}:{os.getgid()}",
         labels={LABEL_ROLE: role, LABEL_OWNER: owner},
-        volumes={os.path.abspath(store): {"bind": "/models", "mode": "ro"}},
+        volumes={os.path.abspath(store): {"bind": "/models", "mode": "ro"}} if store else {},
         **options,
     )
 
