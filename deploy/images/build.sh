@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the model-server, Lambda and trainer images from the repository root.
+# Builds every image from the repository root: the platforms' (model-server, Lambda), the
+# jobs' (trainer) and the services' (placer, devrunner, adapter; deploy/compose.yaml runs them).
 #   BASE_IMAGE   base of the images (default: python:3.11-slim if it is present locally, else a
 #                local Debian base made by build-base.sh; nothing is pulled from a registry)
 #   TAG          image tag (default dev)
@@ -30,3 +31,11 @@ echo "built straightline/lambda:$tag"
 docker build --quiet --network host --build-arg "SERVER_IMAGE=straightline/model-server:$tag" \
   -f deploy/images/trainer.Dockerfile -t "straightline/trainer:$tag" . >/dev/null
 echo "built straightline/trainer:$tag"
+for service in placer devrunner; do
+  docker build --quiet --network host --build-arg "BASE_IMAGE=$base" \
+    -f "deploy/images/$service.Dockerfile" -t "straightline/$service:$tag" . >/dev/null
+  echo "built straightline/$service:$tag"
+done
+docker build --quiet --network host --build-arg "LAMBDA_IMAGE=straightline/lambda:$tag" \
+  -f deploy/images/adapter.Dockerfile -t "straightline/adapter:$tag" . >/dev/null
+echo "built straightline/adapter:$tag"

@@ -6,7 +6,9 @@ import urllib.request
 
 import pytest
 
-from tests.support.models import CLASSES, image_bytes
+from straightline_common.modelstore import ModelStore
+from straightline_common.processes import ServiceProcess
+from tests.support.models import CLASSES, image_bytes, make_classifier
 
 pytestmark = pytest.mark.tensorflow
 
@@ -112,7 +114,7 @@ def test_metadata_and_health(model_server):
             "image/jpeg",
             404,
             "NOT_FOUND",
-            "tiny:7",
+            "has no version '7'",
         ),
         (
             "/v1/models/tiny/predict?top_k=lots",
@@ -140,3 +142,30 @@ def test_bad_input_gets_a_4xx_with_a_clear_message(
     assert answer["error"]["code"] == code
     assert message in answer["error"]["message"]
     assert call(model_server, "/v1/models/tiny/predict", image_bytes())[0] == 200
+
+
+def test_serves_versions_that_arrive_after_it_started(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    store.root.mkdir()
+    server = ServiceProcess(
+        "straightline_inference.modelserver",
+        ["--store", str(store.root), "--listen", "127.0.0.1:0", "--threads", "1"],
+        tmp_path,
+    )
+    try:
+        server.wait_ready(60)
+        assert call(server, "/v1/models") == (200, {"models": []})
+        status, refused = call(server, "/v1/models/late/predict", image_bytes())
+        assert status == 404 and "model late is not served here" in refused["error"]["message"]
+        make_classifier(store, "late")
+        status, answer = call(server, "/v1/models/late/predict", image_bytes())
+        assert status == 200 and answer["model"] == {"name": "late", "version": "1"}
+        make_classifier(store, "late", seed=1)
+        status, answer = call(server, "/v1/models/late/versions/2/predict", image_bytes())
+        assert status == 200 and answer["model"] == {"name": "late", "version": "2"}
+        assert call(server, "/v1/models")[1]["models"] == [
+            {"name": "late", "version": "1"},
+            {"name": "late", "version": "2"},
+        ]
+    finally:
+        server.terminate()

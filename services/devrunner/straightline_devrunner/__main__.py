@@ -54,6 +54,14 @@ SETTINGS = (
         "file holding the bearer token that submit and cancel need",
     ),
     Setting(
+        "store_volume",
+        "STRAIGHTLINE_DEVRUNNER_STORE_VOLUME",
+        str,
+        "",
+        "docker runner: a named volume holding the store, mounted into job containers "
+        "instead of the store's directory (when the devrunner itself runs in a container)",
+    ),
+    Setting(
         "images",
         "STRAIGHTLINE_DEVRUNNER_IMAGES",
         str,
@@ -84,17 +92,28 @@ def _engine():
         return None
 
 
+def _token(token_file: str, environ) -> str:
+    """The bearer token: from the token file, else from STRAIGHTLINE_DEVRUNNER_TOKEN."""
+    if token_file:
+        if not os.path.isfile(token_file):
+            raise ConfigError(f"token_file: {token_file} is not a file")
+        with open(token_file) as file:
+            token = file.read().strip()
+    else:
+        token = environ.get("STRAIGHTLINE_DEVRUNNER_TOKEN", "").strip()
+    if not token:
+        raise ConfigError("give the bearer token in token_file or STRAIGHTLINE_DEVRUNNER_TOKEN")
+    if len(token) < 16:
+        raise ConfigError("the bearer token must be at least 16 characters")
+    return token
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="straightline-devrunner", description=__doc__)
     add_settings(parser, SETTINGS)
     try:
         settings = resolve(SETTINGS, parser.parse_args(argv), {})
-        if not settings["token_file"] or not os.path.isfile(settings["token_file"]):
-            raise ConfigError("token_file: give a file holding the bearer token")
-        with open(settings["token_file"]) as file:
-            token = file.read().strip()
-        if len(token) < 16:
-            raise ConfigError("token_file: the token must be at least 16 characters")
+        token = _token(settings["token_file"], os.environ)
     except ConfigError as error:
         print(f"straightline-devrunner: configuration error: {error}", file=sys.stderr)
         return 2
@@ -105,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if engine is None:
             log.error("runner=docker but no Docker engine is reachable")
             return 1
-        runner = DockerRunner(engine)
+        runner = DockerRunner(engine, settings["store_volume"])
     else:
         log.warning("jobs run as local processes, not in containers (runner=local)")
         runner = LocalRunner()

@@ -146,8 +146,9 @@ class DockerRunner:
 
     kind = "docker"
 
-    def __init__(self, client):
+    def __init__(self, client, store_volume: str = ""):
         self._client = client
+        self._store_volume = store_volume  # mounted instead of the store's path, if given
 
     def has_gpus(self) -> bool:
         return "nvidia" in (self._client.info().get("Runtimes") or {})
@@ -169,7 +170,7 @@ class DockerRunner:
             "network_mode": "none",
             "volumes": {
                 placement.dataset: {"bind": "/data", "mode": "ro"},
-                placement.store: {"bind": "/models", "mode": "rw"},
+                self._store_volume or placement.store: {"bind": "/models", "mode": "rw"},
             },
             "user": f"{os.getuid()}:{os.getgid()}",
             "environment": environment,

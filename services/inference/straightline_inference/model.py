@@ -1,6 +1,7 @@
 """A Keras model loaded for serving: decode, predict, top-k. Shared by every front door."""
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -92,29 +93,51 @@ def _check_top_k(top_k: int, classes: int) -> int:
 
 
 class ModelSet:
-    """The model versions one server serves, loaded at start."""
+    """The model versions one server serves, loaded and warmed at start.
+
+    With `wanted` entries ("name" or "name:version") it serves exactly those. Without, it
+    serves the store as it grows: a request for a model or version it has not loaded looks
+    in the store again and loads what has appeared since (that request pays the load), the
+    way a model server follows its model base path; an empty store is fine to start with.
+    """
 
     def __init__(self, store: ModelStore, wanted: list[str] | None = None):
-        """`wanted`: "name" or "name:version" entries; None serves the latest of every model."""
+        self._store = store
+        self._follows_store = not wanted
         versions = [store.resolve(*_split(entry)) for entry in wanted] if wanted else store.latest()
-        if not versions:
-            raise NotFound(f"the model store {store.root} holds no model to serve")
-        self._models = {(v.name, v.version): LoadedModel(v) for v in versions}
-        self._latest = {}
-        for name, version in sorted(self._models, key=lambda key: int(key[1])):
-            self._latest[name] = version
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._lock = threading.Lock()
+        self._add(versions)
 
     def refs(self) -> list[tuple[str, str]]:
         return sorted(self._models)
 
     def get(self, name: str, version: str = "") -> LoadedModel:
-        key = (name, version or self._latest.get(name, ""))
-        model = self._models.get(key)
+        model = self._find(name, version)
+        if model is None and self._follows_store:
+            with self._lock:  # one loader at a time; the others then find what it loaded
+                fresh = [v for v in self._store.latest() if (v.name, v.version) not in self._models]
+                if version and (name, version) not in self._models:
+                    fresh.append(self._store.resolve(name, version))  # NotFound if absent
+                self._add(fresh)
+            model = self._find(name, version)
         if model is None:
-            served = ", ".join(f"{n}:{v}" for n, v in self.refs())
+            served = ", ".join(f"{n}:{v}" for n, v in self.refs()) or "none"
             wanted = f"{name}:{version}" if version else name
             raise NotFound(f"model {wanted} is not served here; served: {served}")
         return model
+
+    def _find(self, name: str, version: str) -> LoadedModel | None:
+        if version:
+            return self._models.get((name, version))
+        versions = [v for n, v in self._models if n == name]
+        return self._models[(name, max(versions, key=int))] if versions else None
+
+    def _add(self, versions: list[ModelVersion]) -> None:
+        loaded = {
+            (v.name, v.version): LoadedModel(v) for v in {v.directory: v for v in versions}.values()
+        }
+        self._models = {**self._models, **loaded}  # readers see the old or the new dict
 
 
 def _split(entry: str) -> tuple[str, str]:

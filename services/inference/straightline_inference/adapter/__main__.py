@@ -10,7 +10,7 @@ from straightline_common.grpcserver import GrpcServer, run_until_signalled
 from straightline_common.logs import configure_logging
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
-from straightline_inference.adapter import config
+from straightline_inference.adapter import config, containers
 from straightline_inference.adapter.core import Adapter
 from straightline_inference.adapter.docker_platform import DockerPlatform
 from straightline_inference.adapter.flask_platform import FlaskPlatform
@@ -37,7 +37,7 @@ def make_platform(settings: dict) -> Platform:
             threads_per_container=settings["threads_per_container"],
             queue_limit=settings["queue_limit"],
             idle_timeout_s=settings["idle_timeout_s"],
-            mount_store=not settings["models_in_image"],
+            sharing=containers.Sharing.from_settings(settings),
             **common,
         )
     if settings["function_name"]:
@@ -53,7 +53,7 @@ def make_platform(settings: dict) -> Platform:
         owner=settings["instance_id"],
         concurrency=settings["concurrency"],
         idle_timeout_s=settings["idle_timeout_s"],
-        mount_store=not settings["models_in_image"],
+        sharing=containers.Sharing.from_settings(settings),
         **common,
     )
 

@@ -60,6 +60,20 @@ SETTINGS = (
         "docker, serverless: the image carries its models (a packaged version); do not "
         "mount the store into its containers",
     ),
+    _setting(
+        "store_volume",
+        str,
+        "",
+        "docker, serverless: a named volume holding the store, mounted into the containers "
+        "instead of the store's directory (when the adapter itself runs in a container)",
+    ),
+    _setting(
+        "container_network",
+        str,
+        "host",
+        "docker, serverless: the containers' network mode: host, or container:<name> of the "
+        "adapter's own container",
+    ),
     _setting("max_containers", parse_positive_int, 2, "docker: most model-server containers"),
     _setting(
         "threads_per_container", parse_positive_int, 2, "docker: worker threads per container"
@@ -100,6 +114,12 @@ def load(argv: list[str] | None = None, environ=None) -> dict:
         raise ConfigError(f"store: {settings['store']} is not a directory")
     if settings["idle_timeout_s"] <= 0:
         raise ConfigError("idle_timeout_s must be positive")
+    network = settings["container_network"]
+    if network != "host" and not network.startswith("container:"):
+        raise ConfigError(
+            f"container_network must be host or container:<name>, not {network!r}: the "
+            "adapter reaches its containers on its own loopback"
+        )
     settings["instance_id"] = (
         settings["instance_id"] or f"{settings['platform']}-{uuid.uuid4().hex[:8]}"
     )

@@ -1,8 +1,10 @@
-"""Containers the adapters start through the Docker SDK: host networking, labelled, and
-always removed by whoever started them."""
+"""Containers the adapters start through the Docker SDK: on the adapter's own network (the
+host's, or the adapter container's under compose), labelled, and always removed by whoever
+started them."""
 
 import os
 import socket
+from dataclasses import dataclass
 
 import docker
 from docker.errors import DockerException, ImageNotFound
@@ -68,26 +70,42 @@ def inherited_environment(service_name: str) -> dict[str, str]:
     return {**inherited, "OTEL_SERVICE_NAME": service_name}
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """What the adapter's containers share with it.
+
+    network_mode: "host", or "container:<adapter container>" when the adapter itself runs in
+    a container: either way the containers' 127.0.0.1 is the adapter's, so it reaches them
+    on loopback. models: what is mounted read-only at /models: the model store's directory,
+    a named volume holding it (under compose), or None for a packaged image that carries
+    its models."""
+
+    network_mode: str = "host"
+    models: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "Sharing":
+        if settings["models_in_image"]:
+            models = None
+        else:
+            models = settings["store_volume"] or os.path.abspath(settings["store"])
+        return cls(settings["container_network"], models)
+
+
 def run(
-    client: docker.DockerClient,
-    image: str,
-    *,
-    role: str,
-    owner: str,
-    store: str | None,
-    **options,
+    client: docker.DockerClient, image: str, *, role: str, owner: str, sharing: Sharing, **options
 ):
-    """Starts a detached container on the host network, with the model store read-only at
-    /models (unless `store` is None: a packaged image carries its models there) and labels
-    naming its role and the adapter instance that owns it. It runs as the adapter's own
-    user, so it reads whatever model files the adapter can read."""
+    """Starts a detached container with what it shares with the adapter, and labels naming
+    its role and the adapter instance that owns it. It runs as the adapter's own user, so it
+    reads whatever model files the adapter can read."""
+    volumes = {sharing.models: {"bind": "/models", "mode": "ro"}} if sharing.models else {}
     return client.containers.run(
         image,
         detach=True,
-        network_mode="host",
+        network_mode=sharing.network_mode,
         user=f"{os.getuid()}:{os.getgid()}",
         labels={LABEL_ROLE: role, LABEL_OWNER: owner},
-        volumes={os.path.abspath(store): {"bind": "/models", "mode": "ro"}} if store else {},
+        volumes=volumes,
         **options,
     )
 

@@ -38,11 +38,11 @@ class DockerPlatform(PooledPlatform):
         threads_per_container: int,
         queue_limit: int,
         idle_timeout_s: float,
-        mount_store: bool = True,
+        sharing: containers.Sharing,
         start_timeout_s: float = 120.0,
     ):
         self._store = ModelStore(store)
-        self._mount_store = mount_store
+        self._sharing = sharing
         self._image = image
         self._owner = owner
         self._threads = threads_per_container
@@ -87,7 +87,7 @@ class DockerPlatform(PooledPlatform):
                 self._image,
                 role="model-server",
                 owner=self._owner,
-                store=str(self._store.root) if self._mount_store else None,
+                sharing=self._sharing,
                 command=[
                     "--store",
                     "/models",

@@ -7,15 +7,16 @@ import tempfile
 from pathlib import Path
 
 from straightline.v1 import types_pb2
+from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.modelserver_client import ModelServerClient
-from straightline_inference.adapter.platform import Answer, Capacity, PredictCall
+from straightline_inference.adapter.platform import Answer, Capacity, PredictCall, ServesStore
 
 log = logging.getLogger(__name__)
 
 
-class FlaskPlatform:
+class FlaskPlatform(ServesStore):
     kind = types_pb2.PLATFORM_FLASK
 
     def __init__(
@@ -27,7 +28,7 @@ class FlaskPlatform:
         queue_limit: int = 0,
         start_timeout_s: float = 120.0,
     ):
-        self._store = store
+        self._store = ModelStore(store)
         self._threads = threads
         self._url = url
         self._start_timeout_s = start_timeout_s
@@ -35,13 +36,11 @@ class FlaskPlatform:
         self._process: ServiceProcess | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._client: ModelServerClient | None = None
-        self._models: list[tuple[str, str]] = []
 
     def start(self) -> None:
         url = self._url or self._start_model_server()
         self._client = ModelServerClient(url, connections=self._threads)
         self._client.wait_ready(self._start_timeout_s)
-        self._models = self._client.models()
 
     def stop(self) -> None:
         if self._client is not None:
@@ -55,12 +54,6 @@ class FlaskPlatform:
         return Capacity(
             self._gate.capacity, self._gate.free, self._gate.in_flight, self._gate.waiting
         )
-
-    def models(self) -> list[tuple[str, str]]:
-        return self._models
-
-    def metadata(self, name: str, version: str) -> dict:
-        return self._client.metadata(name, version)
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         with self._gate.slot(timeout) as queued:
@@ -76,7 +69,14 @@ class FlaskPlatform:
         self._workdir = tempfile.TemporaryDirectory(prefix="straightline-flask-")
         self._process = ServiceProcess(
             "straightline_inference.modelserver",
-            ["--store", self._store, "--listen", "127.0.0.1:0", "--threads", str(self._threads)],
+            [
+                "--store",
+                str(self._store.root),
+                "--listen",
+                "127.0.0.1:0",
+                "--threads",
+                str(self._threads),
+            ],
             Path(self._workdir.name),
         )
         self._process.wait_ready(self._start_timeout_s)

@@ -35,15 +35,6 @@ class ModelServerClient:
             execution_seconds=time.perf_counter() - started,
         )
 
-    def metadata(self, name: str, version: str) -> dict:
-        path = f"/v1/models/{name}" + (f"/versions/{version}" if version else "")
-        return self._request("GET", path, 10.0)
-
-    def models(self) -> list[tuple[str, str]]:
-        return [
-            (m["name"], m["version"]) for m in self._request("GET", "/v1/models", 10.0)["models"]
-        ]
-
     def wait_ready(self, timeout: float) -> None:
         """Waits until /healthz answers 200 (the models are loaded and warm)."""
         deadline = time.monotonic() + timeout

@@ -161,11 +161,11 @@ class LocalServerless(PooledPlatform):
         owner: str,
         concurrency: int,
         idle_timeout_s: float,
-        mount_store: bool = True,
+        sharing: containers.Sharing,
         start_timeout_s: float = 120.0,
     ):
         self._store = ModelStore(store)
-        self._mount_store = mount_store
+        self._sharing = sharing
         self._image = image
         self._runner = runner
         self._owner = owner
@@ -247,7 +247,7 @@ class LocalServerless(PooledPlatform):
                 self._image,
                 role="lambda",
                 owner=self._owner,
-                store=str(self._store.root) if self._mount_store else None,
+                sharing=self._sharing,
                 entrypoint=[
                     "/usr/local/bin/aws-lambda-rie",
                     *emulator_arguments,

@@ -1,0 +1,17 @@
+# The placer: Algorithm 1 over the adapters' heartbeats. No TensorFlow, no engine access.
+# Build from the repository root: deploy/images/build.sh does it.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1
+RUN python3 -m venv /opt/venv
+WORKDIR /src
+COPY constraints.txt .
+COPY libs/common libs/common
+COPY services/placer services/placer
+RUN pip install --no-cache-dir -c constraints.txt ./libs/common ./services/placer
+
+USER 65534:65534
+ENTRYPOINT ["python", "-m", "straightline_placer"]
