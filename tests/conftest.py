@@ -59,6 +59,9 @@ def _docker_unavailable_reason() -> str:
             "straightline/model-server:dev",
             "straightline/lambda:dev",
             "straightline/trainer:dev",
+            "straightline/placer:dev",
+            "straightline/devrunner:dev",
+            "straightline/adapter:dev",
         ):
             client.images.get(image)
         client.close()

@@ -120,7 +120,7 @@ def test_the_adapters_own_errors_pass_through_without_fallback(stub, registered)
         (report(platform=types_pb2.PLATFORM_UNSPECIFIED), "platform must be"),
         (report(address="nowhere"), "address must be host:port"),
         (report(capacity_free=5, capacity_total=2), "capacity_free (5) is more than"),
-        (report(models=[]), "list the models"),
+        (report(models=[types_pb2.ModelRef(name="")]), "every model the instance serves"),
     ],
 )
 def test_malformed_heartbeats_are_refused(stub, registered, bad_report, message):

@@ -148,8 +148,8 @@ def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | No
             f"{where}: capacity_free ({report.capacity_free}) is more than capacity_total "
             f"({report.capacity_total})"
         )
-    if not report.models or any(not model.name for model in report.models):
-        raise InvalidArgument(f"{where}: list the models the instance serves, each with a name")
+    if any(not model.name for model in report.models):
+        raise InvalidArgument(f"{where}: every model the instance serves needs a name")
 
 
 _POLICY_FIELDS = {

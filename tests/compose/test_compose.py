@@ -1,0 +1,247 @@
+"""The compose stack (deploy/compose.host.yaml: host networking, everything on 127.0.0.1) from
+up to down: train a tiny model through the devrunner (a job container), verify and package it,
+send requests that reach all three platforms, follow one trace per request through placer,
+adapter and model server (an OTLP receiver of the tests' own stands in for Jaeger), and
+leave nothing behind."""
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry import trace
+
+from straightline.v1 import devrunner_pb2 as S
+from straightline.v1 import devrunner_pb2_grpc, placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.processes import health_status
+from straightline_common.telemetry import metadata_with_context
+from straightline_inference.adapter.containers import free_ports
+from tests.support.models import make_image_folders
+from tests.support.stack import set_policy
+
+pytestmark = [pytest.mark.docker, pytest.mark.compose]
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "deploy" / "compose.host.yaml"
+SERVICES = ["placer", "devrunner", "adapter-flask", "adapter-docker", "adapter-serverless"]
+TOKEN = "compose-test-token-0123456789"
+AUTH = [("authorization", f"Bearer {TOKEN}")]
+PLATFORMS = {
+    types_pb2.PLATFORM_FLASK: "straightline-adapter-flask",
+    types_pb2.PLATFORM_DOCKER: "straightline-adapter-docker",
+    types_pb2.PLATFORM_SERVERLESS: "straightline-adapter-serverless",
+}
+
+
+def compose_command() -> list[str]:
+    """docker-compose (v1) or the docker compose plugin (v2), whichever is installed."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return ["docker", "compose"]
+
+
+class Stack:
+    def __init__(self, tmp_path: Path, otlp_port: int):
+        names = ("PLACER", "PLACER_METRICS", "ADAPTER_FLASK", "ADAPTER_DOCKER")
+        names += ("ADAPTER_SERVERLESS", "DEVRUNNER")
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
+        self.datasets = tmp_path / "datasets"
+        make_image_folders(self.datasets / "colours")
+        suffix = uuid.uuid4().hex[:8]
+        self.volume = f"straightline-test-models-{suffix}"
+        self.env = {
+            **os.environ,
+            **{f"{name}_PORT": str(port) for name, port in self.ports.items()},
+            "COMPOSE_PROJECT_NAME": f"straightline-test-{suffix}",
+            "MODELS_VOLUME": self.volume,
+            "OTLP_GRPC_PORT": str(otlp_port),
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "STRAIGHTLINE_DATASETS": str(self.datasets),
+            "STRAIGHTLINE_DEVRUNNER_TOKEN": TOKEN,
+            "FLASK_THREADS": "1",
+            "DOCKER_MAX_CONTAINERS": "1",
+            "SERVERLESS_CONCURRENCY": "2",
+        }
+
+    def compose(self, *args: str, timeout: float = 300) -> str:
+        done = subprocess.run(
+            [*compose_command(), "-f", str(COMPOSE_FILE), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, f"compose {args} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def wait_healthy(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        for name in (
+            "PLACER",
+            "DEVRUNNER",
+            "ADAPTER_FLASK",
+            "ADAPTER_DOCKER",
+            "ADAPTER_SERVERLESS",
+        ):
+            while True:
+                try:
+                    if health_status(self.address(name)) == 1:  # SERVING
+                        break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{name} never became healthy:\n{self.compose('logs')}")
+                time.sleep(1)
+
+
+@pytest.fixture
+def stack(tmp_path, otlp_receiver):
+    import docker
+
+    stack = Stack(tmp_path, int(otlp_receiver.endpoint.rsplit(":", 1)[1]))
+    engine = docker.from_env()
+    try:
+        stack.compose("up", "-d", *SERVICES)
+        yield stack
+    finally:
+        logs = stack.compose("logs", "--no-color")
+        stack.compose("down", "-v", "-t", "30", "--remove-orphans")
+        left = engine.containers.list(all=True, filters={"label": ["straightline.role"]})
+        ours = [
+            c
+            for c in left
+            if c.labels.get("straightline.owner", "").endswith("-compose")
+            or c.labels.get("straightline.role") == "job"
+        ]
+        for container in ours:
+            container.remove(force=True)
+        engine.close()
+        assert not ours, f"containers left behind: {[c.name for c in ours]}\n{logs[-3000:]}"
+
+
+def run_job(stub, spec: S.JobSpec, timeout: float = 600) -> S.Job:
+    job = stub.SubmitJob(S.SubmitJobRequest(spec=spec), metadata=AUTH, timeout=30).job
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = stub.GetJob(S.GetJobRequest(job_id=job.job_id)).job
+        if job.state in (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED):
+            assert job.state == S.JOB_STATE_SUCCEEDED, job.message
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job.job_id} did not finish: {job}")
+
+
+def wait_until_served(stub, model: str, timeout: float = 60) -> None:
+    """Until every adapter's heartbeat lists the model."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = stub.WatchResources(placer_pb2.WatchResourcesRequest(), timeout=5)
+        try:
+            latest = next(view)
+        finally:
+            view.cancel()
+        serving = [i for i in latest.instances if model in {m.name for m in i.report.models}]
+        if len(serving) == 3:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not every adapter serves {model}: {latest}")
+
+
+def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request(
+    stack, otlp_receiver, channels
+):
+    stack.wait_healthy()
+    devrunner = devrunner_pb2_grpc.DevRunnerServiceStub(channels(stack.address("DEVRUNNER")))
+    trained = run_job(
+        devrunner,
+        S.JobSpec(
+            train=S.TrainSpec(
+                dataset_path=str(stack.datasets / "colours"),
+                model_name="colours",
+                input_size=71,
+                epochs=1,
+                batch_size=8,
+            ),
+            resources=S.Resources(allow_cpu_fallback=True),
+        ),
+    )
+    assert trained.runner == S.RUNNER_DOCKER and trained.model.name == "colours"
+    verified = run_job(
+        devrunner,
+        S.JobSpec(
+            verify=S.VerifySpec(
+                model=trained.model,
+                dataset_path=str(stack.datasets / "colours"),
+                accuracy_threshold=0.0,
+            )
+        ),
+    )
+    assert verified.passed
+    packaged = run_job(devrunner, S.JobSpec(package=S.PackageSpec(model=trained.model)))
+    try:
+        assert set(packaged.images) == {"docker", "serverless"}
+        placer = placer_pb2_grpc.PlacerServiceStub(channels(stack.address("PLACER")))
+        wait_until_served(placer, "colours")
+        picture = next((stack.datasets / "colours" / "red").iterdir()).read_bytes()
+        for platform, adapter_service in PLATFORMS.items():
+            set_policy(placer, pinned_platform=platform)
+            with trace.get_tracer("test").start_as_current_span("client") as client:
+                answer = placer.Infer(
+                    placer_pb2.InferRequest(
+                        model=types_pb2.ModelRef(name="colours"),
+                        payload=picture,
+                        content_type="image/png",
+                    ),
+                    metadata=metadata_with_context(),
+                    timeout=180,
+                )
+            assert answer.served_platform == platform and answer.classes
+            assert_one_trace(
+                otlp_receiver,
+                format(client.get_span_context().trace_id, "032x"),
+                adapter_service,
+                platform,
+            )
+    finally:
+        import docker
+
+        engine = docker.from_env()
+        for image in packaged.images.values():
+            engine.images.remove(image)
+        engine.close()
+
+
+def assert_one_trace(otlp_receiver, trace_id, adapter_service, platform):
+    """placer (Infer, with the placement as a child) -> adapter (Predict) -> model server or
+    Lambda handler (with decode and inference inside)."""
+    serving = (
+        "straightline-lambda"
+        if platform == types_pb2.PLATFORM_SERVERLESS
+        else ("straightline-modelserver")
+    )
+    names = {"model.infer", "placer.place", "placer.forward", "straightline.v1.PlacerService/Infer"}
+    spans = otlp_receiver.wait_for(
+        lambda s: s.trace_id == trace_id and s.name in names, count=len(names), timeout=30
+    )
+    assert {s.name for s in spans} == names
+    by_id = {s.span_id: s for s in otlp_receiver.spans if s.trace_id == trace_id}
+
+    def chain(span):
+        while span is not None:
+            yield span
+            span = by_id.get(span.parent_span_id)
+
+    infer = next(s for s in spans if s.name == "model.infer")
+    services = [s.service for s in chain(infer)]
+    assert services[0] == serving
+    assert adapter_service in services and "straightline-placer" in services
+    assert services.index(serving) < services.index(adapter_service)
+    assert services.index(adapter_service) < services.index("straightline-placer")
+    placed = next(s for s in spans if s.name == "placer.place")
+    assert placed.attributes["straightline.branch"] == "pinned"
+    assert placed.service == "straightline-placer"
