@@ -60,7 +60,7 @@ bench-inference: images
 	$(PY) -m bench.inference_bench
 
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.demo
 
 clean:
 	rm -rf $(VENV) node_modules libs/common/straightline

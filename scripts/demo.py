@@ -1,225 +1,339 @@
-"""The main job: StraightLine placing a stream of requests, end to end, on this machine.
+"""The main job: StraightLine's whole life of a model, end to end, on this machine.
 
-Starts the placer as a local process and three simulated adapter instances (Flask, Docker,
-serverless) that heartbeat to it, then sends a quiet phase of moderate requests, a few large
-ones, and a burst of small ones above F, printing where each went and why (the branch of
-Algorithm 1), its latency and its trace id. Ends with a table per platform and stops
-everything it started.
+1. Starts the placer and the devrunner as local processes (the embedded default).
+2. Makes a small image set (three colours), trains Keras Xception on it with the devrunner
+   (local runner: the trainer as a process), and verifies the model.
+3. Deploys it: with a Docker engine and the images (make images), packages it into its own
+   model-server and Lambda images and serves it from Flask, Docker containers and Lambda
+   containers under the Runtime Interface Emulator; without, from Flask and Lambda
+   environments as local processes (no Docker platform).
+4. Sends a mixed stream (small and large images, a quiet phase then a burst), printing where
+   each request went, the branch of Algorithm 1, the latency and the trace id; then a summary
+   per platform. Stops everything it started.
 
-The simulated adapters stand in for the real platforms (a fixed service time instead of a
-model); `make demo` runs this.
+    python -m scripts.demo               # make demo
+    python -m scripts.demo --compose     # against the compose stack (deploy/compose*.yaml)
+
+With --compose it starts nothing: it trains, verifies and packages through the stack's
+devrunner (the image set goes under $STRAIGHTLINE_DATASETS, which the devrunner mounts) and
+sends the stream to the stack's placer, whose frequency window it sets to 2 s (the phases last
+seconds); ports from deploy/.env (or the same variables in the environment), the token from
+$STRAIGHTLINE_DEVRUNNER_TOKEN.
 """
 
 import argparse
-import random
-import statistics
+import io
+import os
+import secrets
+import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
-from opentelemetry import trace
+import numpy as np
+from google.protobuf import duration_pb2, field_mask_pb2
+from PIL import Image
 
-from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from scripts import demo_stream
+from straightline.v1 import devrunner_pb2 as S
+from straightline.v1 import devrunner_pb2_grpc, placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.processes import ServiceProcess
-from straightline_common.telemetry import configure_tracing, metadata_with_context
-from straightline_inference.simulated import SimulatedAdapter
+from straightline_common.telemetry import configure_tracing
+from straightline_devrunner import cli
 
-MODEL = types_pb2.ModelRef(name="demo")
-PLATFORM_NAMES = {
-    types_pb2.PLATFORM_FLASK: "flask",
-    types_pb2.PLATFORM_DOCKER: "docker",
-    types_pb2.PLATFORM_SERVERLESS: "serverless",
-}
-tracer = trace.get_tracer("straightline.demo")
+ROOT = Path(__file__).resolve().parent.parent
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+MODEL_NAME = "demo"
+IMAGES = ("straightline/model-server:dev", "straightline/lambda:dev")
 
 
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    rate_rps: float
-    seconds: float
-    sizes: tuple[int, int]  # payload bytes, low and high
+# Images --------------------------------------------------------------------------------
 
 
-PHASES = (
-    Phase("quiet: moderate requests at 3/s", 3, 4, (4_000, 120_000)),
-    Phase("large requests (over D)", 2, 2, (400_000, 2_000_000)),
-    Phase("burst: small requests at 40/s (over F)", 40, 3, (2_000, 40_000)),
-    Phase("cool-down at 3/s", 3, 3, (4_000, 120_000)),
-)
+def coloured_image(colour, side: int, rng, fmt: str) -> bytes:
+    """A noisy image of one dominant colour; PNG noise is large, JPEG small."""
+    noise = rng.integers(-60, 60, (side, side, 3))
+    pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
 
 
-@dataclass
-class Outcome:
-    size: int
-    placement: object = None
-    served: str = ""
-    fell_back: bool = False
-    latency_ms: float = 0.0
-    trace_id: str = ""
-    error: str = ""
+def make_dataset(root: Path, per_class: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            (root / name / f"{i}.png").write_bytes(coloured_image(colour, 48, rng, "PNG"))
+    return root
 
 
-def start_adapters(placer_address: str) -> list[SimulatedAdapter]:
-    adapters = [
-        SimulatedAdapter(
-            types_pb2.PLATFORM_FLASK,
-            placer_address,
-            capacity=2,
-            service_time_s=0.1,
-            instance_id="flask-1",
-        ),
-        SimulatedAdapter(
-            types_pb2.PLATFORM_DOCKER,
-            placer_address,
-            capacity=2,
-            queue_limit=16,
-            service_time_s=0.15,
-            instance_id="docker-1",
-        ),
-        SimulatedAdapter(
-            types_pb2.PLATFORM_SERVERLESS,
-            placer_address,
-            capacity=32,
-            service_time_s=0.06,
-            instance_id="serverless-1",
-        ),
-    ]
-    for adapter in adapters:
-        adapter.start()
-    for adapter in adapters:
-        if not adapter.wait_registered(10):
-            raise RuntimeError(f"{adapter.instance_id} could not register with the placer")
-    return adapters
+def request_images() -> dict[str, list[tuple[bytes, str]]]:
+    """Small JPEGs (a few KB) and large PNGs (about 1 MB, over D) of the three colours."""
+    rng = np.random.default_rng(1)
+    return {
+        "small": [(coloured_image(c, 96, rng, "JPEG"), "image/jpeg") for c in COLOURS.values()],
+        "large": [(coloured_image(c, 600, rng, "PNG"), "image/png") for c in COLOURS.values()],
+    }
 
 
-def send(stub, size: int, rng: random.Random) -> Outcome:
-    outcome = Outcome(size)
-    request = placer_pb2.InferRequest(
-        model=MODEL, payload=rng.randbytes(size), content_type="image/jpeg"
-    )
-    with tracer.start_as_current_span("demo.request") as span:
-        outcome.trace_id = format(span.get_span_context().trace_id, "032x")
-        started = time.perf_counter()
-        try:
-            answer = stub.Infer(request, timeout=30, metadata=metadata_with_context())
-        except grpc.RpcError as error:
-            outcome.error = f"{error.code().name}: {error.details()}"
-        else:
-            outcome.placement = answer.placement
-            outcome.served = PLATFORM_NAMES[answer.served_platform]
-            outcome.fell_back = answer.fell_back
-        outcome.latency_ms = (time.perf_counter() - started) * 1e3
-    return outcome
+# The model's life ----------------------------------------------------------------------
 
 
-def print_outcome(index: int, outcome: Outcome) -> None:
-    if outcome.error:
-        print(f"{index:4d} {outcome.size:>9,d} B  FAILED {outcome.error}")
-        return
-    inputs = outcome.placement.inputs
-    branch = types_pb2.Branch.Name(outcome.placement.branch).removeprefix("BRANCH_").lower()
-    fell_back = " (fell back)" if outcome.fell_back else ""
-    print(
-        f"{index:4d} {outcome.size:>9,d} B  f_t={inputs.request_frequency_rps:5.1f}/s  "
-        f"S_F={inputs.flask_free_slots} S_D={inputs.docker_free_slots}  "
-        f"{branch:<26} -> {outcome.served:<10}{fell_back} {outcome.latency_ms:7.1f} ms  "
-        f"trace {outcome.trace_id}"
-    )
+def run_job(stub, token: str, spec: S.JobSpec) -> S.Job:
+    job = stub.SubmitJob(
+        S.SubmitJobRequest(spec=spec), metadata=[("authorization", f"Bearer {token}")]
+    ).job
+    finished = cli.watch(stub, job)
+    if finished.state != S.JOB_STATE_SUCCEEDED:
+        raise SystemExit(f"the {S.JobKind.Name(job.kind)} job failed: {finished.message}")
+    return finished
 
 
-def run_phases(stub, seed: int) -> list[Outcome]:
-    """Open loop: requests leave on schedule whatever the answers do."""
-    rng = random.Random(seed)
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
-    threads = []
-    counter = 0
-
-    def one(size: int, payload_seed: int) -> None:
-        nonlocal counter
-        outcome = send(stub, size, random.Random(payload_seed))
-        with lock:
-            counter += 1
-            outcomes.append(outcome)
-            print_outcome(counter, outcome)
-
-    for phase in PHASES:
-        print(f"\n-- {phase.name} --")
-        start = time.monotonic()
-        for k in range(int(phase.rate_rps * phase.seconds)):
-            time.sleep(max(0.0, start + k / phase.rate_rps - time.monotonic()))
-            size = rng.randint(*phase.sizes)
-            thread = threading.Thread(target=one, args=(size, rng.getrandbits(32)))
-            thread.start()
-            threads.append(thread)
-        for thread in threads:
-            thread.join()
-    return outcomes
-
-
-def print_summary(outcomes: list[Outcome]) -> None:
-    branches = defaultdict(int)
-    for outcome in outcomes:
-        if outcome.placement is not None:
-            branches[types_pb2.Branch.Name(outcome.placement.branch)] += 1
-    print(
-        "\nbranches of Algorithm 1: " + ", ".join(f"{b} {n}" for b, n in sorted(branches.items()))
-    )
-    by_platform = defaultdict(list)
-    for outcome in outcomes:
-        by_platform[outcome.served or "failed"].append(outcome)
-    print("\nplatform     requests  median ms   p95 ms  fell back")
-    for platform in ("flask", "docker", "serverless", "failed"):
-        group = by_platform.get(platform, [])
-        if not group:
-            continue
-        latencies = sorted(o.latency_ms for o in group)
-        p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
-        print(
-            f"{platform:<12} {len(group):8d} {statistics.median(latencies):10.1f} {p95:8.1f} "
-            f"{sum(o.fell_back for o in group):10d}"
+def develop(devrunner_address: str, token: str, dataset: Path, package: bool) -> S.Job:
+    """Train, verify and (with an engine) package; returns the package job, or the
+    verification when there is nothing to package."""
+    with grpc.insecure_channel(devrunner_address) as channel:
+        stub = devrunner_pb2_grpc.DevRunnerServiceStub(channel)
+        print(f"\n== training {MODEL_NAME} (Keras Xception, 71 px, 3 classes) ==")
+        trained = run_job(
+            stub,
+            token,
+            S.JobSpec(
+                train=S.TrainSpec(
+                    dataset_path=str(dataset),
+                    model_name=MODEL_NAME,
+                    input_size=71,
+                    epochs=2,
+                    batch_size=8,
+                ),
+                resources=S.Resources(allow_cpu_fallback=True),
+            ),
         )
+        model = trained.model
+        print(f"trained {model.name}:{model.version}, job trace {trained.trace_id}")
+        print("\n== verifying ==")
+        verified = run_job(
+            stub,
+            token,
+            S.JobSpec(
+                verify=S.VerifySpec(model=model, dataset_path=str(dataset), accuracy_threshold=0)
+            ),
+        )
+        print(f"accuracy {verified.results['accuracy']:.3f}, passed: {verified.passed}")
+        if not package:
+            return verified
+        print("\n== packaging (the paper's container customization) ==")
+        packaged = run_job(stub, token, S.JobSpec(package=S.PackageSpec(model=model)))
+        for platform, image in sorted(packaged.images.items()):
+            print(f"{platform}: {image}")
+        return packaged
+
+
+def docker_ready() -> bool:
+    try:
+        import docker
+
+        engine = docker.from_env()
+        try:
+            for image in IMAGES:
+                engine.images.get(image)
+        finally:
+            engine.close()
+        return True
+    except Exception:
+        return False
+
+
+def remove_images(tags) -> None:
+    import docker
+
+    engine = docker.from_env()
+    try:
+        for tag in tags:
+            engine.images.remove(tag, force=True)
+    finally:
+        engine.close()
+
+
+def start_service(stack: ExitStack, module: str, args: list[str], workdir: Path, timeout=60):
+    process = ServiceProcess(module, args, workdir)
+    stack.callback(process.terminate, 60)
+    return process.wait_ready(timeout)
+
+
+def start_adapters(stack: ExitStack, placer: str, store: Path, workdir: Path, images) -> int:
+    """The adapters of the packaged version; returns how many."""
+    common = ["--listen", "127.0.0.1:0", "--placer", placer, "--store", str(store)]
+    adapters = {"flask": ["--threads", "2"]}
+    if images:
+        adapters["docker"] = ["--image", images["docker"], "--models-in-image", "true"]
+        adapters["docker"] += ["--max-containers", "1", "--threads-per-container", "2"]
+        adapters["docker"] += ["--min-warm", "1"]
+        adapters["serverless"] = ["--image", images["serverless"], "--models-in-image", "true"]
+    else:
+        adapters["serverless"] = ["--runner", "process"]
+    adapters["serverless"] += ["--concurrency", "3", "--min-warm", "3"]  # provisioned
+    processes = []
+    for platform, args in adapters.items():
+        process = ServiceProcess(
+            "straightline_inference.adapter",
+            ["--platform", platform, *common, *args],
+            workdir / f"adapter-{platform}",
+        )
+        stack.callback(process.terminate, 60)
+        processes.append(process)
+    for process in processes:
+        process.wait_ready(180)
+    return len(processes)
+
+
+def wait_until_served(stub, instances: int, timeout: float = 30) -> list:
+    """The reports of the instances serving the model, once there are `instances` of them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = stub.WatchResources(placer_pb2.WatchResourcesRequest(), timeout=5)
+        try:
+            latest = next(view)
+        finally:
+            view.cancel()
+        serving = [
+            i.report for i in latest.instances if MODEL_NAME in {m.name for m in i.report.models}
+        ]
+        if len(serving) >= instances:
+            return serving
+        time.sleep(0.3)
+    raise SystemExit(f"only {len(serving)} of {instances} adapters serve {MODEL_NAME}")
+
+
+def set_policy(stub, **fields) -> placer_pb2.Policy:
+    request = placer_pb2.UpdatePolicyRequest(
+        policy=placer_pb2.Policy(**fields), update_mask=field_mask_pb2.FieldMask(paths=[*fields])
+    )
+    return stub.UpdatePolicy(request).policy
+
+
+def warm_up(stub, reports, image: tuple[bytes, str]) -> None:
+    """As a deployment does before taking traffic: every slot of every platform answers one
+    request (pinned to it), so the version is loaded everywhere and no cold start is left."""
+    payload, content_type = image
+    request = placer_pb2.InferRequest(
+        model=types_pb2.ModelRef(name=MODEL_NAME), payload=payload, content_type=content_type
+    )
+    try:
+        for report in reports:
+            set_policy(stub, pinned_platform=report.platform)
+            with ThreadPoolExecutor(report.capacity_total) as callers:
+                calls = [
+                    callers.submit(stub.Infer, request, timeout=180)
+                    for _ in range(report.capacity_total)
+                ]
+                for call in calls:
+                    call.result()
+            name = demo_stream.PLATFORM_NAMES[report.platform]
+            print(f"warmed up {name}: {report.capacity_total} slot(s)")
+    finally:
+        set_policy(stub, pinned_platform=types_pb2.PLATFORM_UNSPECIFIED)
+
+
+def stream(placer_address: str, seed: int, instances: int) -> int:
+    with grpc.insecure_channel(placer_address) as channel:
+        stub = placer_pb2_grpc.PlacerServiceStub(channel)
+        images = request_images()
+        warm_up(stub, wait_until_served(stub, instances), images["small"][0])
+        # The phases last seconds, so f_t is counted over 2 s rather than the default 10 s.
+        policy = set_policy(stub, frequency_window=duration_pb2.Duration(seconds=2))
+        print(
+            f"\n== requests: F = {policy.frequency_threshold_rps} requests/s over "
+            f"{policy.frequency_window.seconds} s, "
+            f"D = {policy.data_size_threshold_bytes:,} bytes =="
+        )
+        model = types_pb2.ModelRef(name=MODEL_NAME)
+        outcomes = demo_stream.run_phases(stub, model, images, seed)
+    demo_stream.print_summary(outcomes)
+    return 0 if all(not o.error for o in outcomes) else 1
+
+
+# Modes ---------------------------------------------------------------------------------
+
+
+def embedded(seed: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="straightline-demo-") as scratch, ExitStack() as stack:
+        workdir = Path(scratch)
+        token = secrets.token_hex(16)
+        (workdir / "token").write_text(token)
+        store = workdir / "models"
+        with_docker = docker_ready()
+        print(
+            "Docker engine and images found: the Docker and serverless platforms run containers"
+            if with_docker
+            else "no Docker engine (or no images): Flask and local Lambda processes only"
+        )
+        placer = start_service(
+            stack,
+            "straightline_placer",
+            ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+            workdir / "placer",
+        )
+        print(f"placer on {placer.address}, metrics on :{placer.ports['metrics']}/metrics")
+        devrunner = start_service(
+            stack,
+            "straightline_devrunner",
+            [
+                *("--listen", "127.0.0.1:0", "--runner", "local"),
+                *("--token-file", str(workdir / "token")),
+                *("--store", str(store), "--state", str(workdir / "jobs.db")),
+            ],
+            workdir / "devrunner",
+        )
+        print(f"devrunner on {devrunner.address} (local runner)")
+        dataset = make_dataset(workdir / "colours")
+        developed = develop(devrunner.address, token, dataset, package=with_docker)
+        images = dict(developed.images)
+        if images:
+            stack.callback(remove_images, images.values())
+        print("\n== deploying ==")
+        instances = start_adapters(stack, placer.address, store, workdir, images)
+        return stream(placer.address, seed, instances)
+
+
+def compose_settings() -> dict[str, str]:
+    settings = {}
+    for line in (ROOT / "deploy" / ".env").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            settings[key.strip()] = os.environ.get(key.strip(), value.strip())
+    return settings
+
+
+def against_compose(seed: int) -> int:
+    settings = compose_settings()
+    token = os.environ.get("STRAIGHTLINE_DEVRUNNER_TOKEN", "")
+    if not token:
+        raise SystemExit("set STRAIGHTLINE_DEVRUNNER_TOKEN to the stack's devrunner token")
+    datasets = Path(settings["STRAIGHTLINE_DATASETS"])
+    dataset = make_dataset(Path(tempfile.mkdtemp(prefix="straightline-demo-", dir=datasets)))
+    try:
+        packaged = develop(f"127.0.0.1:{settings['DEVRUNNER_PORT']}", token, dataset, True)
+    finally:
+        shutil.rmtree(dataset)
+    try:
+        return stream(f"127.0.0.1:{settings['PLACER_PORT']}", seed, 3)
+    finally:
+        remove_images(packaged.images.values())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--compose", action="store_true", help="use the running compose stack")
     args = parser.parse_args()
     configure_tracing("straightline-demo")
-    with tempfile.TemporaryDirectory(prefix="straightline-demo-") as workdir:
-        placer = ServiceProcess(
-            "straightline_placer",
-            ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
-            Path(workdir),
-        )
-        adapters = []
-        try:
-            placer.wait_ready()
-            print(
-                f"placer on {placer.address}, metrics on "
-                f"http://127.0.0.1:{placer.ports['metrics']}/metrics"
-            )
-            adapters = start_adapters(placer.address)
-            with grpc.insecure_channel(placer.address) as channel:
-                stub = placer_pb2_grpc.PlacerServiceStub(channel)
-                policy = stub.GetPolicy(placer_pb2.GetPolicyRequest()).policy
-                print(
-                    f"policy: F = {policy.frequency_threshold_rps} requests/s, "
-                    f"D = {policy.data_size_threshold_bytes:,} bytes"
-                )
-                outcomes = run_phases(stub, args.seed)
-            print_summary(outcomes)
-        finally:
-            for adapter in adapters:
-                adapter.stop()
-            placer.terminate()
-    return 0 if all(not o.error for o in outcomes) else 1
+    return against_compose(args.seed) if args.compose else embedded(args.seed)
 
 
 if __name__ == "__main__":

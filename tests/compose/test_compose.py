@@ -7,6 +7,7 @@ leave nothing behind."""
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +25,8 @@ from tests.support.models import make_image_folders
 from tests.support.stack import set_policy
 
 pytestmark = [pytest.mark.docker, pytest.mark.compose]
-COMPOSE_FILE = Path(__file__).resolve().parents[2] / "deploy" / "compose.host.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "deploy" / "compose.host.yaml"
 SERVICES = ["placer", "devrunner", "adapter-flask", "adapter-docker", "adapter-serverless"]
 TOKEN = "compose-test-token-0123456789"
 AUTH = [("authorization", f"Bearer {TOKEN}")]
@@ -62,7 +64,7 @@ class Stack:
             "STRAIGHTLINE_DEVRUNNER_TOKEN": TOKEN,
             "FLASK_THREADS": "1",
             "DOCKER_MAX_CONTAINERS": "1",
-            "SERVERLESS_CONCURRENCY": "2",
+            "SERVERLESS_CONCURRENCY": "3",
         }
 
     def compose(self, *args: str, timeout: float = 300) -> str:
@@ -152,7 +154,7 @@ def wait_until_served(stub, model: str, timeout: float = 60) -> None:
     raise AssertionError(f"not every adapter serves {model}: {latest}")
 
 
-def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request(
+def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_and_the_demo(
     stack, otlp_receiver, channels
 ):
     stack.wait_healthy()
@@ -214,6 +216,19 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request(
         for image in packaged.images.values():
             engine.images.remove(image)
         engine.close()
+
+    demo = subprocess.run(
+        [sys.executable, "-m", "scripts.demo", "--compose"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    summary = demo.stdout[demo.stdout.index("platform     requests") :]
+    for platform in ("flask", "docker", "serverless"):
+        assert f"\n{platform} " in summary
 
 
 def assert_one_trace(otlp_receiver, trace_id, adapter_service, platform):

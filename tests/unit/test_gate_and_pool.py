@@ -126,6 +126,31 @@ def test_idle_environments_are_reaped():
         pool.close()
 
 
+def test_environments_kept_warm_start_at_once_and_outlive_the_idle_timeout():
+    environments = Environments(start_seconds=0.2)
+    pool = make_pool(environments, max_environments=3, min_environments=2, idle_timeout_s=0.2)
+    try:
+        pool.fill()
+        assert sorted(pool.environments()) == ["env-1", "env-2"]
+        first = hold(pool, 0, lease=True)
+        assert first.cold_start_seconds == 0
+        with futures.ThreadPoolExecutor(3) as workers:
+            leases = [workers.submit(hold, pool, 0.3, lease=True) for _ in range(3)]
+            assert sum(lease.result().cold_start_seconds > 0 for lease in leases) == 1
+        deadline = time.monotonic() + 3
+        while not environments.stopped and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert len(environments.stopped) == 1 and len(pool.environments()) == 2
+    finally:
+        pool.close()
+
+
+def test_the_warm_minimum_cannot_exceed_the_maximum():
+    with pytest.raises(ValueError, match="min_environments"):
+        make_pool(Environments(), max_environments=1, min_environments=2)
+
+
 def test_a_discarded_environment_is_replaced():
     environments = Environments(start_seconds=0.0)
     pool = make_pool(environments)

@@ -7,7 +7,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from straightline_common.errors import InvalidArgument
 from straightline_common.logs import JsonFormatter
-from straightline_common.telemetry import _exporter_from_environment
+from straightline_common.telemetry import _exporter_from_environment, configure_tracing
 
 
 def format_record(message, **extra):
@@ -59,3 +59,23 @@ def test_otlp_is_the_default_when_an_endpoint_is_set():
 def test_unknown_exporter_is_refused():
     with pytest.raises(InvalidArgument, match="OTEL_TRACES_EXPORTER='zipkin' is not supported"):
         _exporter_from_environment({"OTEL_TRACES_EXPORTER": "zipkin"})
+
+
+@pytest.mark.parametrize(
+    ("sampler", "argument", "sampled"),
+    [
+        ("always_off", "", False),
+        ("traceidratio", "0", False),
+        ("traceidratio", "1", True),
+        ("parentbased_always_on", "", True),
+    ],
+)
+def test_sampling_follows_the_standard_variables(monkeypatch, sampler, argument, sampled):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    provider = configure_tracing("sampling-test")
+    span = provider.get_tracer("test").start_span("request")
+    assert span.get_span_context().trace_flags.sampled is sampled
+    span.end()
+    provider.shutdown()

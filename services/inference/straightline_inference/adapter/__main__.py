@@ -37,6 +37,7 @@ def make_platform(settings: dict) -> Platform:
             threads_per_container=settings["threads_per_container"],
             queue_limit=settings["queue_limit"],
             idle_timeout_s=settings["idle_timeout_s"],
+            min_warm=settings["min_warm"],
             sharing=containers.Sharing.from_settings(settings),
             **common,
         )
@@ -53,6 +54,7 @@ def make_platform(settings: dict) -> Platform:
         owner=settings["instance_id"],
         concurrency=settings["concurrency"],
         idle_timeout_s=settings["idle_timeout_s"],
+        min_warm=settings["min_warm"],
         sharing=containers.Sharing.from_settings(settings),
         **common,
     )

@@ -81,6 +81,13 @@ SETTINGS = (
     _setting("queue_limit", parse_non_negative_int, 8, "docker: requests that may wait for a slot"),
     _setting("idle_timeout_s", float, 60.0, "docker, serverless: stop environments idle this long"),
     _setting(
+        "min_warm",
+        parse_non_negative_int,
+        0,
+        "docker, serverless: environments started at once and kept warm (min replicas, "
+        "provisioned concurrency)",
+    ),
+    _setting(
         "function_name", str, "", "serverless: an AWS Lambda function (default: local emulator)"
     ),
     _setting("endpoint_url", str, "", "serverless: Lambda API endpoint override"),
@@ -114,6 +121,12 @@ def load(argv: list[str] | None = None, environ=None) -> dict:
         raise ConfigError(f"store: {settings['store']} is not a directory")
     if settings["idle_timeout_s"] <= 0:
         raise ConfigError("idle_timeout_s must be positive")
+    most = settings["max_containers" if settings["platform"] == "docker" else "concurrency"]
+    if settings["min_warm"] > most:
+        raise ConfigError(
+            f"min_warm ({settings['min_warm']}) is more than the environments this adapter "
+            f"may start ({most})"
+        )
     network = settings["container_network"]
     if network != "host" and not network.startswith("container:"):
         raise ConfigError(

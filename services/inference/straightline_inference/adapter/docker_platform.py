@@ -38,6 +38,7 @@ class DockerPlatform(PooledPlatform):
         threads_per_container: int,
         queue_limit: int,
         idle_timeout_s: float,
+        min_warm: int,
         sharing: containers.Sharing,
         start_timeout_s: float = 120.0,
     ):
@@ -52,6 +53,7 @@ class DockerPlatform(PooledPlatform):
             "slots_per_environment": threads_per_container,
             "queue_limit": queue_limit,
             "idle_timeout_s": idle_timeout_s,
+            "min_environments": min_warm,
             "name": "the Docker platform",
         }
 
@@ -61,6 +63,7 @@ class DockerPlatform(PooledPlatform):
         self._pool = EnvironmentPool(
             self._start_container, self._stop_container, **self._pool_options
         )
+        self._pool.fill()
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         started = time.monotonic()

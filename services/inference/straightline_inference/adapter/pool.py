@@ -4,6 +4,8 @@ Docker model-server containers and local Lambda environments are both pools: an 
 has a fixed number of slots (a container's worker threads; one for a Lambda environment,
 which runs one invocation at a time), the pool starts up to `max_environments` of them, and
 beyond that requests wait in a bounded queue (zero for Lambda: it throttles instead).
+`min_environments` are started by `fill()` and never reaped (Lambda's provisioned
+concurrency, a deployment's minimum replicas): they spare the first requests a cold start.
 """
 
 import logging
@@ -51,10 +53,14 @@ class EnvironmentPool(Generic[E]):
         slots_per_environment: int = 1,
         queue_limit: int = 0,
         idle_timeout_s: float = 60.0,
+        min_environments: int = 0,
         name: str = "the pool",
     ):
+        if not 0 <= min_environments <= max_environments:
+            raise ValueError("min_environments must be between 0 and max_environments")
         self._start, self._stop = start, stop
         self.max_environments = max_environments
+        self.min_environments = min_environments
         self.slots = slots_per_environment
         self.queue_limit = queue_limit
         self.idle_timeout_s = idle_timeout_s
@@ -78,6 +84,19 @@ class EnvironmentPool(Generic[E]):
             yield Lease(slotted.environment, queued, cold, slotted)
         finally:
             self._release(slotted)
+
+    def fill(self) -> None:
+        """Starts environments up to the minimum kept warm; raises if one fails.
+
+        One after the other, in the calling thread: an environment that is a local process
+        dies with the thread that started it (PR_SET_PDEATHSIG), so not from a short-lived one.
+        """
+        while True:
+            with self._changed:
+                if len(self._ready) + self._starting >= self.min_environments:
+                    return
+                self._starting += 1
+            self._start_environment(_Slotted(None))
 
     def capacity(self) -> Capacity:
         """Free slots count those of running environments and those it may still start."""
@@ -186,6 +205,7 @@ class EnvironmentPool(Generic[E]):
                     for s in self._ready
                     if s.busy == 0 and now - s.last_used > self.idle_timeout_s
                 ]
+                del idle[max(0, len(self._ready) - self.min_environments) :]
                 for slotted in idle:
                     self._ready.remove(slotted)
             for slotted in idle:

@@ -161,6 +161,7 @@ class LocalServerless(PooledPlatform):
         owner: str,
         concurrency: int,
         idle_timeout_s: float,
+        min_warm: int,
         sharing: containers.Sharing,
         start_timeout_s: float = 120.0,
     ):
@@ -175,6 +176,7 @@ class LocalServerless(PooledPlatform):
             "slots_per_environment": 1,
             "queue_limit": 0,
             "idle_timeout_s": idle_timeout_s,
+            "min_environments": min_warm,
             "name": "the local Lambda",
         }
 
@@ -191,6 +193,7 @@ class LocalServerless(PooledPlatform):
         self._pool = EnvironmentPool(
             self._start_environment, lambda e: e.stop(), **self._pool_options
         )
+        self._pool.fill()
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         started = time.perf_counter()
