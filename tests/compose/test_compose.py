@@ -62,7 +62,7 @@ class Stack:
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             "STRAIGHTLINE_DATASETS": str(self.datasets),
             "STRAIGHTLINE_DEVRUNNER_TOKEN": TOKEN,
-            "FLASK_THREADS": "1",
+            "FLASK_THREADS": "2",
             "DOCKER_MAX_CONTAINERS": "1",
             "SERVERLESS_CONCURRENCY": "3",
         }
@@ -239,7 +239,13 @@ def assert_one_trace(otlp_receiver, trace_id, adapter_service, platform):
         if platform == types_pb2.PLATFORM_SERVERLESS
         else ("straightline-modelserver")
     )
-    names = {"model.infer", "placer.place", "placer.forward", "straightline.v1.PlacerService/Infer"}
+    names = {
+        "model.infer",
+        "straightline.v1.InferenceService/Predict",
+        "placer.place",
+        "placer.forward",
+        "straightline.v1.PlacerService/Infer",
+    }
     spans = otlp_receiver.wait_for(
         lambda s: s.trace_id == trace_id and s.name in names, count=len(names), timeout=30
     )
