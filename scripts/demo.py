@@ -28,20 +28,17 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
 import numpy as np
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2
 from PIL import Image
 
-from scripts import demo_stream
+from scripts import demo_stream, localstack
 from straightline.v1 import devrunner_pb2 as S
-from straightline.v1 import devrunner_pb2_grpc, placer_pb2, placer_pb2_grpc, types_pb2
-from straightline_common.processes import ServiceProcess
+from straightline.v1 import devrunner_pb2_grpc, placer_pb2_grpc, types_pb2
 from straightline_common.telemetry import configure_tracing
 from straightline_devrunner import cli
 
@@ -149,6 +146,28 @@ def docker_ready() -> bool:
         return False
 
 
+def platform_arguments(images: dict[str, str]) -> dict[str, list[str]]:
+    """Each adapter's arguments: the packaged images when there are some, else local
+    processes; Lambda environments kept warm (provisioned), as the Docker container."""
+    if not images:
+        return {
+            "flask": ["--threads", "2"],
+            "serverless": ["--runner", "process", "--concurrency", "3", "--min-warm", "3"],
+        }
+    packaged = ("--models-in-image", "true")
+    return {
+        "flask": ["--threads", "2"],
+        "docker": [
+            *("--image", images["docker"], *packaged),
+            *("--max-containers", "1", "--threads-per-container", "2", "--min-warm", "1"),
+        ],
+        "serverless": [
+            *("--image", images["serverless"], *packaged),
+            *("--concurrency", "3", "--min-warm", "3"),
+        ],
+    }
+
+
 def remove_images(tags) -> None:
     import docker
 
@@ -160,93 +179,14 @@ def remove_images(tags) -> None:
         engine.close()
 
 
-def start_service(stack: ExitStack, module: str, args: list[str], workdir: Path, timeout=60):
-    process = ServiceProcess(module, args, workdir)
-    stack.callback(process.terminate, 60)
-    return process.wait_ready(timeout)
-
-
-def start_adapters(stack: ExitStack, placer: str, store: Path, workdir: Path, images) -> int:
-    """The adapters of the packaged version; returns how many."""
-    common = ["--listen", "127.0.0.1:0", "--placer", placer, "--store", str(store)]
-    adapters = {"flask": ["--threads", "2"]}
-    if images:
-        adapters["docker"] = ["--image", images["docker"], "--models-in-image", "true"]
-        adapters["docker"] += ["--max-containers", "1", "--threads-per-container", "2"]
-        adapters["docker"] += ["--min-warm", "1"]
-        adapters["serverless"] = ["--image", images["serverless"], "--models-in-image", "true"]
-    else:
-        adapters["serverless"] = ["--runner", "process"]
-    adapters["serverless"] += ["--concurrency", "3", "--min-warm", "3"]  # provisioned
-    processes = []
-    for platform, args in adapters.items():
-        process = ServiceProcess(
-            "straightline_inference.adapter",
-            ["--platform", platform, *common, *args],
-            workdir / f"adapter-{platform}",
-        )
-        stack.callback(process.terminate, 60)
-        processes.append(process)
-    for process in processes:
-        process.wait_ready(180)
-    return len(processes)
-
-
-def wait_until_served(stub, instances: int, timeout: float = 30) -> list:
-    """The reports of the instances serving the model, once there are `instances` of them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = stub.WatchResources(placer_pb2.WatchResourcesRequest(), timeout=5)
-        try:
-            latest = next(view)
-        finally:
-            view.cancel()
-        serving = [
-            i.report for i in latest.instances if MODEL_NAME in {m.name for m in i.report.models}
-        ]
-        if len(serving) >= instances:
-            return serving
-        time.sleep(0.3)
-    raise SystemExit(f"only {len(serving)} of {instances} adapters serve {MODEL_NAME}")
-
-
-def set_policy(stub, **fields) -> placer_pb2.Policy:
-    request = placer_pb2.UpdatePolicyRequest(
-        policy=placer_pb2.Policy(**fields), update_mask=field_mask_pb2.FieldMask(paths=[*fields])
-    )
-    return stub.UpdatePolicy(request).policy
-
-
-def warm_up(stub, reports, image: tuple[bytes, str]) -> None:
-    """As a deployment does before taking traffic: every slot of every platform answers one
-    request (pinned to it), so the version is loaded everywhere and no cold start is left."""
-    payload, content_type = image
-    request = placer_pb2.InferRequest(
-        model=types_pb2.ModelRef(name=MODEL_NAME), payload=payload, content_type=content_type
-    )
-    try:
-        for report in reports:
-            set_policy(stub, pinned_platform=report.platform)
-            with ThreadPoolExecutor(report.capacity_total) as callers:
-                calls = [
-                    callers.submit(stub.Infer, request, timeout=180)
-                    for _ in range(report.capacity_total)
-                ]
-                for call in calls:
-                    call.result()
-            name = demo_stream.PLATFORM_NAMES[report.platform]
-            print(f"warmed up {name}: {report.capacity_total} slot(s)")
-    finally:
-        set_policy(stub, pinned_platform=types_pb2.PLATFORM_UNSPECIFIED)
-
-
 def stream(placer_address: str, seed: int, instances: int) -> None:
     with grpc.insecure_channel(placer_address) as channel:
         stub = placer_pb2_grpc.PlacerServiceStub(channel)
         images = request_images()
-        warm_up(stub, wait_until_served(stub, instances), images["small"][0])
+        reports = localstack.serving_reports(stub, MODEL_NAME, instances)
+        localstack.warm_up(stub, MODEL_NAME, reports, images["small"][0])
         # The phases last seconds, so f_t is counted over 2 s rather than the default 10 s.
-        policy = set_policy(stub, frequency_window=duration_pb2.Duration(seconds=2))
+        policy = localstack.set_policy(stub, frequency_window=duration_pb2.Duration(seconds=2))
         print(
             f"\n== requests: F = {policy.frequency_threshold_rps} requests/s over "
             f"{policy.frequency_window.seconds} s, "
@@ -272,14 +212,9 @@ def embedded(seed: int) -> None:
             if with_docker
             else "no Docker engine (or no images): Flask and local Lambda processes only"
         )
-        placer = start_service(
-            stack,
-            "straightline_placer",
-            ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
-            workdir / "placer",
-        )
+        placer = localstack.start_placer(stack, workdir)
         print(f"placer on {placer.address}, metrics on :{placer.ports['metrics']}/metrics")
-        devrunner = start_service(
+        devrunner = localstack.start_service(
             stack,
             "straightline_devrunner",
             [
@@ -296,7 +231,8 @@ def embedded(seed: int) -> None:
         if images:
             stack.callback(remove_images, images.values())
         print("\n== deploying ==")
-        instances = start_adapters(stack, placer.address, store, workdir, images)
+        adapters = platform_arguments(images)
+        instances = localstack.start_adapters(stack, placer.address, store, workdir, adapters)
         stream(placer.address, seed, instances)
 
 

@@ -12,15 +12,11 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry import trace
 
+from scripts.localstack import PLATFORM_NAMES
 from straightline.v1 import placer_pb2, types_pb2
 from straightline_common.telemetry import metadata_with_context
 from straightline_common.timeconv import seconds
 
-PLATFORM_NAMES = {
-    types_pb2.PLATFORM_FLASK: "flask",
-    types_pb2.PLATFORM_DOCKER: "docker",
-    types_pb2.PLATFORM_SERVERLESS: "serverless",
-}
 tracer = trace.get_tracer("straightline.demo")
 
 

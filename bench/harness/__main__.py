@@ -1,0 +1,174 @@
+"""The evaluation harness (issue 6): StraightLine against single platforms, under the same
+open-loop load, with real models on this machine.
+
+    python -m bench.harness                                  # the full experiment
+    python -m bench.harness --models small --phases ramp:20:2-20 --out /tmp/smoke
+
+For each model (`small`: a 32 px classifier; `xception`: Keras Xception at 299 px, the
+paper's) it starts the placer and one adapter per platform as local processes, measures the
+machine's capacity for the model, then runs the same scenario (same seed, same request
+sequence) under each policy: `straightline` (Algorithm 1, fallback on) and the policy pinned
+to `flask`, `docker` or `serverless` (fallback off: exactly one platform). It writes per
+request CSV, a JSON summary per model, figures (PNG), and tables.md.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+
+from bench import report
+from bench.harness import capacity, figures, generator, images, results, schedule
+from bench.harness.cpu import CpuSampler
+from scripts import localstack
+from straightline.v1 import placer_pb2_grpc, types_pb2
+from straightline_common.modelstore import ModelStore
+
+PINNED = {
+    "straightline": types_pb2.PLATFORM_UNSPECIFIED,
+    "flask": types_pb2.PLATFORM_FLASK,
+    "docker": types_pb2.PLATFORM_DOCKER,
+    "serverless": types_pb2.PLATFORM_SERVERLESS,
+}
+DEFAULT_IMAGES = report.ROOT.parent / "shared" / "datasets" / "animals4"
+PLATFORM_ARGUMENTS = {
+    "flask": ["--threads", "2"],
+    "docker": ["--max-containers", "2", "--threads-per-container", "1", "--min-warm", "2"],
+    "serverless": ["--concurrency", "4", "--min-warm", "4"],
+}
+
+
+def make_model(store: ModelStore, model: str) -> None:
+    if model == "xception":
+        from bench.inference_bench import make_xception
+
+        make_xception(store)
+    else:
+        from tests.support.models import make_classifier
+
+        make_classifier(store, "small")
+
+
+def docker_ready() -> bool:
+    from straightline_inference.adapter import containers
+
+    return containers.engine_reachable()
+
+
+def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -> dict:
+    store = ModelStore(workdir / "models")
+    make_model(store, model)
+    platforms = dict(PLATFORM_ARGUMENTS)
+    if not docker_ready():
+        del platforms["docker"]
+        platforms["serverless"] = [*platforms["serverless"], "--runner", "process"]
+    policies = [p for p in args.policies if p == "straightline" or p in platforms]
+    with ExitStack() as stack:
+        placer = localstack.start_placer(stack, workdir)
+        localstack.start_adapters(stack, placer.address, store.root, workdir, platforms)
+        channel = stack.enter_context(grpc.insecure_channel(placer.address))
+        stub = placer_pb2_grpc.PlacerServiceStub(channel)
+        reports = localstack.serving_reports(stub, model, len(platforms), timeout=120)
+        _, first, content_type = payloads[0]
+        localstack.warm_up(stub, model, reports, (first, content_type))
+        measured = {
+            "physical": capacity.physical_limit(store, model, first, content_type),
+            "through_placer": capacity.sustained(
+                stub,
+                model,
+                first,
+                content_type,
+                sum(r.capacity_total for r in reports),
+                args.capacity_s,
+            ),
+        }
+        print(f"{model}: capacity {json.dumps(measured)}")
+        runs = {}
+        for policy in policies:
+            localstack.set_policy(
+                stub, pinned_platform=PINNED[policy], fallback_enabled=policy == "straightline"
+            )
+            time.sleep(args.settle_s)  # the frequency window forgets the previous run
+            print(f"{model} / {policy}: {len(arrivals)} requests")
+            target = generator.PlacerTarget(stub, model, args.timeout)
+            with CpuSampler() as cpu:
+                records = generator.run(target, arrivals, payloads, args.timeout)
+            duration = max(r.done_s for r in records)
+            results.write_csv(records, args.out / f"{model}-{policy}.csv")
+            runs[policy] = {
+                "summary": results.summary(records, duration, cpu.samples),
+                "over_time": results.over_time(records, args.bin_s),
+                "cpu": cpu.samples,
+            }
+            print(f"  {json.dumps(runs[policy]['summary'])}")
+        localstack.set_policy(stub, pinned_platform=types_pb2.PLATFORM_UNSPECIFIED)
+    return {"model": model, "capacity": measured, "runs": runs}
+
+
+def table(outcome: dict) -> str:
+    lines = [
+        f"### {outcome['model']}",
+        "",
+        "| policy | requests | failure rate | median ms | p95 ms | p99 ms | throughput rps "
+        "| flask / docker / serverless | fell back | CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for policy, run in outcome["runs"].items():
+        s = run["summary"]
+        share = " / ".join(f"{s['share'].get(p, 0):.2f}" for p in ("flask", "docker", "serverless"))
+        lines.append(
+            f"| {policy} | {s['requests']} | {s['failure_rate']:.3f} | "
+            f"{s['response_ms']['median']} | {s['response_ms']['p95']} | "
+            f"{s['response_ms']['p99']} | {s['throughput_rps']} | {share} | "
+            f"{s['fell_back']} | {s['cpu_percent_mean']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__)
+    parser.add_argument("--models", default="small,xception")
+    parser.add_argument("--policies", default=",".join(PINNED))
+    parser.add_argument("--phases", default="", help="default: per model, see --ramp-to")
+    parser.add_argument("--images", default=str(DEFAULT_IMAGES))
+    parser.add_argument("--timeout", type=float, default=50.0, help="per request, seconds")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--bin-s", type=float, default=10.0)
+    parser.add_argument("--settle-s", type=float, default=11.0)
+    parser.add_argument("--capacity-s", type=float, default=15.0, help="closed-loop measurement")
+    parser.add_argument("--out", type=Path, default=report.RESULTS / "evaluation")
+    args = parser.parse_args(argv)
+    args.policies = [p for p in args.policies.split(",") if p]
+    unknown = set(args.policies) - set(PINNED)
+    if unknown:
+        parser.error(f"unknown policies {sorted(unknown)}; choose from {list(PINNED)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    pool = images.load(args.images, seed=args.seed)
+    outcomes = []
+    for model in [m for m in args.models.split(",") if m]:
+        phases = schedule.parse(args.phases or DEFAULT_PHASES[model])
+        arrivals = schedule.arrivals(phases)
+        payloads = images.sequence(pool, len(arrivals), args.seed)
+        with tempfile.TemporaryDirectory(prefix=f"straightline-eval-{model}-") as workdir:
+            outcome = run_model(args, model, Path(workdir), payloads, arrivals)
+        outcome["phases"] = args.phases or DEFAULT_PHASES[model]
+        outcome["machine"] = report.machine()
+        (args.out / f"{model}.json").write_text(json.dumps(outcome, indent=1) + "\n")
+        figures.draw(model, outcome["runs"], args.out)
+        outcomes.append(outcome)
+    (args.out / "tables.md").write_text("\n\n".join(table(o) for o in outcomes) + "\n")
+    print((args.out / "tables.md").read_text())
+    return 0
+
+
+# Ramps over 180 s to several times what the machine serves (see docs/evaluation.md).
+DEFAULT_PHASES = {"small": "ramp:180:5-150", "xception": "ramp:180:1-45"}
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""The paper's figures from the runs of one model: failure rate against total sessions
+(Figures 4a, 5a, 6, 7), session length and response time over the run (4b-c, 5b-c, 8), and
+StraightLine's placements over time."""
+
+from pathlib import Path
+
+PLATFORM_COLOURS = {"flask": "tab:blue", "docker": "tab:orange", "serverless": "tab:green"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw(model: str, runs: dict[str, dict], out: Path) -> list[Path]:
+    """`runs`: policy -> {"over_time": [...], ...}; returns the files written."""
+    plt = _pyplot()
+    written = []
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for policy, run in runs.items():
+        rows = run["over_time"]
+        axes[0].plot(
+            [r["sessions_so_far"] for r in rows],
+            [r["failure_rate"] for r in rows],
+            marker=".",
+            label=policy,
+        )
+        starts = [r["start_s"] for r in rows]
+        axes[1].plot(starts, [r["session_ms"]["median"] for r in rows], label=policy)
+        axes[2].plot(starts, [r["response_ms"]["p95"] for r in rows], label=policy)
+    axes[0].set(
+        title="failure rate vs total sessions", xlabel="sessions sent", ylabel="failure rate"
+    )
+    axes[1].set(title="session length (median)", xlabel="s into the run", ylabel="ms")
+    axes[2].set(title="response time (p95)", xlabel="s into the run", ylabel="ms")
+    for axis in axes[1:]:
+        axis.set_yscale("log")
+    for axis in axes:
+        axis.legend()
+    figure.suptitle(f"{model}: StraightLine against single platforms")
+    figure.tight_layout()
+    written.append(_save(figure, out / f"{model}-policies.png", plt))
+
+    if "straightline" in runs:
+        rows = runs["straightline"]["over_time"]
+        starts = [r["start_s"] for r in rows]
+        figure, axis = plt.subplots(figsize=(8, 4.5))
+        bottom = [0.0] * len(rows)
+        for platform, colour in PLATFORM_COLOURS.items():
+            heights = [r["served"].get(platform, 0) for r in rows]
+            axis.bar(
+                starts,
+                heights,
+                width=rows[1]["start_s"] - rows[0]["start_s"] if len(rows) > 1 else 1,
+                bottom=bottom,
+                align="edge",
+                color=colour,
+                label=platform,
+            )
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        axis.set(
+            title=f"{model}: StraightLine's placements",
+            xlabel="s into the run",
+            ylabel="requests answered per bin",
+        )
+        axis.legend()
+        figure.tight_layout()
+        written.append(_save(figure, out / f"{model}-placements.png", plt))
+    return written
+
+
+def _save(figure, path: Path, plt) -> Path:
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

@@ -1,0 +1,94 @@
+"""What a run leaves: its records as CSV, a summary (failure rate, response time and session
+length percentiles, throughput, shares per platform, CPU), and the same over time in bins."""
+
+import csv
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from bench.harness.generator import Record
+
+FIELDS = (
+    "index",
+    "phase",
+    "image",
+    "bytes",
+    "scheduled_s",
+    "sent_s",
+    "done_s",
+    "status",
+    "platform",
+    "branch",
+    "fell_back",
+    "cold_start_ms",
+    "response_ms",
+    "session_ms",
+)
+
+
+def write_csv(records: list[Record], path: Path) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(FIELDS)
+        for r in records:
+            writer.writerow([_cell(getattr(r, name)) for name in FIELDS])
+
+
+def _cell(value):
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"median": None, "p95": None, "p99": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"median": round(statistics.median(ordered), 1), "p95": at(0.95), "p99": at(0.99)}
+
+
+def summary(records: list[Record], duration_s: float, cpu: list[tuple[float, float]]) -> dict:
+    ok = [r for r in records if r.ok]
+    served = Counter(r.platform for r in ok)
+    return {
+        "requests": len(records),
+        "failures": len(records) - len(ok),
+        "failure_rate": round((len(records) - len(ok)) / max(1, len(records)), 4),
+        "statuses": dict(Counter(r.status for r in records)),
+        "throughput_rps": round(len(ok) / duration_s, 2),
+        "response_ms": percentiles([r.response_ms for r in ok]),
+        "session_ms": percentiles([r.session_ms for r in ok]),
+        "served": dict(served),
+        "share": {p: round(n / max(1, len(ok)), 3) for p, n in sorted(served.items())},
+        "branches": dict(Counter(r.branch for r in ok)),
+        "fell_back": sum(r.fell_back for r in ok),
+        "cold_starts": sum(r.cold_start_ms > 0 for r in ok),
+        "cpu_percent_mean": round(statistics.mean(c for _, c in cpu), 1) if cpu else None,
+    }
+
+
+def over_time(records: list[Record], bin_s: float) -> list[dict]:
+    """Per bin of send time: sessions sent so far, failure rate, response and session
+    percentiles, and where the answered ones ran."""
+    bins: dict[int, list[Record]] = {}
+    for record in records:
+        bins.setdefault(int(record.scheduled_s // bin_s), []).append(record)
+    rows, sent = [], 0
+    for number in sorted(bins):
+        group = bins[number]
+        sent += len(group)
+        ok = [r for r in group if r.ok]
+        rows.append(
+            {
+                "start_s": number * bin_s,
+                "sessions_so_far": sent,
+                "rate_rps": len(group) / bin_s,
+                "failure_rate": (len(group) - len(ok)) / len(group),
+                "response_ms": percentiles([r.response_ms for r in ok]),
+                "session_ms": percentiles([r.session_ms for r in ok]),
+                "served": dict(Counter(r.platform for r in ok)),
+            }
+        )
+    return rows

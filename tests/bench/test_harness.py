@@ -1,0 +1,88 @@
+"""The evaluation harness: its schedule and summaries, and a short run of the whole thing on
+the small model (real placer and adapters), whose outputs must add up."""
+
+import csv
+import json
+
+import pytest
+
+from bench.harness import __main__ as harness
+from bench.harness import results, schedule
+from bench.harness.generator import Record
+from tests.support.models import make_image_folders
+
+
+def test_constant_and_ramp_phases_send_on_schedule():
+    phases = schedule.parse("constant:2:5,ramp:10:1-3")
+    arrivals = schedule.arrivals(phases)
+    assert len(arrivals) == 10 + 20
+    times = [t for t, _ in arrivals]
+    assert times == sorted(times)
+    assert times[:3] == [0.0, 0.2, 0.4]
+    assert {p for _, p in arrivals} == {0, 1}
+    ramp = [t - 2 for t, p in arrivals if p == 1]
+    first_half = sum(1 for t in ramp if t < 5)
+    assert first_half < len(ramp) - first_half  # the rate rises: more in the second half
+    assert ramp[-1] < 10
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no phase"),
+        ("steady:3:4", "kind must be"),
+        ("ramp:3", "KIND:SECONDS:RATE"),
+        ("constant:0:4", "must be positive"),
+    ],
+)
+def test_bad_phases_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        schedule.parse(text)
+
+
+def test_summary_counts_add_up_and_failures_leave_the_percentiles():
+    records = [
+        Record(0, 0, "a", 10, 0.0, 0.0, 0.1, "OK", "flask", "FLASK_AVAILABLE"),
+        Record(1, 0, "b", 10, 0.5, 0.5, 0.8, "OK", "serverless", "NOTHING_AVAILABLE", True),
+        Record(2, 0, "c", 10, 1.0, 1.0, 51.0, "DEADLINE_EXCEEDED"),
+    ]
+    summary = results.summary(records, 2.0, [(1.0, 50.0), (2.0, 70.0)])
+    assert summary["failures"] == 1 and summary["failure_rate"] == pytest.approx(1 / 3, abs=1e-3)
+    assert summary["served"] == {"flask": 1, "serverless": 1}
+    assert summary["response_ms"]["median"] == pytest.approx(200.0)
+    assert summary["fell_back"] == 1 and summary["cpu_percent_mean"] == 60.0
+    bins = results.over_time(records, 1.0)
+    assert [b["sessions_so_far"] for b in bins] == [2, 3]
+    assert bins[1]["failure_rate"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
+    pictures = make_image_folders(tmp_path / "images", per_class=4)
+    out = tmp_path / "out"
+    code = harness.main(
+        [
+            *("--models", "small", "--policies", "straightline,flask"),
+            *("--phases", "constant:3:4", "--images", str(pictures)),
+            *("--settle-s", "0", "--capacity-s", "1", "--out", str(out)),
+        ]
+    )
+    assert code == 0
+    outcome = json.loads((out / "small.json").read_text())
+    assert set(outcome["runs"]) == {"straightline", "flask"}
+    assert outcome["capacity"]["physical"]["limit_rps"] > 0
+    for policy, run in outcome["runs"].items():
+        summary = run["summary"]
+        assert summary["requests"] == 12
+        assert sum(summary["served"].values()) + summary["failures"] == 12
+        with open(out / f"small-{policy}.csv") as file:
+            rows = list(csv.DictReader(file))
+        assert [int(r["index"]) for r in rows] == list(range(12))
+        assert sum(r["status"] == "OK" for r in rows) == 12 - summary["failures"]
+        assert sum(b["rate_rps"] * 10 for b in run["over_time"]) == pytest.approx(12)
+    assert set(outcome["runs"]["flask"]["summary"]["served"]) <= {"flask"}
+    for figure in ("small-policies.png", "small-placements.png"):
+        assert (out / figure).stat().st_size > 10_000
+    tables = (out / "tables.md").read_text()
+    assert "| straightline | 12 |" in tables and "| flask | 12 |" in tables
