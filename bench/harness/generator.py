@@ -56,7 +56,7 @@ class PlacerTarget:
         self._model = types_pb2.ModelRef(name=model)
         self._timeout = timeout_s
 
-    def send(self, record: Record, payload: bytes, content_type: str, done) -> None:
+    def send(self, record: Record, payload: bytes, content_type: str, done, clock) -> None:
         request = placer_pb2.InferRequest(
             model=self._model, payload=payload, content_type=content_type, top_k=1
         )
@@ -89,8 +89,9 @@ class RestTarget:
         self._http = urllib3.PoolManager(maxsize=workers, timeout=timeout_s, retries=False)
         self._pool = ThreadPoolExecutor(workers)
 
-    def send(self, record: Record, payload: bytes, content_type: str, done) -> None:
+    def send(self, record: Record, payload: bytes, content_type: str, done, clock) -> None:
         def post():
+            record.sent_s = clock()  # when a worker thread sends it, not when it was queued
             try:
                 response = self._http.request(
                     "POST", self._url, body=payload, headers={"Content-Type": content_type}
@@ -116,8 +117,11 @@ def run(target, arrivals, payloads, timeout_s: float) -> list[Record]:
     all_done = threading.Event()
     expected = len(arrivals)
 
+    def clock() -> float:
+        return time.monotonic() - start
+
     def done(record: Record, outcome: Record) -> None:
-        outcome.done_s = time.monotonic() - start
+        outcome.done_s = clock()
         with lock:
             records.append(outcome)
             if len(records) == expected:
@@ -131,8 +135,8 @@ def run(target, arrivals, payloads, timeout_s: float) -> list[Record]:
         if delay > 0:
             time.sleep(delay)
         record = Record(index, phase, name, len(payload), scheduled_s=at)
-        record.sent_s = time.monotonic() - start
-        target.send(record, payload, content_type, done)
+        record.sent_s = clock()
+        target.send(record, payload, content_type, done, clock)
     if expected and not all_done.wait(timeout_s + 30):
         raise RuntimeError(f"{expected - len(records)} requests never finished")
     return sorted(records, key=lambda r: r.index)
