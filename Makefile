@@ -8,7 +8,7 @@ BUF := node_modules/.bin/buf
 STUBS := libs/common/straightline/v1
 PROTOS := $(wildcard protos/straightline/v1/*.proto)
 
-.PHONY: setup proto lint format images test test-fast bench bench-inference demo clean
+.PHONY: setup proto lint format images test test-fast bench bench-inference evaluate demo clean
 
 setup: $(VENV)/.installed $(STUBS)/.generated $(BUF)
 
@@ -58,6 +58,10 @@ bench: setup
 
 bench-inference: images
 	$(PY) -m bench.inference_bench
+
+evaluate: images
+	$(PY) -m bench.harness
+	$(PY) -m bench.harness.crosscheck
 
 demo: setup
 	$(PY) -m scripts.demo

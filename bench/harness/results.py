@@ -69,6 +69,12 @@ def summary(records: list[Record], duration_s: float, cpu: list[tuple[float, flo
     }
 
 
+def failure_onset(rows: list[dict], threshold: float = 0.01) -> float | None:
+    """The offered rate (requests per second) of the first bin failing more than
+    `threshold` of its requests; None if none does."""
+    return next((row["rate_rps"] for row in rows if row["failure_rate"] > threshold), None)
+
+
 def over_time(records: list[Record], bin_s: float) -> list[dict]:
     """Per bin of send time: sessions sent so far, failure rate, response and session
     percentiles, and where the answered ones ran."""

@@ -54,6 +54,8 @@ def test_summary_counts_add_up_and_failures_leave_the_percentiles():
     bins = results.over_time(records, 1.0)
     assert [b["sessions_so_far"] for b in bins] == [2, 3]
     assert bins[1]["failure_rate"] == 1.0
+    assert results.failure_onset(bins) == bins[1]["rate_rps"] == 1.0
+    assert results.failure_onset(bins[:1]) is None
 
 
 @pytest.mark.slow
@@ -86,3 +88,5 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
         assert (out / figure).stat().st_size > 10_000
     tables = (out / "tables.md").read_text()
     assert "| straightline | 12 |" in tables and "| flask | 12 |" in tables
+    assert harness.main(["--models", "small", "--tables-only", "--out", str(out)]) == 0
+    assert (out / "tables.md").read_text() == tables
