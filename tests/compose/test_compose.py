@@ -16,13 +16,13 @@ import grpc
 import pytest
 from opentelemetry import trace
 
+from scripts.localstack import serving_reports, set_policy
 from straightline.v1 import devrunner_pb2 as S
 from straightline.v1 import devrunner_pb2_grpc, placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.processes import health_status
 from straightline_common.telemetry import metadata_with_context
 from straightline_inference.adapter.containers import free_ports
 from tests.support.models import make_image_folders
-from tests.support.stack import set_policy
 
 pytestmark = [pytest.mark.docker, pytest.mark.compose]
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,22 +138,6 @@ def run_job(stub, spec: S.JobSpec, timeout: float = 600) -> S.Job:
     raise AssertionError(f"job {job.job_id} did not finish: {job}")
 
 
-def wait_until_served(stub, model: str, timeout: float = 60) -> None:
-    """Until every adapter's heartbeat lists the model."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = stub.WatchResources(placer_pb2.WatchResourcesRequest(), timeout=5)
-        try:
-            latest = next(view)
-        finally:
-            view.cancel()
-        serving = [i for i in latest.instances if model in {m.name for m in i.report.models}]
-        if len(serving) == 3:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not every adapter serves {model}: {latest}")
-
-
 def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_and_the_demo(
     stack, otlp_receiver, channels
 ):
@@ -188,7 +172,7 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
     try:
         assert set(packaged.images) == {"docker", "serverless"}
         placer = placer_pb2_grpc.PlacerServiceStub(channels(stack.address("PLACER")))
-        wait_until_served(placer, "colours")
+        serving_reports(placer, "colours", 3, timeout=60)
         picture = next((stack.datasets / "colours" / "red").iterdir()).read_bytes()
         for platform, adapter_service in PLATFORMS.items():
             set_policy(placer, pinned_platform=platform)

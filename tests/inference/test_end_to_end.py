@@ -7,9 +7,10 @@ from concurrent import futures
 import grpc
 import pytest
 
+from scripts.localstack import set_policy
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from tests.support.models import image_bytes, noise_png
-from tests.support.stack import placer_process, set_policy, wait_for_instances
+from tests.support.stack import placer_process, wait_for_instances
 
 pytestmark = [pytest.mark.docker, pytest.mark.tensorflow]
 FLASK, DOCKER, SERVERLESS = (

@@ -4,7 +4,6 @@ emulator, as local processes and as containers of the Lambda image."""
 import json
 import os
 import subprocess
-import sys
 from concurrent import futures
 
 import docker
@@ -15,8 +14,10 @@ from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.modelstore import METADATA_FILE, ModelStore
 from straightline_common.processes import dying_with_parent
 from straightline_inference.adapter.containers import free_ports
-from straightline_inference.adapter.serverless_platform import HANDLER, emulator_arguments
-from straightline_inference.rie import ensure_rie
+from straightline_inference.adapter.serverless_platform import (
+    emulator_arguments,
+    local_function_command,
+)
 from tests.inference.test_flask_adapter import predict_request
 from tests.support.models import make_classifier
 
@@ -137,16 +138,7 @@ def test_an_aws_function_through_its_invoke_api(start_adapter, channels, model_s
     emulator, which speaks Lambda's Invoke API: AWS itself cannot be reached from here."""
     port, runtime_port = free_ports(2)
     emulator = subprocess.Popen(
-        dying_with_parent(
-            [
-                str(ensure_rie()),
-                *emulator_arguments(port, runtime_port),
-                sys.executable,
-                "-m",
-                "awslambdaric",
-                HANDLER,
-            ]
-        ),
+        dying_with_parent(local_function_command(emulator_arguments(port, runtime_port))),
         env={**os.environ, "STRAIGHTLINE_MODEL_STORE": str(model_store.root)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -10,11 +10,11 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from scripts.localstack import set_policy
 from straightline.v1 import placer_pb2, types_pb2
 from straightline_common.processes import health_status
 from straightline_common.timeconv import duration
 from tests.integration.conftest import DOCKER, FLASK, SERVERLESS
-from tests.support.stack import set_policy
 
 MODEL = types_pb2.ModelRef(name="demo")
 SMALL, LARGE = 10_000, 1_000_000  # the default D is 256 KiB

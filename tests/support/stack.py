@@ -1,8 +1,6 @@
 """Real placer and adapter processes on loopback port 0, and the calls tests make on them.
 Whoever starts a process terminates it (a fixture's teardown, or a `finally`)."""
 
-from google.protobuf import field_mask_pb2
-
 from straightline.v1 import placer_pb2
 from straightline_common.processes import ServiceProcess
 
@@ -39,12 +37,6 @@ def adapter_process(
         workdir,
         env={**tracing_env(otlp_endpoint), **(env or {})},
     )
-
-
-def set_policy(stub, **fields) -> placer_pb2.Policy:
-    mask = field_mask_pb2.FieldMask(paths=list(fields))
-    request = placer_pb2.UpdatePolicyRequest(policy=placer_pb2.Policy(**fields), update_mask=mask)
-    return stub.UpdatePolicy(request).policy
 
 
 def wait_for_instances(stub, count: int, timeout: float = 30.0):

@@ -147,6 +147,18 @@ class Environment:
     stop: object  # callable that ends the environment
 
 
+def local_function_command(emulator_arguments: list[str]) -> list[str]:
+    """The Lambda handler as a local process under the emulator."""
+    return [
+        str(ensure_rie()),
+        *emulator_arguments,
+        sys.executable,
+        "-m",
+        "awslambdaric",
+        HANDLER,
+    ]
+
+
 class LocalServerless(PooledPlatform):
     """Execution environments of the Lambda image (or handler) under the emulator."""
 
@@ -267,16 +279,7 @@ class LocalServerless(PooledPlatform):
 
     def _start_process(self, emulator_arguments: list[str]):
         process = subprocess.Popen(
-            dying_with_parent(
-                [
-                    str(ensure_rie()),
-                    *emulator_arguments,
-                    sys.executable,
-                    "-m",
-                    "awslambdaric",
-                    HANDLER,
-                ]
-            ),
+            dying_with_parent(local_function_command(emulator_arguments)),
             env={
                 **os.environ,
                 "STRAIGHTLINE_MODEL_STORE": str(self._store.root),
