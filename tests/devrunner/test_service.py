@@ -5,6 +5,7 @@ import time
 import grpc
 import pytest
 
+from scripts.localstack import set_policy
 from straightline.v1 import (
     devrunner_pb2,
     devrunner_pb2_grpc,
@@ -17,7 +18,6 @@ from tests.support.models import make_image_folders
 from tests.support.stack import (
     adapter_process,
     placer_process,
-    set_policy,
     tracing_env,
     wait_for_instances,
 )
