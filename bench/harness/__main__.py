@@ -9,7 +9,8 @@ paper's) it starts the placer and one adapter per platform as local processes, m
 machine's capacity for the model, then runs the same scenario (same seed, same request
 sequence) under each policy: `straightline` (Algorithm 1, fallback on) and the policy pinned
 to `flask`, `docker` or `serverless` (fallback off: exactly one platform). It writes per
-request CSV, a JSON summary per model, figures (PNG), and tables.md.
+request CSV, a JSON summary per model, figures (PNG), and tables.md. `--from-records` redoes
+the summaries, figures and tables from the CSV and JSON a previous run wrote.
 """
 
 import argparse
@@ -98,16 +99,20 @@ def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -
             target = generator.PlacerTarget(stub, model, args.timeout)
             with CpuSampler() as cpu:
                 records = generator.run(target, arrivals, payloads, args.timeout)
-            duration = max(r.done_s for r in records)
             results.write_csv(records, args.out / f"{model}-{policy}.csv")
-            runs[policy] = {
-                "summary": results.summary(records, duration, cpu.samples),
-                "over_time": results.over_time(records, args.bin_s),
-                "cpu": cpu.samples,
-            }
+            runs[policy] = summarise(records, cpu.samples, args.bin_s)
             print(f"  {json.dumps(runs[policy]['summary'])}")
         localstack.set_policy(stub, pinned_platform=types_pb2.PLATFORM_UNSPECIFIED)
     return {"model": model, "capacity": measured, "runs": runs}
+
+
+def summarise(records: list, cpu_samples: list, bin_s: float) -> dict:
+    duration = max(r.done_s for r in records)
+    return {
+        "summary": results.summary(records, duration, cpu_samples),
+        "over_time": results.over_time(records, bin_s),
+        "cpu": cpu_samples,
+    }
 
 
 def table(outcome: dict) -> str:
@@ -131,7 +136,25 @@ def table(outcome: dict) -> str:
             f"{s['response_ms']['p99']} | {s['throughput_rps']} | {share} | "
             f"{s['fell_back']} | {s['cpu_percent_mean']} |"
         )
+    if "straightline" in outcome["runs"]:
+        lines += ["", *platform_table(outcome["runs"]["straightline"]["summary"])]
     return "\n".join(lines)
+
+
+def platform_table(summary: dict) -> list[str]:
+    lines = [
+        "StraightLine's answered requests by the platform that served them:",
+        "",
+        "| platform | served | median ms | p95 ms | p99 ms | session median ms | session p95 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for platform, answered in summary["by_platform"].items():
+        response, session = answered["response_ms"], answered["session_ms"]
+        lines.append(
+            f"| {platform} | {answered['served']} | {response['median']} | {response['p95']} "
+            f"| {response['p99']} | {session['median']} | {session['p95']} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=11.0)
     parser.add_argument("--capacity-s", type=float, default=15.0, help="closed-loop measurement")
     parser.add_argument("--out", type=Path, default=report.RESULTS / "evaluation")
-    parser.add_argument("--tables-only", action="store_true", help="redo tables.md from JSON")
+    parser.add_argument(
+        "--from-records",
+        action="store_true",
+        help="redo summaries, figures and tables.md from a previous run's CSV and JSON",
+    )
     args = parser.parse_args(argv)
     args.policies = [p for p in args.policies.split(",") if p]
     unknown = set(args.policies) - set(PINNED)
@@ -154,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown policies {sorted(unknown)}; choose from {list(PINNED)}")
     args.out.mkdir(parents=True, exist_ok=True)
     models = [m for m in args.models.split(",") if m]
-    if args.tables_only:
-        return write_tables(args.out, models)
+    if args.from_records:
+        return report_from_records(args.out, models, args.bin_s)
     pool = images.load(args.images, seed=args.seed)
     for model in models:
         phases = schedule.parse(args.phases or DEFAULT_PHASES[model])
@@ -170,8 +197,20 @@ def main(argv: list[str] | None = None) -> int:
     return write_tables(args.out, models)
 
 
+def report_from_records(out: Path, models: list[str], bin_s: float) -> int:
+    for model in models:
+        path = out / f"{model}.json"
+        outcome = json.loads(path.read_text())
+        for policy, run in outcome["runs"].items():
+            records = results.read_csv(out / f"{model}-{policy}.csv")
+            outcome["runs"][policy] = summarise(records, run["cpu"], bin_s)
+        path.write_text(json.dumps(outcome, indent=1) + "\n")
+        figures.draw(model, outcome["runs"], out)
+    return write_tables(out, models)
+
+
 def write_tables(out: Path, models: list[str]) -> int:
-    """tables.md from the models' JSON results (also after the fact: --tables-only)."""
+    """tables.md from the models' JSON results."""
     outcomes = [json.loads((out / f"{model}.json").read_text()) for model in models]
     (out / "tables.md").write_text("\n\n".join(table(o) for o in outcomes) + "\n")
     print((out / "tables.md").read_text())

@@ -1,6 +1,6 @@
 """The paper's figures from the runs of one model: failure rate against total sessions
 (Figures 4a, 5a, 6, 7), session length and response time over the run (4b-c, 5b-c, 8), and
-StraightLine's placements over time."""
+StraightLine's placements over time with each platform's response time."""
 
 from pathlib import Path
 
@@ -48,7 +48,7 @@ def draw(model: str, runs: dict[str, dict], out: Path) -> list[Path]:
     if "straightline" in runs:
         rows = runs["straightline"]["over_time"]
         starts = [r["start_s"] for r in rows]
-        figure, axis = plt.subplots(figsize=(8, 4.5))
+        figure, (axis, latency) = plt.subplots(1, 2, figsize=(14, 4.5))
         bottom = [0.0] * len(rows)
         for platform, colour in PLATFORM_COLOURS.items():
             heights = [r["served"].get(platform, 0) for r in rows]
@@ -62,12 +62,21 @@ def draw(model: str, runs: dict[str, dict], out: Path) -> list[Path]:
                 label=platform,
             )
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+            p95 = [r["response_ms_by_platform"].get(platform, {}).get("p95") for r in rows]
+            latency.plot(starts, p95, marker=".", color=colour, label=platform)
         axis.set(
             title=f"{model}: StraightLine's placements",
             xlabel="s into the run",
             ylabel="requests answered per bin",
         )
-        axis.legend()
+        latency.set(
+            title="response time per platform (p95)",
+            xlabel="s into the run",
+            ylabel="ms",
+            yscale="log",
+        )
+        for panel in (axis, latency):
+            panel.legend()
         figure.tight_layout()
         written.append(_save(figure, out / f"{model}-placements.png", plt))
     return written

@@ -1,5 +1,6 @@
 """What a run leaves: its records as CSV, a summary (failure rate, response time and session
-length percentiles, throughput, shares per platform, CPU), and the same over time in bins."""
+length percentiles overall and per platform, throughput, shares per platform, CPU), and the
+same over time in bins. Summaries can be rebuilt from the CSV (`read_csv`)."""
 
 import csv
 import statistics
@@ -38,6 +39,29 @@ def _cell(value):
     return round(value, 3) if isinstance(value, float) else value
 
 
+def read_csv(path: Path) -> list[Record]:
+    """The records `write_csv` wrote (times rounded to the millisecond)."""
+    with open(path, newline="") as file:
+        return [_record(row) for row in csv.DictReader(file)]
+
+
+def _record(row: dict) -> Record:
+    return Record(
+        index=int(row["index"]),
+        phase=int(row["phase"]),
+        image=row["image"],
+        bytes=int(row["bytes"]),
+        scheduled_s=float(row["scheduled_s"]),
+        sent_s=float(row["sent_s"]),
+        done_s=float(row["done_s"]),
+        status=row["status"],
+        platform=row["platform"],
+        branch=row["branch"],
+        fell_back=row["fell_back"] == "True",
+        cold_start_ms=float(row["cold_start_ms"]),
+    )
+
+
 def percentiles(values: list[float]) -> dict:
     if not values:
         return {"median": None, "p95": None, "p99": None}
@@ -47,6 +71,22 @@ def percentiles(values: list[float]) -> dict:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
     return {"median": round(statistics.median(ordered), 1), "p95": at(0.95), "p99": at(0.99)}
+
+
+def by_platform(records: list[Record]) -> dict:
+    """For the answered requests of each platform: how many, response and session percentiles."""
+    answered: dict[str, list[Record]] = {}
+    for record in records:
+        if record.ok:
+            answered.setdefault(record.platform, []).append(record)
+    return {
+        platform: {
+            "served": len(group),
+            "response_ms": percentiles([r.response_ms for r in group]),
+            "session_ms": percentiles([r.session_ms for r in group]),
+        }
+        for platform, group in sorted(answered.items())
+    }
 
 
 def summary(records: list[Record], duration_s: float, cpu: list[tuple[float, float]]) -> dict:
@@ -62,6 +102,7 @@ def summary(records: list[Record], duration_s: float, cpu: list[tuple[float, flo
         "session_ms": percentiles([r.session_ms for r in ok]),
         "served": dict(served),
         "share": {p: round(n / max(1, len(ok)), 3) for p, n in sorted(served.items())},
+        "by_platform": by_platform(records),
         "branches": dict(Counter(r.branch for r in ok)),
         "fell_back": sum(r.fell_back for r in ok),
         "cold_starts": sum(r.cold_start_ms > 0 for r in ok),
@@ -77,7 +118,7 @@ def failure_onset(rows: list[dict], threshold: float = 0.01) -> float | None:
 
 def over_time(records: list[Record], bin_s: float) -> list[dict]:
     """Per bin of send time: sessions sent so far, failure rate, response and session
-    percentiles, and where the answered ones ran."""
+    percentiles, where the answered ones ran, and their response percentiles per platform."""
     bins: dict[int, list[Record]] = {}
     for record in records:
         bins.setdefault(int(record.scheduled_s // bin_s), []).append(record)
@@ -95,6 +136,10 @@ def over_time(records: list[Record], bin_s: float) -> list[dict]:
                 "response_ms": percentiles([r.response_ms for r in ok]),
                 "session_ms": percentiles([r.session_ms for r in ok]),
                 "served": dict(Counter(r.platform for r in ok)),
+                "response_ms_by_platform": {
+                    platform: figures["response_ms"]
+                    for platform, figures in by_platform(group).items()
+                },
             }
         )
     return rows

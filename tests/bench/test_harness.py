@@ -51,11 +51,28 @@ def test_summary_counts_add_up_and_failures_leave_the_percentiles():
     assert summary["served"] == {"flask": 1, "serverless": 1}
     assert summary["response_ms"]["median"] == pytest.approx(200.0)
     assert summary["fell_back"] == 1 and summary["cpu_percent_mean"] == 60.0
+    assert summary["by_platform"]["flask"]["served"] == 1
+    assert summary["by_platform"]["flask"]["response_ms"]["median"] == pytest.approx(100.0)
+    assert summary["by_platform"]["serverless"]["session_ms"]["p95"] == pytest.approx(300.0)
     bins = results.over_time(records, 1.0)
     assert [b["sessions_so_far"] for b in bins] == [2, 3]
+    assert set(bins[0]["response_ms_by_platform"]) == {"flask", "serverless"}
+    assert bins[1]["response_ms_by_platform"] == {}
     assert bins[1]["failure_rate"] == 1.0
     assert results.failure_onset(bins) == bins[1]["rate_rps"] == 1.0
     assert results.failure_onset(bins[:1]) is None
+
+
+def test_records_read_back_from_csv_as_written(tmp_path):
+    records = [
+        Record(0, 1, "cat/1.jpg", 2048, 0.25, 0.2504, 0.4, "OK", "docker", "DOCKER_AVAILABLE"),
+        Record(1, 1, "dog/2.jpg", 10, 0.5, 0.5, 1.5, "UNAVAILABLE", fell_back=True),
+    ]
+    results.write_csv(records, tmp_path / "run.csv")
+    again = results.read_csv(tmp_path / "run.csv")
+    assert again[1] == records[1]
+    assert again[0].sent_s == 0.25 and again[0].response_ms == pytest.approx(150.0)
+    assert (again[0].platform, again[0].fell_back, again[0].bytes) == ("docker", False, 2048)
 
 
 @pytest.mark.slow
@@ -78,6 +95,7 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
         summary = run["summary"]
         assert summary["requests"] == 12
         assert sum(summary["served"].values()) + summary["failures"] == 12
+        assert {p: f["served"] for p, f in summary["by_platform"].items()} == summary["served"]
         with open(out / f"small-{policy}.csv") as file:
             rows = list(csv.DictReader(file))
         assert [int(r["index"]) for r in rows] == list(range(12))
@@ -88,5 +106,10 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
         assert (out / figure).stat().st_size > 10_000
     tables = (out / "tables.md").read_text()
     assert "| straightline | 12 |" in tables and "| flask | 12 |" in tables
-    assert harness.main(["--models", "small", "--tables-only", "--out", str(out)]) == 0
-    assert (out / "tables.md").read_text() == tables
+    assert "by the platform that served them" in tables
+    again = ["--models", "small", "--from-records", "--out", str(out)]
+    assert harness.main(again) == 0
+    rebuilt = json.loads((out / "small.json").read_text())
+    for policy, run in outcome["runs"].items():
+        assert rebuilt["runs"][policy]["summary"]["served"] == run["summary"]["served"]
+        assert rebuilt["runs"][policy]["cpu"] == run["cpu"]
