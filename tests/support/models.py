@@ -64,11 +64,14 @@ def noise_png(side: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def make_image_folders(root, per_class: int = 12, size: int = 32, classes=("red", "green", "blue")):
-    """A learnable image set, one folder per class: noisy images of one dominant colour."""
+def make_image_folders(
+    root, per_class: int = 12, size: int = 32, classes=("red", "green", "blue"), seed: int = 0
+):
+    """A learnable image set, one folder per class: noisy images of one dominant colour
+    (another seed draws other images of the same classes: held-out data)."""
     import numpy as np
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     palette = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
     for name in classes:
         folder = root / name

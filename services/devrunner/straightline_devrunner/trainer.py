@@ -15,6 +15,13 @@ so), 2 for a bad job spec, 1 for anything else.
 Training follows the paper: Keras Xception (weights=None) with its own input rescaling,
 Adam at 1e-4 decayed by 0.96 every 300 steps, validation split 0.2, 20 epochs; k-fold
 cross-validation when --k-folds is 2 or more (the model of the best fold is kept).
+
+One addition: before each validation (and so before the model is saved) the batch
+normalization statistics are re-estimated from up to --bn-calibration-batches training
+batches. Keras keeps them as moving averages with momentum 0.99, which take some hundreds of
+steps to forget their initial values; a short run (a test's two epochs of four steps) would
+otherwise be scored and saved with statistics that have nothing to do with its data, and
+answer at chance in inference mode however well it trained. The weights are untouched.
 """
 
 import argparse
@@ -92,6 +99,47 @@ def _xception(size: int, classes: int, args):
     return model
 
 
+def _batch_norm_layers(layer):
+    import tensorflow as tf
+
+    for sublayer in getattr(layer, "layers", []):
+        if isinstance(sublayer, tf.keras.layers.BatchNormalization):
+            yield sublayer
+        yield from _batch_norm_layers(sublayer)
+
+
+def calibrate_batch_norm(model, batches) -> None:
+    """Sets every batch normalization layer's moving mean and variance to the average of its
+    batch statistics over `batches` (forward passes in training mode; no weight changes)."""
+    layers = list(_batch_norm_layers(model))
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for seen, (images, _) in enumerate(batches, start=1):
+            for layer in layers:
+                layer.momentum = (seen - 1) / seen  # a running mean: batch i weighs 1/i
+            model(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+
+
+def _calibration(train_data, batches: int):
+    import tensorflow as tf
+
+    class Calibrate(tf.keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            calibrate_batch_norm(self.model, train_data.take(batches))
+
+    return Calibrate()
+
+
+def _callbacks(args, fold: int, steps: int, train_data) -> list:
+    callbacks = [_reporter(args.epochs, fold, steps)]
+    if args.bn_calibration_batches:
+        callbacks.append(_calibration(train_data, args.bn_calibration_batches))
+    return callbacks
+
+
 def _reporter(epochs: int, fold: int, steps: int):
     import tensorflow as tf
 
@@ -135,6 +183,11 @@ def train(args) -> None:
         )
     if args.epochs <= 0:
         raise InvalidArgument(f"epochs must be positive, not {args.epochs}")
+    if args.bn_calibration_batches < 0:
+        raise InvalidArgument(
+            "--bn-calibration-batches must be 0 (off) or positive, "
+            f"not {args.bn_calibration_batches}"
+        )
     with phase("load_dataset"):
         images = dataset.load(args.dataset, args.seed)
     import tensorflow as tf
@@ -168,7 +221,7 @@ def train(args) -> None:
                 validation_data=val_data,
                 epochs=args.epochs,
                 verbose=0,
-                callbacks=[_reporter(args.epochs, fold, steps)],
+                callbacks=_callbacks(args, fold, steps, train_data),
             )
         val_accuracy = history.history["val_accuracy"][-1]
         if best is None or val_accuracy > best[0]:
@@ -202,6 +255,7 @@ def train(args) -> None:
                         "k_folds",
                         "seed",
                         "input_size",
+                        "bn_calibration_batches",
                     )
                 },
                 "job_id": args.job_id,
@@ -270,6 +324,12 @@ def parser() -> argparse.ArgumentParser:
     train_job.add_argument("--decay-steps", type=int, default=300)
     train_job.add_argument("--decay-rate", type=float, default=0.96)
     train_job.add_argument("--k-folds", type=int, default=0)
+    train_job.add_argument(
+        "--bn-calibration-batches",
+        type=int,
+        default=20,
+        help="training batches that re-estimate batch normalization statistics (0: off)",
+    )
     verify_job = jobs.choices["verify"]
     verify_job.add_argument("--model", required=True)
     verify_job.add_argument("--threshold", type=float, default=0.5)
