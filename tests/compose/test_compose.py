@@ -1,8 +1,8 @@
 """The compose stack (deploy/compose.host.yaml: host networking, everything on 127.0.0.1) from
-up to down: train a tiny model through the devrunner (a job container), verify and package it,
-send requests that reach all three platforms, follow one trace per request through placer,
-adapter and model server (an OTLP receiver of the tests' own stands in for Jaeger), and
-leave nothing behind."""
+up to down: train a tiny model through the devrunner (a job container; one trace per job),
+verify and package it, send requests that reach all three platforms, follow one trace per
+request through placer, adapter and model server (an OTLP receiver of the tests' own stands
+in for Jaeger), and leave nothing behind."""
 
 import os
 import shutil
@@ -23,6 +23,7 @@ from straightline_common.processes import health_status
 from straightline_common.telemetry import metadata_with_context
 from straightline_inference.adapter.containers import free_ports
 from tests.support.models import make_image_folders
+from tests.support.otlp import assert_job_trace
 
 pytestmark = [pytest.mark.docker, pytest.mark.compose]
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,17 +158,20 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
         ),
     )
     assert trained.runner == S.RUNNER_DOCKER and trained.model.name == "colours"
+    assert_job_trace(otlp_receiver, trained.trace_id, ("fit", "save"), epochs=1)
     verified = run_job(
         devrunner,
         S.JobSpec(
             verify=S.VerifySpec(
                 model=trained.model,
                 dataset_path=str(stack.datasets / "colours"),
-                accuracy_threshold=0.0,
+                accuracy_threshold=0.8,
             )
         ),
     )
-    assert verified.passed
+    assert verified.passed, verified.results
+    assert_job_trace(otlp_receiver, verified.trace_id, ("load_model", "evaluate"))
+    assert trained.trace_id != verified.trace_id
     packaged = run_job(devrunner, S.JobSpec(package=S.PackageSpec(model=trained.model)))
     try:
         assert set(packaged.images) == {"docker", "serverless"}

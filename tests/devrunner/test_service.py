@@ -15,6 +15,7 @@ from straightline.v1 import (
 )
 from straightline_common.processes import ServiceProcess
 from tests.support.models import make_image_folders
+from tests.support.otlp import assert_job_trace
 from tests.support.stack import (
     adapter_process,
     placer_process,
@@ -136,23 +137,6 @@ def test_bad_job_specs_are_refused(stub, workdir, spec, metadata, code, message)
     assert message in refused.value.details()
 
 
-def assert_phases_in_the_job_trace(otlp_receiver, trace_id, *phases):
-    """The job's trace: one devrunner.job span, and the trainer's phases as its children
-    (the trainer got the context through TRACEPARENT and reported the phases' times)."""
-    assert len(trace_id) == 32
-    [job_span] = otlp_receiver.wait_for(
-        lambda s: s.trace_id == trace_id and s.name == "devrunner.job"
-    )
-    names = {f"trainer.{phase}" for phase in phases}
-    children = otlp_receiver.wait_for(
-        lambda s: s.trace_id == trace_id and s.name in names, count=len(names)
-    )
-    assert {s.name for s in children} == names
-    assert {s.parent_span_id for s in children} == {job_span.span_id}
-    assert {s.service for s in children} == {"straightline-devrunner"}
-    return job_span
-
-
 @pytest.mark.tensorflow
 def test_train_watch_verify_list_and_replay(stub, workdir, otlp_receiver):
     job = submit(stub, train_spec(workdir))
@@ -168,8 +152,8 @@ def test_train_watch_verify_list_and_replay(stub, workdir, otlp_receiver):
     done = stub.GetJob(S.GetJobRequest(job_id=job.job_id)).job
     assert done.state == S.JOB_STATE_SUCCEEDED and done.model.name == "colours"
     assert "val_accuracy" in done.results and len(done.epochs) == 1
-    job_span = assert_phases_in_the_job_trace(
-        otlp_receiver, done.trace_id, "load_dataset", "build_model", "fit", "save"
+    job_span = assert_job_trace(
+        otlp_receiver, done.trace_id, ("load_dataset", "build_model", "fit", "save"), epochs=1
     )
     assert job_span.attributes["straightline.job_id"] == job.job_id
 
@@ -443,7 +427,7 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels, otlp_r
         done = wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED})
         assert done.state == S.JOB_STATE_SUCCEEDED, done.message
         assert done.model.name == "colours" and len(done.epochs) == 1
-        assert_phases_in_the_job_trace(otlp_receiver, done.trace_id, "fit", "save")
+        assert_job_trace(otlp_receiver, done.trace_id, ("fit", "save"), epochs=1)
 
         timed = submit(stub, train_spec(workdir, epochs=50, timeout=duration(4)))
         ended = wait_state(

@@ -18,6 +18,7 @@ class ReceivedSpan:
     kind: int
     attributes: dict
     status_code: int
+    events: tuple = ()  # (name, attributes) per event
 
 
 def _value(any_value):
@@ -60,6 +61,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             kind=span.kind,
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             status_code=span.status.code,
+                            events=tuple(
+                                (e.name, {a.key: _value(a.value) for a in e.attributes})
+                                for e in span.events
+                            ),
                         )
                     )
         with self._changed:
@@ -74,3 +79,23 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                 lambda: len([s for s in self.spans if predicate(s)]) >= count, timeout
             )
             return [s for s in self.spans if predicate(s)]
+
+
+def assert_job_trace(otlp_receiver, trace_id, phases, epochs=0) -> ReceivedSpan:
+    """A devrunner job's trace: one devrunner.job span with an event per epoch, and the
+    trainer's phases as its children (the trainer got the context through TRACEPARENT and
+    reported the phases' times)."""
+    assert len(trace_id) == 32
+    [job_span] = otlp_receiver.wait_for(
+        lambda s: s.trace_id == trace_id and s.name == "devrunner.job", timeout=30
+    )
+    epoch_events = [attributes for name, attributes in job_span.events if name == "epoch"]
+    assert [e["epoch"] for e in epoch_events] == list(range(1, epochs + 1))
+    names = {f"trainer.{phase}" for phase in phases}
+    children = otlp_receiver.wait_for(
+        lambda s: s.trace_id == trace_id and s.name in names, count=len(names), timeout=30
+    )
+    assert {s.name for s in children} == names
+    assert {s.parent_span_id for s in children} == {job_span.span_id}
+    assert {s.service for s in children} == {"straightline-devrunner"}
+    return job_span
