@@ -7,8 +7,9 @@ open-loop load, with real models on this machine.
 For each model (`small`: a 32 px classifier; `xception`: Keras Xception at 299 px, the
 paper's) it starts the placer and one adapter per platform as local processes, measures the
 machine's capacity for the model, then runs the same scenario (same seed, same request
-sequence) under each policy: `straightline` (Algorithm 1, fallback on) and the policy pinned
-to `flask`, `docker` or `serverless` (fallback off: exactly one platform). It writes per
+sequence) under each policy: `straightline` (Algorithm 1 as the paper writes it, fallback
+on), `capacity-aware` (our variant of it, docs/placer.md), and the policy pinned to `flask`,
+`docker` or `serverless` (fallback off: exactly one platform). It writes per
 request CSV, a JSON summary per model, figures (PNG), and tables.md. `--from-records` redoes
 the summaries, figures and tables from the CSV and JSON a previous run wrote.
 """
@@ -30,12 +31,25 @@ from scripts import localstack
 from straightline.v1 import placer_pb2_grpc, types_pb2
 from straightline_common.modelstore import ModelStore
 
-PINNED = {
-    "straightline": types_pb2.PLATFORM_UNSPECIFIED,
-    "flask": types_pb2.PLATFORM_FLASK,
-    "docker": types_pb2.PLATFORM_DOCKER,
-    "serverless": types_pb2.PLATFORM_SERVERLESS,
+
+def _policy(platform=types_pb2.PLATFORM_UNSPECIFIED, rule=types_pb2.PLACEMENT_RULE_PAPER):
+    return {
+        "pinned_platform": platform,
+        "placement_rule": rule,
+        "fallback_enabled": platform == types_pb2.PLATFORM_UNSPECIFIED,
+    }
+
+
+# The placer's policy fields for each policy the harness compares.
+POLICIES = {
+    "straightline": _policy(),
+    "capacity-aware": _policy(rule=types_pb2.PLACEMENT_RULE_CAPACITY_AWARE),
+    "flask": _policy(types_pb2.PLATFORM_FLASK),
+    "docker": _policy(types_pb2.PLATFORM_DOCKER),
+    "serverless": _policy(types_pb2.PLATFORM_SERVERLESS),
 }
+# Policies that place by a rule rather than pinning one platform.
+PLACING = figures.PLACING_POLICIES
 DEFAULT_IMAGES = report.ROOT.parent / "shared" / "datasets" / "animals4"
 PLATFORM_ARGUMENTS = {
     "flask": ["--threads", "2"],
@@ -68,7 +82,7 @@ def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -
     if not docker_ready():
         del platforms["docker"]
         platforms["serverless"] = [*platforms["serverless"], "--runner", "process"]
-    policies = [p for p in args.policies if p == "straightline" or p in platforms]
+    policies = [p for p in args.policies if p in PLACING or p in platforms]
     with ExitStack() as stack:
         placer = localstack.start_placer(stack, workdir)
         localstack.start_adapters(stack, placer.address, store.root, workdir, platforms)
@@ -91,9 +105,7 @@ def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -
         print(f"{model}: capacity {json.dumps(measured)}")
         runs = {}
         for policy in policies:
-            localstack.set_policy(
-                stub, pinned_platform=PINNED[policy], fallback_enabled=policy == "straightline"
-            )
+            localstack.set_policy(stub, **POLICIES[policy])
             time.sleep(args.settle_s)  # the frequency window forgets the previous run
             print(f"{model} / {policy}: {len(arrivals)} requests")
             target = generator.PlacerTarget(stub, model, args.timeout)
@@ -102,7 +114,7 @@ def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -
             results.write_csv(records, args.out / f"{model}-{policy}.csv")
             runs[policy] = summarise(records, cpu.samples, args.bin_s)
             print(f"  {json.dumps(runs[policy]['summary'])}")
-        localstack.set_policy(stub, pinned_platform=types_pb2.PLATFORM_UNSPECIFIED)
+        localstack.set_policy(stub, **POLICIES["straightline"])
     return {"model": model, "capacity": measured, "runs": runs}
 
 
@@ -136,14 +148,15 @@ def table(outcome: dict) -> str:
             f"{s['response_ms']['p99']} | {s['throughput_rps']} | {share} | "
             f"{s['fell_back']} | {s['cpu_percent_mean']} |"
         )
-    if "straightline" in outcome["runs"]:
-        lines += ["", *platform_table(outcome["runs"]["straightline"]["summary"])]
+    for policy in PLACING:
+        if policy in outcome["runs"]:
+            lines += ["", *platform_table(policy, outcome["runs"][policy]["summary"])]
     return "\n".join(lines)
 
 
-def platform_table(summary: dict) -> list[str]:
+def platform_table(policy: str, summary: dict) -> list[str]:
     lines = [
-        "StraightLine's answered requests by the platform that served them:",
+        f"{policy}: answered requests by the platform that served them:",
         "",
         "| platform | served | median ms | p95 ms | p99 ms | session median ms | session p95 ms |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -160,7 +173,7 @@ def platform_table(summary: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__)
     parser.add_argument("--models", default="small,xception")
-    parser.add_argument("--policies", default=",".join(PINNED))
+    parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--phases", default="", help="default: per model, see --ramp-to")
     parser.add_argument("--images", default=str(DEFAULT_IMAGES))
     parser.add_argument("--timeout", type=float, default=50.0, help="per request, seconds")
@@ -176,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.policies = [p for p in args.policies.split(",") if p]
-    unknown = set(args.policies) - set(PINNED)
+    unknown = set(args.policies) - set(POLICIES)
     if unknown:
-        parser.error(f"unknown policies {sorted(unknown)}; choose from {list(PINNED)}")
+        parser.error(f"unknown policies {sorted(unknown)}; choose from {list(POLICIES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     models = [m for m in args.models.split(",") if m]
     if args.from_records:

@@ -5,6 +5,7 @@ StraightLine's placements over time with each platform's response time."""
 from pathlib import Path
 
 PLATFORM_COLOURS = {"flask": "tab:blue", "docker": "tab:orange", "serverless": "tab:green"}
+PLACING_POLICIES = ("straightline", "capacity-aware")
 
 
 def _pyplot():
@@ -45,41 +46,44 @@ def draw(model: str, runs: dict[str, dict], out: Path) -> list[Path]:
     figure.tight_layout()
     written.append(_save(figure, out / f"{model}-policies.png", plt))
 
-    if "straightline" in runs:
-        rows = runs["straightline"]["over_time"]
-        starts = [r["start_s"] for r in rows]
-        figure, (axis, latency) = plt.subplots(1, 2, figsize=(14, 4.5))
-        bottom = [0.0] * len(rows)
-        for platform, colour in PLATFORM_COLOURS.items():
-            heights = [r["served"].get(platform, 0) for r in rows]
-            axis.bar(
-                starts,
-                heights,
-                width=rows[1]["start_s"] - rows[0]["start_s"] if len(rows) > 1 else 1,
-                bottom=bottom,
-                align="edge",
-                color=colour,
-                label=platform,
-            )
-            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-            p95 = [r["response_ms_by_platform"].get(platform, {}).get("p95") for r in rows]
-            latency.plot(starts, p95, marker=".", color=colour, label=platform)
-        axis.set(
-            title=f"{model}: StraightLine's placements",
-            xlabel="s into the run",
-            ylabel="requests answered per bin",
-        )
-        latency.set(
-            title="response time per platform (p95)",
-            xlabel="s into the run",
-            ylabel="ms",
-            yscale="log",
-        )
-        for panel in (axis, latency):
-            panel.legend()
-        figure.tight_layout()
-        written.append(_save(figure, out / f"{model}-placements.png", plt))
+    for policy in PLACING_POLICIES:
+        if policy in runs:
+            written.append(_placements(model, policy, runs[policy]["over_time"], out, plt))
     return written
+
+
+def _placements(model: str, policy: str, rows: list[dict], out: Path, plt) -> Path:
+    """Where a placing policy put the answered requests per bin, and each platform's p95."""
+    starts = [r["start_s"] for r in rows]
+    figure, (axis, latency) = plt.subplots(1, 2, figsize=(14, 4.5))
+    bottom = [0.0] * len(rows)
+    for platform, colour in PLATFORM_COLOURS.items():
+        heights = [r["served"].get(platform, 0) for r in rows]
+        axis.bar(
+            starts,
+            heights,
+            width=rows[1]["start_s"] - rows[0]["start_s"] if len(rows) > 1 else 1,
+            bottom=bottom,
+            align="edge",
+            color=colour,
+            label=platform,
+        )
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        p95 = [r["response_ms_by_platform"].get(platform, {}).get("p95") for r in rows]
+        latency.plot(starts, p95, marker=".", color=colour, label=platform)
+    axis.set(
+        title=f"{model}: {policy}'s placements",
+        xlabel="s into the run",
+        ylabel="requests answered per bin",
+    )
+    latency.set(
+        title="response time per platform (p95)", xlabel="s into the run", ylabel="ms", yscale="log"
+    )
+    for panel in (axis, latency):
+        panel.legend()
+    figure.tight_layout()
+    suffix = "" if policy == "straightline" else f"-{policy}"
+    return _save(figure, out / f"{model}-placements{suffix}.png", plt)
 
 
 def _save(figure, path: Path, plt) -> Path:

@@ -82,14 +82,14 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
     out = tmp_path / "out"
     code = harness.main(
         [
-            *("--models", "small", "--policies", "straightline,flask"),
+            *("--models", "small", "--policies", "straightline,capacity-aware,flask"),
             *("--phases", "constant:3:4", "--images", str(pictures)),
             *("--settle-s", "0", "--capacity-s", "1", "--out", str(out)),
         ]
     )
     assert code == 0
     outcome = json.loads((out / "small.json").read_text())
-    assert set(outcome["runs"]) == {"straightline", "flask"}
+    assert set(outcome["runs"]) == {"straightline", "capacity-aware", "flask"}
     assert outcome["capacity"]["physical"]["limit_rps"] > 0
     for policy, run in outcome["runs"].items():
         summary = run["summary"]
@@ -102,11 +102,11 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
         assert sum(r["status"] == "OK" for r in rows) == 12 - summary["failures"]
         assert sum(b["rate_rps"] * 10 for b in run["over_time"]) == pytest.approx(12)
     assert set(outcome["runs"]["flask"]["summary"]["served"]) <= {"flask"}
-    for figure in ("small-policies.png", "small-placements.png"):
-        assert (out / figure).stat().st_size > 10_000
+    for figure in ("policies", "placements", "placements-capacity-aware"):
+        assert (out / f"small-{figure}.png").stat().st_size > 10_000
     tables = (out / "tables.md").read_text()
     assert "| straightline | 12 |" in tables and "| flask | 12 |" in tables
-    assert "by the platform that served them" in tables
+    assert "capacity-aware: answered requests by the platform that served them" in tables
     again = ["--models", "small", "--from-records", "--out", str(out)]
     assert harness.main(again) == 0
     rebuilt = json.loads((out / "small.json").read_text())

@@ -103,6 +103,42 @@ def test_nothing_available_goes_to_serverless(stub, adapters):
     )
 
 
+def test_the_capacity_aware_rule_keeps_hot_requests_off_a_full_serverless(stub, adapters):
+    policy = set_policy(
+        stub,
+        placement_rule=types_pb2.PLACEMENT_RULE_CAPACITY_AWARE,
+        frequency_threshold_rps=0.5,
+    )
+    assert policy.placement_rule == types_pb2.PLACEMENT_RULE_CAPACITY_AWARE
+    adapters(FLASK, capacity=1)
+    adapters(DOCKER, capacity=0)
+    serverless = adapters(SERVERLESS, capacity=0)
+    hot = [place(stub) for _ in range(8)][-1]
+    assert hot.inputs.request_frequency_rps > 0.5 and hot.inputs.serverless_free_slots == 0
+    assert (hot.platform, hot.branch) == (FLASK, types_pb2.BRANCH_FLASK_AVAILABLE)
+    assert infer(stub).served_platform == FLASK and serverless.served == 0
+
+
+def test_the_capacity_aware_rule_refuses_at_once_when_no_platform_has_room(stub, adapters):
+    set_policy(stub, placement_rule=types_pb2.PLACEMENT_RULE_CAPACITY_AWARE)
+    instances = [adapters(platform, capacity=0) for platform in (FLASK, DOCKER, SERVERLESS)]
+    refused = place(stub)
+    assert (refused.platform, refused.branch) == (
+        types_pb2.PLATFORM_UNSPECIFIED,
+        types_pb2.BRANCH_NO_CAPACITY,
+    )
+    assert refused.instance_id == ""
+    with pytest.raises(grpc.RpcError) as exhausted:
+        infer(stub)
+    assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "no platform has a free slot for model 'demo'" in exhausted.value.details()
+    assert "retry with backoff" in exhausted.value.details()
+    assert [i.served + i.refused for i in instances] == [0, 0, 0]  # nothing was sent
+    paper = set_policy(stub, placement_rule=types_pb2.PLACEMENT_RULE_UNSPECIFIED)
+    assert paper.placement_rule == types_pb2.PLACEMENT_RULE_PAPER
+    assert place(stub).branch == types_pb2.BRANCH_NOTHING_AVAILABLE
+
+
 def test_silent_instance_leaves_within_the_timeout(stub, adapters):
     flask = adapters(FLASK, capacity=2)
     adapters(DOCKER, capacity=2)

@@ -3,7 +3,7 @@
 import pytest
 
 from straightline.v1 import types_pb2
-from straightline_placer.algorithm import Branch, Platform, place
+from straightline_placer.algorithm import Branch, Platform, Rule, place
 
 F, D = 10.0, 1000
 
@@ -110,10 +110,36 @@ def test_algorithm_1(f_t, r_d, s_f, s_d, platform, branch):
     assert (decision.platform, decision.branch) == (platform, branch)
 
 
-@pytest.mark.parametrize("enum_class", [Platform, Branch])
-def test_enums_match_the_contract(enum_class):
-    proto_enum = getattr(types_pb2, enum_class.__name__)
-    prefix = enum_class.__name__.upper() + "_"
+@pytest.mark.parametrize(
+    ("f_t", "r_d", "s_f", "s_d", "platform", "branch"),
+    [
+        pytest.param(
+            10.1, 999, True, True, Platform.FLASK, Branch.FLASK_AVAILABLE, id="line3-on-to-flask"
+        ),
+        pytest.param(
+            500.0, 1, False, True, Platform.DOCKER, Branch.DOCKER_AVAILABLE, id="line3-to-docker"
+        ),
+        pytest.param(500.0, 1, False, False, None, Branch.NO_CAPACITY, id="line3-refused"),
+        pytest.param(
+            500.0, 1001, False, False, Platform.DOCKER, Branch.LARGE_DATA, id="line7-unchanged"
+        ),
+        pytest.param(1.0, 500, False, False, None, Branch.NO_CAPACITY, id="line18-refused"),
+    ],
+)
+def test_with_serverless_full_line_3_passes_and_line_18_refuses(
+    f_t, r_d, s_f, s_d, platform, branch
+):
+    decision = place(f_t, r_d, F, D, s_f, s_d, serverless_available=False)
+    assert (decision.platform, decision.branch) == (platform, branch)
+
+
+@pytest.mark.parametrize(
+    ("enum_class", "proto_name"),
+    [(Platform, "Platform"), (Branch, "Branch"), (Rule, "PlacementRule")],
+)
+def test_enums_match_the_contract(enum_class, proto_name):
+    proto_enum = getattr(types_pb2, proto_name)
+    prefix = "".join(f"_{c}" if c.isupper() else c for c in proto_name).strip("_").upper() + "_"
     for member in enum_class:
         assert proto_enum.Value(prefix + member.name) == member.value
     assert len(proto_enum.values()) == len(enum_class) + 1  # plus UNSPECIFIED

@@ -3,7 +3,7 @@ import pytest
 from straightline_common.config import ConfigError
 from straightline_common.errors import InvalidArgument
 from straightline_placer import config
-from straightline_placer.algorithm import Platform
+from straightline_placer.algorithm import Platform, Rule
 from straightline_placer.policy import SERVERLESS_PAYLOAD_LIMIT_BYTES, Policy
 
 
@@ -43,6 +43,7 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
         "STRAIGHTLINE_PLACER_DATA_SIZE_THRESHOLD_BYTES": "600",
         "STRAIGHTLINE_PLACER_HEARTBEAT_TIMEOUT_S": "8",
         "STRAIGHTLINE_PLACER_PINNED_PLATFORM": "docker",
+        "STRAIGHTLINE_PLACER_PLACEMENT_RULE": "capacity-aware",
     }
     loaded = config.load(
         ["--config", str(config_file), "--heartbeat-timeout-s", "7"], environ=environ
@@ -52,6 +53,8 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
     assert loaded.policy.data_size_threshold_bytes == 600
     assert loaded.policy.heartbeat_timeout_s == 7.0
     assert loaded.policy.pinned_platform is Platform.DOCKER
+    assert loaded.policy.placement_rule is Rule.CAPACITY_AWARE
+    assert config.load([], environ={}).policy.placement_rule is Rule.PAPER
     assert loaded.policy.frequency_window_s == Policy().frequency_window_s
 
 
@@ -62,6 +65,7 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
         ([], {"STRAIGHTLINE_PLACER_FREQUENCY_THRESHOLD_RPS": "fast"}, "environment variable"),
         (["--data-size-threshold-bytes", "7000000"], {}, "invalid policy: .*6 MB"),
         (["--pinned-platform", "mainframe"], {}, "expected none, flask, docker or serverless"),
+        (["--placement-rule", "clever"], {}, "expected paper or capacity-aware"),
         (["--metrics-listen", "9464"], {}, "metrics_listen is invalid"),
         (["--config", "/nonexistent/placer.toml"], {}, "cannot read config file"),
     ],

@@ -25,18 +25,18 @@ def report(registry, instance_id, platform, *, free=2, total=2, owner=None, mode
 
 
 def choose(platform):
-    return lambda flask_free, docker_free: Choice(platform)
+    return lambda flask_free, docker_free, serverless_free: Choice(platform)
 
 
 def free_slots(registry, model="m"):
     captured = {}
 
-    def capture(flask_free, docker_free):
-        captured.update(flask=flask_free, docker=docker_free)
+    def capture(*free):
+        captured["free"] = free
         return Choice(Platform.FLASK)
 
     registry.decide(model, "", capture, reserve=False)
-    return captured["flask"], captured["docker"]
+    return captured["free"]
 
 
 @pytest.fixture
@@ -53,8 +53,15 @@ def test_free_slots_per_platform_for_the_model(registry):
     report(registry, "f1", Platform.FLASK, free=3, total=4)
     report(registry, "f2", Platform.FLASK, free=1)
     report(registry, "d1", Platform.DOCKER, free=2)
+    report(registry, "s1", Platform.SERVERLESS, free=4, total=4)
     report(registry, "other", Platform.FLASK, free=9, total=9, models=("other",))
-    assert free_slots(registry) == (4, 2)
+    assert free_slots(registry) == (4, 2, 4)
+
+
+def test_a_refusal_chooses_no_instance(registry):
+    report(registry, "f1", Platform.FLASK, free=0)
+    choice, instance, ticket = registry.decide("m", "", choose(None), reserve=True)
+    assert choice.platform is None and instance is None and ticket is None
 
 
 def test_instance_leaves_after_the_timeout(registry, clock):
@@ -63,7 +70,7 @@ def test_instance_leaves_after_the_timeout(registry, clock):
     clock.now += 2.0
     report(registry, "d1", Platform.DOCKER)
     clock.now += 1.5  # f1 silent for 3.5 s > 3 s, d1 for 1.5 s
-    assert free_slots(registry) == (0, 2)
+    assert free_slots(registry) == (0, 2, 0)
     departures = registry.expire()
     assert [d.instance_id for d in departures] == ["f1"]
     assert [i.instance_id for i in registry.live()] == ["d1"]
@@ -82,24 +89,24 @@ def test_reservations_prevent_oversubscription_between_heartbeats(registry):
     _, first, _ = registry.decide("m", "", choose(Platform.FLASK), reserve=True)
     _, second, _ = registry.decide("m", "", choose(Platform.FLASK), reserve=True)
     assert first is second
-    assert free_slots(registry) == (0, 0)
+    assert free_slots(registry) == (0, 0, 0)
 
 
 def test_finished_requests_free_their_slot(registry):
     report(registry, "f1", Platform.FLASK, free=1, total=1)
     _, _, ticket = registry.decide("m", "", choose(Platform.FLASK), reserve=True)
-    assert free_slots(registry) == (0, 0)
+    assert free_slots(registry) == (0, 0, 0)
     registry.finish(ticket)
-    assert free_slots(registry) == (1, 0)
+    assert free_slots(registry) == (1, 0, 0)
 
 
 def test_a_report_replaces_the_count_and_late_finishes_are_credited(registry):
     report(registry, "f1", Platform.FLASK, free=2)
     _, _, ticket = registry.decide("m", "", choose(Platform.FLASK), reserve=True)
     report(registry, "f1", Platform.FLASK, free=1)  # the adapter counts it in flight
-    assert free_slots(registry) == (1, 0)
+    assert free_slots(registry) == (1, 0, 0)
     registry.finish(ticket)  # sent before the report, finished after it
-    assert free_slots(registry) == (2, 0)
+    assert free_slots(registry) == (2, 0, 0)
 
 
 def test_the_instance_with_most_free_capacity_is_chosen(registry):

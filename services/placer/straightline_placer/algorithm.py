@@ -9,6 +9,11 @@ The branches and their boundaries are the paper's, line for line:
     line 18: otherwise            -> serverless
 
 So r_d == D is "moderate" (lines 11-18), and f_t == F is not high frequency.
+
+The paper takes serverless as unlimited, so lines 3 and 18 send there whatever serverless
+has free: that is `serverless_available=True`, the default. Our capacity-aware variant
+(docs/placer.md says why) passes S_L, whether live serverless instances have a free slot:
+without one, line 3 does not match (lines 7-18 decide) and line 18 refuses the request.
 """
 
 import enum
@@ -32,11 +37,19 @@ class Branch(enum.IntEnum):
     DOCKER_AVAILABLE = 4
     NOTHING_AVAILABLE = 5
     PINNED = 6
+    NO_CAPACITY = 7
+
+
+class Rule(enum.IntEnum):
+    """Values equal those of straightline.v1.PlacementRule."""
+
+    PAPER = 1
+    CAPACITY_AWARE = 2
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    platform: Platform
+    platform: Platform | None  # None: refused, no platform has capacity
     branch: Branch
 
 
@@ -45,6 +58,7 @@ LARGE_DATA = Decision(Platform.DOCKER, Branch.LARGE_DATA)
 FLASK_AVAILABLE = Decision(Platform.FLASK, Branch.FLASK_AVAILABLE)
 DOCKER_AVAILABLE = Decision(Platform.DOCKER, Branch.DOCKER_AVAILABLE)
 NOTHING_AVAILABLE = Decision(Platform.SERVERLESS, Branch.NOTHING_AVAILABLE)
+NO_CAPACITY = Decision(None, Branch.NO_CAPACITY)
 
 
 def place(
@@ -54,9 +68,10 @@ def place(
     size_threshold: int,
     flask_available: bool,
     docker_available: bool,
+    serverless_available: bool = True,
 ) -> Decision:
     """Where one request goes. `f_t` in requests/s, `r_d` in bytes, thresholds F and D alike."""
-    if f_t > frequency_threshold and r_d < size_threshold:
+    if serverless_available and f_t > frequency_threshold and r_d < size_threshold:
         return HIGH_FREQUENCY_SMALL_DATA
     if r_d > size_threshold:
         return LARGE_DATA
@@ -64,7 +79,7 @@ def place(
         return FLASK_AVAILABLE
     if docker_available:
         return DOCKER_AVAILABLE
-    return NOTHING_AVAILABLE
+    return NOTHING_AVAILABLE if serverless_available else NO_CAPACITY
 
 
 # The paper's order of preference among platforms (lines 11, 15, 18), which fallback follows.

@@ -15,7 +15,7 @@ from straightline_common.config import (
     resolve,
 )
 from straightline_common.errors import InvalidArgument
-from straightline_placer.algorithm import Platform
+from straightline_placer.algorithm import Platform, Rule
 from straightline_placer.policy import Policy
 
 _DEFAULT_POLICY = Policy()
@@ -28,6 +28,13 @@ def _platform_or_none(text: str) -> Platform | None:
         return Platform[text.strip().upper()]
     except KeyError:
         raise ValueError("expected none, flask, docker or serverless") from None
+
+
+def _rule(text: str) -> Rule:
+    try:
+        return Rule[text.strip().upper().replace("-", "_")]
+    except KeyError:
+        raise ValueError("expected paper or capacity-aware") from None
 
 
 SERVER_SETTINGS = (
@@ -110,6 +117,13 @@ POLICY_SETTINGS = (
         parse_bool,
         _DEFAULT_POLICY.fallback_enabled,
         "fall back to another platform on refusal",
+    ),
+    Setting(
+        "placement_rule",
+        "STRAIGHTLINE_PLACER_PLACEMENT_RULE",
+        _rule,
+        _DEFAULT_POLICY.placement_rule,
+        "paper (Algorithm 1 as written) or capacity-aware (serverless capacity in view)",
     ),
 )
 

@@ -22,7 +22,7 @@ from straightline_common.errors import (
     Unavailable,
 )
 from straightline_placer import algorithm
-from straightline_placer.algorithm import Branch, Decision, Platform
+from straightline_placer.algorithm import Branch, Decision, Platform, Rule
 from straightline_placer.frequency import FrequencyWindow
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import Policy
@@ -60,12 +60,13 @@ class Inputs:
     size_threshold: int
     flask_free_slots: int
     docker_free_slots: int
+    serverless_free_slots: int
 
 
 @dataclass(frozen=True, slots=True)
 class Placement:
     request_id: str
-    platform: Platform
+    platform: Platform | None  # None: refused, no platform has capacity (capacity-aware rule)
     branch: Branch
     inputs: Inputs
     instance_id: str
@@ -159,7 +160,7 @@ class Placer:
         started = time.perf_counter()
         with tracer.start_as_current_span("placer.place") as span:
 
-            def choose(flask_free: int, docker_free: int) -> _Choice:
+            def choose(flask_free: int, docker_free: int, serverless_free: int) -> _Choice:
                 f_t = self.frequency.record(request.model_name)
                 inputs = Inputs(
                     f_t,
@@ -168,6 +169,7 @@ class Placer:
                     policy.data_size_threshold_bytes,
                     flask_free,
                     docker_free,
+                    serverless_free,
                 )
                 return _Choice(_decide_platform(policy, inputs), inputs)
 
@@ -198,6 +200,8 @@ class Placer:
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
         placement, instance, ticket = self._decide(request, reserve=True)
+        if placement.platform is None:
+            raise ResourceExhausted(_no_capacity(request, placement.inputs))
         policy = self._policy
         attempts: list[AttemptRecord] = []
         for platform in self._fallback_order(placement, policy):
@@ -305,13 +309,16 @@ class _Choice:
     inputs: Inputs
 
     @property
-    def platform(self) -> Platform:
+    def platform(self) -> Platform | None:
         return self.decision.platform
 
 
 def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
     if policy.pinned_platform is not None:
         return Decision(policy.pinned_platform, Branch.PINNED)
+    serverless_available = (
+        inputs.serverless_free_slots > 0 if policy.placement_rule == Rule.CAPACITY_AWARE else True
+    )
     return algorithm.place(
         inputs.f_t,
         inputs.r_d,
@@ -319,6 +326,7 @@ def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
         inputs.size_threshold,
         inputs.flask_free_slots > 0,
         inputs.docker_free_slots > 0,
+        serverless_available,
     )
 
 
@@ -346,6 +354,14 @@ def _no_instance(platform: Platform) -> PlatformRefused:
     return PlatformRefused(f"no live {platform.name.lower()} instance serves the model")
 
 
+def _no_capacity(request: Request, inputs: Inputs) -> str:
+    return (
+        f"no platform has a free slot for model {request.model_name!r} now (free: flask "
+        f"{inputs.flask_free_slots}, docker {inputs.docker_free_slots}, serverless "
+        f"{inputs.serverless_free_slots}); the request was not sent anywhere: retry with backoff"
+    )
+
+
 def _nothing_took(request: Request, attempts: list[AttemptRecord]) -> str:
     tried = "; ".join(
         f"{a.platform.name.lower()} {a.instance_id or '(none)'}: {a.error}" for a in attempts
@@ -370,7 +386,8 @@ def _placement_attributes(request: Request, placement: Placement) -> dict:
         "straightline.S_D": inputs.docker_free_slots > 0,
         "straightline.flask_free_slots": inputs.flask_free_slots,
         "straightline.docker_free_slots": inputs.docker_free_slots,
-        "straightline.platform": placement.platform.name.lower(),
+        "straightline.serverless_free_slots": inputs.serverless_free_slots,
+        "straightline.platform": placement.platform.name.lower() if placement.platform else "none",
         "straightline.branch": placement.branch.name.lower(),
         "straightline.instance_id": placement.instance_id,
     }

@@ -37,12 +37,14 @@ class PlacerMetrics:
         )
         # Labelled children looked up once: the per-request path only increments.
         self._placement_counters = {
-            (platform, branch): self.placements.labels(platform.name.lower(), branch.name.lower())
-            for platform in Platform
+            (platform, branch): self.placements.labels(
+                platform.name.lower() if platform else "none", branch.name.lower()
+            )
+            for platform in (*Platform, None)
             for branch in Branch
         }
 
-    def observe_placement(self, platform: Platform, branch: Branch, started: float) -> None:
+    def observe_placement(self, platform: Platform | None, branch: Branch, started: float) -> None:
         self._placement_counters[platform, branch].inc()
         self.decision_seconds.observe(time.perf_counter() - started)
 

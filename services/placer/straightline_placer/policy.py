@@ -1,11 +1,12 @@
-"""The placer's policy (F, D, window, heartbeat timeout, pinning, fallback) and its validation."""
+"""The placer's policy (F, D, window, heartbeat timeout, pinning, fallback, placement rule)
+and its validation."""
 
 import dataclasses
 import math
 from dataclasses import dataclass
 
 from straightline_common.errors import InvalidArgument
-from straightline_placer.algorithm import Platform
+from straightline_placer.algorithm import Platform, Rule
 
 # AWS Lambda's limit on a synchronous invocation's payload: D must stay under it, since
 # requests under D may be sent to serverless (Algorithm 1, line 3).
@@ -26,6 +27,7 @@ class Policy:
     # None: Algorithm 1. A platform: every request goes there, without fallback (baselines).
     pinned_platform: Platform | None = None
     fallback_enabled: bool = True
+    placement_rule: Rule = Rule.PAPER
 
     def validated(self) -> "Policy":
         """Returns self, or raises InvalidArgument naming the first invalid field."""

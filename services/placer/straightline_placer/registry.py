@@ -150,10 +150,12 @@ class InstanceRegistry:
 
     # Placement -------------------------------------------------------------------------------
 
-    def decide(self, name: str, version: str, choose: Callable[[int, int], C], *, reserve: bool):
-        """Atomically: measures the free Flask and Docker slots (S_F, S_D) for the model, lets
-        `choose` pick a platform from them, and picks (and, if `reserve`, reserves) the
-        instance of that platform with most free capacity.
+    def decide(
+        self, name: str, version: str, choose: Callable[[int, int, int], C], *, reserve: bool
+    ):
+        """Atomically: measures the free Flask, Docker and serverless slots (S_F, S_D, S_L)
+        for the model, lets `choose` pick a platform from them (or none), and picks (and, if
+        `reserve`, reserves) the instance of that platform with most free capacity.
 
         Returns (choose's result, instance or None, ticket or None); raises NotFound when no
         live instance serves the model."""
@@ -162,8 +164,8 @@ class InstanceRegistry:
             free, best = self._survey(name, version, now)
             if not any(best):
                 raise NotFound(_unserved(name, version))
-            choice = choose(free[Platform.FLASK], free[Platform.DOCKER])
-            instance = best[choice.platform]
+            choice = choose(free[Platform.FLASK], free[Platform.DOCKER], free[Platform.SERVERLESS])
+            instance = None if choice.platform is None else best[choice.platform]
             ticket = self._reserve(instance) if reserve and instance is not None else None
             return choice, instance, ticket
 

@@ -9,7 +9,7 @@ from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.errors import InvalidArgument
 from straightline_common.grpcserver import status_of
 from straightline_common.timeconv import duration, seconds
-from straightline_placer.algorithm import Platform
+from straightline_placer.algorithm import Platform, Rule
 from straightline_placer.core import Placement, Placer, Request
 from straightline_placer.policy import Policy
 
@@ -171,6 +171,7 @@ _POLICY_FIELDS = {
         lambda p: Platform(p.pinned_platform) if p.pinned_platform else None,
     ),
     "fallback_enabled": ("fallback_enabled", lambda p: p.fallback_enabled),
+    "placement_rule": ("placement_rule", lambda p: Rule(p.placement_rule or Rule.PAPER)),
 }
 
 
@@ -184,6 +185,8 @@ def _policy_changes(message: placer_pb2.Policy, paths) -> dict:
         )
     if message.pinned_platform not in (0, *Platform._value2member_map_):
         raise InvalidArgument("pinned_platform must be UNSPECIFIED, FLASK, DOCKER or SERVERLESS")
+    if message.placement_rule not in (0, *Rule._value2member_map_):
+        raise InvalidArgument("placement_rule must be UNSPECIFIED, PAPER or CAPACITY_AWARE")
     return {_POLICY_FIELDS[path][0]: _POLICY_FIELDS[path][1](message) for path in paths}
 
 
@@ -195,6 +198,7 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
         heartbeat_timeout=duration(policy.heartbeat_timeout_s),
         pinned_platform=policy.pinned_platform or 0,
         fallback_enabled=policy.fallback_enabled,
+        placement_rule=policy.placement_rule,
     )
 
 
@@ -202,7 +206,7 @@ def _placement_message(placement: Placement) -> types_pb2.Placement:
     inputs = placement.inputs
     return types_pb2.Placement(
         request_id=placement.request_id,
-        platform=placement.platform,
+        platform=placement.platform or 0,
         instance_id=placement.instance_id,
         instance_address=placement.instance_address,
         branch=placement.branch,
@@ -215,6 +219,7 @@ def _placement_message(placement: Placement) -> types_pb2.Placement:
             docker_available=inputs.docker_free_slots > 0,
             flask_free_slots=inputs.flask_free_slots,
             docker_free_slots=inputs.docker_free_slots,
+            serverless_free_slots=inputs.serverless_free_slots,
         ),
         decision_time=duration(placement.decision_seconds),
     )
