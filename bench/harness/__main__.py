@@ -174,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__)
     parser.add_argument("--models", default="small,xception")
     parser.add_argument("--policies", default=",".join(POLICIES))
-    parser.add_argument("--phases", default="", help="default: per model, see --ramp-to")
+    parser.add_argument(
+        "--phases",
+        default="",
+        help="default: per model, " + ", ".join(f"{m} {p}" for m, p in DEFAULT_PHASES.items()),
+    )
     parser.add_argument("--images", default=str(DEFAULT_IMAGES))
     parser.add_argument("--timeout", type=float, default=50.0, help="per request, seconds")
     parser.add_argument("--seed", type=int, default=1)
