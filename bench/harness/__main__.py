@@ -6,8 +6,9 @@ open-loop load, with real models on this machine.
 
 For each model (`small`: a 32 px classifier; `xception`: Keras Xception at 299 px, the
 paper's) it starts the placer and one adapter per platform as local processes, measures the
-machine's capacity for the model, then runs the same scenario (same seed, same request
-sequence) under each policy: `straightline` (Algorithm 1 as the paper writes it, fallback
+machine's capacity for the model, then runs the same scenario (by default a ramp over 180 s
+to --ramp-to times the rate the stack sustained; same seed, same request sequence) under
+each policy: `straightline` (Algorithm 1 as the paper writes it, fallback
 on), `capacity-aware` (our variant of it, docs/placer.md), and the policy pinned to `flask`,
 `docker` or `serverless` (fallback off: exactly one platform). It writes per
 request CSV, a JSON summary per model, figures (PNG), and tables.md. `--from-records` redoes
@@ -75,7 +76,7 @@ def docker_ready() -> bool:
     return containers.engine_reachable()
 
 
-def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -> dict:
+def run_model(args, model: str, workdir: Path, pool: list) -> dict:
     store = ModelStore(workdir / "models")
     make_model(store, model)
     platforms = dict(PLATFORM_ARGUMENTS)
@@ -89,7 +90,7 @@ def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -
         channel = stack.enter_context(grpc.insecure_channel(placer.address))
         stub = placer_pb2_grpc.PlacerServiceStub(channel)
         reports = localstack.serving_reports(stub, model, len(platforms), timeout=120)
-        _, first, content_type = payloads[0]
+        _, first, content_type = pool[0]
         localstack.warm_up(stub, model, reports, (first, content_type))
         measured = {
             "physical": capacity.physical_limit(store, model, first, content_type),
@@ -103,6 +104,11 @@ def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -
             ),
         }
         print(f"{model}: capacity {json.dumps(measured)}")
+        phases = args.phases or schedule.scaled_ramp(
+            measured["through_placer"]["rps"], args.ramp_to
+        )
+        arrivals = schedule.arrivals(schedule.parse(phases))
+        payloads = images.sequence(pool, len(arrivals), args.seed)
         runs = {}
         for policy in policies:
             localstack.set_policy(stub, **POLICIES[policy])
@@ -115,7 +121,7 @@ def run_model(args, model: str, workdir: Path, payloads: list, arrivals: list) -
             runs[policy] = summarise(records, cpu.samples, args.bin_s)
             print(f"  {json.dumps(runs[policy]['summary'])}")
         localstack.set_policy(stub, **POLICIES["straightline"])
-    return {"model": model, "capacity": measured, "runs": runs}
+    return {"model": model, "capacity": measured, "phases": phases, "runs": runs}
 
 
 def summarise(records: list, cpu_samples: list, bin_s: float) -> dict:
@@ -174,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__)
     parser.add_argument("--models", default="small,xception")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--phases", default="", help="default: a ramp scaled by --ramp-to")
     parser.add_argument(
-        "--phases",
-        default="",
-        help="default: per model, " + ", ".join(f"{m} {p}" for m, p in DEFAULT_PHASES.items()),
+        "--ramp-to",
+        type=float,
+        default=3.0,
+        help="without --phases: ramp over 180 s to this multiple of the rate the stack "
+        "sustains through the placer (measured first)",
     )
     parser.add_argument("--images", default=str(DEFAULT_IMAGES))
     parser.add_argument("--timeout", type=float, default=50.0, help="per request, seconds")
@@ -200,14 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m]
     if args.from_records:
         return report_from_records(args.out, models, args.bin_s)
+    if args.ramp_to <= 0:
+        parser.error("--ramp-to must be positive")
+    if args.phases:
+        schedule.parse(args.phases)  # refused before any model is built
     pool = images.load(args.images, seed=args.seed)
     for model in models:
-        phases = schedule.parse(args.phases or DEFAULT_PHASES[model])
-        arrivals = schedule.arrivals(phases)
-        payloads = images.sequence(pool, len(arrivals), args.seed)
         with tempfile.TemporaryDirectory(prefix=f"straightline-eval-{model}-") as workdir:
-            outcome = run_model(args, model, Path(workdir), payloads, arrivals)
-        outcome["phases"] = args.phases or DEFAULT_PHASES[model]
+            outcome = run_model(args, model, Path(workdir), pool)
         outcome["machine"] = report.machine()
         (args.out / f"{model}.json").write_text(json.dumps(outcome, indent=1) + "\n")
         figures.draw(model, outcome["runs"], args.out)
@@ -233,9 +242,6 @@ def write_tables(out: Path, models: list[str]) -> int:
     print((out / "tables.md").read_text())
     return 0
 
-
-# Ramps over 180 s to several times what the machine serves (see docs/evaluation.md).
-DEFAULT_PHASES = {"small": "ramp:180:5-300", "xception": "ramp:180:1-45"}
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -55,3 +55,12 @@ def arrivals(phases: list[Phase]) -> list[tuple[float, int]]:
         times += [(start + phase.offset(n), index) for n in range(phase.count())]
         start += phase.seconds
     return times
+
+
+def scaled_ramp(sustained_rps: float, ramp_to: float, seconds: float = 180.0) -> str:
+    """The paper's scenario shape scaled to a machine: a linear ramp over `seconds` up to
+    `ramp_to` times the rate the stack sustains, from a fiftieth of that top rate."""
+    if sustained_rps <= 0 or ramp_to <= 0:
+        raise ValueError("the sustained rate and the ramp multiple must be positive")
+    top = round(ramp_to * sustained_rps, 1)
+    return f"ramp:{seconds:g}:{max(1.0, round(top / 50, 1)):g}-{max(top, 2.0):g}"

@@ -40,6 +40,14 @@ def test_bad_phases_are_refused(text, message):
         schedule.parse(text)
 
 
+def test_the_default_scenario_ramps_to_a_multiple_of_the_measured_rate():
+    assert schedule.scaled_ramp(311.4, 3.0) == "ramp:180:18.7-934.2"
+    assert schedule.scaled_ramp(7.1, 3.0) == "ramp:180:1-21.3"
+    assert schedule.scaled_ramp(0.2, 3.0) == "ramp:180:1-2"  # never below the start rate
+    with pytest.raises(ValueError, match="must be positive"):
+        schedule.scaled_ramp(0.0, 3.0)
+
+
 def test_summary_counts_add_up_and_failures_leave_the_percentiles():
     records = [
         Record(0, 0, "a", 10, 0.0, 0.0, 0.1, "OK", "flask", "FLASK_AVAILABLE"),
