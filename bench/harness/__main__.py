@@ -137,7 +137,8 @@ def table(outcome: dict) -> str:
     lines = [
         f"### {outcome['model']}",
         "",
-        f"Scenario `{outcome['phases']}`; capacity: {json.dumps(outcome['capacity'])}",
+        f"Scenario `{outcome['phases']}`; TensorFlow threads per op: "
+        f"{outcome.get('tf_threads', 'default')}; capacity: {json.dumps(outcome['capacity'])}",
         "",
         "| policy | requests | failure rate | fails from (rps offered) | median ms | p95 ms "
         "| p99 ms | throughput rps | flask / docker / serverless | fell back | CPU % |",
@@ -188,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         help="without --phases: ramp over 180 s to this multiple of the rate the stack "
         "sustains through the placer (measured first)",
     )
+    parser.add_argument(
+        "--tf-threads",
+        type=int,
+        default=0,
+        help="threads per TensorFlow op in every model process, this one's included "
+        "(TF_NUM_INTRAOP_THREADS; 0: TensorFlow's default, one per core)",
+    )
     parser.add_argument("--images", default=str(DEFAULT_IMAGES))
     parser.add_argument("--timeout", type=float, default=50.0, help="per request, seconds")
     parser.add_argument("--seed", type=int, default=1)
@@ -211,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         return report_from_records(args.out, models, args.bin_s)
     if args.ramp_to <= 0:
         parser.error("--ramp-to must be positive")
+    if args.tf_threads < 0:
+        parser.error("--tf-threads must be 0 (TensorFlow's default) or more")
+    if args.tf_threads:
+        # Before any TensorFlow import; the adapters, their model servers and their
+        # containers inherit it.
+        os.environ.update(TF_NUM_INTRAOP_THREADS=str(args.tf_threads), TF_NUM_INTEROP_THREADS="1")
     if args.phases:
         schedule.parse(args.phases)  # refused before any model is built
     pool = images.load(args.images, seed=args.seed)
@@ -218,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix=f"straightline-eval-{model}-") as workdir:
             outcome = run_model(args, model, Path(workdir), pool)
         outcome["machine"] = report.machine()
+        outcome["tf_threads"] = args.tf_threads or "default"
         (args.out / f"{model}.json").write_text(json.dumps(outcome, indent=1) + "\n")
         figures.draw(model, outcome["runs"], args.out)
     return write_tables(args.out, models)

@@ -3,6 +3,7 @@ the small model (real placer and adapters), whose outputs must add up."""
 
 import csv
 import json
+import os
 
 import pytest
 
@@ -85,7 +86,9 @@ def test_records_read_back_from_csv_as_written(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.tensorflow
-def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
+def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch):
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.setenv(name, "0")  # TensorFlow's default; restored after the test
     pictures = make_image_folders(tmp_path / "images", per_class=4)
     out = tmp_path / "out"
     code = harness.main(
@@ -93,9 +96,14 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
             *("--models", "small", "--policies", "straightline,capacity-aware,flask"),
             *("--phases", "constant:3:4", "--images", str(pictures)),
             *("--settle-s", "0", "--capacity-s", "1", "--out", str(out)),
+            *("--tf-threads", "1"),
         ]
     )
     assert code == 0
+    assert (os.environ["TF_NUM_INTRAOP_THREADS"], os.environ["TF_NUM_INTEROP_THREADS"]) == (
+        "1",
+        "1",
+    )
     outcome = json.loads((out / "small.json").read_text())
     assert set(outcome["runs"]) == {"straightline", "capacity-aware", "flask"}
     assert outcome["capacity"]["physical"]["limit_rps"] > 0
@@ -113,6 +121,7 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path):
     for figure in ("policies", "placements", "placements-capacity-aware"):
         assert (out / f"small-{figure}.png").stat().st_size > 10_000
     tables = (out / "tables.md").read_text()
+    assert outcome["tf_threads"] == 1 and "TensorFlow threads per op: 1;" in tables
     assert "| straightline | 12 |" in tables and "| flask | 12 |" in tables
     assert "capacity-aware: answered requests by the platform that served them" in tables
     again = ["--models", "small", "--from-records", "--out", str(out)]

@@ -38,6 +38,7 @@ def test_cold_start_warm_reuse_idle_removal_and_clean_stop(start_adapter, channe
         "1",
         "--idle-timeout-s",
         "3",
+        env={"TF_NUM_INTRAOP_THREADS": "1", "UNRELATED_SETTING": "x"},
     )
     stub = inference_pb2_grpc.InferenceServiceStub(channels(adapter.address))
     report = stub.GetStatus(inference_pb2.GetStatusRequest()).report
@@ -50,6 +51,10 @@ def test_cold_start_warm_reuse_idle_removal_and_clean_stop(start_adapter, channe
     [container] = owned_containers(engine, "docker-test-1")
     assert container.labels["straightline.role"] == "model-server"
     assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+    environment = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    assert environment["TF_NUM_INTRAOP_THREADS"] == "1"  # inherited from the adapter
+    assert environment["OTEL_SERVICE_NAME"] == "straightline-modelserver"
+    assert "UNRELATED_SETTING" not in environment
 
     warm = stub.Predict(predict_request(), timeout=30)
     assert not warm.timings.cold_start_paid

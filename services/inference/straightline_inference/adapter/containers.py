@@ -13,7 +13,8 @@ from straightline_common.errors import FailedPrecondition
 
 LABEL_ROLE = "straightline.role"
 LABEL_OWNER = "straightline.owner"
-# Trace settings the containers inherit from the adapter, so their spans join its traces.
+# What the containers inherit from the adapter: trace settings, so their spans join its
+# traces, and TensorFlow's thread pools, so a small machine can give each model fewer threads.
 _INHERITED_ENVIRONMENT = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -22,6 +23,9 @@ _INHERITED_ENVIRONMENT = (
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_SDK_DISABLED",
     "STRAIGHTLINE_LOG_LEVEL",
+    "OMP_NUM_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
 )
 
 
