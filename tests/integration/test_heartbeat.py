@@ -1,6 +1,6 @@
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from tests.integration.conftest import FLASK
-from tests.integration.test_placer import wait_until
+from tests.support.waiting import wait_until
 
 
 def test_adapter_reconnects_when_the_placer_restarts(start_placer, adapters, placer, channels):

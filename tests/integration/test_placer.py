@@ -15,6 +15,7 @@ from straightline.v1 import placer_pb2, types_pb2
 from straightline_common.processes import health_status
 from straightline_common.timeconv import duration
 from tests.integration.conftest import DOCKER, FLASK, SERVERLESS
+from tests.support.waiting import wait_until
 
 MODEL = types_pb2.ModelRef(name="demo")
 SMALL, LARGE = 10_000, 1_000_000  # the default D is 256 KiB
@@ -27,15 +28,6 @@ def place(stub, size=SMALL, model=MODEL):
 def infer(stub, size=SMALL, timeout=10):
     request = placer_pb2.InferRequest(model=MODEL, payload=b"x" * size, content_type="image/jpeg")
     return stub.Infer(request, timeout=timeout)
-
-
-def wait_until(predicate, timeout=5.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def test_health_and_reflection(placer, channels):

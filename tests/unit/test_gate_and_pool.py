@@ -8,6 +8,7 @@ import pytest
 from straightline_common.errors import DeadlineExceeded, ResourceExhausted
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.pool import EnvironmentPool
+from tests.support.waiting import wait_until
 
 
 def hold(gate_or_pool, seconds, *, lease=False, timeout=5.0):
@@ -20,10 +21,10 @@ def hold(gate_or_pool, seconds, *, lease=False, timeout=5.0):
 def test_gate_runs_capacity_at_once_queues_then_refuses():
     gate = SlotGate(capacity=2, queue_limit=1)
     with futures.ThreadPoolExecutor(4) as pool:
-        running = [pool.submit(hold, gate, 0.3) for _ in range(2)]
-        time.sleep(0.05)
+        running = [pool.submit(hold, gate, 1.0) for _ in range(2)]
+        assert wait_until(lambda: gate.in_flight == 2, timeout=0.8)
         queued = pool.submit(hold, gate, 0.0)
-        time.sleep(0.05)
+        assert wait_until(lambda: gate.waiting == 1, timeout=0.8)
         assert (gate.in_flight, gate.waiting, gate.free) == (2, 1, 0)
         with pytest.raises(ResourceExhausted, match="queue \\(1\\) is full"):
             hold(gate, 0)
@@ -35,8 +36,8 @@ def test_gate_runs_capacity_at_once_queues_then_refuses():
 def test_gate_wait_is_bounded_by_the_timeout():
     gate = SlotGate(capacity=1, queue_limit=5)
     with futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(hold, gate, 0.5)
-        time.sleep(0.05)
+        pool.submit(hold, gate, 1.0)
+        assert wait_until(lambda: gate.in_flight == 1, timeout=0.8)
         with pytest.raises(DeadlineExceeded):
             hold(gate, 0, timeout=0.1)
     assert gate.waiting == 0
@@ -86,8 +87,8 @@ def test_scales_to_the_limit_then_throttles_without_a_queue():
     pool = make_pool(environments, max_environments=2, queue_limit=0)
     try:
         with futures.ThreadPoolExecutor(2) as workers:
-            busy = [workers.submit(hold, pool, 0.5, lease=True) for _ in range(2)]
-            time.sleep(0.3)
+            busy = [workers.submit(hold, pool, 1.5, lease=True) for _ in range(2)]
+            assert wait_until(lambda: pool.capacity().in_flight == 2, timeout=1.2)
             with pytest.raises(ResourceExhausted, match="at its limit \\(2 environments"):
                 hold(pool, 0, lease=True)
             assert {b.result().environment for b in busy} == {"env-1", "env-2"}
@@ -102,9 +103,10 @@ def test_slots_per_environment_and_queue():
     pool = make_pool(environments, max_environments=1, slots_per_environment=2, queue_limit=2)
     try:
         with futures.ThreadPoolExecutor(4) as workers:
-            leases = [workers.submit(hold, pool, 0.3, lease=True) for _ in range(4)]
-            time.sleep(0.1)
-            assert pool.capacity().in_flight == 2 and pool.capacity().queue_depth == 2
+            leases = [workers.submit(hold, pool, 1.0, lease=True) for _ in range(4)]
+            # Two hold the slots and two wait, whatever the time the threads take to start.
+            assert wait_until(lambda: pool.capacity().queue_depth == 2, timeout=0.8)
+            assert pool.capacity().in_flight == 2
             results = [lease.result() for lease in leases]
         assert {r.environment for r in results} == {"env-1"}
         assert sorted(r.queued_seconds > 0.1 for r in results) == [False, False, True, True]
