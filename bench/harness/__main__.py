@@ -49,8 +49,6 @@ POLICIES = {
     "docker": _policy(types_pb2.PLATFORM_DOCKER),
     "serverless": _policy(types_pb2.PLATFORM_SERVERLESS),
 }
-# Policies that place by a rule rather than pinning one platform.
-PLACING = figures.PLACING_POLICIES
 DEFAULT_IMAGES = report.ROOT.parent / "shared" / "datasets" / "animals4"
 PLATFORM_ARGUMENTS = {
     "flask": ["--threads", "2"],
@@ -83,7 +81,7 @@ def run_model(args, model: str, workdir: Path, pool: list) -> dict:
     if not docker_ready():
         del platforms["docker"]
         platforms["serverless"] = [*platforms["serverless"], "--runner", "process"]
-    policies = [p for p in args.policies if p in PLACING or p in platforms]
+    policies = [p for p in args.policies if p in figures.PLACING_POLICIES or p in platforms]
     with ExitStack() as stack:
         placer = localstack.start_placer(stack, workdir)
         localstack.start_adapters(stack, placer.address, store.root, workdir, platforms)
@@ -155,7 +153,7 @@ def table(outcome: dict) -> str:
             f"{s['response_ms']['p99']} | {s['throughput_rps']} | {share} | "
             f"{s['fell_back']} | {s['cpu_percent_mean']} |"
         )
-    for policy in PLACING:
+    for policy in figures.PLACING_POLICIES:
         if policy in outcome["runs"]:
             lines += ["", *platform_table(policy, outcome["runs"][policy]["summary"])]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ StraightLine's placements over time with each platform's response time."""
 from pathlib import Path
 
 PLATFORM_COLOURS = {"flask": "tab:blue", "docker": "tab:orange", "serverless": "tab:green"}
+# Policies that place by a rule rather than pinning one platform.
 PLACING_POLICIES = ("straightline", "capacity-aware")
 
 

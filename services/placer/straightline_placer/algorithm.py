@@ -61,6 +61,11 @@ NOTHING_AVAILABLE = Decision(Platform.SERVERLESS, Branch.NOTHING_AVAILABLE)
 NO_CAPACITY = Decision(None, Branch.NO_CAPACITY)
 
 
+def platform_label(platform: Platform | None) -> str:
+    """The platform's name in metrics and spans; "none" for a refused request."""
+    return platform.name.lower() if platform else "none"
+
+
 def place(
     f_t: float,
     r_d: int,

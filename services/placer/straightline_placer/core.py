@@ -316,8 +316,9 @@ class _Choice:
 def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
     if policy.pinned_platform is not None:
         return Decision(policy.pinned_platform, Branch.PINNED)
+    # The paper's rule takes serverless as unlimited.
     serverless_available = (
-        inputs.serverless_free_slots > 0 if policy.placement_rule == Rule.CAPACITY_AWARE else True
+        policy.placement_rule != Rule.CAPACITY_AWARE or inputs.serverless_free_slots > 0
     )
     return algorithm.place(
         inputs.f_t,
@@ -387,7 +388,7 @@ def _placement_attributes(request: Request, placement: Placement) -> dict:
         "straightline.flask_free_slots": inputs.flask_free_slots,
         "straightline.docker_free_slots": inputs.docker_free_slots,
         "straightline.serverless_free_slots": inputs.serverless_free_slots,
-        "straightline.platform": placement.platform.name.lower() if placement.platform else "none",
+        "straightline.platform": algorithm.platform_label(placement.platform),
         "straightline.branch": placement.branch.name.lower(),
         "straightline.instance_id": placement.instance_id,
     }

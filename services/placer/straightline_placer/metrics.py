@@ -5,7 +5,7 @@ from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from straightline_placer.algorithm import Branch, Platform
+from straightline_placer.algorithm import Branch, Platform, platform_label
 
 
 class PlacerMetrics:
@@ -38,7 +38,7 @@ class PlacerMetrics:
         # Labelled children looked up once: the per-request path only increments.
         self._placement_counters = {
             (platform, branch): self.placements.labels(
-                platform.name.lower() if platform else "none", branch.name.lower()
+                platform_label(platform), branch.name.lower()
             )
             for platform in (*Platform, None)
             for branch in Branch
