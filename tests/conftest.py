@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.support.otlp import OtlpReceiver
+from tests.support.s3 import S3Endpoint
 
 _SPANS = InMemorySpanExporter()
 _provider = TracerProvider()
@@ -32,6 +33,14 @@ def otlp_receiver():
     receiver = OtlpReceiver().start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3 endpoint on loopback with an empty bucket "models"; tests use their own prefix."""
+    endpoint = S3Endpoint().start()
+    yield endpoint
+    endpoint.stop()
 
 
 @pytest.fixture

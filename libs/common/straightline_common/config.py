@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 
 class ConfigError(Exception):
@@ -107,6 +108,14 @@ def parse_non_negative_int(text: str) -> int:
     if value < 0:
         raise ValueError("must be zero or more")
     return value
+
+
+def parse_s3_url(text: str) -> str:
+    """s3://BUCKET[/PREFIX], or empty for none."""
+    parsed = urlparse(text)
+    if text and (parsed.scheme != "s3" or not parsed.netloc or parsed.query or parsed.fragment):
+        raise ValueError("expected an S3 location, s3://BUCKET[/PREFIX]")
+    return text
 
 
 def parse_bool(text: str) -> bool:

@@ -6,6 +6,9 @@
 metadata.json holds at least `class_names` and `input_size` ([height, width]); the devrunner
 adds metrics, parameters, the dataset fingerprint and the job. Versions are positive integers
 as strings; "latest" is the highest.
+
+With a remote (an S3 location, `open_store(root, s3_url)`), the store holds the versions of
+both: listing shows them all, and resolving a version only the remote has fetches it first.
 """
 
 import hashlib
@@ -15,7 +18,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from straightline_common.errors import InvalidArgument, NotFound
+from straightline_common.config import Setting, parse_s3_url
+from straightline_common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MODEL_FILE = "model.h5"
 METADATA_FILE = "metadata.json"
@@ -52,25 +56,43 @@ def check_name(name: str) -> str:
     return name
 
 
+def s3_url_setting(purpose: str) -> Setting:
+    """The setting of a service's S3 location of model versions."""
+    return Setting(
+        "model_s3_url",
+        "STRAIGHTLINE_MODEL_S3_URL",
+        parse_s3_url,
+        "",
+        f"{purpose} (s3://BUCKET[/PREFIX]; credentials, region, endpoint: AWS's usual settings)",
+    )
+
+
+def open_store(root: str | Path, s3_url: str = "") -> "ModelStore":
+    """The store at `root`, with the S3 location `s3_url` as its remote when given."""
+    if not s3_url:
+        return ModelStore(root)
+    from straightline_common.s3models import S3Models  # boto3 only where S3 is used
+
+    return ModelStore(root, remote=S3Models(s3_url))
+
+
 class ModelStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, remote=None):
         self.root = Path(root)
+        self.remote = remote
 
     def versions(self, name: str) -> list[str]:
-        directory = self.root / name
-        if not directory.is_dir():
-            return []
-        found = [
-            entry.name
-            for entry in directory.iterdir()
-            if entry.name.isdigit() and (entry / METADATA_FILE).is_file()
-        ]
+        found = set(self._local_versions(name))
+        if self.remote is not None:
+            found.update(self.remote.versions(name))
         return sorted(found, key=int)
 
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(entry.name for entry in self.root.iterdir() if self.versions(entry.name))
+        found = set(self.root.iterdir()) if self.root.is_dir() else set()
+        names = {entry.name for entry in found if self._local_versions(entry.name)}
+        if self.remote is not None:
+            names.update(self.remote.names())
+        return sorted(names)
 
     def resolve(self, name: str, version: str = "") -> ModelVersion:
         """The version asked for, or the latest when `version` is empty."""
@@ -83,6 +105,8 @@ class ModelStore:
                 f"model {name!r} has no version {chosen!r}; it has {', '.join(versions)}"
             )
         directory = self.root / name / chosen
+        if chosen not in self._local_versions(name):
+            self.remote.fetch(name, chosen, self.root)
         metadata = json.loads((directory / METADATA_FILE).read_text())
         return ModelVersion(name, chosen, directory, metadata)
 
@@ -109,6 +133,22 @@ class ModelStore:
         }
         (directory / METADATA_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return ModelVersion(name, version, directory, record)
+
+    def publish(self, version: ModelVersion) -> str:
+        """Copies a stored version to the remote; returns where it is there."""
+        if self.remote is None:
+            raise FailedPrecondition("this model store has no remote to publish to")
+        return self.remote.publish(version.directory, version.name, version.version)
+
+    def _local_versions(self, name: str) -> list[str]:
+        directory = self.root / name
+        if not directory.is_dir():
+            return []
+        return [
+            entry.name
+            for entry in directory.iterdir()
+            if entry.name.isdigit() and (entry / METADATA_FILE).is_file()
+        ]
 
 
 def file_sha256(path: Path) -> str:

@@ -6,10 +6,16 @@ import os
 import sys
 
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
-from straightline_common.config import ConfigError, Setting, add_settings, parse_address, resolve
+from straightline_common.config import (
+    ConfigError,
+    Setting,
+    add_settings,
+    parse_address,
+    resolve,
+)
 from straightline_common.grpcserver import GrpcServer, run_until_signalled
 from straightline_common.logs import configure_logging
-from straightline_common.modelstore import ModelStore
+from straightline_common.modelstore import open_store, s3_url_setting
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
 from straightline_devrunner.jobs import JobStore
@@ -36,6 +42,7 @@ SETTINGS = (
         "gRPC address to serve on",
     ),
     Setting("store", "STRAIGHTLINE_MODEL_STORE", str, "models", "model store directory"),
+    s3_url_setting("where package jobs also publish the model version"),
     Setting(
         "state", "STRAIGHTLINE_DEVRUNNER_STATE", str, "devrunner.sqlite", "SQLite file of the jobs"
     ),
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(settings["store"], exist_ok=True)
     devrunner = DevRunner(
         JobStore(settings["state"]),
-        ModelStore(settings["store"]),
+        open_store(settings["store"], settings["model_s3_url"]),
         runner,
         engine=engine,
         token=token,

@@ -156,19 +156,31 @@ class DevRunner:
                         job_id, log=devrunner_pb2.LogLine(stream="build", text=text)
                     ),
                 )
+                uri = self._publish(job_id, version)
             except ServiceError as error:
                 self._set_state(job_id, devrunner_pb2.JOB_STATE_FAILED, str(error), ended=True)
                 return
             job = self._jobs.get(job_id)
             job.images.update(images)
+            job.model_uri = uri
             self._jobs.save(job)
             self._set_state(
                 job_id,
                 devrunner_pb2.JOB_STATE_SUCCEEDED,
                 "the version is servable: the model store holds it for Flask, "
-                "and its images are built",
+                "and its images are built" + (f"; published to {uri}" if uri else ""),
                 ended=True,
             )
+
+    def _publish(self, job_id: str, version) -> str:
+        """Copies the version to the store's S3 location, if it has one; returns where."""
+        if self._store.remote is None:
+            return ""
+        uri = self._store.publish(version)
+        self._jobs.append(
+            job_id, log=devrunner_pb2.LogLine(stream="build", text=f"published {uri}")
+        )
+        return uri
 
     def get(self, job_id: str) -> devrunner_pb2.Job:
         return self._jobs.get(job_id)

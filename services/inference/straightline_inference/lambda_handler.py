@@ -10,6 +10,8 @@ Answer: {"model": {...}, "classes": [{"label", "index", "score"}], "timings": {.
         or {"error": {"code", "message"}} for bad input (INVALID_ARGUMENT, NOT_FOUND).
 Any other failure raises, and Lambda reports it as a function error.
 Trace context travels in the invocation's client context: {"custom": {"traceparent": ...}}.
+With STRAIGHTLINE_MODEL_S3_URL, versions missing from STRAIGHTLINE_MODEL_STORE are fetched
+from S3 into it (on AWS, point the store at /tmp/models: the image is read-only there).
 """
 
 import base64
@@ -21,7 +23,7 @@ from opentelemetry import propagate, trace
 
 from straightline_common import errors
 from straightline_common.logs import configure_logging
-from straightline_common.modelstore import ModelStore
+from straightline_common.modelstore import open_store
 from straightline_common.telemetry import configure_tracing
 from straightline_inference.model import ModelSet
 
@@ -29,7 +31,10 @@ configure_logging("lambda", os.environ.get("STRAIGHTLINE_LOG_LEVEL", "info"))
 _tracer_provider = configure_tracing("straightline-lambda")
 _started = time.perf_counter()
 _MODELS = ModelSet(
-    ModelStore(os.environ.get("STRAIGHTLINE_MODEL_STORE", "/models")),
+    open_store(
+        os.environ.get("STRAIGHTLINE_MODEL_STORE", "/models"),
+        os.environ.get("STRAIGHTLINE_MODEL_S3_URL", ""),
+    ),
     [m for m in os.environ.get("STRAIGHTLINE_MODELS", "").split(",") if m] or None,
 )
 INIT_SECONDS = time.perf_counter() - _started

@@ -22,7 +22,7 @@ from straightline_common.config import (
 )
 from straightline_common.errors import ServiceError
 from straightline_common.logs import configure_logging
-from straightline_common.modelstore import ModelStore
+from straightline_common.modelstore import open_store, s3_url_setting
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
 from straightline_inference.model import ModelSet
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = (
     Setting("store", "STRAIGHTLINE_MODEL_STORE", str, "models", "model store directory"),
+    s3_url_setting("fetch model versions the store lacks from here"),
     Setting(
         "listen",
         "STRAIGHTLINE_MODELSERVER_LISTEN",
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("modelserver", settings["log_level"])
     configure_tracing("straightline-modelserver")
     try:
-        models = ModelSet(ModelStore(settings["store"]), flags.model)
+        models = ModelSet(open_store(settings["store"], settings["model_s3_url"]), flags.model)
     except ServiceError as error:
         log.error("cannot serve: %s", error)
         return 1
