@@ -16,6 +16,7 @@ from straightline.v1 import (
 from straightline_common.processes import ServiceProcess
 from tests.support.models import make_image_folders
 from tests.support.otlp import assert_job_trace
+from tests.support.s3 import BUCKET
 from tests.support.stack import (
     adapter_process,
     placer_process,
@@ -24,6 +25,7 @@ from tests.support.stack import (
 )
 
 TOKEN = "test-token-0123456789"
+S3_URL = f"s3://{BUCKET}/devrunner"
 AUTH = [("authorization", f"Bearer {TOKEN}")]
 S = devrunner_pb2
 
@@ -36,7 +38,7 @@ def workdir(tmp_path_factory):
     return path
 
 
-def start_devrunner(workdir, name, state, runner="local", otlp_endpoint=""):
+def start_devrunner(workdir, name, state, runner="local", otlp_endpoint="", env=None):
     return ServiceProcess(
         "straightline_devrunner",
         [
@@ -52,14 +54,19 @@ def start_devrunner(workdir, name, state, runner="local", otlp_endpoint=""):
             str(workdir / state),
         ],
         workdir / name,
-        env=tracing_env(otlp_endpoint) if otlp_endpoint else None,
+        env={**(tracing_env(otlp_endpoint) if otlp_endpoint else {}), **(env or {})},
     ).wait_ready(60)
 
 
 @pytest.fixture(scope="module")
-def devrunner(workdir, otlp_receiver):
+def devrunner(workdir, otlp_receiver, s3_endpoint):
+    """The devrunner, publishing packaged versions to S3_URL."""
     process = start_devrunner(
-        workdir, "devrunner", "jobs.sqlite", otlp_endpoint=otlp_receiver.endpoint
+        workdir,
+        "devrunner",
+        "jobs.sqlite",
+        otlp_endpoint=otlp_receiver.endpoint,
+        env={**s3_endpoint.env(), "STRAIGHTLINE_MODEL_S3_URL": S3_URL},
     )
     yield process
     process.terminate()
@@ -181,7 +188,7 @@ def test_train_watch_verify_list_and_replay(stub, workdir, otlp_receiver):
 @pytest.mark.docker
 @pytest.mark.tensorflow
 def test_package_a_verified_version_and_serve_it_through_the_placer(
-    stub, workdir, otlp_receiver, channels
+    stub, workdir, otlp_receiver, channels, s3_endpoint
 ):
     import docker
 
@@ -209,6 +216,12 @@ def test_package_a_verified_version_and_serve_it_through_the_placer(
         "docker": f"straightline/model-server:{tag}",
         "serverless": f"straightline/lambda:{tag}",
     }
+    where = f"{verified.model.name}/{verified.model.version}/"
+    assert done.model_uri == f"{S3_URL}/{where}"
+    assert s3_endpoint.keys(f"devrunner/{where}") == [
+        f"devrunner/{where}metadata.json",
+        f"devrunner/{where}model.h5",
+    ]
     engine = docker.from_env()
     try:
         listing = engine.containers.run(

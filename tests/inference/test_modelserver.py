@@ -1,6 +1,9 @@
 """The model server's REST API with a real Keras model, served by waitress."""
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -8,7 +11,9 @@ import pytest
 
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
+from straightline_common.s3models import S3Models
 from tests.support.models import CLASSES, image_bytes, make_classifier
+from tests.support.s3 import BUCKET
 
 pytestmark = pytest.mark.tensorflow
 
@@ -169,3 +174,36 @@ def test_serves_versions_that_arrive_after_it_started(tmp_path):
         ]
     finally:
         server.terminate()
+
+
+def test_serves_a_version_fetched_from_its_s3_location(tmp_path, model_store, s3_endpoint):
+    s3_url = f"s3://{BUCKET}/modelserver"
+    publisher = ModelStore(model_store.root, S3Models(s3_url, client=s3_endpoint.client()))
+    publisher.publish(model_store.resolve("tiny"))
+    server = ServiceProcess(
+        "straightline_inference.modelserver",
+        ["--store", str(tmp_path / "empty"), "--listen", "127.0.0.1:0", "--threads", "1"],
+        tmp_path,
+        env={**s3_endpoint.env(), "STRAIGHTLINE_MODEL_S3_URL": s3_url},
+    )
+    try:
+        server.wait_ready(60)
+        assert call(server, "/v1/models") == (200, {"models": [{"name": "tiny", "version": "1"}]})
+        status, answer = call(server, "/v1/models/tiny/predict", image_bytes())
+        assert status == 200 and answer["model"] == {"name": "tiny", "version": "1"}
+        assert (tmp_path / "empty" / "tiny" / "1" / "model.h5").is_file()
+    finally:
+        server.terminate()
+
+
+def test_a_bad_s3_location_stops_the_start_with_a_clear_message(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "straightline_inference.modelserver", "--store", str(tmp_path)],
+        env={**os.environ, "STRAIGHTLINE_MODEL_S3_URL": "https://bucket/models"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "model_s3_url from environment variable STRAIGHTLINE_MODEL_S3_URL" in result.stderr
+    assert "s3://BUCKET[/PREFIX]" in result.stderr
