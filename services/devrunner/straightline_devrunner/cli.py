@@ -73,7 +73,7 @@ def table(jobs) -> str:
         result = (
             f"passed={job.passed} acc={job.results.get('accuracy', 0):.3f}"
             if job.kind == S.JOB_KIND_VERIFY
-            else ", ".join(job.images.values())
+            else ", ".join(filter(None, [*job.images.values(), job.model_uri]))
             if job.kind == S.JOB_KIND_PACKAGE
             else f"val_acc={job.results.get('val_accuracy', 0):.3f}"
             if job.results
