@@ -13,6 +13,7 @@ import pytest
 from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.modelstore import METADATA_FILE, ModelStore
 from straightline_common.processes import dying_with_parent
+from straightline_common.s3models import S3Models
 from straightline_inference.adapter.containers import free_ports
 from straightline_inference.adapter.serverless_platform import (
     emulator_arguments,
@@ -20,6 +21,7 @@ from straightline_inference.adapter.serverless_platform import (
 )
 from tests.inference.test_flask_adapter import predict_request
 from tests.support.models import make_classifier
+from tests.support.s3 import BUCKET
 
 pytestmark = pytest.mark.tensorflow
 
@@ -133,13 +135,27 @@ def test_trace_context_travels_into_the_invocation(process_lambda, channels, otl
     assert by_name["model.infer"].parent_span_id == invocation.span_id
 
 
-def test_an_aws_function_through_its_invoke_api(start_adapter, channels, model_store):
+@pytest.mark.parametrize("models_from", ["store", "s3"])
+def test_an_aws_function_through_its_invoke_api(
+    start_adapter, channels, model_store, models_from, s3_endpoint, tmp_path
+):
     """The AWS mode (function name, endpoint override, standard credentials) against the
-    emulator, which speaks Lambda's Invoke API: AWS itself cannot be reached from here."""
+    emulator, which speaks Lambda's Invoke API: AWS itself cannot be reached from here. The
+    function finds the model in its store, or, with an empty store, fetches it from S3."""
+    function_env = {"STRAIGHTLINE_MODEL_STORE": str(model_store.root)}
+    if models_from == "s3":
+        s3_url = f"s3://{BUCKET}/lambda"
+        publisher = ModelStore(model_store.root, S3Models(s3_url, client=s3_endpoint.client()))
+        publisher.publish(model_store.resolve("tiny"))
+        function_env = {
+            **s3_endpoint.env(),
+            "STRAIGHTLINE_MODEL_STORE": str(tmp_path / "models"),
+            "STRAIGHTLINE_MODEL_S3_URL": s3_url,
+        }
     port, runtime_port = free_ports(2)
     emulator = subprocess.Popen(
         dying_with_parent(local_function_command(emulator_arguments(port, runtime_port))),
-        env={**os.environ, "STRAIGHTLINE_MODEL_STORE": str(model_store.root)},
+        env={**os.environ, **function_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -163,6 +179,8 @@ def test_an_aws_function_through_its_invoke_api(start_adapter, channels, model_s
         assert answer.platform == types_pb2.PLATFORM_SERVERLESS and answer.classes
         report = stub.GetStatus(inference_pb2.GetStatusRequest()).report
         assert (report.capacity_total, report.capacity_free) == (3, 3)
+        fetched = tmp_path / "models" / "tiny" / "1" / "model.h5"
+        assert fetched.is_file() == (models_from == "s3")
     finally:
         emulator.terminate()
         emulator.wait(10)
