@@ -139,7 +139,8 @@ def table(outcome: dict) -> str:
         f"{outcome.get('tf_threads', 'default')}; capacity: {json.dumps(outcome['capacity'])}",
         "",
         "| policy | requests | failure rate | fails from (rps offered) | median ms | p95 ms "
-        "| p99 ms | throughput rps | flask / docker / serverless | fell back | CPU % |",
+        "| p99 ms | throughput rps: mean / best 30 s | flask / docker / serverless | fell back "
+        "| CPU % |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for policy, run in outcome["runs"].items():
@@ -150,7 +151,8 @@ def table(outcome: dict) -> str:
             f"| {policy} | {s['requests']} | {s['failure_rate']:.3f} | "
             f"{'never' if onset is None else round(onset, 1)} | "
             f"{s['response_ms']['median']} | {s['response_ms']['p95']} | "
-            f"{s['response_ms']['p99']} | {s['throughput_rps']} | {share} | "
+            f"{s['response_ms']['p99']} | {s['throughput_rps']} / {s['sustained_rps']} | "
+            f"{share} | "
             f"{s['fell_back']} | {s['cpu_percent_mean']} |"
         )
     for policy in figures.PLACING_POLICIES:

@@ -89,6 +89,22 @@ def by_platform(records: list[Record]) -> dict:
     }
 
 
+SUSTAINED_WINDOW_S = 30.0
+
+
+def sustained_throughput(records: list[Record], window_s: float = SUSTAINED_WINDOW_S) -> float:
+    """The highest rate of answers over any `window_s` of the run (by the time each answer
+    came back): what the stack kept up once the load was there, not diluted by the quiet
+    start of a ramp as the whole run's mean is."""
+    done = sorted(r.done_s for r in records if r.ok)
+    best, first = 0, 0
+    for last, finished in enumerate(done):
+        while finished - done[first] > window_s:
+            first += 1
+        best = max(best, last - first + 1)
+    return round(best / window_s, 2)
+
+
 def summary(records: list[Record], duration_s: float, cpu: list[tuple[float, float]]) -> dict:
     ok = [r for r in records if r.ok]
     served = Counter(r.platform for r in ok)
@@ -98,6 +114,7 @@ def summary(records: list[Record], duration_s: float, cpu: list[tuple[float, flo
         "failure_rate": round((len(records) - len(ok)) / max(1, len(records)), 4),
         "statuses": dict(Counter(r.status for r in records)),
         "throughput_rps": round(len(ok) / duration_s, 2),
+        "sustained_rps": sustained_throughput(records),
         "response_ms": percentiles([r.response_ms for r in ok]),
         "session_ms": percentiles([r.session_ms for r in ok]),
         "served": dict(served),

@@ -72,6 +72,20 @@ def test_summary_counts_add_up_and_failures_leave_the_percentiles():
     assert results.failure_onset(bins[:1]) is None
 
 
+def test_sustained_throughput_is_the_best_window_of_answers():
+    def answered_at(done_s, status="OK"):
+        return Record(0, 0, "a", 10, done_s - 0.1, done_s - 0.1, done_s, status, "flask", "")
+
+    quiet = [answered_at(t) for t in range(0, 60, 10)]  # one answer per 10 s
+    busy = [answered_at(60 + i / 5) for i in range(150)]  # then 5 per second for 30 s
+    refused = [answered_at(70 + i / 100, "RESOURCE_EXHAUSTED") for i in range(500)]
+    records = quiet + busy + refused
+    assert results.sustained_throughput(records, window_s=30.0) == pytest.approx(5.0, abs=0.1)
+    assert results.sustained_throughput(quiet, window_s=30.0) == pytest.approx(0.13, abs=0.01)
+    assert results.summary(records, 90.0, [])["throughput_rps"] == pytest.approx(156 / 90, 0.01)
+    assert results.sustained_throughput([]) == 0.0
+
+
 def test_records_read_back_from_csv_as_written(tmp_path):
     records = [
         Record(0, 1, "cat/1.jpg", 2048, 0.25, 0.2504, 0.4, "OK", "docker", "DOCKER_AVAILABLE"),
