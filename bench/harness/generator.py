@@ -5,6 +5,7 @@ Sending never blocks the schedule: gRPC calls are futures (`Infer.future`), HTTP
 large thread pool. Each answer becomes a Record in its done-callback.
 """
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +89,7 @@ class RestTarget:
         self._url = url
         self._http = urllib3.PoolManager(maxsize=workers, timeout=timeout_s, retries=False)
         self._pool = ThreadPoolExecutor(workers)
+        self.server_ms: list[float] = []  # the server's own time, from each answer's timings
 
     def send(self, record: Record, payload: bytes, content_type: str, done, clock) -> None:
         def post():
@@ -101,6 +103,8 @@ class RestTarget:
                 record.status = type(error).__name__
             record.platform = "rest"
             done(record, record)
+            if record.ok:  # after done(): not in the measured time
+                self.server_ms.append(json.loads(response.data)["timings"]["total_ms"])
 
         self._pool.submit(post)
 

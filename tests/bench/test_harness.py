@@ -8,7 +8,7 @@ import os
 import pytest
 
 from bench.harness import __main__ as harness
-from bench.harness import results, schedule
+from bench.harness import crosscheck, results, schedule
 from bench.harness.generator import Record
 from tests.support.models import make_image_folders
 
@@ -84,6 +84,26 @@ def test_sustained_throughput_is_the_best_window_of_answers():
     assert results.sustained_throughput(quiet, window_s=30.0) == pytest.approx(0.13, abs=0.01)
     assert results.summary(records, 90.0, [])["throughput_rps"] == pytest.approx(156 / 90, 0.01)
     assert results.sustained_throughput([]) == 0.0
+
+
+def test_the_crosscheck_compares_mean_medians_and_the_share_each_tool_adds():
+    rounds = [
+        {
+            "ours": {"median_ms": 70.0, "server_median_ms": 68.0},
+            "artillery": {"median_ms": 64.0, "server_median_ms": 63.0},
+        },
+        {
+            "ours": {"median_ms": 66.0, "server_median_ms": 64.0},
+            "artillery": {"median_ms": 68.0, "server_median_ms": 67.0},
+        },
+    ]
+    outcome = crosscheck.compare(rounds)
+    assert outcome["ours"] == {"median_ms": 68.0, "server_median_ms": 66.0, "added_ms": 2.0}
+    assert outcome["artillery"] == {"median_ms": 66.0, "server_median_ms": 65.0, "added_ms": 1.0}
+    assert outcome["median_difference"] == pytest.approx(2 / 66, abs=1e-3)
+    assert outcome["within_10_percent"]
+    rounds[0]["ours"]["median_ms"] = 90.0
+    assert not crosscheck.compare(rounds)["within_10_percent"]
 
 
 def test_records_read_back_from_csv_as_written(tmp_path):
