@@ -60,7 +60,7 @@ def test_a_version_without_metadata_is_incomplete_and_not_listed(tmp_path, s3_ur
     bucket, prefix = s3_url.removeprefix("s3://").split("/", 1)
     s3_endpoint.client().put_object(Bucket=bucket, Key=f"{prefix}/m/1/model.h5", Body=b"half")
     store = open_store(tmp_path / "server", s3_url)
-    assert store.versions("m") == []
+    assert (store.names(), store.versions("m"), store.latest()) == ([], [], [])
     with pytest.raises(NotFound, match="not in the model store"):
         store.resolve("m")
 

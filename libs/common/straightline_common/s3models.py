@@ -46,11 +46,21 @@ class S3Models:
         return f"s3://{self.bucket}/{self.prefix}{name}/{version}/"
 
     def names(self) -> list[str]:
-        return sorted(self._subfolders(self.prefix))
+        """The models with at least one complete version."""
+        return sorted({name for name, _ in self._complete_versions(self.prefix)})
 
     def versions(self, name: str) -> list[str]:
-        found = [v for v in self._subfolders(f"{self.prefix}{name}/") if v.isdigit()]
-        return sorted((v for v in found if self._exists(name, v, METADATA_FILE)), key=int)
+        """The complete versions (with their metadata) of `name`."""
+        found = self._complete_versions(f"{self.prefix}{name}/")
+        return sorted((version for _, version in found), key=int)
+
+    def _complete_versions(self, folder: str) -> set[tuple[str, str]]:
+        found = set()
+        for key in self._keys(folder):
+            parts = key[len(self.prefix) :].split("/")  # name, version, file
+            if len(parts) == 3 and parts[1].isdigit() and parts[2] == METADATA_FILE:
+                found.add((parts[0], parts[1]))
+        return found
 
     def publish(self, directory: Path, name: str, version: str) -> str:
         """Uploads a stored version (the model file, then its metadata); returns its URI."""
@@ -86,26 +96,13 @@ class S3Models:
     def _key(self, name: str, version: str, file: str) -> str:
         return f"{self.prefix}{name}/{version}/{file}"
 
-    def _subfolders(self, prefix: str) -> list[str]:
+    def _keys(self, prefix: str) -> list[str]:
         pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+            Bucket=self.bucket, Prefix=prefix
         )
-        return self._call(
-            lambda: [
-                common["Prefix"][len(prefix) :].rstrip("/")
-                for page in pages  # each page is a request
-                for common in page.get("CommonPrefixes", [])
-            ]
+        return self._call(  # each page is a request
+            lambda: [entry["Key"] for page in pages for entry in page.get("Contents", [])]
         )
-
-    def _exists(self, name: str, version: str, file: str) -> bool:
-        try:
-            self._call(
-                self._client.head_object, Bucket=self.bucket, Key=self._key(name, version, file)
-            )
-            return True
-        except NotFound:
-            return False
 
     def _call(self, action, *args, **kwargs):
         """Calls `action` (of boto3), turning boto3's errors into domain errors."""
