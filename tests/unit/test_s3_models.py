@@ -115,3 +115,14 @@ def test_a_prefix_is_optional():
         "",
         "s3://bucket/m/3/",
     )
+
+
+def test_a_fetch_that_another_process_finished_first_keeps_its_copy(tmp_path, s3_url):
+    publisher = open_store(tmp_path / "devrunner", s3_url)
+    publisher.publish(add_version(publisher, tmp_path, "m", b"weights"))
+    server = open_store(tmp_path / "server", s3_url)
+    first = server.resolve("m")  # as another process would have fetched it
+
+    assert server.remote.fetch("m", "1", server.root) == first.directory
+    assert [p.name for p in (tmp_path / "server" / "m").iterdir()] == ["1"]
+    assert first.model_path.read_bytes() == b"weights"

@@ -27,9 +27,7 @@ from straightline_common.errors import (
     ServiceError,
     Unavailable,
 )
-
-MODEL_FILE = "model.h5"
-METADATA_FILE = "metadata.json"
+from straightline_common.modelstore import METADATA_FILE, MODEL_FILE, file_sha256
 
 
 class S3Models:
@@ -73,18 +71,23 @@ class S3Models:
         """Downloads a version into `root/name/version` (whole or not at all); returns it."""
         target = root / name / version
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as scratch:
+        scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
+        try:
             for file in (METADATA_FILE, MODEL_FILE):
                 key = self._key(name, version, file)
-                self._call(self._client.download_file, self.bucket, key, f"{scratch}/{file}")
-            self._check_checksum(Path(scratch), name, version)
-            if not target.exists():  # another process may have fetched it meanwhile
-                shutil.copytree(scratch, target)
+                self._call(self._client.download_file, self.bucket, key, str(scratch / file))
+            self._check_checksum(scratch, name, version)
+            try:
+                scratch.rename(target)  # atomic: readers see the whole version or none of it
+            except OSError:
+                if not target.is_dir():
+                    raise
+                # else another process fetched it meanwhile
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return target
 
     def _check_checksum(self, directory: Path, name: str, version: str) -> None:
-        from straightline_common.modelstore import file_sha256  # (modelstore imports this)
-
         expected = json.loads((directory / METADATA_FILE).read_text()).get("checksum", "")
         actual = "sha256:" + file_sha256(directory / MODEL_FILE)
         if expected and expected != actual:
