@@ -256,8 +256,7 @@ def markdown(results: dict) -> str:
         "placer sit idle through each inference and pay for waking up afterwards. The last "
         "line isolates that: the tiny model again, with the same idle time before each call "
         f"as one Xception inference (the direct call itself goes from {direct} to "
-        f"{idle['flask']['direct']['median_ms']} ms). Back to back, the two hops cost about "
-        "what two bare Python gRPC calls do (the placer section's echo).",
+        f"{idle['flask']['direct']['median_ms']} ms).",
         "",
         "Cold start: Flask, from starting the model-server process to its first "
         "answer being possible (TensorFlow import, load, warm-up); Docker, a new "
