@@ -11,9 +11,10 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from scripts.localstack import set_policy
-from straightline.v1 import placer_pb2, types_pb2
+from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.processes import health_status
 from straightline_common.timeconv import duration
+from straightline_inference.simulated import SimulatedAdapter
 from tests.integration.conftest import DOCKER, FLASK, SERVERLESS
 from tests.support.waiting import wait_until
 
@@ -161,6 +162,39 @@ def test_a_burst_does_not_oversubscribe(stub, adapters):
     assert served.count(SERVERLESS) == 8
     assert not any(a.fell_back for a in answers)
     assert flask.refused == docker.refused == serverless.refused == 0
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        ("--max-concurrent-rpcs", "4"),
+        ("--max-workers", "4"),  # by default no RPC waits for a worker thread
+    ],
+)
+def test_beyond_its_concurrent_rpcs_the_placer_refuses_at_once(start_placer, channels, limit):
+    placer = start_placer(*limit)  # of the four RPCs, the adapter's heartbeat stream holds one
+    stub = placer_pb2_grpc.PlacerServiceStub(channels(placer.address))
+    flask = SimulatedAdapter(FLASK, placer.address, capacity=20, service_time_s=1.0).start()
+    try:
+        assert flask.wait_registered()
+
+        def timed_infer(_):
+            started = time.monotonic()
+            try:
+                return infer(stub).served_platform, time.monotonic() - started
+            except grpc.RpcError as error:
+                return error.code(), time.monotonic() - started
+
+        with futures.ThreadPoolExecutor(10) as pool:
+            outcomes = list(pool.map(timed_infer, range(10)))
+        served = [seconds for outcome, seconds in outcomes if outcome == FLASK]
+        refused = [s for o, s in outcomes if o == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert len(served) + len(refused) == 10
+        assert 1 <= len(served) <= 3 and refused
+        assert max(refused) < 0.5 < min(served)  # refused without waiting for a worker
+        assert infer(stub).served_platform == FLASK  # and it goes on serving
+    finally:
+        flask.crash()
 
 
 def test_killed_instance_falls_back_in_the_papers_order(stub, adapters, otlp_receiver):

@@ -67,6 +67,7 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
         (["--pinned-platform", "mainframe"], {}, "expected none, flask, docker or serverless"),
         (["--placement-rule", "clever"], {}, "expected paper or capacity-aware"),
         (["--metrics-listen", "9464"], {}, "metrics_listen is invalid"),
+        (["--max-concurrent-rpcs", "-1"], {}, "max_concurrent_rpcs .* must be zero or more"),
         (["--config", "/nonexistent/placer.toml"], {}, "cannot read config file"),
     ],
 )

@@ -116,6 +116,8 @@ class GrpcServer:
 
     `register` functions add the service's servicers (e.g. `add_PlacerServiceServicer_to_server`
     bound to an instance); `service_names` are the full names reported by health and reflection.
+    With `max_concurrent_rpcs`, an RPC beyond that many (streams included) is refused at once
+    with RESOURCE_EXHAUSTED; without, it waits for a worker thread, however long.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class GrpcServer:
         service_names: Iterable[str],
         max_workers: int = 32,
         max_message_bytes: int = 4 * 1024 * 1024,
+        max_concurrent_rpcs: int | None = None,
     ):
         self._requested_address = address
         self._service_names = tuple(service_names)
@@ -132,6 +135,7 @@ class GrpcServer:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
             interceptors=[_TracingAndErrorsInterceptor(trace.get_tracer("straightline.grpc"))],
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_message_bytes),

@@ -10,6 +10,7 @@ from straightline_common.config import (
     add_settings,
     parse_address,
     parse_bool,
+    parse_non_negative_int,
     parse_positive_int,
     read_toml,
     resolve,
@@ -58,6 +59,14 @@ SERVER_SETTINGS = (
         parse_positive_int,
         64,
         "gRPC worker threads (each heartbeat or watch stream holds one)",
+    ),
+    Setting(
+        "max_concurrent_rpcs",
+        "STRAIGHTLINE_PLACER_MAX_CONCURRENT_RPCS",
+        parse_non_negative_int,
+        0,
+        "RPCs at once (streams included) beyond which one is refused with RESOURCE_EXHAUSTED; "
+        "0: as many as max_workers, so that none waits for a thread; more lets the rest wait",
     ),
     Setting(
         "forward_timeout_s",
@@ -133,6 +142,7 @@ class PlacerConfig:
     listen: str
     metrics_listen: str
     max_workers: int
+    max_concurrent_rpcs: int
     forward_timeout_s: float
     port_file: str
     log_level: str

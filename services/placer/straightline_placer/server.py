@@ -33,6 +33,7 @@ class PlacerServer:
             [lambda server: placer_pb2_grpc.add_PlacerServiceServicer_to_server(servicer, server)],
             [SERVICE_NAME],
             max_workers=config.max_workers,
+            max_concurrent_rpcs=config.max_concurrent_rpcs or config.max_workers,
             max_message_bytes=MAX_REQUEST_BYTES + 1024 * 1024,
         )
         self._sweeper = threading.Thread(target=self._sweep, name="expiry-sweep", daemon=True)
