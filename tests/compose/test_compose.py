@@ -5,7 +5,6 @@ request through placer, adapter and model server (an OTLP receiver of the tests'
 in for Jaeger), and leave nothing behind."""
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -38,15 +37,9 @@ PLATFORMS = {
 }
 
 
-def compose_command() -> list[str]:
-    """docker-compose (v1) or the docker compose plugin (v2), whichever is installed."""
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return ["docker", "compose"]
-
-
 class Stack:
-    def __init__(self, tmp_path: Path, otlp_port: int):
+    def __init__(self, tmp_path: Path, otlp_port: int, command: list[str]):
+        self.command = command
         names = ("PLACER", "PLACER_METRICS", "ADAPTER_FLASK", "ADAPTER_DOCKER")
         names += ("ADAPTER_SERVERLESS", "DEVRUNNER")
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -70,7 +63,7 @@ class Stack:
 
     def compose(self, *args: str, timeout: float = 300) -> str:
         done = subprocess.run(
-            [*compose_command(), "-f", str(COMPOSE_FILE), *args],
+            [*self.command, "-f", str(COMPOSE_FILE), *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -103,10 +96,11 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path, otlp_receiver):
+def stack(tmp_path, otlp_receiver, compose_command):
     import docker
 
-    stack = Stack(tmp_path, int(otlp_receiver.endpoint.rsplit(":", 1)[1]))
+    otlp_port = int(otlp_receiver.endpoint.rsplit(":", 1)[1])
+    stack = Stack(tmp_path, otlp_port, compose_command)
     engine = docker.from_env()
     try:
         stack.compose("up", "-d", *SERVICES)

