@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Makes a Docker engine available on a fresh machine of this project's kind (Debian, root):
-# installs docker.io, docker-compose and debootstrap when missing, and starts dockerd with loopback-safe flags
-# (no bridge, no iptables: containers use host networking) when none answers.
+# installs docker.io, docker-compose (v1) and debootstrap when missing, and starts dockerd with
+# loopback-safe flags (no bridge, no iptables: containers use host networking) when none
+# answers.
 set -euo pipefail
 
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 ||
-  missing+=(docker-compose)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   apt-get update -qq
