@@ -65,8 +65,24 @@ def evaluate(args, workdir: Path) -> dict:
     training, held_out = link_subsets(
         Path(args.dataset), workdir / "data", args.per_class, args.held_out, args.seed
     )
+    devrunner = start_local_devrunner(workdir)
+    try:
+        channel = grpc.insecure_channel(devrunner.wait_ready(60).address)
+        stub = devrunner_pb2_grpc.DevRunnerServiceStub(channel)
+        started = time.monotonic()
+        trained = run_job(stub, training_job(args, training))
+        training_s = time.monotonic() - started
+        verified = run_job(stub, verify_job(args, trained.model, held_out))
+        channel.close()
+    finally:
+        devrunner.terminate(60)
+    cli.save_curves(trained, str(CURVES))
+    return summary(args, trained, training_s, verified)
+
+
+def start_local_devrunner(workdir: Path) -> ServiceProcess:
     (workdir / "token").write_text(TOKEN)
-    devrunner = ServiceProcess(
+    return ServiceProcess(
         "straightline_devrunner",
         [
             "--listen",
@@ -82,55 +98,39 @@ def evaluate(args, workdir: Path) -> dict:
         ],
         workdir,
     )
-    try:
-        channel = grpc.insecure_channel(devrunner.wait_ready(60).address)
-        stub = devrunner_pb2_grpc.DevRunnerServiceStub(channel)
-        started = time.monotonic()
-        trained = run_job(
-            stub,
-            S.JobSpec(
-                train=S.TrainSpec(
-                    dataset_path=str(training),
-                    model_name="animals",
-                    input_size=args.input_size,
-                    epochs=args.epochs,
-                    batch_size=args.batch_size,
-                    seed=args.seed,
-                ),
-                resources=S.Resources(allow_cpu_fallback=True),
-            ),
-        )
-        training_s = time.monotonic() - started
-        verified = run_job(
-            stub,
-            S.JobSpec(
-                verify=S.VerifySpec(
-                    model=trained.model,
-                    dataset_path=str(held_out),
-                    accuracy_threshold=args.threshold,
-                ),
-                resources=S.Resources(allow_cpu_fallback=True),
-            ),
-        )
-        channel.close()
-    finally:
-        devrunner.terminate(60)
-    cli.save_curves(trained, str(CURVES))
+
+
+def training_job(args, dataset: Path) -> S.JobSpec:
+    return S.JobSpec(
+        train=S.TrainSpec(
+            dataset_path=str(dataset),
+            model_name="animals",
+            input_size=args.input_size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        ),
+        resources=S.Resources(allow_cpu_fallback=True),
+    )
+
+
+def verify_job(args, model, dataset: Path) -> S.JobSpec:
+    return S.JobSpec(
+        verify=S.VerifySpec(
+            model=model, dataset_path=str(dataset), accuracy_threshold=args.threshold
+        ),
+        resources=S.Resources(allow_cpu_fallback=True),
+    )
+
+
+PARAMETERS = ("per_class", "held_out", "input_size", "epochs", "batch_size", "seed", "threshold")
+
+
+def summary(args, trained: S.Job, training_s: float, verified: S.Job) -> dict:
     epoch_seconds = [seconds(e.elapsed) for e in trained.epochs]
     return {
         "machine": report.machine(),
-        "parameters": {
-            k: getattr(args, k)
-            for k in (
-                "per_class",
-                "held_out",
-                "input_size",
-                "epochs",
-                "batch_size",
-                "seed",
-                "threshold",
-            )
-        },
+        "parameters": {k: getattr(args, k) for k in PARAMETERS},
         "classes": 4,
         "dataset_images": count_images(Path(args.dataset)),
         "training_images": args.per_class * 4,
@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch is reported apart from the rest")
     with tempfile.TemporaryDirectory(prefix="straightline-eval-") as workdir:
         results = evaluate(args, Path(workdir))
     report.write("devrunner_eval", results, markdown(results))

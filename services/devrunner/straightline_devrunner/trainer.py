@@ -175,6 +175,25 @@ def _reporter(epochs: int, fold: int, steps: int):
 
 
 def train(args) -> None:
+    check_training_arguments(args)
+    with phase("load_dataset"):
+        images = dataset.load(args.dataset, args.seed)
+    import tensorflow as tf
+
+    # Seeds Python's `random` too, which OpenTelemetry draws ids from: a traced trainer must
+    # reseed it (or use its own id generator) before opening spans.
+    tf.keras.utils.set_random_seed(args.seed)
+    model, metrics = fit_best_fold(args, images)
+    with phase("save"):
+        version = save_version(args, images, model, metrics)
+    emit(
+        "result",
+        model={"name": version.name, "version": version.version},
+        metrics=version.metadata["metrics"],
+    )
+
+
+def check_training_arguments(args) -> None:
     check_name(args.model_name)
     if args.input_size < SMALLEST_XCEPTION_INPUT:
         raise InvalidArgument(
@@ -188,13 +207,11 @@ def train(args) -> None:
             "--bn-calibration-batches must be 0 (off) or positive, "
             f"not {args.bn_calibration_batches}"
         )
-    with phase("load_dataset"):
-        images = dataset.load(args.dataset, args.seed)
-    import tensorflow as tf
 
-    # Seeds Python's `random` too, which OpenTelemetry draws ids from: a traced trainer must
-    # reseed it (or use its own id generator) before opening spans.
-    tf.keras.utils.set_random_seed(args.seed)
+
+def fit_best_fold(args, images):
+    """Fits one model per fold (one fold: the validation split) and keeps the one with the
+    best final validation accuracy, with its final metrics."""
     splits = (
         list(images.folds(args.k_folds))
         if args.k_folds >= 2
@@ -227,10 +244,29 @@ def train(args) -> None:
         if best is None or val_accuracy > best[0]:
             best = (val_accuracy, model, {k: v[-1] for k, v in history.history.items()})
     _, model, metrics = best
-    with phase("save"), tempfile.TemporaryDirectory() as scratch:
+    return model, metrics
+
+
+TRAINING_PARAMETERS = (
+    "epochs",
+    "batch_size",
+    "validation_split",
+    "learning_rate",
+    "decay_steps",
+    "decay_rate",
+    "k_folds",
+    "seed",
+    "input_size",
+    "bn_calibration_batches",
+)
+
+
+def save_version(args, images, model, metrics):
+    """The model as a new version in the store, with what made it."""
+    with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.h5"
         model.save(path)
-        version = ModelStore(args.store).add(
+        return ModelStore(args.store).add(
             args.model_name,
             path,
             {
@@ -243,29 +279,10 @@ def train(args) -> None:
                     "fingerprint": images.fingerprint(),
                     "images": len(images.files),
                 },
-                "parameters": {
-                    k: getattr(args, k)
-                    for k in (
-                        "epochs",
-                        "batch_size",
-                        "validation_split",
-                        "learning_rate",
-                        "decay_steps",
-                        "decay_rate",
-                        "k_folds",
-                        "seed",
-                        "input_size",
-                        "bn_calibration_batches",
-                    )
-                },
+                "parameters": {k: getattr(args, k) for k in TRAINING_PARAMETERS},
                 "job_id": args.job_id,
             },
         )
-    emit(
-        "result",
-        model={"name": version.name, "version": version.version},
-        metrics=version.metadata["metrics"],
-    )
 
 
 def verify(args) -> None:
