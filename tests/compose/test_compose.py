@@ -5,6 +5,7 @@ request through placer, adapter and model server (an OTLP receiver of the tests'
 in for Jaeger), and leave nothing behind."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -171,6 +172,17 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
         assert set(packaged.images) == {"docker", "serverless"}
         placer = placer_pb2_grpc.PlacerServiceStub(channels(stack.address("PLACER")))
         serving_reports(placer, "colours", 3, timeout=60)
+        live_view = stack.compose(
+            "exec",
+            "-T",
+            "placer",
+            "straightline-placerctl",
+            "--placer",
+            stack.address("PLACER"),
+            "instances",
+        )  # the placer image carries its command line
+        for platform_name in ("flask", "docker", "serverless"):
+            assert re.search(rf"^\S+ +{platform_name} +127\.0\.0\.1:", live_view, re.MULTILINE)
         picture = next((stack.datasets / "colours" / "red").iterdir()).read_bytes()
         for platform, adapter_service in PLATFORMS.items():
             set_policy(placer, pinned_platform=platform)
