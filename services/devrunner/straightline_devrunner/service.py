@@ -337,55 +337,65 @@ class DevRunner:
             raise Unauthenticated("the bearer token is not this devrunner's")
 
     def _arguments(self, kind: int, spec: devrunner_pb2.JobSpec) -> tuple[list[str], str]:
+        """The trainer's command line for a train or verify job, and the job's dataset."""
         if kind == devrunner_pb2.JOB_KIND_TRAIN:
-            train = spec.train
-            dataset = _dataset(train.dataset_path)
-            if train.epochs > MAX_EPOCHS:
-                raise InvalidArgument(
-                    f"epochs must be between 1 and {MAX_EPOCHS}, not "
-                    f"{train.epochs} (a negative number sent as unsigned?)"
-                )
-            arguments = [
-                "train",
-                "--dataset",
-                "/data" if self._runner.kind == "docker" else dataset,
-                "--store",
-                self._store_path(),
-                "--model-name",
-                train.model_name or "model",
-            ]
-            for flag, value in (
-                ("--input-size", train.input_size),
-                ("--epochs", train.epochs),
-                ("--batch-size", train.batch_size),
-                ("--validation-split", train.validation_split),
-                ("--learning-rate", train.learning_rate),
-                ("--decay-steps", train.decay_steps),
-                ("--decay-rate", train.decay_rate),
-                ("--k-folds", train.k_folds),
-                ("--seed", train.seed),
-            ):
-                if value:
-                    arguments += [flag, str(value)]
-            return arguments, dataset
+            return self._train_arguments(spec.train)
         if kind == devrunner_pb2.JOB_KIND_VERIFY:
-            verify = spec.verify
-            dataset = _dataset(verify.dataset_path)
-            stored = self._store.resolve(verify.model.name, verify.model.version)
-            if not 0 <= verify.accuracy_threshold <= 1:
-                raise InvalidArgument("accuracy_threshold must be in [0, 1]")
-            return [
-                "verify",
-                "--dataset",
-                "/data" if self._runner.kind == "docker" else dataset,
-                "--store",
-                self._store_path(),
-                "--model",
-                f"{stored.name}:{stored.version}",
-                "--threshold",
-                str(verify.accuracy_threshold),
-            ], dataset
+            return self._verify_arguments(spec.verify)
         raise AssertionError("package jobs do not run the trainer")
+
+    def _train_arguments(self, train: devrunner_pb2.TrainSpec) -> tuple[list[str], str]:
+        dataset = _dataset(train.dataset_path)
+        if train.epochs > MAX_EPOCHS:
+            raise InvalidArgument(
+                f"epochs must be between 1 and {MAX_EPOCHS}, not "
+                f"{train.epochs} (a negative number sent as unsigned?)"
+            )
+        arguments = [
+            "train",
+            "--dataset",
+            self._dataset_path(dataset),
+            "--store",
+            self._store_path(),
+            "--model-name",
+            train.model_name or "model",
+        ]
+        for flag, value in (
+            ("--input-size", train.input_size),
+            ("--epochs", train.epochs),
+            ("--batch-size", train.batch_size),
+            ("--validation-split", train.validation_split),
+            ("--learning-rate", train.learning_rate),
+            ("--decay-steps", train.decay_steps),
+            ("--decay-rate", train.decay_rate),
+            ("--k-folds", train.k_folds),
+            ("--seed", train.seed),
+        ):
+            if value:
+                arguments += [flag, str(value)]
+        return arguments, dataset
+
+    def _verify_arguments(self, verify: devrunner_pb2.VerifySpec) -> tuple[list[str], str]:
+        dataset = _dataset(verify.dataset_path)
+        stored = self._store.resolve(verify.model.name, verify.model.version)
+        if not 0 <= verify.accuracy_threshold <= 1:
+            raise InvalidArgument("accuracy_threshold must be in [0, 1]")
+        arguments = [
+            "verify",
+            "--dataset",
+            self._dataset_path(dataset),
+            "--store",
+            self._store_path(),
+            "--model",
+            f"{stored.name}:{stored.version}",
+            "--threshold",
+            str(verify.accuracy_threshold),
+        ]
+        return arguments, dataset
+
+    def _dataset_path(self, dataset: str) -> str:
+        """Where the job sees its dataset: mounted at /data in a container."""
+        return "/data" if self._runner.kind == "docker" else dataset
 
     def _store_path(self) -> str:
         return "/models" if self._runner.kind == "docker" else str(self._store.root)
