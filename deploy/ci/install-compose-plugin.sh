@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the `docker compose` v2 plugin when missing, beside docker-compose v1, on Debian
 # bookworm machines (this project's kind), whose own docker-compose package is v1. The plugin
-# comes from Debian trixie's docker-compose package, downloaded through apt with a private
-# source list (so the archive's signature is checked and the system's sources stay as they
-# are); only its statically linked binary is installed, as a CLI plugin.
+# comes from Debian trixie's docker-compose package, downloaded through apt from the mirror the
+# machine already uses, with a private source list (so the archive's signature is checked and
+# the system's sources stay as they are); only its statically linked binary is installed, as a
+# CLI plugin.
 set -euo pipefail
 
 PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
@@ -15,7 +16,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/archives/partial"
 chown -R _apt:root "$work" # apt downloads as its own unprivileged user
-echo "deb http://deb.debian.org/debian trixie main" >"$work/trixie.list"
+mirror=$("$(dirname "$0")/../images/debian-mirror.sh")
+echo "deb $mirror trixie main" >"$work/trixie.list"
 apt_options=(
   -o "Dir::Etc::SourceList=$work/trixie.list"
   -o "Dir::Etc::SourceParts=-"

@@ -10,16 +10,7 @@ if docker image inspect "$image" >/dev/null 2>&1; then
   exit 0
 fi
 
-# The mirror this machine's apt already uses (deb822 or one-line sources).
-mirror=$(
-  { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
-    grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}'
-  } | grep -v security | head -n 1 || true
-)
-if [ -z "$mirror" ]; then
-  echo "no Debian mirror found in this machine's apt sources" >&2
-  exit 1
-fi
+mirror=$("$(dirname "$0")/debian-mirror.sh")
 
 rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT
