@@ -55,6 +55,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench.placer_bench
+	$(PY) -m bench.idle_wakeup
 
 bench-inference: images
 	$(PY) -m bench.inference_bench
