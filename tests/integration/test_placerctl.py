@@ -127,3 +127,20 @@ def test_policy_update_names_only_the_fields_given():
     assert request.policy.data_size_threshold_bytes == 1000
     with pytest.raises(UsageError, match="is not one of: paper, capacity-aware, none"):
         policy_update(["placement_rule=fastest"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["place", "--model", "demo", "--bytes", "-5"],
+            "argument --bytes: '-5': must be zero or more",
+        ),
+        (["--timeout", "0", "policy"], "'0': must be a positive number of seconds"),
+        (["infer", "x.jpg", "--model", "demo", "--top-k", "-1"], "'-1': must be zero or more"),
+    ],
+)
+def test_a_bad_number_on_the_command_line_is_a_usage_error(capsys, args, message):
+    with pytest.raises(SystemExit) as exited:
+        ctl.main(["--placer", "127.0.0.1:9", *args])
+    assert exited.value.code == 2 and message in capsys.readouterr().err

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from opentelemetry import trace
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
-from straightline_common.config import parse_bool
+from straightline_common.config import parse_bool, parse_non_negative_int
 from straightline_common.telemetry import configure_tracing, metadata_with_context
 from straightline_common.timeconv import seconds
 
@@ -198,6 +198,25 @@ def infer(stub, args) -> str:
     return format_answer(answer, format(context.trace_id, "032x") if context.is_valid else "")
 
 
+def argument(parse):
+    """An argparse type from one of the settings' parsers: its message, not a traceback."""
+
+    def checked(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+    return checked
+
+
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="straightline-placerctl", description=__doc__.split("\n\n")[0]
@@ -207,7 +226,9 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("STRAIGHTLINE_PLACER", "127.0.0.1:50051"),
         help="the placer's gRPC address (env STRAIGHTLINE_PLACER; default 127.0.0.1:50051)",
     )
-    top.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+    top.add_argument(
+        "--timeout", type=argument(positive_seconds), default=60.0, help="seconds per call"
+    )
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("policy", help="the policy in force").set_defaults(run=show_policy)
     setting = commands.add_parser(
@@ -221,11 +242,13 @@ def parser() -> argparse.ArgumentParser:
         run=show_instances
     )
     placing = commands.add_parser("place", help="where a request of a given size would go")
-    placing.add_argument("--bytes", type=int, required=True, help="the request's data size")
+    placing.add_argument(
+        "--bytes", type=argument(parse_non_negative_int), required=True, help="the data size"
+    )
     placing.set_defaults(run=place)
     inferring = commands.add_parser("infer", help="send an image through Infer")
     inferring.add_argument("image")
-    inferring.add_argument("--top-k", type=int, default=3)
+    inferring.add_argument("--top-k", type=argument(parse_non_negative_int), default=3)
     inferring.add_argument("--content-type", default="", help="default: from the file name")
     inferring.set_defaults(run=infer)
     for command in (placing, inferring):
