@@ -1,5 +1,8 @@
 """The devrunner service as a real process (local runner: jobs as processes), over gRPC."""
 
+import os
+import subprocess
+import sys
 import time
 
 import grpc
@@ -297,9 +300,6 @@ def top_classes_through_the_placer(workdir, model, images, otlp_endpoint, channe
 
 
 def cli(devrunner, *args):
-    import subprocess
-    import sys
-
     return subprocess.run(
         [
             sys.executable,
@@ -312,18 +312,23 @@ def cli(devrunner, *args):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**__import__("os").environ, "STRAIGHTLINE_DEVRUNNER_TOKEN": TOKEN},
+        env={**os.environ, "STRAIGHTLINE_DEVRUNNER_TOKEN": TOKEN},
     )
+
+
+def a_trained_job(stub, workdir) -> S.Job:
+    """A succeeded training job of this module's devrunner: one an earlier test made, else a
+    new one, so that a test that needs one also runs alone."""
+    request = S.ListJobsRequest(kind=S.JOB_KIND_TRAIN, state=S.JOB_STATE_SUCCEEDED)
+    for job in stub.ListJobs(request).jobs:
+        return job
+    job = submit(stub, train_spec(workdir))
+    return wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED})
 
 
 @pytest.mark.tensorflow
-def test_cli_lists_jobs_and_draws_learning_curves(devrunner, stub, tmp_path):
-    trained = next(
-        j
-        for j in stub.ListJobs(
-            S.ListJobsRequest(kind=S.JOB_KIND_TRAIN, state=S.JOB_STATE_SUCCEEDED)
-        ).jobs
-    )
+def test_cli_lists_jobs_and_draws_learning_curves(devrunner, stub, workdir, tmp_path):
+    trained = a_trained_job(stub, workdir)
     listing = cli(devrunner, "list")
     assert listing.returncode == 0
     assert listing.stdout.splitlines()[0].split()[:3] == ["JOB", "KIND", "STATE"]
@@ -352,6 +357,18 @@ def test_cli_shows_a_failing_job_and_refusals(devrunner, workdir):
     assert "QUEUED" in failed.stdout and "FAILED the job exited with status 2" in failed.stdout
     refused = cli(devrunner, "train", "--dataset", str(workdir / "nowhere"), "--model-name", "m")
     assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
+
+
+def test_cli_refuses_a_negative_count_and_an_unreadable_token_file(tmp_path, capsys):
+    from straightline_devrunner.cli import main
+
+    nowhere = ["--devrunner", "127.0.0.1:9"]
+    with pytest.raises(SystemExit) as exited:
+        main([*nowhere, "train", "--dataset", "d", "--model-name", "m", "--epochs", "-1"])
+    assert exited.value.code == 2
+    assert "argument --epochs: '-1': must be zero or more" in capsys.readouterr().err
+    assert main([*nowhere, "--token-file", str(tmp_path / "missing"), "list"]) == 2
+    assert "cannot read the token file" in capsys.readouterr().err
 
 
 def test_progress_line_shows_epoch_step_bar_and_time_left():

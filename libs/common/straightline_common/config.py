@@ -88,6 +88,19 @@ def read_toml(path: str | None, table: str) -> dict[str, Any]:
     return values
 
 
+def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """One of the parsers below as an argparse type, so that a bad value on a command line is
+    reported with the parser's sentence."""
+
+    def checked(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+    return checked
+
+
 def parse_address(text: str) -> str:
     """host:port with a numeric port (0 picks a free one)."""
     host, sep, port = text.rpartition(":")

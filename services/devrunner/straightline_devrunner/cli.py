@@ -14,10 +14,12 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import grpc
 
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc, types_pb2
+from straightline_common.config import argparse_type, parse_non_negative_int
 
 S = devrunner_pb2
 _BAR = 24
@@ -144,6 +146,9 @@ def _spec(args) -> S.JobSpec:
     return S.JobSpec(package=S.PackageSpec(model=_model(args.model)))
 
 
+COUNT = argparse_type(parse_non_negative_int)  # 0: the devrunner's default
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="straightline-devrunner-cli",
@@ -158,16 +163,16 @@ def parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train")
     train.add_argument("--dataset", required=True)
     train.add_argument("--model-name", required=True)
-    train.add_argument("--epochs", type=int, default=0)
-    train.add_argument("--input-size", type=int, default=0)
-    train.add_argument("--batch-size", type=int, default=0)
-    train.add_argument("--k-folds", type=int, default=0)
+    train.add_argument("--epochs", type=COUNT, default=0)
+    train.add_argument("--input-size", type=COUNT, default=0)
+    train.add_argument("--batch-size", type=COUNT, default=0)
+    train.add_argument("--k-folds", type=COUNT, default=0)
     verify = commands.add_parser("verify")
     verify.add_argument("--model", required=True)
     verify.add_argument("--dataset", required=True)
     verify.add_argument("--threshold", type=float, default=0.5)
     for command in (train, verify):
-        command.add_argument("--gpus", type=int, default=0)
+        command.add_argument("--gpus", type=COUNT, default=0)
         command.add_argument("--cpu-fallback", action="store_true")
     package = commands.add_parser("package")
     package.add_argument("--model", required=True)
@@ -182,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     token = os.environ.get("STRAIGHTLINE_DEVRUNNER_TOKEN", "")
     if args.token_file:
-        with open(args.token_file) as file:
-            token = file.read().strip()
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as error:
+            print(
+                f"cannot read the token file {args.token_file}: {error.strerror}", file=sys.stderr
+            )
+            return 2
     metadata = [("authorization", f"Bearer {token}")]
     with grpc.insecure_channel(args.devrunner) as channel:
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channel)

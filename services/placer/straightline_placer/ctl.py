@@ -17,7 +17,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from opentelemetry import trace
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
-from straightline_common.config import parse_bool, parse_non_negative_int
+from straightline_common.config import argparse_type, parse_bool, parse_non_negative_int
 from straightline_common.telemetry import configure_tracing, metadata_with_context
 from straightline_common.timeconv import seconds
 
@@ -198,18 +198,6 @@ def infer(stub, args) -> str:
     return format_answer(answer, format(context.trace_id, "032x") if context.is_valid else "")
 
 
-def argument(parse):
-    """An argparse type from one of the settings' parsers: its message, not a traceback."""
-
-    def checked(text: str):
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
-
-    return checked
-
-
 def positive_seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -227,7 +215,7 @@ def parser() -> argparse.ArgumentParser:
         help="the placer's gRPC address (env STRAIGHTLINE_PLACER; default 127.0.0.1:50051)",
     )
     top.add_argument(
-        "--timeout", type=argument(positive_seconds), default=60.0, help="seconds per call"
+        "--timeout", type=argparse_type(positive_seconds), default=60.0, help="seconds per call"
     )
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("policy", help="the policy in force").set_defaults(run=show_policy)
@@ -243,12 +231,12 @@ def parser() -> argparse.ArgumentParser:
     )
     placing = commands.add_parser("place", help="where a request of a given size would go")
     placing.add_argument(
-        "--bytes", type=argument(parse_non_negative_int), required=True, help="the data size"
+        "--bytes", type=argparse_type(parse_non_negative_int), required=True, help="the data size"
     )
     placing.set_defaults(run=place)
     inferring = commands.add_parser("infer", help="send an image through Infer")
     inferring.add_argument("image")
-    inferring.add_argument("--top-k", type=argument(parse_non_negative_int), default=3)
+    inferring.add_argument("--top-k", type=argparse_type(parse_non_negative_int), default=3)
     inferring.add_argument("--content-type", default="", help="default: from the file name")
     inferring.set_defaults(run=infer)
     for command in (placing, inferring):
