@@ -38,6 +38,8 @@ def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("devrunner")
     (path / "token").write_text(TOKEN)
     make_image_folders(path / "colours")
+    for empty_class in ("cat", "dog"):  # a dataset the trainer refuses
+        (path / "broken" / empty_class).mkdir(parents=True)
     return path
 
 
@@ -106,6 +108,30 @@ def wait_state(stub, job_id, states, timeout=300):
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not reach {states}: {job}")
+
+
+def a_trained_job(stub, workdir) -> S.Job:
+    """A succeeded training job of this module's devrunner: one an earlier test made, else a
+    new one, so that a test that needs one also runs alone."""
+    request = S.ListJobsRequest(kind=S.JOB_KIND_TRAIN, state=S.JOB_STATE_SUCCEEDED)
+    for job in stub.ListJobs(request).jobs:
+        return job
+    job = submit(stub, train_spec(workdir))
+    return wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED})
+
+
+def a_passed_verification(stub, workdir) -> S.Job:
+    """A verify job that passed: one an earlier test made, else a new one of a trained model."""
+    request = S.ListJobsRequest(kind=S.JOB_KIND_VERIFY, state=S.JOB_STATE_SUCCEEDED)
+    for job in stub.ListJobs(request).jobs:
+        if job.passed:
+            return job
+    model = a_trained_job(stub, workdir).model
+    spec = S.VerifySpec(model=model, dataset_path=str(workdir / "colours"), accuracy_threshold=0.8)
+    job = submit(stub, S.JobSpec(verify=spec))
+    verified = wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED})
+    assert verified.passed, verified.results
+    return verified
 
 
 @pytest.mark.parametrize(
@@ -204,13 +230,7 @@ def test_package_a_verified_version_and_serve_it_through_the_placer(
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no passed verification" in refused.value.details()
 
-    verified = next(
-        j
-        for j in stub.ListJobs(
-            S.ListJobsRequest(kind=S.JOB_KIND_VERIFY, state=S.JOB_STATE_SUCCEEDED)
-        ).jobs
-        if j.passed
-    )
+    verified = a_passed_verification(stub, workdir)
     job = submit(stub, S.JobSpec(package=S.PackageSpec(model=verified.model)))
     done = wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED})
     assert done.state == S.JOB_STATE_SUCCEEDED, done.message
@@ -316,16 +336,6 @@ def cli(devrunner, *args):
     )
 
 
-def a_trained_job(stub, workdir) -> S.Job:
-    """A succeeded training job of this module's devrunner: one an earlier test made, else a
-    new one, so that a test that needs one also runs alone."""
-    request = S.ListJobsRequest(kind=S.JOB_KIND_TRAIN, state=S.JOB_STATE_SUCCEEDED)
-    for job in stub.ListJobs(request).jobs:
-        return job
-    job = submit(stub, train_spec(workdir))
-    return wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED})
-
-
 @pytest.mark.tensorflow
 def test_cli_lists_jobs_and_draws_learning_curves(devrunner, stub, workdir, tmp_path):
     trained = a_trained_job(stub, workdir)
@@ -333,7 +343,8 @@ def test_cli_lists_jobs_and_draws_learning_curves(devrunner, stub, workdir, tmp_
     assert listing.returncode == 0
     assert listing.stdout.splitlines()[0].split()[:3] == ["JOB", "KIND", "STATE"]
     row = next(line for line in listing.stdout.splitlines() if line.startswith(trained.job_id))
-    assert row.split()[1:4] == ["train", "succeeded", "colours:1"]
+    model = f"{trained.model.name}:{trained.model.version}"
+    assert row.split()[1:4] == ["train", "succeeded", model]
     curves = cli(devrunner, "curves", trained.job_id, "--png", str(tmp_path / "curves.png"))
     assert curves.returncode == 0 and "epoch 1: acc" in curves.stdout
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -399,8 +410,6 @@ def test_cancel_mid_training(stub, workdir):
 
 
 def test_a_failing_trainer_gives_failed_with_its_last_lines(stub, workdir):
-    (workdir / "broken" / "cat").mkdir(parents=True)
-    (workdir / "broken" / "dog").mkdir(parents=True)
     spec = train_spec(workdir)
     spec.train.dataset_path = str(workdir / "broken")
     job = submit(stub, spec)

@@ -37,8 +37,9 @@ def process_lambda(start_adapter):
     )
 
 
-def test_cold_then_warm_invocations(process_lambda, channels):
-    stub = stub_of(process_lambda, channels)
+def test_cold_then_warm_invocations(start_adapter, channels):
+    fresh = start_adapter("serverless", "--runner", "process", "--concurrency", "1")
+    stub = stub_of(fresh, channels)
     first = stub.Predict(predict_request(), timeout=120)
     second = stub.Predict(predict_request(), timeout=30)
     assert first.platform == second.platform == types_pb2.PLATFORM_SERVERLESS
