@@ -6,13 +6,7 @@ import os
 import sys
 
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
-from straightline_common.config import (
-    ConfigError,
-    Setting,
-    add_settings,
-    parse_address,
-    resolve,
-)
+from straightline_common.config import ConfigError, Setting, add_settings, parse_address, resolve
 from straightline_common.grpcserver import GrpcServer, run_until_signalled
 from straightline_common.logs import configure_logging
 from straightline_common.modelstore import open_store, s3_url_setting

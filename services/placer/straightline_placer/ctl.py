@@ -18,7 +18,11 @@ from opentelemetry import trace
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.config import argparse_type, parse_bool, parse_non_negative_int
-from straightline_common.telemetry import configure_tracing, metadata_with_context
+from straightline_common.telemetry import (
+    configure_tracing,
+    current_trace_id,
+    metadata_with_context,
+)
 from straightline_common.timeconv import seconds
 
 POLICY_FIELDS = placer_pb2.Policy.DESCRIPTOR.fields_by_name
@@ -28,15 +32,19 @@ class UsageError(Exception):
     """A command line that cannot be turned into a request."""
 
 
+def enum_prefix(enum_descriptor) -> str:
+    """What every value's name starts with: PLATFORM_ of PLATFORM_UNSPECIFIED."""
+    return enum_descriptor.values[0].name.removesuffix("UNSPECIFIED")
+
+
 def enum_value_name(enum_type, text: str) -> str:
     """An enum value by its full name or by its name without the type's prefix, any case,
     '-' for '_' (`docker` for PLATFORM_DOCKER); `none` for the unset value."""
     wanted = text.strip().upper().replace("-", "_")
     names = [value.name for value in enum_type.values]
-    unset = names[0]
-    prefix = unset.removesuffix("UNSPECIFIED")
+    prefix = enum_prefix(enum_type)
     if wanted == "NONE":
-        return unset
+        return names[0]
     for name in names:
         if wanted in (name, name.removeprefix(prefix)):
             return name
@@ -79,8 +87,7 @@ def policy_update(assignments: list[str]) -> placer_pb2.UpdatePolicyRequest:
 
 
 def short_name(enum_type, number: int) -> str:
-    name = enum_type.Name(number)
-    return name.removeprefix(enum_type.Name(0).removesuffix("UNSPECIFIED")).lower()
+    return enum_type.Name(number).removeprefix(enum_prefix(enum_type.DESCRIPTOR)).lower()
 
 
 def format_policy(policy: placer_pb2.Policy) -> str:
@@ -190,12 +197,10 @@ def infer(stub, args) -> str:
         content_type=content_type,
         top_k=args.top_k,
     )
-    with trace.get_tracer("straightline.placerctl").start_as_current_span(
-        "placerctl.infer"
-    ) as span:
-        context = span.get_span_context()
+    with trace.get_tracer("straightline.placerctl").start_as_current_span("placerctl.infer"):
+        trace_id = current_trace_id()
         answer = stub.Infer(request, timeout=args.timeout, metadata=metadata_with_context())
-    return format_answer(answer, format(context.trace_id, "032x") if context.is_valid else "")
+    return format_answer(answer, trace_id)
 
 
 def positive_seconds(text: str) -> float:
