@@ -103,9 +103,10 @@ def test_slots_per_environment_and_queue():
     pool = make_pool(environments, max_environments=1, slots_per_environment=2, queue_limit=2)
     try:
         with futures.ThreadPoolExecutor(4) as workers:
-            leases = [workers.submit(hold, pool, 1.0, lease=True) for _ in range(4)]
-            # Two hold the slots and two wait, whatever the time the threads take to start.
-            assert wait_until(lambda: pool.capacity().queue_depth == 2, timeout=0.8)
+            leases = [workers.submit(hold, pool, 2.0, lease=True) for _ in range(4)]
+            # Two hold the slots and two wait, whatever the time the threads take to start
+            # (on a loaded machine, more than a second: seen in CI).
+            assert wait_until(lambda: pool.capacity().queue_depth == 2, timeout=1.9)
             assert pool.capacity().in_flight == 2
             results = [lease.result() for lease in leases]
         assert {r.environment for r in results} == {"env-1"}
