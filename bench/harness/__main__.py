@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 
 from bench import report
-from bench.harness import capacity, figures, generator, images, results, schedule
+from bench.harness import capacity, figures, generator, images, results, schedule, targets
 from bench.harness.cpu import CpuSampler
 from scripts import localstack
 from straightline.v1 import placer_pb2_grpc, types_pb2
@@ -158,7 +158,40 @@ def table(outcome: dict) -> str:
     for policy in figures.PLACING_POLICIES:
         if policy in outcome["runs"]:
             lines += ["", *platform_table(policy, outcome["runs"][policy]["summary"])]
+    if outcome.get("targets"):
+        lines += ["", *targets_table(outcome["targets"], outcome["capacity"])]
     return "\n".join(lines)
+
+
+def _met(target: dict) -> str:
+    return "met" if target["met"] else "not met"
+
+
+def _rate(rps: float | None) -> str:
+    return "never" if rps is None else f"{rps:.1f}"
+
+
+def targets_table(checked: dict, capacity: dict) -> list[str]:
+    lines = [
+        "Targets (bench/harness/targets.py): 1. failing from no lower an offered rate than the "
+        "best single platform; 2. bins whose p95 is above the best single platform's, over "
+        "answered requests / with failures counted as misses; 3. best 30 s of answers against "
+        f"the physical limit ({capacity['physical']['limit_rps']} requests/s):",
+        "",
+        "| policy | 1. fails from (rps offered) | 2. bins with p95 above the best single "
+        "| 3. best 30 s / physical limit |",
+        "| --- | --- | --- | --- |",
+    ]
+    for policy, t in checked.items():
+        onset, bins, throughput = t["failure_onset"], t["p95_per_bin"], t["throughput"]
+        lines.append(
+            f"| {policy} | {_rate(onset['fails_from'])} against {onset['best_single']}'s "
+            f"{_rate(onset['best_single_fails_from'])}: {_met(onset)} "
+            f"| {len(bins['above_answered'])} / {len(bins['above_counting_failures'])} of "
+            f"{bins['bins']}: {_met(bins)} "
+            f"| {throughput['share']:.0%}: {_met(throughput)} |"
+        )
+    return lines
 
 
 def platform_table(policy: str, summary: dict) -> list[str]:
@@ -233,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = run_model(args, model, Path(workdir), pool)
         outcome["machine"] = report.machine()
         outcome["tf_threads"] = args.tf_threads or "default"
-        (args.out / f"{model}.json").write_text(json.dumps(outcome, indent=1) + "\n")
-        figures.draw(model, outcome["runs"], args.out)
+        save(outcome, args.out)
     return write_tables(args.out, models)
 
 
@@ -245,9 +277,15 @@ def report_from_records(out: Path, models: list[str], bin_s: float) -> int:
         for policy, run in outcome["runs"].items():
             records = results.read_csv(out / f"{model}-{policy}.csv")
             outcome["runs"][policy] = summarise(records, run["cpu"], bin_s)
-        path.write_text(json.dumps(outcome, indent=1) + "\n")
-        figures.draw(model, outcome["runs"], out)
+        save(outcome, out)
     return write_tables(out, models)
+
+
+def save(outcome: dict, out: Path) -> None:
+    """A model's JSON result, with the targets checked, and its figures."""
+    outcome["targets"] = targets.check(outcome)
+    (out / f"{outcome['model']}.json").write_text(json.dumps(outcome, indent=1) + "\n")
+    figures.draw(outcome["model"], outcome["runs"], out)
 
 
 def write_tables(out: Path, models: list[str]) -> int:

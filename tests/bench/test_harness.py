@@ -158,6 +158,9 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch)
     assert outcome["tf_threads"] == 1 and "TensorFlow threads per op: 1;" in tables
     assert "| straightline | 12 |" in tables and "| flask | 12 |" in tables
     assert "capacity-aware: answered requests by the platform that served them" in tables
+    assert set(outcome["targets"]) == {"straightline", "capacity-aware"}
+    assert outcome["targets"]["straightline"]["p95_per_bin"]["bins"] == 1
+    assert "| 1. fails from (rps offered) |" in tables
     again = ["--models", "small", "--from-records", "--out", str(out)]
     assert harness.main(again) == 0
     rebuilt = json.loads((out / "small.json").read_text())
