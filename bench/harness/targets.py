@@ -18,37 +18,38 @@ SINGLE_POLICIES = ("flask", "docker", "serverless")
 THROUGHPUT_SHARE = 0.8
 
 
-def _onset(run: dict) -> float:
-    onset = results.failure_onset(run["over_time"])
-    return math.inf if onset is None else onset
+def _infinite(value: float | None) -> float:
+    """None (never fails; a p95 that is a failure) as infinity, so that it compares."""
+    return math.inf if value is None else value
 
 
 def _finite(value: float) -> float | None:
     return None if math.isinf(value) else value
 
 
+def _onset(run: dict) -> float:
+    return _infinite(results.failure_onset(run["over_time"]))
+
+
 def failure_onset(runs: dict, policy: str) -> dict:
     """Target 1: the offered rate each starts failing at (None: never)."""
     singles = {p: _onset(runs[p]) for p in SINGLE_POLICIES if p in runs}
     best = max(singles, key=singles.get)
+    onset = _onset(runs[policy])
     return {
-        "fails_from": _finite(_onset(runs[policy])),
+        "fails_from": _finite(onset),
         "best_single": best,
         "best_single_fails_from": _finite(singles[best]),
-        "met": _onset(runs[policy]) >= singles[best],
+        "met": onset >= singles[best],
     }
-
-
-def _miss(value: float | None) -> float:
-    return math.inf if value is None else value
 
 
 def _bins_above_best_single(runs: dict, policy: str, p95_of) -> list[dict]:
     singles = [runs[p]["over_time"] for p in SINGLE_POLICIES if p in runs]
     above = []
     for row, *single_rows in zip(runs[policy]["over_time"], *singles, strict=True):
-        best = min(_miss(p95_of(r)) for r in single_rows)
-        if _miss(p95_of(row)) > best:
+        best = min(_infinite(p95_of(r)) for r in single_rows)
+        if _infinite(p95_of(row)) > best:
             above.append(
                 {"rate_rps": row["rate_rps"], "p95_ms": p95_of(row), "best_ms": _finite(best)}
             )
