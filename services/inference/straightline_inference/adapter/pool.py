@@ -66,7 +66,7 @@ class EnvironmentPool(Generic[E]):
         self.idle_timeout_s = idle_timeout_s
         self._name = name
         self._ready: list[_Slotted[E]] = []
-        self._starting = 0
+        self._starting: list[_Slotted[E]] = []  # placeholders of environments being started
         self._waiting = 0
         self._closed = False
         self._changed = threading.Condition()
@@ -93,16 +93,17 @@ class EnvironmentPool(Generic[E]):
         """
         while True:
             with self._changed:
-                if len(self._ready) + self._starting >= self.min_environments:
+                if len(self._ready) + len(self._starting) >= self.min_environments:
                     return
-                self._starting += 1
-            self._start_environment(_Slotted(None))
+                placeholder = _Slotted(None)
+                self._starting.append(placeholder)
+            self._start_environment(placeholder)
 
     def capacity(self) -> Capacity:
         """Free slots count those of running environments and those it may still start."""
         with self._changed:
             busy = sum(s.busy for s in self._ready)
-            room = self.max_environments - len(self._ready) - self._starting
+            room = self.max_environments - len(self._ready) - len(self._starting)
             return Capacity(
                 total=self.max_environments * self.slots,
                 free=len(self._ready) * self.slots - busy + max(0, room) * self.slots,
@@ -119,7 +120,7 @@ class EnvironmentPool(Generic[E]):
         with self._changed:
             self._closed = True
             self._changed.notify_all()
-            self._changed.wait_for(lambda: self._starting == 0, timeout=120)
+            self._changed.wait_for(lambda: not self._starting, timeout=120)
             doomed, self._ready = self._ready, []
         for slotted in doomed:
             self._stop_quietly(slotted.environment)
@@ -140,11 +141,12 @@ class EnvironmentPool(Generic[E]):
                     if slotted is not None:
                         slotted.busy += 1
                         return slotted, False
-                    if len(self._ready) + self._starting < self.max_environments:
-                        self._starting += 1
-                        return _Slotted(None, busy=1), True
+                    if len(self._ready) + len(self._starting) < self.max_environments:
+                        placeholder = _Slotted(None, busy=1)
+                        self._starting.append(placeholder)
+                        return placeholder, True
                     if not queued:
-                        if self._waiting >= self.queue_limit:
+                        if self._waiting >= self.queue_limit + self._spare_slots_starting():
                             raise ResourceExhausted(
                                 f"{self._name} is at its limit ({self.max_environments} "
                                 f"environments, {self.slots} slot(s) each) and its queue "
@@ -167,16 +169,21 @@ class EnvironmentPool(Generic[E]):
             slotted.environment = self._start()
         except BaseException:
             with self._changed:
-                self._starting -= 1
+                self._starting.remove(slotted)
                 self._changed.notify_all()
             raise
         cold = time.perf_counter() - started
         with self._changed:
-            self._starting -= 1
+            self._starting.remove(slotted)
             self._ready.append(slotted)
             self._changed.notify_all()
         log.info("environment started", extra={"pool": self._name, "cold_start_s": round(cold, 3)})
         return cold
+
+    def _spare_slots_starting(self) -> int:
+        """Slots of environments still starting that nobody holds yet: requests waiting for
+        them are not queued beyond capacity, they wait for the start."""
+        return sum(self.slots - s.busy for s in self._starting)
 
     def _least_busy(self) -> _Slotted[E] | None:
         candidates = [s for s in self._ready if s.busy < self.slots and not s.broken]
