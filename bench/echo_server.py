@@ -5,7 +5,7 @@ import sys
 
 import grpc
 
-from straightline_common.grpcserver import GrpcServer, run_until_signalled
+from straightline_common.grpcserver import GrpcServer, ShutdownSignal
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
 
@@ -30,10 +30,11 @@ def _register(server: grpc.Server) -> None:
 def main(port_file: str) -> None:
     provider = configure_tracing("bench-echo")
     server = GrpcServer("127.0.0.1:0", [_register], [SERVICE], max_workers=64)
+    shutdown = ShutdownSignal()
     server.start()
     server.mark_serving()
     write_port_file(port_file, {"grpc": server.port})
-    run_until_signalled(lambda: server.stop(1), provider)
+    shutdown.wait_then_stop(lambda: server.stop(1), provider)
 
 
 if __name__ == "__main__":

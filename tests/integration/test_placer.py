@@ -151,11 +151,17 @@ def test_an_instance_that_says_it_leaves_leaves_at_once(stub, adapters):
 
 
 def test_a_burst_does_not_oversubscribe(stub, adapters):
-    flask = adapters(FLASK, capacity=2, service_time_s=0.5)
-    docker = adapters(DOCKER, capacity=2, service_time_s=0.5)
-    serverless = adapters(SERVERLESS, capacity=20, service_time_s=0.5)
+    flask = adapters(FLASK, capacity=2, service_time_s=1.0)
+    docker = adapters(DOCKER, capacity=2, service_time_s=1.0)
+    serverless = adapters(SERVERLESS, capacity=20, service_time_s=1.0)
+    together = threading.Barrier(12)  # a burst even when threads are slow to start
+
+    def infer_together(_):
+        together.wait(timeout=10)
+        return infer(stub)
+
     with futures.ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda _: infer(stub), range(12)))
+        answers = list(pool.map(infer_together, range(12)))
     served = [a.served_platform for a in answers]
     assert served.count(FLASK) == 2
     assert served.count(DOCKER) == 2

@@ -2,7 +2,7 @@
 
 `GrpcServer.start()` binds and starts with every service NOT_SERVING; the owner calls
 `mark_serving()` once it is ready, and `stop(grace)` on shutdown (SIGTERM through
-`run_until_signalled`). Domain errors become gRPC status codes here and nowhere else.
+`ShutdownSignal`). Domain errors become gRPC status codes here and nowhere else.
 """
 
 import logging
@@ -180,18 +180,24 @@ class GrpcServer:
             self._health.set(name, status)
 
 
-def run_until_signalled(stop: Callable[[], None], tracer_provider=None) -> None:
-    """Blocks until SIGTERM or SIGINT, then calls `stop` and flushes the tracer provider's
-    last spans (when there is one). Call from the main thread."""
-    received = threading.Event()
+class ShutdownSignal:
+    """SIGTERM and SIGINT, caught from the moment this is made. Make it in the main thread
+    before starting the service: a signal that arrives while it starts, once its port is
+    known, then shuts it down cleanly instead of killing it."""
 
-    def on_signal(signum, _frame):
+    def __init__(self):
+        self._received = threading.Event()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
-        received.set()
+        self._received.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    received.wait()
-    stop()
-    if tracer_provider is not None:
-        tracer_provider.shutdown()
+    def wait_then_stop(self, stop: Callable[[], None], tracer_provider=None) -> None:
+        """Blocks until a signal has come, then calls `stop` and flushes the tracer
+        provider's last spans (when there is one)."""
+        self._received.wait()
+        stop()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()

@@ -7,7 +7,7 @@ import sys
 
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
 from straightline_common.config import ConfigError, Setting, add_settings, parse_address, resolve
-from straightline_common.grpcserver import GrpcServer, run_until_signalled
+from straightline_common.grpcserver import GrpcServer, ShutdownSignal
 from straightline_common.logs import configure_logging
 from straightline_common.modelstore import open_store, s3_url_setting
 from straightline_common.processes import write_port_file
@@ -145,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         [lambda s: devrunner_pb2_grpc.add_DevRunnerServiceServicer_to_server(servicer, s)],
         [SERVICE_NAME],
     )
+    shutdown = ShutdownSignal()
     server.start()
     server.mark_serving()
     if settings["port_file"]:
         write_port_file(settings["port_file"], {"grpc": server.port})
     log.info("devrunner serving", extra={"address": server.address, "runner": runner.kind})
-    run_until_signalled(server.stop, provider)
+    shutdown.wait_then_stop(server.stop, provider)
     return 0
 
 

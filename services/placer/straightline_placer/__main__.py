@@ -3,7 +3,7 @@
 import sys
 
 from straightline_common.config import ConfigError
-from straightline_common.grpcserver import run_until_signalled
+from straightline_common.grpcserver import ShutdownSignal
 from straightline_common.logs import configure_logging
 from straightline_common.telemetry import configure_tracing
 from straightline_placer import config
@@ -18,9 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging("placer", settings.log_level)
     provider = configure_tracing("straightline-placer")
-    server = PlacerServer(settings)
+    server, shutdown = PlacerServer(settings), ShutdownSignal()
     server.start()
-    run_until_signalled(server.stop, provider)
+    shutdown.wait_then_stop(server.stop, provider)
     return 0
 
 

@@ -6,7 +6,7 @@ import sys
 from straightline.v1 import inference_pb2, inference_pb2_grpc
 from straightline_common.config import ConfigError
 from straightline_common.errors import ServiceError
-from straightline_common.grpcserver import GrpcServer, run_until_signalled
+from straightline_common.grpcserver import GrpcServer, ShutdownSignal
 from straightline_common.logs import configure_logging
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
@@ -115,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(f"adapter-{settings['platform']}", settings["log_level"])
     provider = configure_tracing(f"straightline-adapter-{settings['platform']}")
-    server = AdapterServer(settings)
+    server, shutdown = AdapterServer(settings), ShutdownSignal()
     try:
         server.start()
     except ServiceError as error:
         log.error("cannot start: %s", error)
         server.stop(0)
         return 1
-    run_until_signalled(server.stop, provider)
+    shutdown.wait_then_stop(server.stop, provider)
     return 0
 
 
