@@ -9,7 +9,8 @@ paper's) it starts the placer and one adapter per platform as local processes, m
 machine's capacity for the model, then runs the same scenario (by default a ramp over 180 s
 to --ramp-to times the rate the stack sustained; same seed, same request sequence) under
 each policy: `straightline` (Algorithm 1 as the paper writes it, fallback
-on), `capacity-aware` (our variant of it, docs/placer.md), and the policy pinned to `flask`,
+on), `capacity-aware` and `latency-aware` (our variants of it, docs/placer.md), and the policy
+pinned to `flask`,
 `docker` or `serverless` (fallback off: exactly one platform). It writes per
 request CSV, a JSON summary per model, figures (PNG), and tables.md. `--from-records` redoes
 the summaries, figures and tables from the CSV and JSON a previous run wrote.
@@ -45,6 +46,7 @@ def _policy(platform=types_pb2.PLATFORM_UNSPECIFIED, rule=types_pb2.PLACEMENT_RU
 POLICIES = {
     "straightline": _policy(),
     "capacity-aware": _policy(rule=types_pb2.PLACEMENT_RULE_CAPACITY_AWARE),
+    "latency-aware": _policy(rule=types_pb2.PLACEMENT_RULE_LATENCY_AWARE),
     "flask": _policy(types_pb2.PLATFORM_FLASK),
     "docker": _policy(types_pb2.PLATFORM_DOCKER),
     "serverless": _policy(types_pb2.PLATFORM_SERVERLESS),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 PLATFORM_COLOURS = {"flask": "tab:blue", "docker": "tab:orange", "serverless": "tab:green"}
 # Policies that place by a rule rather than pinning one platform.
-PLACING_POLICIES = ("straightline", "capacity-aware")
+PLACING_POLICIES = ("straightline", "capacity-aware", "latency-aware")
 
 
 def _pyplot():

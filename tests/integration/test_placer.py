@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from scripts.localstack import set_policy
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.processes import health_status
-from straightline_common.timeconv import duration
+from straightline_common.timeconv import duration, seconds
 from straightline_inference.simulated import SimulatedAdapter
 from tests.integration.conftest import DOCKER, FLASK, SERVERLESS
 from tests.support.waiting import wait_until
@@ -130,6 +130,33 @@ def test_the_capacity_aware_rule_refuses_at_once_when_no_platform_has_room(stub,
     paper = set_policy(stub, placement_rule=types_pb2.PLACEMENT_RULE_UNSPECIFIED)
     assert paper.placement_rule == types_pb2.PLACEMENT_RULE_PAPER
     assert place(stub).branch == types_pb2.BRANCH_NOTHING_AVAILABLE
+
+
+def test_the_latency_aware_rule_sends_hot_small_requests_to_the_fastest_free_platform(
+    stub, adapters
+):
+    flask = adapters(FLASK, capacity=2, service_time_s=0.3)
+    docker = adapters(DOCKER, capacity=2, service_time_s=0.02)
+    adapters(SERVERLESS, capacity=4, service_time_s=0.1)
+    set_policy(stub, frequency_threshold_rps=0.01)
+    for platform in (FLASK, DOCKER, SERVERLESS):  # each serves once, then reports its latency
+        set_policy(stub, pinned_platform=platform)
+        infer(stub)
+    set_policy(stub, pinned_platform=types_pb2.PLATFORM_UNSPECIFIED)
+    assert place(stub).branch == types_pb2.BRANCH_HIGH_FREQUENCY_SMALL_DATA  # the paper's rule
+    set_policy(stub, placement_rule=types_pb2.PLACEMENT_RULE_LATENCY_AWARE)
+    assert wait_until(lambda: place(stub).platform == DOCKER)  # once the heartbeats tell
+    hot = place(stub)
+    assert hot.branch == types_pb2.BRANCH_FASTEST_FREE
+    latencies = [
+        round(seconds(getattr(hot.inputs, f"{name}_recent_latency_p95")), 3)
+        for name in ("flask", "docker", "serverless")
+    ]
+    assert latencies == [0.3, 0.02, 0.1]
+    assert place(stub, size=LARGE).branch == types_pb2.BRANCH_LARGE_DATA  # line 7, as before
+    docker.stop()
+    assert wait_until(lambda: place(stub).platform == SERVERLESS)  # the next fastest
+    assert infer(stub).served_platform == SERVERLESS and flask.served == 1
 
 
 def test_silent_instance_leaves_within_the_timeout(stub, adapters):

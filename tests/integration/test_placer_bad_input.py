@@ -155,6 +155,7 @@ def test_duplicate_instance_id_is_refused(stub, registered):
         ({}, ["frequency_window"], "frequency_window must be between"),
         ({}, ["colour"], "unknown field(s) colour"),
         ({"pinned_platform": 42}, ["pinned_platform"], "pinned_platform must be"),
+        ({"placement_rule": 9}, ["placement_rule"], "CAPACITY_AWARE or LATENCY_AWARE"),
     ],
 )
 def test_invalid_policy_is_refused_and_the_old_one_kept(stub, registered, fields, paths, message):

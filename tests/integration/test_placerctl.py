@@ -125,7 +125,9 @@ def test_policy_update_names_only_the_fields_given():
     assert list(request.update_mask.paths) == ["placement_rule", "data_size_threshold_bytes"]
     assert request.policy.placement_rule == types_pb2.PLACEMENT_RULE_CAPACITY_AWARE
     assert request.policy.data_size_threshold_bytes == 1000
-    with pytest.raises(UsageError, match="is not one of: paper, capacity-aware, none"):
+    with pytest.raises(
+        UsageError, match="is not one of: paper, capacity-aware, latency-aware, none"
+    ):
         policy_update(["placement_rule=fastest"])
 
 

@@ -65,7 +65,7 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
         ([], {"STRAIGHTLINE_PLACER_FREQUENCY_THRESHOLD_RPS": "fast"}, "environment variable"),
         (["--data-size-threshold-bytes", "7000000"], {}, "invalid policy: .*6 MB"),
         (["--pinned-platform", "mainframe"], {}, "expected none, flask, docker or serverless"),
-        (["--placement-rule", "clever"], {}, "expected paper or capacity-aware"),
+        (["--placement-rule", "clever"], {}, "expected paper, capacity-aware or latency-aware"),
         (["--metrics-listen", "9464"], {}, "metrics_listen is invalid"),
         (["--max-concurrent-rpcs", "-1"], {}, "max_concurrent_rpcs .* must be zero or more"),
         (["--config", "/nonexistent/placer.toml"], {}, "cannot read config file"),

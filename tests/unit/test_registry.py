@@ -11,7 +11,7 @@ class Choice:
         self.platform = platform
 
 
-def report(registry, instance_id, platform, *, free=2, total=2, owner=None, models=("m",)):
+def report(registry, instance_id, platform, *, free=2, total=2, owner=None, models=("m",), p95=0.0):
     return registry.report(
         instance_id=instance_id,
         platform=platform,
@@ -21,22 +21,28 @@ def report(registry, instance_id, platform, *, free=2, total=2, owner=None, mode
         models=[(name, "1") for name in models],
         report=None,
         owner=owner if owner is not None else instance_id,
+        recent_latency_p95_s=p95,
     )
 
 
 def choose(platform):
-    return lambda flask_free, docker_free, serverless_free: Choice(platform)
+    return lambda free, latency: Choice(platform)
 
 
-def free_slots(registry, model="m"):
+def survey(registry, model="m"):
+    """What `decide` shows its chooser: (free slots, recent p95) of flask, docker, serverless."""
     captured = {}
 
-    def capture(*free):
-        captured["free"] = free
+    def capture(free, latency):
+        captured["survey"] = tuple(free[1:]), tuple(latency[1:])
         return Choice(Platform.FLASK)
 
     registry.decide(model, "", capture, reserve=False)
-    return captured["free"]
+    return captured["survey"]
+
+
+def free_slots(registry, model="m"):
+    return survey(registry, model)[0]
 
 
 @pytest.fixture
@@ -56,6 +62,13 @@ def test_free_slots_per_platform_for_the_model(registry):
     report(registry, "s1", Platform.SERVERLESS, free=4, total=4)
     report(registry, "other", Platform.FLASK, free=9, total=9, models=("other",))
     assert free_slots(registry) == (4, 2, 4)
+
+
+def test_the_latency_shown_is_that_of_the_instance_a_request_would_go_to(registry):
+    report(registry, "d1", Platform.DOCKER, free=1, p95=0.05)
+    report(registry, "d2", Platform.DOCKER, free=3, total=4, p95=0.2)
+    report(registry, "s1", Platform.SERVERLESS, free=0, p95=0.1)
+    assert survey(registry) == ((0, 4, 0), (None, 0.2, 0.1))
 
 
 def test_a_refusal_chooses_no_instance(registry):

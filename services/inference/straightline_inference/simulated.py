@@ -3,7 +3,8 @@ model replaced by a fixed service time. For the placer's tests, benchmark and de
 
 It refuses payloads not declared as images.
 
-It behaves like a platform with `capacity` slots: requests beyond them wait in a queue of
+It behaves like a platform with `capacity` slots, whose recent latency (reported once it has
+served a request) is its service time: requests beyond them wait in a queue of
 `queue_limit` places, beyond which it answers RESOURCE_EXHAUSTED. Its answer names the class
 whose index is the payload's length modulo the number of classes, so callers can check that
 the answer belongs to the request.
@@ -99,6 +100,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
             in_flight=in_flight,
             queue_depth=waiting,
             models=[types_pb2.ModelRef(name=name, version="1") for name in self.models],
+            recent_latency_p95=duration(self.service_time_s) if self.served else None,
         )
 
     # InferenceService ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ def _rule(text: str) -> Rule:
     try:
         return Rule[text.strip().upper().replace("-", "_")]
     except KeyError:
-        raise ValueError("expected paper or capacity-aware") from None
+        raise ValueError("expected paper, capacity-aware or latency-aware") from None
 
 
 SERVER_SETTINGS = (
@@ -132,7 +132,8 @@ POLICY_SETTINGS = (
         "STRAIGHTLINE_PLACER_PLACEMENT_RULE",
         _rule,
         _DEFAULT_POLICY.placement_rule,
-        "paper (Algorithm 1 as written) or capacity-aware (serverless capacity in view)",
+        "paper (Algorithm 1 as written), capacity-aware (serverless capacity in view) or "
+        "latency-aware (capacity-aware, hot small requests to the fastest free platform)",
     ),
 )
 

@@ -61,6 +61,19 @@ class Inputs:
     flask_free_slots: int
     docker_free_slots: int
     serverless_free_slots: int
+    # Recent p95 latency of the instance each platform would get the request, when it has a
+    # free slot (None otherwise); the latency-aware rule chooses by them.
+    flask_recent_p95_s: float | None = None
+    docker_recent_p95_s: float | None = None
+    serverless_recent_p95_s: float | None = None
+
+    def recent_p95_of_free_platforms(self) -> dict[Platform, float]:
+        latencies = (
+            (Platform.FLASK, self.flask_recent_p95_s),
+            (Platform.DOCKER, self.docker_recent_p95_s),
+            (Platform.SERVERLESS, self.serverless_recent_p95_s),
+        )
+        return {platform: latency for platform, latency in latencies if latency is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,16 +173,23 @@ class Placer:
         started = time.perf_counter()
         with tracer.start_as_current_span("placer.place") as span:
 
-            def choose(flask_free: int, docker_free: int, serverless_free: int) -> _Choice:
+            def choose(free: list[int], latency: list[float | None]) -> _Choice:
                 f_t = self.frequency.record(request.model_name)
+
+                def if_free(platform: Platform) -> float | None:
+                    return latency[platform] if free[platform] > 0 else None
+
                 inputs = Inputs(
                     f_t,
                     request.data_size_bytes,
                     policy.frequency_threshold_rps,
                     policy.data_size_threshold_bytes,
-                    flask_free,
-                    docker_free,
-                    serverless_free,
+                    free[Platform.FLASK],
+                    free[Platform.DOCKER],
+                    free[Platform.SERVERLESS],
+                    if_free(Platform.FLASK),
+                    if_free(Platform.DOCKER),
+                    if_free(Platform.SERVERLESS),
                 )
                 return _Choice(_decide_platform(policy, inputs), inputs)
 
@@ -317,8 +337,11 @@ def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
     if policy.pinned_platform is not None:
         return Decision(policy.pinned_platform, Branch.PINNED)
     # The paper's rule takes serverless as unlimited.
-    serverless_available = (
-        policy.placement_rule != Rule.CAPACITY_AWARE or inputs.serverless_free_slots > 0
+    serverless_available = policy.placement_rule == Rule.PAPER or inputs.serverless_free_slots > 0
+    fastest_free = (
+        algorithm.fastest(inputs.recent_p95_of_free_platforms())
+        if policy.placement_rule == Rule.LATENCY_AWARE
+        else None
     )
     return algorithm.place(
         inputs.f_t,
@@ -328,6 +351,7 @@ def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
         inputs.flask_free_slots > 0,
         inputs.docker_free_slots > 0,
         serverless_available,
+        fastest_free,
     )
 
 
@@ -388,6 +412,10 @@ def _placement_attributes(request: Request, placement: Placement) -> dict:
         "straightline.flask_free_slots": inputs.flask_free_slots,
         "straightline.docker_free_slots": inputs.docker_free_slots,
         "straightline.serverless_free_slots": inputs.serverless_free_slots,
+        **{
+            f"straightline.{algorithm.platform_label(platform)}_recent_p95_s": latency
+            for platform, latency in inputs.recent_p95_of_free_platforms().items()
+        },
         "straightline.platform": algorithm.platform_label(placement.platform),
         "straightline.branch": placement.branch.name.lower(),
         "straightline.instance_id": placement.instance_id,

@@ -45,6 +45,7 @@ class Instance:
     sent_since_report: int = 0
     finished_from_before_report: int = 0
     stream_open: bool = True
+    recent_latency_p95_s: float = 0.0  # as last reported; 0 until it has served something
 
     @property
     def effective_free(self) -> int:
@@ -92,6 +93,7 @@ class InstanceRegistry:
         models: Iterable[tuple[str, str]],
         report: object,
         owner: object,
+        recent_latency_p95_s: float = 0.0,
     ) -> Instance:
         """Records a heartbeat from the stream `owner`. An instance id that another open
         stream is still reporting for is refused."""
@@ -112,6 +114,7 @@ class InstanceRegistry:
             current.capacity_free = capacity_free
             current.models = _versions_by_name(models)
             current.report = report
+            current.recent_latency_p95_s = recent_latency_p95_s
             current.last_seen = now
             current.last_report_time = time.time()
             current.epoch += 1
@@ -151,11 +154,18 @@ class InstanceRegistry:
     # Placement -------------------------------------------------------------------------------
 
     def decide(
-        self, name: str, version: str, choose: Callable[[int, int, int], C], *, reserve: bool
+        self,
+        name: str,
+        version: str,
+        choose: Callable[[list[int], list[float | None]], C],
+        *,
+        reserve: bool,
     ):
         """Atomically: measures the free Flask, Docker and serverless slots (S_F, S_D, S_L)
-        for the model, lets `choose` pick a platform from them (or none), and picks (and, if
-        `reserve`, reserves) the instance of that platform with most free capacity.
+        for the model and the recent p95 latency of the instance each platform would get
+        (both lists indexed by Platform; None without a live instance), lets `choose` pick a
+        platform from them (or none), and picks (and, if `reserve`, reserves) that instance:
+        the one of the platform with most free capacity.
 
         Returns (choose's result, instance or None, ticket or None); raises NotFound when no
         live instance serves the model."""
@@ -164,7 +174,8 @@ class InstanceRegistry:
             free, best = self._survey(name, version, now)
             if not any(best):
                 raise NotFound(_unserved(name, version))
-            choice = choose(free[Platform.FLASK], free[Platform.DOCKER], free[Platform.SERVERLESS])
+            latency = [None if i is None else i.recent_latency_p95_s for i in best]
+            choice = choose(free, latency)
             instance = None if choice.platform is None else best[choice.platform]
             ticket = self._reserve(instance) if reserve and instance is not None else None
             return choice, instance, ticket

@@ -102,6 +102,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             models=[(m.name, m.version) for m in report.models],
             report=report,
             owner=owner,
+            recent_latency_p95_s=seconds(report.recent_latency_p95),
         )
 
     def WatchResources(self, request, context):
@@ -186,7 +187,9 @@ def _policy_changes(message: placer_pb2.Policy, paths) -> dict:
     if message.pinned_platform not in (0, *Platform._value2member_map_):
         raise InvalidArgument("pinned_platform must be UNSPECIFIED, FLASK, DOCKER or SERVERLESS")
     if message.placement_rule not in (0, *Rule._value2member_map_):
-        raise InvalidArgument("placement_rule must be UNSPECIFIED, PAPER or CAPACITY_AWARE")
+        raise InvalidArgument(
+            "placement_rule must be UNSPECIFIED, PAPER, CAPACITY_AWARE or LATENCY_AWARE"
+        )
     return {_POLICY_FIELDS[path][0]: _POLICY_FIELDS[path][1](message) for path in paths}
 
 
@@ -220,6 +223,10 @@ def _placement_message(placement: Placement) -> types_pb2.Placement:
             flask_free_slots=inputs.flask_free_slots,
             docker_free_slots=inputs.docker_free_slots,
             serverless_free_slots=inputs.serverless_free_slots,
+            **{
+                f"{platform.name.lower()}_recent_latency_p95": duration(latency)
+                for platform, latency in inputs.recent_p95_of_free_platforms().items()
+            },
         ),
         decision_time=duration(placement.decision_seconds),
     )
