@@ -61,19 +61,9 @@ class Inputs:
     flask_free_slots: int
     docker_free_slots: int
     serverless_free_slots: int
-    # Recent p95 latency of the instance each platform would get the request, when it has a
-    # free slot (None otherwise); the latency-aware rule chooses by them.
-    flask_recent_p95_s: float | None = None
-    docker_recent_p95_s: float | None = None
-    serverless_recent_p95_s: float | None = None
-
-    def recent_p95_of_free_platforms(self) -> dict[Platform, float]:
-        latencies = (
-            (Platform.FLASK, self.flask_recent_p95_s),
-            (Platform.DOCKER, self.docker_recent_p95_s),
-            (Platform.SERVERLESS, self.serverless_recent_p95_s),
-        )
-        return {platform: latency for platform, latency in latencies if latency is not None}
+    # Under the latency-aware rule only, which chooses by them: for each platform with a free
+    # slot, the recent p95 latency of the instance it would get the request.
+    recent_p95_s: dict[Platform, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +165,6 @@ class Placer:
 
             def choose(free: list[int], latency: list[float | None]) -> _Choice:
                 f_t = self.frequency.record(request.model_name)
-
-                def if_free(platform: Platform) -> float | None:
-                    return latency[platform] if free[platform] > 0 else None
-
                 inputs = Inputs(
                     f_t,
                     request.data_size_bytes,
@@ -187,9 +173,9 @@ class Placer:
                     free[Platform.FLASK],
                     free[Platform.DOCKER],
                     free[Platform.SERVERLESS],
-                    if_free(Platform.FLASK),
-                    if_free(Platform.DOCKER),
-                    if_free(Platform.SERVERLESS),
+                    _recent_p95_of_free(free, latency)
+                    if policy.placement_rule == Rule.LATENCY_AWARE
+                    else None,
                 )
                 return _Choice(_decide_platform(policy, inputs), inputs)
 
@@ -338,11 +324,7 @@ def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
         return Decision(policy.pinned_platform, Branch.PINNED)
     # The paper's rule takes serverless as unlimited.
     serverless_available = policy.placement_rule == Rule.PAPER or inputs.serverless_free_slots > 0
-    fastest_free = (
-        algorithm.fastest(inputs.recent_p95_of_free_platforms())
-        if policy.placement_rule == Rule.LATENCY_AWARE
-        else None
-    )
+    fastest_free = algorithm.fastest(inputs.recent_p95_s) if inputs.recent_p95_s else None
     return algorithm.place(
         inputs.f_t,
         inputs.r_d,
@@ -353,6 +335,10 @@ def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
         serverless_available,
         fastest_free,
     )
+
+
+def _recent_p95_of_free(free: list[int], latency: list[float | None]) -> dict[Platform, float]:
+    return {platform: latency[platform] for platform in Platform if free[platform] > 0}
 
 
 def _new_request_id() -> str:
@@ -412,11 +398,11 @@ def _placement_attributes(request: Request, placement: Placement) -> dict:
         "straightline.flask_free_slots": inputs.flask_free_slots,
         "straightline.docker_free_slots": inputs.docker_free_slots,
         "straightline.serverless_free_slots": inputs.serverless_free_slots,
-        **{
-            f"straightline.{algorithm.platform_label(platform)}_recent_p95_s": latency
-            for platform, latency in inputs.recent_p95_of_free_platforms().items()
-        },
         "straightline.platform": algorithm.platform_label(placement.platform),
         "straightline.branch": placement.branch.name.lower(),
         "straightline.instance_id": placement.instance_id,
+        **{
+            f"straightline.{algorithm.platform_label(platform)}_recent_p95_s": latency
+            for platform, latency in (inputs.recent_p95_s or {}).items()
+        },
     }

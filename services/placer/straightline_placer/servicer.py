@@ -225,7 +225,7 @@ def _placement_message(placement: Placement) -> types_pb2.Placement:
             serverless_free_slots=inputs.serverless_free_slots,
             **{
                 f"{platform.name.lower()}_recent_latency_p95": duration(latency)
-                for platform, latency in inputs.recent_p95_of_free_platforms().items()
+                for platform, latency in (inputs.recent_p95_s or {}).items()
             },
         ),
         decision_time=duration(placement.decision_seconds),
