@@ -8,10 +8,9 @@ For each model (`small`: a 32 px classifier; `xception`: Keras Xception at 299 p
 paper's) it starts the placer and one adapter per platform as local processes, measures the
 machine's capacity for the model, then runs the same scenario (by default a ramp over 180 s
 to --ramp-to times the rate the stack sustained; same seed, same request sequence) under
-each policy: `straightline` (Algorithm 1 as the paper writes it, fallback
-on), `capacity-aware` and `latency-aware` (our variants of it, docs/placer.md), and the policy
-pinned to `flask`,
-`docker` or `serverless` (fallback off: exactly one platform). It writes per
+each policy: `straightline` (Algorithm 1 as the paper writes it, fallback on),
+`capacity-aware` and `latency-aware` (our variants of it, docs/placer.md), and the policy
+pinned to `flask`, `docker` or `serverless` (fallback off: exactly one platform). It writes per
 request CSV, a JSON summary per model, figures (PNG), and tables.md. `--from-records` redoes
 the summaries, figures and tables from the CSV and JSON a previous run wrote.
 """

@@ -26,15 +26,16 @@ def report(registry, instance_id, platform, *, free=2, total=2, owner=None, mode
 
 
 def choose(platform):
-    return lambda free, latency: Choice(platform)
+    return lambda free, best: Choice(platform)
 
 
 def survey(registry, model="m"):
     """What `decide` shows its chooser: (free slots, recent p95) of flask, docker, serverless."""
     captured = {}
 
-    def capture(free, latency):
-        captured["survey"] = tuple(free[1:]), tuple(latency[1:])
+    def capture(free, best):
+        latency = (None if i is None else i.recent_latency_p95_s for i in best[1:])
+        captured["survey"] = tuple(free[1:]), tuple(latency)
         return Choice(Platform.FLASK)
 
     registry.decide(model, "", capture, reserve=False)

@@ -163,7 +163,7 @@ class Placer:
         started = time.perf_counter()
         with tracer.start_as_current_span("placer.place") as span:
 
-            def choose(free: list[int], latency: list[float | None]) -> _Choice:
+            def choose(free: list[int], best: list[Instance | None]) -> _Choice:
                 f_t = self.frequency.record(request.model_name)
                 inputs = Inputs(
                     f_t,
@@ -173,7 +173,7 @@ class Placer:
                     free[Platform.FLASK],
                     free[Platform.DOCKER],
                     free[Platform.SERVERLESS],
-                    _recent_p95_of_free(free, latency)
+                    _recent_p95_of_free(free, best)
                     if policy.placement_rule == Rule.LATENCY_AWARE
                     else None,
                 )
@@ -324,7 +324,7 @@ def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
         return Decision(policy.pinned_platform, Branch.PINNED)
     # The paper's rule takes serverless as unlimited.
     serverless_available = policy.placement_rule == Rule.PAPER or inputs.serverless_free_slots > 0
-    fastest_free = algorithm.fastest(inputs.recent_p95_s) if inputs.recent_p95_s else None
+    fastest_free = algorithm.fastest(inputs.recent_p95_s or {})
     return algorithm.place(
         inputs.f_t,
         inputs.r_d,
@@ -337,8 +337,8 @@ def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
     )
 
 
-def _recent_p95_of_free(free: list[int], latency: list[float | None]) -> dict[Platform, float]:
-    return {platform: latency[platform] for platform in Platform if free[platform] > 0}
+def _recent_p95_of_free(free: list[int], best: list[Instance | None]) -> dict[Platform, float]:
+    return {p: best[p].recent_latency_p95_s for p in Platform if free[p] > 0}
 
 
 def _new_request_id() -> str:

@@ -157,15 +157,15 @@ class InstanceRegistry:
         self,
         name: str,
         version: str,
-        choose: Callable[[list[int], list[float | None]], C],
+        choose: Callable[[list[int], list[Instance | None]], C],
         *,
         reserve: bool,
     ):
         """Atomically: measures the free Flask, Docker and serverless slots (S_F, S_D, S_L)
-        for the model and the recent p95 latency of the instance each platform would get
-        (both lists indexed by Platform; None without a live instance), lets `choose` pick a
-        platform from them (or none), and picks (and, if `reserve`, reserves) that instance:
-        the one of the platform with most free capacity.
+        for the model and the instance each platform would get the request (the one with most
+        free capacity; both lists indexed by Platform, None without a live instance), lets
+        `choose` pick a platform from them (or none), and picks (and, if `reserve`, reserves)
+        that instance.
 
         Returns (choose's result, instance or None, ticket or None); raises NotFound when no
         live instance serves the model."""
@@ -174,8 +174,7 @@ class InstanceRegistry:
             free, best = self._survey(name, version, now)
             if not any(best):
                 raise NotFound(_unserved(name, version))
-            latency = [None if i is None else i.recent_latency_p95_s for i in best]
-            choice = choose(free, latency)
+            choice = choose(free, best)
             instance = None if choice.platform is None else best[choice.platform]
             ticket = self._reserve(instance) if reserve and instance is not None else None
             return choice, instance, ticket
