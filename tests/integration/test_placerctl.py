@@ -11,6 +11,7 @@ from straightline_inference.simulated import CLASS_NAMES
 from straightline_placer import ctl
 from straightline_placer.ctl import UsageError, policy_update
 from tests.support.stack import wait_for_instances
+from tests.support.waiting import wait_until
 
 FLASK, DOCKER = types_pb2.PLATFORM_FLASK, types_pb2.PLATFORM_DOCKER
 
@@ -93,6 +94,7 @@ def test_instances_placement_and_inference_with_its_trace(
     code, out, _ = placerctl("place", "--model", "demo", "--bytes", "300000")
     assert code == 0 and out.startswith(f"docker {docker.instance_id} (large_data)")
     assert "r_d 300,000 B against D 262,144" in out
+    assert "recent p95" not in out  # the paper's rule compares no latencies
 
     image = tmp_path / "picture.jpg"
     image.write_bytes(b"\xff\xd8" + b"\x00" * 999)  # the simulated adapter does not decode
@@ -104,6 +106,25 @@ def test_instances_placement_and_inference_with_its_trace(
     otlp_receiver.wait_for(
         lambda s: s.trace_id == trace_id and s.name == "placer.place"
     )  # the command's trace goes on into the placer
+
+
+def test_a_latency_aware_placement_shows_the_latencies_it_compared(
+    placerctl, stub, adapters, tmp_path
+):
+    flask = adapters(FLASK, capacity=2, service_time_s=0.05)
+    wait_for_instances(stub, 1)
+    image = tmp_path / "picture.jpg"
+    image.write_bytes(b"\xff\xd8" + b"\x00" * 99)
+    assert placerctl("infer", str(image), "--model", "demo")[0] == 0  # flask measures itself
+    placerctl("set", "placement_rule=latency-aware", "frequency_threshold_rps=0.01")
+
+    def placed() -> str:
+        return placerctl("place", "--model", "demo", "--bytes", "1000")[1]
+
+    assert wait_until(lambda: "flask 50.0 ms" in placed())  # once its heartbeat tells
+    out = placed()
+    assert out.startswith(f"flask {flask.instance_id} (fastest_free)")
+    assert "recent p95 of free platforms: flask 50.0 ms" in out
 
 
 def test_an_unreadable_image_or_an_unknown_type_is_refused_before_any_call(placerctl, tmp_path):

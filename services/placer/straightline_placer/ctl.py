@@ -127,7 +127,7 @@ def format_instances(view: placer_pb2.WatchResourcesResponse) -> str:
 
 def format_placement(placement: types_pb2.Placement) -> str:
     inputs = placement.inputs
-    return (
+    text = (
         f"{short_name(types_pb2.Platform, placement.platform)} {placement.instance_id} "
         f"({short_name(types_pb2.Branch, placement.branch)})\n"
         f"  f_t {inputs.request_frequency_rps:.2f}/s against F {inputs.frequency_threshold_rps:g}; "
@@ -135,6 +135,12 @@ def format_placement(placement: types_pb2.Placement) -> str:
         f"S_F {inputs.flask_free_slots}, S_D {inputs.docker_free_slots}, "
         f"S_L {inputs.serverless_free_slots}"
     )
+    compared = [  # set by the latency-aware rule only
+        f"{name} {milliseconds(getattr(inputs, f'{name}_recent_latency_p95'))} ms"
+        for name in ("flask", "docker", "serverless")
+        if inputs.HasField(f"{name}_recent_latency_p95")
+    ]
+    return text + (f"\n  recent p95 of free platforms: {', '.join(compared)}" if compared else "")
 
 
 def milliseconds(duration) -> str:
