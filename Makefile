@@ -32,6 +32,7 @@ $(BUF): package.json package-lock.json
 
 lint: setup
 	$(BUF) lint protos
+	scripts/buf-breaking.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

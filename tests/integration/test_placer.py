@@ -124,7 +124,7 @@ def test_the_capacity_aware_rule_refuses_at_once_when_no_platform_has_room(stub,
     with pytest.raises(grpc.RpcError) as exhausted:
         infer(stub)
     assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "no platform has a free slot for model 'demo'" in exhausted.value.details()
+    assert "model 'demo': no platform has a free slot now" in exhausted.value.details()
     assert "retry with backoff" in exhausted.value.details()
     assert [i.served + i.refused for i in instances] == [0, 0, 0]  # nothing was sent
     paper = set_policy(stub, placement_rule=types_pb2.PLACEMENT_RULE_UNSPECIFIED)
@@ -340,8 +340,8 @@ def test_placement_span_carries_every_input_and_the_trace_reaches_the_adapter(
     assert attributes["straightline.branch"] == "flask_available"
     assert attributes["straightline.instance_id"] == flask.instance_id
     assert attributes["straightline.r_d"] == SMALL
-    assert attributes["straightline.S_F"] is True
-    assert attributes["straightline.S_D"] is False
+    assert attributes["straightline.flask_free_slots"] == 2
+    assert "straightline.docker_free_slots" not in attributes  # no docker instance
     for key in ("straightline.f_t", "straightline.F", "straightline.D"):
         assert key in attributes
     assert wait_until(lambda: f'"trace_id": "{placed[0].trace_id}"' in placer.log())

@@ -3,7 +3,7 @@ its registered instances."""
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 
 from straightline.v1 import placer_pb2, types_pb2
 from tests.integration.conftest import DOCKER, FLASK
@@ -155,7 +155,22 @@ def test_duplicate_instance_id_is_refused(stub, registered):
         ({}, ["frequency_window"], "frequency_window must be between"),
         ({}, ["colour"], "unknown field(s) colour"),
         ({"pinned_platform": 42}, ["pinned_platform"], "pinned_platform must be"),
-        ({"placement_rule": 9}, ["placement_rule"], "CAPACITY_AWARE or LATENCY_AWARE"),
+        ({"placement_rule": 9}, ["placement_rule"], "latency-aware, slo-aware"),
+        (
+            {"latency_objectives": {"demo": duration_pb2.Duration(seconds=7200)}},
+            ["latency_objectives"],
+            "a latency objective must be between",
+        ),
+        (
+            {"platform_settings": [placer_pb2.PlatformSettings(platform=3, memory_mb=64)]},
+            ["platform_settings"],
+            "platform_settings of serverless: memory_mb",
+        ),
+        (
+            {"platform_settings": [placer_pb2.PlatformSettings(platform=0)]},
+            ["platform_settings"],
+            "each entry must name a platform",
+        ),
     ],
 )
 def test_invalid_policy_is_refused_and_the_old_one_kept(stub, registered, fields, paths, message):

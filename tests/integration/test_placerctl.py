@@ -87,7 +87,7 @@ def test_instances_placement_and_inference_with_its_trace(
     wait_for_instances(stub, 2)
 
     code, out, _ = placerctl("instances")
-    assert code == 0 and "free slots: flask 3, docker 1, serverless 0" in out
+    assert code == 0 and "free slots: flask 3, docker 1\n" in out
     assert re.search(rf"{flask.instance_id} +flask +\S+ +3 +3 +0 +0  demo", out)
     assert re.search(rf"{docker.instance_id} +docker", out)
 
@@ -147,7 +147,7 @@ def test_policy_update_names_only_the_fields_given():
     assert request.policy.placement_rule == types_pb2.PLACEMENT_RULE_CAPACITY_AWARE
     assert request.policy.data_size_threshold_bytes == 1000
     with pytest.raises(
-        UsageError, match="is not one of: paper, capacity-aware, latency-aware, none"
+        UsageError, match="is not one of: paper, capacity-aware, latency-aware, slo-aware, none"
     ):
         policy_update(["placement_rule=fastest"])
 

@@ -3,7 +3,7 @@
 import pytest
 
 from straightline.v1 import types_pb2
-from straightline_placer.algorithm import Branch, Platform, Rule, fastest, place
+from straightline_placer.algorithm import Branch, Platform, Rule, place
 
 F, D = 10.0, 1000
 
@@ -131,53 +131,6 @@ def test_with_serverless_full_line_3_passes_and_line_18_refuses(
 ):
     decision = place(f_t, r_d, F, D, s_f, s_d, serverless_available=False)
     assert (decision.platform, decision.branch) == (platform, branch)
-
-
-@pytest.mark.parametrize(
-    ("f_t", "r_d", "fastest_free", "platform", "branch"),
-    [
-        pytest.param(
-            10.1, 999, Platform.DOCKER, Platform.DOCKER, Branch.FASTEST_FREE, id="line3-fastest"
-        ),
-        pytest.param(
-            10.1, 999, None, Platform.FLASK, Branch.FLASK_AVAILABLE, id="line3-none-free-on"
-        ),
-        pytest.param(
-            10.0, 999, Platform.DOCKER, Platform.FLASK, Branch.FLASK_AVAILABLE, id="f_t-equal-F"
-        ),
-        pytest.param(
-            10.1, 1000, Platform.DOCKER, Platform.FLASK, Branch.FLASK_AVAILABLE, id="r_d-equal-D"
-        ),
-        pytest.param(
-            10.1, 1001, Platform.SERVERLESS, Platform.DOCKER, Branch.LARGE_DATA, id="line7"
-        ),
-    ],
-)
-def test_the_latency_aware_line_3_takes_the_fastest_free_platform(
-    f_t, r_d, fastest_free, platform, branch
-):
-    decision = place(f_t, r_d, F, D, True, True, False, fastest_free)
-    assert (decision.platform, decision.branch) == (platform, branch)
-
-
-@pytest.mark.parametrize(
-    ("recent_p95_s", "chosen"),
-    [
-        pytest.param({}, None, id="none-free"),
-        pytest.param({Platform.FLASK: 0.3, Platform.DOCKER: 0.02}, Platform.DOCKER, id="lowest"),
-        pytest.param(
-            {Platform.FLASK: 0.1, Platform.DOCKER: 0.1, Platform.SERVERLESS: 0.1},
-            Platform.SERVERLESS,
-            id="tie-to-serverless",
-        ),
-        pytest.param({Platform.FLASK: 0.1, Platform.DOCKER: 0.1}, Platform.FLASK, id="tie-order"),
-        pytest.param(
-            {Platform.FLASK: 0.01, Platform.DOCKER: 0.0}, Platform.DOCKER, id="unmeasured"
-        ),
-    ],
-)
-def test_fastest_among_free_platforms(recent_p95_s, chosen):
-    assert fastest(recent_p95_s) == chosen
 
 
 @pytest.mark.parametrize(

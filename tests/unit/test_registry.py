@@ -2,7 +2,7 @@ import pytest
 
 from straightline_common.errors import AlreadyExists, NotFound
 from straightline_placer.algorithm import Platform
-from straightline_placer.registry import InstanceRegistry
+from straightline_placer.registry import InstanceRegistry, InstanceStats
 from tests.unit.test_frequency import FakeClock
 
 
@@ -11,7 +11,10 @@ class Choice:
         self.platform = platform
 
 
-def report(registry, instance_id, platform, *, free=2, total=2, owner=None, models=("m",), p95=0.0):
+ORDER = tuple(Platform)
+
+
+def report(registry, instance_id, platform, *, free=2, total=2, owner=None, models=("m",), **stats):
     return registry.report(
         instance_id=instance_id,
         platform=platform,
@@ -21,29 +24,34 @@ def report(registry, instance_id, platform, *, free=2, total=2, owner=None, mode
         models=[(name, "1") for name in models],
         report=None,
         owner=owner if owner is not None else instance_id,
-        recent_latency_p95_s=p95,
+        stats=InstanceStats(**stats),
     )
 
 
 def choose(platform):
-    return lambda free, best: Choice(platform)
+    return lambda platforms: Choice(platform)
+
+
+def decide(registry, chooser, model="m", version="", reserve=True):
+    return registry.decide(model, version, chooser, ORDER, reserve=reserve)
 
 
 def survey(registry, model="m"):
-    """What `decide` shows its chooser: (free slots, recent p95) of flask, docker, serverless."""
+    """What `decide` shows its chooser: the platforms with a live instance, by platform."""
     captured = {}
 
-    def capture(free, best):
-        latency = (None if i is None else i.recent_latency_p95_s for i in best[1:])
-        captured["survey"] = tuple(free[1:]), tuple(latency)
+    def capture(platforms):
+        captured["survey"] = platforms
         return Choice(Platform.FLASK)
 
-    registry.decide(model, "", capture, reserve=False)
+    decide(registry, capture, model, reserve=False)
     return captured["survey"]
 
 
 def free_slots(registry, model="m"):
-    return survey(registry, model)[0]
+    """Free slots of flask, docker, serverless."""
+    platforms = survey(registry, model)
+    return tuple(platforms[p].free_slots if p in platforms else 0 for p in ORDER)
 
 
 @pytest.fixture
@@ -66,15 +74,51 @@ def test_free_slots_per_platform_for_the_model(registry):
 
 
 def test_the_latency_shown_is_that_of_the_instance_a_request_would_go_to(registry):
-    report(registry, "d1", Platform.DOCKER, free=1, p95=0.05)
-    report(registry, "d2", Platform.DOCKER, free=3, total=4, p95=0.2)
-    report(registry, "s1", Platform.SERVERLESS, free=0, p95=0.1)
-    assert survey(registry) == ((0, 4, 0), (None, 0.2, 0.1))
+    report(registry, "d1", Platform.DOCKER, free=1, recent_latency_p95_s=0.05)
+    report(registry, "d2", Platform.DOCKER, free=3, total=4, recent_latency_p95_s=0.2)
+    report(registry, "s1", Platform.SERVERLESS, free=0, recent_latency_p95_s=0.1)
+    platforms = survey(registry)
+    assert list(platforms) == [Platform.DOCKER, Platform.SERVERLESS]
+    assert platforms[Platform.DOCKER].instance.instance_id == "d2"
+    assert platforms[Platform.DOCKER].recent_latency_p95_s == 0.2
+    assert platforms[Platform.SERVERLESS].recent_latency_p95_s == 0.1
+
+
+def test_a_platform_sums_queues_and_warm_slots_over_its_instances(registry):
+    # d1: 4 slots, 2 warm of which 1 busy, 3 free (1 warm); d2: 2 slots, none warm, 2 free.
+    report(
+        registry,
+        "d1",
+        Platform.DOCKER,
+        free=3,
+        total=4,
+        in_flight=1,
+        warm_environments=1,
+        warm_slots=2,
+        queue_depth=1,
+        queue_limit=4,
+    )
+    report(registry, "d2", Platform.DOCKER, free=2, total=2, queue_limit=2)
+    docker = survey(registry)[Platform.DOCKER]
+    assert (docker.free_slots, docker.capacity_total, docker.in_flight) == (5, 6, 1)
+    assert (docker.warm_environments, docker.warm_free_slots) == (1, 1)
+    assert (docker.queue_depth, docker.queue_room) == (1, 5)
+
+
+def test_platforms_are_listed_in_the_order_asked_for(registry):
+    for instance_id, platform in (("s1", Platform.SERVERLESS), ("f1", Platform.FLASK)):
+        report(registry, instance_id, platform)
+    order = (Platform.SERVERLESS, Platform.DOCKER, Platform.FLASK)
+    captured = []
+    registry.decide(
+        "m", "", lambda p: captured.append(list(p)) or Choice(None), order, reserve=False
+    )
+    assert captured == [[Platform.SERVERLESS, Platform.FLASK]]
 
 
 def test_a_refusal_chooses_no_instance(registry):
     report(registry, "f1", Platform.FLASK, free=0)
-    choice, instance, ticket = registry.decide("m", "", choose(None), reserve=True)
+    choice, instance, ticket = decide(registry, choose(None))
     assert choice.platform is None and instance is None and ticket is None
 
 
@@ -93,22 +137,22 @@ def test_instance_leaves_after_the_timeout(registry, clock):
 def test_unknown_model_is_not_found(registry):
     report(registry, "f1", Platform.FLASK)
     with pytest.raises(NotFound, match="no live instance serves model 'nope'"):
-        registry.decide("nope", "", choose(Platform.FLASK), reserve=False)
+        decide(registry, choose(Platform.FLASK), "nope", reserve=False)
     with pytest.raises(NotFound, match="version '2'"):
-        registry.decide("m", "2", choose(Platform.FLASK), reserve=False)
+        decide(registry, choose(Platform.FLASK), version="2", reserve=False)
 
 
 def test_reservations_prevent_oversubscription_between_heartbeats(registry):
     report(registry, "f1", Platform.FLASK, free=2)
-    _, first, _ = registry.decide("m", "", choose(Platform.FLASK), reserve=True)
-    _, second, _ = registry.decide("m", "", choose(Platform.FLASK), reserve=True)
+    _, first, _ = decide(registry, choose(Platform.FLASK))
+    _, second, _ = decide(registry, choose(Platform.FLASK))
     assert first is second
     assert free_slots(registry) == (0, 0, 0)
 
 
 def test_finished_requests_free_their_slot(registry):
     report(registry, "f1", Platform.FLASK, free=1, total=1)
-    _, _, ticket = registry.decide("m", "", choose(Platform.FLASK), reserve=True)
+    _, _, ticket = decide(registry, choose(Platform.FLASK))
     assert free_slots(registry) == (0, 0, 0)
     registry.finish(ticket)
     assert free_slots(registry) == (1, 0, 0)
@@ -116,7 +160,7 @@ def test_finished_requests_free_their_slot(registry):
 
 def test_a_report_replaces_the_count_and_late_finishes_are_credited(registry):
     report(registry, "f1", Platform.FLASK, free=2)
-    _, _, ticket = registry.decide("m", "", choose(Platform.FLASK), reserve=True)
+    _, _, ticket = decide(registry, choose(Platform.FLASK))
     report(registry, "f1", Platform.FLASK, free=1)  # the adapter counts it in flight
     assert free_slots(registry) == (1, 0, 0)
     registry.finish(ticket)  # sent before the report, finished after it
@@ -126,7 +170,7 @@ def test_a_report_replaces_the_count_and_late_finishes_are_credited(registry):
 def test_the_instance_with_most_free_capacity_is_chosen(registry):
     report(registry, "d1", Platform.DOCKER, free=1, total=4)
     report(registry, "d2", Platform.DOCKER, free=3, total=4)
-    _, instance, _ = registry.decide("m", "", choose(Platform.DOCKER), reserve=True)
+    _, instance, _ = decide(registry, choose(Platform.DOCKER))
     assert instance.instance_id == "d2"
 
 
@@ -164,3 +208,11 @@ def test_wait_for_change_returns_on_a_report(registry):
     seen = registry.version
     report(registry, "f1", Platform.FLASK)
     assert registry.wait_for_change(seen, timeout=0.01) != seen
+
+
+def test_requests_sent_beyond_the_free_slots_count_as_queued(registry):
+    report(registry, "f1", Platform.FLASK, free=1, total=1, queue_limit=3)
+    for _ in range(3):
+        decide(registry, choose(Platform.FLASK))
+    flask = survey(registry)[Platform.FLASK]
+    assert (flask.free_slots, flask.queue_depth, flask.queue_room) == (0, 2, 1)

@@ -18,7 +18,9 @@ from straightline_common.errors import InvalidArgument, NotFound, ResourceExhaus
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.timeconv import duration
 from straightline_inference.adapter.gate import SlotGate
+from straightline_inference.adapter.platform import fill_capacity
 from straightline_inference.heartbeat import HeartbeatSender
+from straightline_inference.stats import RecentStats
 
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 CLASS_NAMES = ("cat", "chook", "dog", "horse")
@@ -47,6 +49,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
         self.refused = 0
         self.last_time_remaining: float | None = None  # the deadline the last request came with
         self._gate = SlotGate(capacity, queue_limit, name=self.instance_id)
+        self._stats = RecentStats()
         self._server = GrpcServer(
             "127.0.0.1:0",
             [
@@ -90,18 +93,15 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
         return self._heartbeats.connected.wait(timeout)
 
     def report(self) -> types_pb2.InstanceReport:
-        in_flight, waiting = self._gate.in_flight, self._gate.waiting
-        return types_pb2.InstanceReport(
+        report = types_pb2.InstanceReport(
             instance_id=self.instance_id,
             platform=self.platform,
             address=self.address,
-            capacity_total=self.capacity,
-            capacity_free=max(0, self.capacity - in_flight),
-            in_flight=in_flight,
-            queue_depth=waiting,
             models=[types_pb2.ModelRef(name=name, version="1") for name in self.models],
-            recent_latency_p95=duration(self.service_time_s) if self.served else None,
         )
+        fill_capacity(report, self._gate.capacity_report(warm=True))
+        self._stats.fill(report)
+        return report
 
     # InferenceService ----------------------------------------------------------------------
 
@@ -121,7 +121,12 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
                 self.served += 1
         except ResourceExhausted:
             self.refused += 1
+            self._stats.record_failure()
             raise
+        # Its service time is exactly the one it was given, so callers can rely on the figure.
+        self._stats.record(
+            len(request.payload), queued + self.service_time_s, queued, cold_start_s=0.0
+        )
         index = len(request.payload) % len(CLASS_NAMES)
         return inference_pb2.PredictResponse(
             request_id=request.request_id,

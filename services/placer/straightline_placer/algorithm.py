@@ -14,8 +14,7 @@ The paper takes serverless as unlimited, so lines 3 and 18 send there whatever s
 has free: that is `serverless_available=True`, the default. Our capacity-aware variant
 (docs/placer.md says why) passes S_L, whether live serverless instances have a free slot:
 without one, line 3 does not match (lines 7-18 decide) and line 18 refuses the request.
-Our latency-aware variant passes, in addition, the platform with a free slot that reports the
-lowest recent latency (`fastest_free`), and line 3 sends the request there.
+The rules built on this function, and the ones that are not, are in `rules/`.
 """
 
 import enum
@@ -41,6 +40,9 @@ class Branch(enum.IntEnum):
     PINNED = 6
     NO_CAPACITY = 7
     FASTEST_FREE = 8
+    CHEAPEST_WITHIN_OBJECTIVE = 9
+    LOWEST_PREDICTED_LATENCY = 10
+    DEADLINE_UNMEETABLE = 11
 
 
 class Rule(enum.IntEnum):
@@ -49,12 +51,14 @@ class Rule(enum.IntEnum):
     PAPER = 1
     CAPACITY_AWARE = 2
     LATENCY_AWARE = 3
+    SLO_AWARE = 4
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    platform: Platform | None  # None: refused, no platform has capacity
+    platform: Platform | None  # None: refused
     branch: Branch
+    reason: str = ""  # why a request was refused, as the caller will read it
 
 
 HIGH_FREQUENCY_SMALL_DATA = Decision(Platform.SERVERLESS, Branch.HIGH_FREQUENCY_SMALL_DATA)
@@ -78,14 +82,10 @@ def place(
     flask_available: bool,
     docker_available: bool,
     serverless_available: bool = True,
-    fastest_free: Platform | None = None,
 ) -> Decision:
     """Where one request goes. `f_t` in requests/s, `r_d` in bytes, thresholds F and D alike."""
-    if f_t > frequency_threshold and r_d < size_threshold:
-        if fastest_free is not None:
-            return Decision(fastest_free, Branch.FASTEST_FREE)
-        if serverless_available:
-            return HIGH_FREQUENCY_SMALL_DATA
+    if serverless_available and is_hot_and_small(f_t, r_d, frequency_threshold, size_threshold):
+        return HIGH_FREQUENCY_SMALL_DATA
     if r_d > size_threshold:
         return LARGE_DATA
     if flask_available:
@@ -95,17 +95,6 @@ def place(
     return NOTHING_AVAILABLE if serverless_available else NO_CAPACITY
 
 
-# The paper's order of preference among platforms (lines 11, 15, 18), which fallback follows.
-PREFERENCE_ORDER = (Platform.FLASK, Platform.DOCKER, Platform.SERVERLESS)
-
-# Ties among equally fast platforms go to line 3's own choice first, then the paper's order.
-_TIE_ORDER = (Platform.SERVERLESS, Platform.FLASK, Platform.DOCKER)
-
-
-def fastest(recent_p95_s: dict[Platform, float]) -> Platform | None:
-    """The platform with the lowest recent p95 latency among those given (the ones with a free
-    slot), or None when none is. A platform that has reported no latency yet (0) counts as
-    the fastest, so it gets a request and is measured."""
-    if not recent_p95_s:
-        return None
-    return min(recent_p95_s, key=lambda p: (recent_p95_s[p], _TIE_ORDER.index(p)))
+def is_hot_and_small(f_t: float, r_d: int, frequency_threshold: float, size_threshold: int) -> bool:
+    """Line 3's condition: f_t > F and r_d < D."""
+    return f_t > frequency_threshold and r_d < size_threshold

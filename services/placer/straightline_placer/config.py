@@ -1,6 +1,7 @@
 """The placer's configuration: flags, STRAIGHTLINE_PLACER_* variables, a TOML file."""
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from straightline_common.config import (
 )
 from straightline_common.errors import InvalidArgument
 from straightline_placer.algorithm import Platform, Rule
-from straightline_placer.policy import Policy
+from straightline_placer.policy import PlatformSettings, Policy
 
 _DEFAULT_POLICY = Policy()
 
@@ -35,7 +36,7 @@ def _rule(text: str) -> Rule:
     try:
         return Rule[text.strip().upper().replace("-", "_")]
     except KeyError:
-        raise ValueError("expected paper, capacity-aware or latency-aware") from None
+        raise ValueError("expected paper, capacity-aware, latency-aware or slo-aware") from None
 
 
 SERVER_SETTINGS = (
@@ -132,8 +133,17 @@ POLICY_SETTINGS = (
         "STRAIGHTLINE_PLACER_PLACEMENT_RULE",
         _rule,
         _DEFAULT_POLICY.placement_rule,
-        "paper (Algorithm 1 as written), capacity-aware (serverless capacity in view) or "
-        "latency-aware (capacity-aware, hot small requests to the fastest free platform)",
+        "paper (Algorithm 1 as written), capacity-aware (serverless capacity in view), "
+        "latency-aware (capacity-aware, hot small requests to the fastest free platform) or "
+        "slo-aware (the cheapest platform predicted to meet the latency objective)",
+    ),
+    Setting(
+        "default_latency_objective_s",
+        "STRAIGHTLINE_PLACER_DEFAULT_LATENCY_OBJECTIVE_S",
+        float,
+        _DEFAULT_POLICY.default_latency_objective_s,
+        "the SLO-aware rule's latency objective of a model without its own, seconds "
+        "(per model: the [policy.latency_objectives] table of the config file)",
     ),
 )
 
@@ -173,8 +183,35 @@ def load(argv: list[str] | None = None, environ=None) -> PlacerConfig:
             raise ConfigError(f"metrics_listen is invalid: {error}, or 'off'") from None
     if server["forward_timeout_s"] <= 0:
         raise ConfigError("forward_timeout_s must be positive")
+    policy_table = read_toml(config_path, "policy")
+    policy_values["latency_objectives"] = _objectives(policy_table)
+    policy_values["platform_settings"] = _platform_settings(policy_table)
     try:
         policy = Policy(**policy_values).validated()
     except InvalidArgument as error:
         raise ConfigError(f"invalid policy: {error}") from None
     return PlacerConfig(policy=policy, **server)
+
+
+def _objectives(policy_table: dict) -> dict[str, float]:
+    """[policy.latency_objectives]: model name = seconds."""
+    table = policy_table.get("latency_objectives", {})
+    if not isinstance(table, dict) or not all(isinstance(v, int | float) for v in table.values()):
+        raise ConfigError("[policy.latency_objectives] must map model names to seconds")
+    return {model: float(seconds) for model, seconds in table.items()}
+
+
+def _platform_settings(policy_table: dict) -> dict[Platform, PlatformSettings]:
+    """[policy.platforms.NAME] tables over the defaults: a platform's prices and network."""
+    tables = policy_table.get("platforms", {})
+    settings = dict(_DEFAULT_POLICY.platform_settings)
+    known = {f.name for f in dataclasses.fields(PlatformSettings)}
+    for name, table in tables.items() if isinstance(tables, dict) else ():
+        try:
+            platform = Platform[name.upper()]
+        except KeyError:
+            raise ConfigError(f"[policy.platforms.{name}]: not a platform") from None
+        if not isinstance(table, dict) or set(table) - known:
+            raise ConfigError(f"[policy.platforms.{name}] takes only: {', '.join(sorted(known))}")
+        settings[platform] = dataclasses.replace(settings[platform], **table)
+    return settings

@@ -21,56 +21,40 @@ from straightline_common.errors import (
     ServiceError,
     Unavailable,
 )
-from straightline_placer import algorithm
-from straightline_placer.algorithm import Branch, Decision, Platform, Rule
+from straightline_placer import prediction, rules
+from straightline_placer.algorithm import Branch, Decision, Platform, platform_label
 from straightline_placer.frequency import FrequencyWindow
 from straightline_placer.metrics import PlacerMetrics
-from straightline_placer.policy import Policy
-from straightline_placer.registry import Instance, InstanceRegistry
+from straightline_placer.policy import MAX_REQUEST_BYTES, Policy
+from straightline_placer.registry import Instance, InstanceRegistry, PlatformState
+from straightline_placer.rules import Inputs, Need, PlacementRule
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("straightline.placer")
 
 # The most requests one PlaceBatch may hold.
 MAX_BATCH = 10_000
-# Larger requests are refused as absurd; also the gRPC message limit of the placer.
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
-# Largest image a serverless platform takes: Lambda's 6 MB synchronous limit applies to the
-# JSON event, in which the image travels base64-encoded (4/3 larger) beside a few fields.
-SERVERLESS_MAX_IMAGE_BYTES = (6 * 1024 * 1024 - 4096) * 3 // 4
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request to place: its model and r_d."""
+    """One request to place: its model and r_d, and, for the SLO-aware rule, its own latency
+    objective (None: the policy's for the model) and deadline (None: none), in seconds."""
 
     request_id: str
     model_name: str
     model_version: str
     data_size_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class Inputs:
-    """Algorithm 1's inputs as it saw them."""
-
-    f_t: float
-    r_d: int
-    frequency_threshold: float
-    size_threshold: int
-    flask_free_slots: int
-    docker_free_slots: int
-    serverless_free_slots: int
-    # Under the latency-aware rule only, which chooses by them: for each platform with a free
-    # slot, the recent p95 latency of the instance it would get the request.
-    recent_p95_s: dict[Platform, float] | None = None
+    latency_objective_s: float | None = None
+    deadline_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Placement:
     request_id: str
-    platform: Platform | None  # None: refused, no platform has capacity (capacity-aware rule)
+    platform: Platform | None  # None: refused (Decision.reason says why)
     branch: Branch
+    reason: str
     inputs: Inputs
     instance_id: str
     instance_address: str
@@ -160,32 +144,26 @@ class Placer:
     def _decide(self, request: Request, *, reserve: bool):
         _check_request(request)
         policy = self._policy
+        rule = rules.rule_for(policy.placement_rule, policy.pinned_platform)
         started = time.perf_counter()
         with tracer.start_as_current_span("placer.place") as span:
 
-            def choose(free: list[int], best: list[Instance | None]) -> _Choice:
-                f_t = self.frequency.record(request.model_name)
-                inputs = Inputs(
-                    f_t,
-                    request.data_size_bytes,
-                    policy.frequency_threshold_rps,
-                    policy.data_size_threshold_bytes,
-                    free[Platform.FLASK],
-                    free[Platform.DOCKER],
-                    free[Platform.SERVERLESS],
-                    _recent_p95_of_free(free, best)
-                    if policy.placement_rule == Rule.LATENCY_AWARE
-                    else None,
-                )
-                return _Choice(_decide_platform(policy, inputs), inputs)
+            def choose(platforms: dict[Platform, PlatformState]) -> _Choice:
+                inputs = self._inputs(request, policy, rule, platforms)
+                return _Choice(rule.decide(inputs), inputs)
 
             choice, instance, ticket = self.registry.decide(
-                request.model_name, request.model_version, choose, reserve=reserve
+                request.model_name,
+                request.model_version,
+                choose,
+                policy.preference_order,
+                reserve=reserve,
             )
             placement = Placement(
                 request_id=request.request_id or _new_request_id(),
                 platform=choice.decision.platform,
                 branch=choice.decision.branch,
+                reason=choice.decision.reason,
                 inputs=choice.inputs,
                 instance_id=instance.instance_id if instance else "",
                 instance_address=instance.address if instance else "",
@@ -198,6 +176,33 @@ class Placer:
         self._metrics.observe_placement(placement.platform, placement.branch, started)
         return placement, instance, ticket
 
+    def _inputs(
+        self,
+        request: Request,
+        policy: Policy,
+        rule: PlacementRule,
+        platforms: dict[Platform, PlatformState],
+    ) -> Inputs:
+        objective = deadline = None
+        if Need.PREDICTIONS in rule.needs:
+            for platform, state in platforms.items():
+                prediction.predict(
+                    state, request.data_size_bytes, policy.platform_settings[platform]
+                )
+            objective = request.latency_objective_s or policy.latency_objective_s(
+                request.model_name
+            )
+            deadline = request.deadline_s
+        return Inputs(
+            self.frequency.record(request.model_name),
+            request.data_size_bytes,
+            policy.frequency_threshold_rps,
+            policy.data_size_threshold_bytes,
+            platforms,
+            objective,
+            deadline,
+        )
+
     # Forwarding ------------------------------------------------------------------------------
 
     def infer(self, request: Request, payload: object, timeout: float) -> InferResult:
@@ -207,12 +212,12 @@ class Placer:
         deadline = time.monotonic() + timeout
         placement, instance, ticket = self._decide(request, reserve=True)
         if placement.platform is None:
-            raise ResourceExhausted(_no_capacity(request, placement.inputs))
+            raise ResourceExhausted(f"model {request.model_name!r}: {placement.reason}")
         policy = self._policy
         attempts: list[AttemptRecord] = []
         for platform in self._fallback_order(placement, policy):
             if platform != placement.platform:
-                if not _fits(platform, request):
+                if request.data_size_bytes > policy.platform_settings[platform].max_request_bytes:
                     continue
                 ticket = self.registry.reserve_with_capacity(
                     platform, request.model_name, request.model_version
@@ -236,7 +241,7 @@ class Placer:
                 )
                 trace.get_current_span().set_attributes(
                     {
-                        "straightline.served_platform": platform.name.lower(),
+                        "straightline.served_platform": platform_label(platform),
                         "straightline.served_instance_id": instance.instance_id,
                         "straightline.fell_back": result.fell_back,
                         "straightline.attempts": len(attempts),
@@ -246,9 +251,11 @@ class Placer:
         raise Unavailable(_nothing_took(request, attempts))
 
     def _fallback_order(self, placement: Placement, policy: Policy) -> list[Platform]:
-        if policy.pinned_platform is not None or not policy.fallback_enabled:
+        """The chosen platform, then the others in the policy's order of preference after it."""
+        rule = rules.rule_for(policy.placement_rule, policy.pinned_platform)
+        if not (rule.falls_back and policy.fallback_enabled):
             return [placement.platform]
-        order = algorithm.PREFERENCE_ORDER
+        order = policy.preference_order
         start = order.index(placement.platform)
         return [*order[start:], *order[:start]]
 
@@ -263,7 +270,7 @@ class Placer:
             "placer.forward",
             kind=trace.SpanKind.CLIENT,
             attributes={
-                "straightline.platform": instance.platform.name.lower(),
+                "straightline.platform": platform_label(instance.platform),
                 "straightline.instance_id": instance.instance_id,
                 "straightline.attempt": len(attempts) + 1,
                 "server.address": instance.address,
@@ -302,7 +309,7 @@ class Placer:
                 "instance left the live view: no heartbeat within the timeout",
                 extra={
                     "instance_id": departure.instance_id,
-                    "platform": departure.platform.name.lower(),
+                    "platform": platform_label(departure.platform),
                     "outstanding_requests": departure.outstanding,
                 },
             )
@@ -317,28 +324,6 @@ class _Choice:
     @property
     def platform(self) -> Platform | None:
         return self.decision.platform
-
-
-def _decide_platform(policy: Policy, inputs: Inputs) -> Decision:
-    if policy.pinned_platform is not None:
-        return Decision(policy.pinned_platform, Branch.PINNED)
-    # The paper's rule takes serverless as unlimited.
-    serverless_available = policy.placement_rule == Rule.PAPER or inputs.serverless_free_slots > 0
-    fastest_free = algorithm.fastest(inputs.recent_p95_s or {})
-    return algorithm.place(
-        inputs.f_t,
-        inputs.r_d,
-        inputs.frequency_threshold,
-        inputs.size_threshold,
-        inputs.flask_free_slots > 0,
-        inputs.docker_free_slots > 0,
-        serverless_available,
-        fastest_free,
-    )
-
-
-def _recent_p95_of_free(free: list[int], best: list[Instance | None]) -> dict[Platform, float]:
-    return {p: best[p].recent_latency_p95_s for p in Platform if free[p] > 0}
 
 
 def _new_request_id() -> str:
@@ -357,25 +342,13 @@ def _check_request(request: Request) -> None:
         )
 
 
-def _fits(platform: Platform, request: Request) -> bool:
-    return platform != Platform.SERVERLESS or request.data_size_bytes <= SERVERLESS_MAX_IMAGE_BYTES
-
-
 def _no_instance(platform: Platform) -> PlatformRefused:
-    return PlatformRefused(f"no live {platform.name.lower()} instance serves the model")
-
-
-def _no_capacity(request: Request, inputs: Inputs) -> str:
-    return (
-        f"no platform has a free slot for model {request.model_name!r} now (free: flask "
-        f"{inputs.flask_free_slots}, docker {inputs.docker_free_slots}, serverless "
-        f"{inputs.serverless_free_slots}); the request was not sent anywhere: retry with backoff"
-    )
+    return PlatformRefused(f"no live {platform_label(platform)} instance serves the model")
 
 
 def _nothing_took(request: Request, attempts: list[AttemptRecord]) -> str:
     tried = "; ".join(
-        f"{a.platform.name.lower()} {a.instance_id or '(none)'}: {a.error}" for a in attempts
+        f"{platform_label(a.platform)} {a.instance_id or '(none)'}: {a.error}" for a in attempts
     )
     return (
         f"no platform could take request {request.request_id or '(unnamed)'} for model "
@@ -385,7 +358,7 @@ def _nothing_took(request: Request, attempts: list[AttemptRecord]) -> str:
 
 def _placement_attributes(request: Request, placement: Placement) -> dict:
     inputs = placement.inputs
-    return {
+    attributes = {
         "straightline.request_id": placement.request_id,
         "straightline.model": request.model_name,
         "straightline.model_version": request.model_version,
@@ -393,16 +366,19 @@ def _placement_attributes(request: Request, placement: Placement) -> dict:
         "straightline.r_d": inputs.r_d,
         "straightline.F": inputs.frequency_threshold,
         "straightline.D": inputs.size_threshold,
-        "straightline.S_F": inputs.flask_free_slots > 0,
-        "straightline.S_D": inputs.docker_free_slots > 0,
-        "straightline.flask_free_slots": inputs.flask_free_slots,
-        "straightline.docker_free_slots": inputs.docker_free_slots,
-        "straightline.serverless_free_slots": inputs.serverless_free_slots,
-        "straightline.platform": algorithm.platform_label(placement.platform),
+        "straightline.platform": platform_label(placement.platform),
         "straightline.branch": placement.branch.name.lower(),
         "straightline.instance_id": placement.instance_id,
-        **{
-            f"straightline.{algorithm.platform_label(platform)}_recent_p95_s": latency
-            for platform, latency in (inputs.recent_p95_s or {}).items()
-        },
     }
+    for platform, state in inputs.platforms.items():
+        prefix = f"straightline.{platform_label(platform)}"
+        attributes[f"{prefix}_free_slots"] = state.free_slots
+        attributes[f"{prefix}_recent_p95_s"] = state.recent_latency_p95_s
+        if state.predicted_latency_s is not None:
+            attributes[f"{prefix}_predicted_latency_s"] = state.predicted_latency_s
+            attributes[f"{prefix}_predicted_cost_usd"] = state.predicted_cost_usd
+    if inputs.latency_objective_s is not None:
+        attributes["straightline.latency_objective_s"] = inputs.latency_objective_s
+    if inputs.deadline_s is not None:
+        attributes["straightline.deadline_s"] = inputs.deadline_s
+    return attributes

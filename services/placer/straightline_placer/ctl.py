@@ -105,10 +105,17 @@ def format_policy(policy: placer_pb2.Policy) -> str:
     return "\n".join(f"{name:<31}{value}" for name, value in rows)
 
 
+def free_slots(platforms) -> str:
+    """ "flask 3, docker 1, serverless 0": the free slots of a list of PlatformState."""
+    return ", ".join(
+        f"{short_name(types_pb2.Platform, state.platform)} {state.free_slots}"
+        for state in platforms
+    )
+
+
 def format_instances(view: placer_pb2.WatchResourcesResponse) -> str:
     lines = [
-        f"free slots: flask {view.flask_free_slots}, docker {view.docker_free_slots}, "
-        f"serverless {view.serverless_free_slots}",
+        f"free slots: {free_slots(view.platforms) or 'none'}",
         f"{'instance':<28}{'platform':<12}{'address':<22}{'free':>5}{'total':>6}"
         f"{'in flight':>10}{'queued':>7}  models",
     ]
@@ -127,20 +134,42 @@ def format_instances(view: placer_pb2.WatchResourcesResponse) -> str:
 
 def format_placement(placement: types_pb2.Placement) -> str:
     inputs = placement.inputs
-    text = (
-        f"{short_name(types_pb2.Platform, placement.platform)} {placement.instance_id} "
-        f"({short_name(types_pb2.Branch, placement.branch)})\n"
+    branch = short_name(types_pb2.Branch, placement.branch)
+    lines = [
+        f"{short_name(types_pb2.Platform, placement.platform)} {placement.instance_id} ({branch})",
         f"  f_t {inputs.request_frequency_rps:.2f}/s against F {inputs.frequency_threshold_rps:g}; "
         f"r_d {inputs.data_size_bytes:,} B against D {inputs.data_size_threshold_bytes:,}; "
-        f"S_F {inputs.flask_free_slots}, S_D {inputs.docker_free_slots}, "
-        f"S_L {inputs.serverless_free_slots}"
-    )
-    compared = [  # set by the latency-aware rule only
-        f"{name} {milliseconds(getattr(inputs, f'{name}_recent_latency_p95'))} ms"
-        for name in ("flask", "docker", "serverless")
-        if inputs.HasField(f"{name}_recent_latency_p95")
+        f"free slots: {free_slots(inputs.platforms)}",
     ]
-    return text + (f"\n  recent p95 of free platforms: {', '.join(compared)}" if compared else "")
+    if placement.branch == types_pb2.BRANCH_FASTEST_FREE:
+        compared = [
+            f"{short_name(types_pb2.Platform, s.platform)} {milliseconds(s.recent_latency_p95)} ms"
+            for s in inputs.platforms
+            if s.free_slots
+        ]
+        lines.append(f"  recent p95 of free platforms: {', '.join(compared)}")
+    if inputs.HasField("latency_objective"):
+        lines.append(format_predictions(inputs))
+    return "\n".join(lines)
+
+
+def format_predictions(inputs: types_pb2.PlacementInputs) -> str:
+    predicted = [
+        f"{short_name(types_pb2.Platform, s.platform)} "
+        + (
+            f"{milliseconds(s.predicted_latency)} ms ${s.predicted_cost_usd:.8f}"
+            if s.HasField("predicted_latency")
+            else "cannot take it"
+        )
+        for s in inputs.platforms
+    ]
+    deadline = (
+        f", deadline {milliseconds(inputs.deadline)} ms" if inputs.HasField("deadline") else ""
+    )
+    return (
+        f"  predicted: {', '.join(predicted)} (objective "
+        f"{milliseconds(inputs.latency_objective)} ms{deadline})"
+    )
 
 
 def milliseconds(duration) -> str:

@@ -11,6 +11,7 @@ clamped to [0, capacity_total]. A request sent just before a report that the ada
 yet received is off by one until the next report; the heartbeat interval bounds that error.
 """
 
+import bisect
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,10 +23,36 @@ from straightline_placer.algorithm import Platform
 
 
 class _HasPlatform(Protocol):
-    platform: Platform
+    platform: Platform | None
 
 
 C = TypeVar("C", bound=_HasPlatform)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStats:
+    """What an instance reports beyond its capacity: what a prediction of its latency needs."""
+
+    in_flight: int = 0
+    queue_depth: int = 0
+    queue_limit: int = 0
+    warm_environments: int = 0
+    warm_slots: int = 0
+    recent_latency_p50_s: float = 0.0
+    recent_latency_p95_s: float = 0.0  # 0 until it has served something
+    recent_cold_start_s: float = 0.0
+    # Upper bounds of the size buckets (bytes; the last has no bound) and their medians.
+    service_time_bounds: tuple[int, ...] = ()
+    service_time_medians_s: tuple[float, ...] = ()
+
+    def service_time_s(self, size: int) -> float:
+        """The median service time of requests of about this size: from its bucket, or the
+        nearest bucket with requests, or the recent median; 0 when nothing was measured."""
+        medians = self.service_time_medians_s
+        if not medians:
+            return self.recent_latency_p50_s
+        index = min(bisect.bisect_left(self.service_time_bounds, size), len(medians) - 1)
+        return medians[index]
 
 
 @dataclass(eq=False)
@@ -45,16 +72,74 @@ class Instance:
     sent_since_report: int = 0
     finished_from_before_report: int = 0
     stream_open: bool = True
-    recent_latency_p95_s: float = 0.0  # as last reported; 0 until it has served something
+    stats: InstanceStats = InstanceStats()
 
     @property
     def effective_free(self) -> int:
-        free = self.capacity_free - self.sent_since_report + self.finished_from_before_report
-        return max(0, min(self.capacity_total, free))
+        return max(0, min(self.capacity_total, self._unreserved))
+
+    @property
+    def sent_beyond_free(self) -> int:
+        """Requests sent since the report that found no free slot: they wait in its queue."""
+        return max(0, -self._unreserved)
+
+    @property
+    def _unreserved(self) -> int:
+        return self.capacity_free - self.sent_since_report + self.finished_from_before_report
 
     def serves(self, name: str, version: str) -> bool:
         versions = self.models.get(name)
         return versions is not None and (not version or version in versions or "" in versions)
+
+
+@dataclass(slots=True)
+class PlatformState:
+    """One platform summed over its live instances (for one model, or all): what the rules
+    read. `instance` is the one a request would go to (most free slots); the predictions are
+    filled by the placer for the rules that ask for them."""
+
+    platform: Platform
+    instance: Instance
+    free_slots: int = 0
+    capacity_total: int = 0
+    queue_depth: int = 0
+    queue_room: int = 0
+    in_flight: int = 0
+    warm_environments: int = 0
+    warm_free_slots: int = 0
+    predicted_latency_s: float | None = None  # None: not predicted, or it cannot take it
+    predicted_cost_usd: float = 0.0
+
+    def add(self, instance: Instance) -> None:
+        stats, free = instance.stats, instance.effective_free
+        queued = stats.queue_depth + instance.sent_beyond_free
+        self.free_slots += free
+        self.capacity_total += instance.capacity_total
+        self.queue_depth += queued
+        self.queue_room += max(0, stats.queue_limit - queued)
+        self.in_flight += stats.in_flight
+        self.warm_environments += stats.warm_environments
+        busy = instance.capacity_total - free
+        self.warm_free_slots += max(0, min(free, stats.warm_slots - busy))
+        if free > self.instance.effective_free:
+            self.instance = instance
+
+    @property
+    def recent_latency_p95_s(self) -> float:
+        return self.instance.stats.recent_latency_p95_s
+
+
+def summarize(
+    instances: Iterable[Instance], order: Iterable[Platform]
+) -> dict[Platform, PlatformState]:
+    """The platforms of these instances, in `order`; a platform without one is left out."""
+    states: dict[Platform, PlatformState] = {}
+    for instance in instances:
+        state = states.get(instance.platform)
+        if state is None:
+            state = states[instance.platform] = PlatformState(instance.platform, instance)
+        state.add(instance)
+    return {platform: states[platform] for platform in order if platform in states}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +178,7 @@ class InstanceRegistry:
         models: Iterable[tuple[str, str]],
         report: object,
         owner: object,
-        recent_latency_p95_s: float = 0.0,
+        stats: InstanceStats = InstanceStats(),
     ) -> Instance:
         """Records a heartbeat from the stream `owner`. An instance id that another open
         stream is still reporting for is refused."""
@@ -114,7 +199,7 @@ class InstanceRegistry:
             current.capacity_free = capacity_free
             current.models = _versions_by_name(models)
             current.report = report
-            current.recent_latency_p95_s = recent_latency_p95_s
+            current.stats = stats
             current.last_seen = now
             current.last_report_time = time.time()
             current.epoch += 1
@@ -157,25 +242,26 @@ class InstanceRegistry:
         self,
         name: str,
         version: str,
-        choose: Callable[[list[int], list[Instance | None]], C],
+        choose: Callable[[dict[Platform, PlatformState]], C],
+        order: Iterable[Platform],
         *,
         reserve: bool,
     ):
-        """Atomically: measures the free Flask, Docker and serverless slots (S_F, S_D, S_L)
-        for the model and the instance each platform would get the request (the one with most
-        free capacity; both lists indexed by Platform, None without a live instance), lets
-        `choose` pick a platform from them (or none), and picks (and, if `reserve`, reserves)
-        that instance.
+        """Atomically: sums up each platform's live instances serving the model (free slots,
+        queues, the instance a request would go to: the one with most free slots), in
+        `order`, lets `choose` pick a platform from them (or none), and picks (and, if
+        `reserve`, reserves) that platform's instance.
 
         Returns (choose's result, instance or None, ticket or None); raises NotFound when no
         live instance serves the model."""
         now = self._clock()
         with self._changed:
-            free, best = self._survey(name, version, now)
-            if not any(best):
+            states = self._survey(name, version, now, order)
+            if not states:
                 raise NotFound(_unserved(name, version))
-            choice = choose(free, best)
-            instance = None if choice.platform is None else best[choice.platform]
+            choice = choose(states)
+            state = None if choice.platform is None else states.get(choice.platform)
+            instance = None if state is None else state.instance
             ticket = self._reserve(instance) if reserve and instance is not None else None
             return choice, instance, ticket
 
@@ -183,10 +269,10 @@ class InstanceRegistry:
         """Reserves a slot on the instance of `platform` with most free capacity, if any has one."""
         now = self._clock()
         with self._changed:
-            instance = self._survey(name, version, now)[1][platform]
-            if instance is None or instance.effective_free == 0:
+            state = self._survey(name, version, now, (platform,)).get(platform)
+            if state is None or state.instance.effective_free == 0:
                 return None
-            return self._reserve(instance)
+            return self._reserve(state.instance)
 
     def finish(self, ticket: Ticket) -> None:
         with self._changed:
@@ -223,22 +309,17 @@ class InstanceRegistry:
     def _claimed(self, instance: Instance, now: float) -> bool:
         return instance.stream_open and self._is_live(instance, now)
 
-    def _survey(self, name: str, version: str, now: float):
-        """For the model, in one pass over live instances: free slots per platform, and the
-        instance with most free capacity per platform. Both lists are indexed by Platform."""
-        free = [0, 0, 0, 0]
-        best: list[Instance | None] = [None, None, None, None]
-        for instance in self._instances.values():
-            if now - instance.last_seen > self.heartbeat_timeout or not instance.serves(
-                name, version
-            ):
-                continue
-            platform, instance_free = instance.platform, instance.effective_free
-            free[platform] += instance_free
-            current = best[platform]
-            if current is None or instance_free > current.effective_free:
-                best[platform] = instance
-        return free, best
+    def _survey(self, name: str, version: str, now: float, order: Iterable[Platform]):
+        """The platforms of the live instances serving the model, in `order`."""
+        return summarize(
+            (
+                instance
+                for instance in self._instances.values()
+                if now - instance.last_seen <= self.heartbeat_timeout
+                and instance.serves(name, version)
+            ),
+            order,
+        )
 
     @staticmethod
     def _reserve(instance: Instance) -> Ticket:

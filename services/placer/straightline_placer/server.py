@@ -7,9 +7,10 @@ from straightline.v1 import placer_pb2, placer_pb2_grpc
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.processes import write_port_file
 from straightline_placer.config import PlacerConfig
-from straightline_placer.core import MAX_REQUEST_BYTES, Placer
+from straightline_placer.core import Placer
 from straightline_placer.forwarder import GrpcForwarder
 from straightline_placer.metrics import PlacerMetrics
+from straightline_placer.policy import MAX_REQUEST_BYTES
 from straightline_placer.servicer import PlacerServicer
 
 log = logging.getLogger(__name__)

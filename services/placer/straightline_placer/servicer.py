@@ -9,9 +9,11 @@ from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.errors import InvalidArgument
 from straightline_common.grpcserver import status_of
 from straightline_common.timeconv import duration, seconds
-from straightline_placer.algorithm import Platform, Rule
+from straightline_placer import rules
+from straightline_placer.algorithm import Branch, Platform, Rule, platform_label
 from straightline_placer.core import Placement, Placer, Request
-from straightline_placer.policy import Policy
+from straightline_placer.policy import PlatformSettings, Policy, rule_name
+from straightline_placer.registry import InstanceStats, PlatformState, summarize
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +30,15 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
     def Place(self, request, context):
         return placer_pb2.PlaceResponse(
             placement=_placement_message(
-                self._placer.place(_request_of(request, request.data_size_bytes))
+                self._placer.place(
+                    _request_of(request, request.data_size_bytes, _deadline(request))
+                )
             )
         )
 
     def PlaceBatch(self, request, context):
         placements = self._placer.place_batch(
-            _request_of(r, r.data_size_bytes) for r in request.requests
+            _request_of(r, r.data_size_bytes, _deadline(r)) for r in request.requests
         )
         return placer_pb2.PlaceBatchResponse(placements=map(_placement_message, placements))
 
@@ -42,7 +46,9 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         timeout = context.time_remaining()
         if timeout is None or timeout > self._default_timeout_s:
             timeout = self._default_timeout_s
-        result = self._placer.infer(_request_of(request, len(request.payload)), request, timeout)
+        result = self._placer.infer(
+            _request_of(request, len(request.payload), context.time_remaining()), request, timeout
+        )
         answer = result.answer
         return placer_pb2.InferResponse(
             request_id=result.placement.request_id,
@@ -102,7 +108,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             models=[(m.name, m.version) for m in report.models],
             report=report,
             owner=owner,
-            recent_latency_p95_s=seconds(report.recent_latency_p95),
+            stats=_stats_of(report),
         )
 
     def WatchResources(self, request, context):
@@ -115,7 +121,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             version = registry.wait_for_change(seen, timeout=interval)
             if version != seen:
                 seen = version
-                yield _resource_view(registry.live())
+                yield _resource_view(registry.live(), self._placer.policy.preference_order)
                 self._stopping.wait(interval)
 
     def GetPolicy(self, request, context):
@@ -128,8 +134,45 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         )
 
 
-def _request_of(message, data_size: int) -> Request:
-    return Request(message.request_id, message.model.name, message.model.version, data_size)
+def _request_of(message, data_size: int, deadline_s: float | None) -> Request:
+    objective = None
+    if message.HasField("latency_objective"):
+        objective = seconds(message.latency_objective)
+    if objective is not None and not 0 < objective <= 3600:
+        raise InvalidArgument("latency_objective must be above 0 s and at most 1 h")
+    return Request(
+        message.request_id,
+        message.model.name,
+        message.model.version,
+        data_size,
+        objective,
+        deadline_s,
+    )
+
+
+def _deadline(message: placer_pb2.PlaceRequest) -> float | None:
+    if not message.HasField("deadline"):
+        return None
+    deadline = seconds(message.deadline)
+    if deadline < 0:
+        raise InvalidArgument("deadline must not be negative")
+    return deadline
+
+
+def _stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
+    buckets = report.service_times
+    return InstanceStats(
+        in_flight=report.in_flight,
+        queue_depth=report.queue_depth,
+        queue_limit=report.queue_limit,
+        warm_environments=report.warm_environments,
+        warm_slots=report.warm_slots,
+        recent_latency_p50_s=seconds(report.recent_latency_p50),
+        recent_latency_p95_s=seconds(report.recent_latency_p95),
+        recent_cold_start_s=seconds(report.recent_cold_start),
+        service_time_bounds=tuple(b.max_bytes or _UNBOUNDED for b in buckets),
+        service_time_medians_s=tuple(seconds(b.median) for b in buckets),
+    )
 
 
 def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | None) -> None:
@@ -144,6 +187,15 @@ def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | No
         raise InvalidArgument(f"{where}: platform must be FLASK, DOCKER or SERVERLESS")
     if not report.address or ":" not in report.address:
         raise InvalidArgument(f"{where}: address must be host:port, not {report.address!r}")
+    if report.capacity_total > MAX_CAPACITY:
+        raise InvalidArgument(f"{where}: capacity_total must be at most {MAX_CAPACITY}")
+    if len(report.service_times) > MAX_SERVICE_TIME_BUCKETS:
+        raise InvalidArgument(f"{where}: at most {MAX_SERVICE_TIME_BUCKETS} service_times buckets")
+    bounds = [b.max_bytes or _UNBOUNDED for b in report.service_times]
+    if bounds != sorted(set(bounds)):
+        raise InvalidArgument(
+            f"{where}: service_times must be in increasing max_bytes, the unbounded one last"
+        )
     if report.capacity_free > report.capacity_total:
         raise InvalidArgument(
             f"{where}: capacity_free ({report.capacity_free}) is more than capacity_total "
@@ -152,6 +204,11 @@ def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | No
     if any(not model.name for model in report.models):
         raise InvalidArgument(f"{where}: every model the instance serves needs a name")
 
+
+# Limits on what a report may claim, so that sums over instances stay within uint32.
+MAX_CAPACITY = 100_000
+MAX_SERVICE_TIME_BUCKETS = 32
+_UNBOUNDED = 2**64
 
 _POLICY_FIELDS = {
     "frequency_threshold_rps": ("frequency_threshold_rps", lambda p: p.frequency_threshold_rps),
@@ -172,7 +229,16 @@ _POLICY_FIELDS = {
         lambda p: Platform(p.pinned_platform) if p.pinned_platform else None,
     ),
     "fallback_enabled": ("fallback_enabled", lambda p: p.fallback_enabled),
-    "placement_rule": ("placement_rule", lambda p: Rule(p.placement_rule or Rule.PAPER)),
+    "placement_rule": ("placement_rule", lambda p: p.placement_rule or Rule.PAPER),
+    "latency_objectives": (
+        "latency_objectives",
+        lambda p: {model: seconds(objective) for model, objective in p.latency_objectives.items()},
+    ),
+    "default_latency_objective": (
+        "default_latency_objective_s",
+        lambda p: seconds(p.default_latency_objective),
+    ),
+    "platform_settings": ("platform_settings", lambda p: _platform_settings(p.platform_settings)),
 }
 
 
@@ -186,9 +252,10 @@ def _policy_changes(message: placer_pb2.Policy, paths) -> dict:
         )
     if message.pinned_platform not in (0, *Platform._value2member_map_):
         raise InvalidArgument("pinned_platform must be UNSPECIFIED, FLASK, DOCKER or SERVERLESS")
-    if message.placement_rule not in (0, *Rule._value2member_map_):
+    if message.placement_rule not in (0, *rules.RULES):
         raise InvalidArgument(
-            "placement_rule must be UNSPECIFIED, PAPER, CAPACITY_AWARE or LATENCY_AWARE"
+            f"placement_rule must be UNSPECIFIED or one of the placer's rules: "
+            f"{', '.join(rule_name(kind) for kind in rules.RULES)}"
         )
     return {_POLICY_FIELDS[path][0]: _POLICY_FIELDS[path][1](message) for path in paths}
 
@@ -202,7 +269,43 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
         pinned_platform=policy.pinned_platform or 0,
         fallback_enabled=policy.fallback_enabled,
         placement_rule=policy.placement_rule,
+        latency_objectives={
+            model: duration(objective) for model, objective in policy.latency_objectives.items()
+        },
+        default_latency_objective=duration(policy.default_latency_objective_s),
+        platform_settings=[
+            placer_pb2.PlatformSettings(
+                platform=platform,
+                price_per_instance_hour=settings.price_per_instance_hour,
+                price_per_gb_second=settings.price_per_gb_second,
+                price_per_request=settings.price_per_request,
+                memory_mb=settings.memory_mb,
+                network_round_trip=duration(settings.network_round_trip_s),
+                bandwidth_bytes_per_second=settings.bandwidth_bytes_per_s,
+                max_request_bytes=settings.max_request_bytes,
+            )
+            for platform, settings in policy.platform_settings.items()
+        ],
     )
+
+
+def _platform_settings(messages) -> dict[Platform, PlatformSettings]:
+    settings = {}
+    for message in messages:
+        if message.platform not in Platform._value2member_map_:
+            raise InvalidArgument("platform_settings: each entry must name a platform")
+        if message.platform in settings:
+            raise InvalidArgument("platform_settings: a platform is listed twice")
+        settings[Platform(message.platform)] = PlatformSettings(
+            price_per_instance_hour=message.price_per_instance_hour,
+            price_per_gb_second=message.price_per_gb_second,
+            price_per_request=message.price_per_request,
+            memory_mb=message.memory_mb,
+            network_round_trip_s=seconds(message.network_round_trip),
+            bandwidth_bytes_per_s=message.bandwidth_bytes_per_second,
+            max_request_bytes=message.max_request_bytes,
+        )
+    return settings
 
 
 def _placement_message(placement: Placement) -> types_pb2.Placement:
@@ -218,27 +321,56 @@ def _placement_message(placement: Placement) -> types_pb2.Placement:
             data_size_bytes=inputs.r_d,
             frequency_threshold_rps=inputs.frequency_threshold,
             data_size_threshold_bytes=inputs.size_threshold,
-            flask_available=inputs.flask_free_slots > 0,
-            docker_available=inputs.docker_free_slots > 0,
-            flask_free_slots=inputs.flask_free_slots,
-            docker_free_slots=inputs.docker_free_slots,
-            serverless_free_slots=inputs.serverless_free_slots,
-            **{
-                f"{platform.name.lower()}_recent_latency_p95": duration(latency)
-                for platform, latency in (inputs.recent_p95_s or {}).items()
-            },
+            platforms=[
+                _platform_state_message(state, state.instance.stats.service_time_s(inputs.r_d))
+                for state in inputs.platforms.values()
+            ],
+            latency_objective=_optional_duration(inputs.latency_objective_s),
+            deadline=_optional_duration(inputs.deadline_s),
+            **_deprecated_inputs(inputs.platforms, placement.branch),
         ),
         decision_time=duration(placement.decision_seconds),
     )
 
 
-def _resource_view(instances) -> placer_pb2.WatchResourcesResponse:
+def _platform_state_message(state: PlatformState, service_time_s: float) -> types_pb2.PlatformState:
+    return types_pb2.PlatformState(
+        platform=state.platform,
+        free_slots=state.free_slots,
+        capacity_total=state.capacity_total,
+        queue_depth=state.queue_depth,
+        in_flight=state.in_flight,
+        warm_environments=state.warm_environments,
+        recent_service_time=duration(service_time_s),
+        recent_latency_p95=duration(state.recent_latency_p95_s),
+        predicted_latency=_optional_duration(state.predicted_latency_s),
+        predicted_cost_usd=state.predicted_cost_usd,
+    )
+
+
+def _optional_duration(value: float | None):
+    return None if value is None else duration(value)
+
+
+def _deprecated_inputs(platforms: dict[Platform, PlatformState], branch) -> dict:
+    """PlacementInputs' per-platform fields of before `platforms`, filled for v1 clients: free
+    slots and availability, and the latencies the latency-aware rule compared."""
+    fields = {}
+    for platform, state in platforms.items():
+        name = platform_label(platform)
+        fields[f"{name}_free_slots"] = state.free_slots
+        if branch == Branch.FASTEST_FREE and state.free_slots > 0:
+            fields[f"{name}_recent_latency_p95"] = duration(state.recent_latency_p95_s)
+    for name in ("flask", "docker"):
+        fields[f"{name}_available"] = fields.get(f"{name}_free_slots", 0) > 0
+    return fields
+
+
+def _resource_view(instances, order) -> placer_pb2.WatchResourcesResponse:
     now = timestamp_pb2.Timestamp()
     now.GetCurrentTime()
-    free = dict.fromkeys(Platform, 0)
     views = []
     for instance in instances:
-        free[instance.platform] += instance.effective_free
         last_report = timestamp_pb2.Timestamp()
         last_report.FromNanoseconds(int(instance.last_report_time * 1e9))
         views.append(
@@ -249,12 +381,18 @@ def _resource_view(instances) -> placer_pb2.WatchResourcesResponse:
                 last_report_time=last_report,
             )
         )
+    platforms = summarize(instances, order)
     return placer_pb2.WatchResourcesResponse(
         time=now,
         instances=views,
-        flask_free_slots=free[Platform.FLASK],
-        docker_free_slots=free[Platform.DOCKER],
-        serverless_free_slots=free[Platform.SERVERLESS],
+        platforms=[
+            _platform_state_message(state, state.instance.stats.recent_latency_p50_s)
+            for state in platforms.values()
+        ],
+        **{
+            f"{platform_label(platform)}_free_slots": state.free_slots
+            for platform, state in platforms.items()
+        },
     )
 
 

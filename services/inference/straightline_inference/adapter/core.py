@@ -1,14 +1,12 @@
 """The adapter's core: checks a request, runs it on the platform, keeps recent statistics."""
 
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
+from straightline.v1 import types_pb2
 from straightline_common.errors import InvalidArgument, ServiceError
-from straightline_inference.adapter.platform import Answer, Platform, PredictCall
-
-_RECENT = 256
+from straightline_inference.adapter.platform import Answer, Platform, PredictCall, fill_capacity
+from straightline_inference.stats import RecentStats
 
 
 @dataclass(frozen=True)
@@ -17,20 +15,11 @@ class Served:
     total_seconds: float
 
 
-@dataclass(frozen=True)
-class Recent:
-    latency_p50_s: float
-    latency_p95_s: float
-    failures: int
-
-
 class Adapter:
     def __init__(self, platform: Platform, instance_id: str):
         self.platform = platform
         self.instance_id = instance_id
-        self._latencies: deque[float] = deque(maxlen=_RECENT)
-        self._failures = 0
-        self._lock = threading.Lock()
+        self.stats = RecentStats()
 
     def predict(self, call: PredictCall, timeout: float) -> Served:
         if not call.model_name:
@@ -41,23 +30,13 @@ class Adapter:
         try:
             answer = self.platform.predict(call, timeout)
         except ServiceError:
-            with self._lock:
-                self._failures += 1
+            self.stats.record_failure()
             raise
         total = time.perf_counter() - started
-        with self._lock:
-            self._latencies.append(total)
+        self.stats.record(len(call.payload), total, answer.queue_seconds, answer.cold_start_seconds)
         return Served(answer, total)
 
-    def recent(self) -> Recent:
-        """Latency percentiles of recent requests, and failures since the last call."""
-        with self._lock:
-            ordered = sorted(self._latencies)
-            failures, self._failures = self._failures, 0
-        if not ordered:
-            return Recent(0.0, 0.0, failures)
-        return Recent(
-            ordered[len(ordered) // 2],
-            ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
-            failures,
-        )
+    def fill_report(self, report: types_pb2.InstanceReport) -> None:
+        """Capacity and recent statistics, as the heartbeat carries them."""
+        fill_capacity(report, self.platform.capacity())
+        self.stats.fill(report)

@@ -51,9 +51,7 @@ class FlaskPlatform(ServesStore):
             self._workdir.cleanup()
 
     def capacity(self) -> Capacity:
-        return Capacity(
-            self._gate.capacity, self._gate.free, self._gate.in_flight, self._gate.waiting
-        )
+        return self._gate.capacity_report(warm=self._client is not None)
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         with self._gate.slot(timeout) as queued:

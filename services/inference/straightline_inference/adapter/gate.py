@@ -5,6 +5,7 @@ import time
 from contextlib import contextmanager
 
 from straightline_common.errors import DeadlineExceeded, ResourceExhausted
+from straightline_inference.adapter.platform import Capacity
 
 
 class SlotGate:
@@ -27,6 +28,21 @@ class SlotGate:
     @property
     def free(self) -> int:
         return max(0, self.capacity - self._in_flight)
+
+    def capacity_report(self, warm: bool) -> Capacity:
+        """The gate's slots as a platform's capacity: one environment holding them all, warm
+        or not."""
+        with self._changed:
+            in_flight, waiting = self._in_flight, self._waiting
+        return Capacity(
+            total=self.capacity,
+            free=max(0, self.capacity - in_flight),
+            in_flight=in_flight,
+            queue_depth=waiting,
+            queue_limit=self.queue_limit,
+            warm_environments=1 if warm else 0,
+            warm_slots=self.capacity if warm else 0,
+        )
 
     @contextmanager
     def slot(self, timeout: float):

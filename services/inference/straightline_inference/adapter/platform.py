@@ -33,6 +33,22 @@ class Capacity:
     free: int
     in_flight: int
     queue_depth: int
+    queue_limit: int = 0  # places in the queue; 0: requests beyond `total` are refused
+    # Environments running now and the slots they hold: a request on a warm slot pays no
+    # cold start (total - warm_slots is what the platform could still start).
+    warm_environments: int = 0
+    warm_slots: int = 0
+
+
+def fill_capacity(report, capacity: Capacity) -> None:
+    """Writes a platform's capacity into an InstanceReport."""
+    report.capacity_total = capacity.total
+    report.capacity_free = min(capacity.free, capacity.total)
+    report.in_flight = capacity.in_flight
+    report.queue_depth = capacity.queue_depth
+    report.queue_limit = capacity.queue_limit
+    report.warm_environments = capacity.warm_environments
+    report.warm_slots = capacity.warm_slots
 
 
 class Platform(Protocol):

@@ -109,6 +109,9 @@ class EnvironmentPool(Generic[E]):
                 free=len(self._ready) * self.slots - busy + max(0, room) * self.slots,
                 in_flight=busy,
                 queue_depth=self._waiting,
+                queue_limit=self.queue_limit,
+                warm_environments=len(self._ready),
+                warm_slots=len(self._ready) * self.slots,
             )
 
     def environments(self) -> list[E]:

@@ -132,7 +132,9 @@ class AwsServerless(ServesStore):
         pass
 
     def capacity(self) -> Capacity:
-        return Capacity(self._gate.capacity, self._gate.free, self._gate.in_flight, 0)
+        # AWS keeps environments warm and does not say how many: taken as warm; cold starts
+        # show in the service times measured.
+        return self._gate.capacity_report(warm=True)
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         started = time.perf_counter()

@@ -60,20 +60,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         return inference_pb2.GetStatusResponse(report=self.report())
 
     def report(self) -> types_pb2.InstanceReport:
-        capacity = self._adapter.platform.capacity()
-        recent = self._adapter.recent()
-        return types_pb2.InstanceReport(
+        report = types_pb2.InstanceReport(
             instance_id=self._adapter.instance_id,
             platform=self._adapter.platform.kind,
             address=self.address,
-            capacity_total=capacity.total,
-            capacity_free=min(capacity.free, capacity.total),
-            in_flight=capacity.in_flight,
-            queue_depth=capacity.queue_depth,
             models=[
                 types_pb2.ModelRef(name=n, version=v) for n, v in self._adapter.platform.models()
             ],
-            recent_latency_p50=duration(recent.latency_p50_s),
-            recent_latency_p95=duration(recent.latency_p95_s),
-            recent_failures=recent.failures,
         )
+        self._adapter.fill_report(report)
+        return report

@@ -1,0 +1,64 @@
+"""What an adapter instance measures of its recent requests and reports in its heartbeats:
+latency percentiles, failures, cold starts, and service time by request size (the SLO-aware
+rule's predictions read them)."""
+
+import bisect
+import statistics
+import threading
+from collections import deque
+
+from straightline.v1 import types_pb2
+from straightline_common.timeconv import duration
+
+# Upper bounds of the size buckets, bytes: the animals4 JPEGs fall in the first two, the
+# demo's large PNGs in the last ones. The last bucket has no bound.
+SIZE_BUCKETS = (16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
+_RECENT = 256
+_RECENT_PER_BUCKET = 64
+_RECENT_COLD_STARTS = 16
+
+
+class RecentStats:
+    """Thread-safe; `fill` writes a report's statistics fields and resets the failure count."""
+
+    def __init__(self):
+        self._latencies: deque[float] = deque(maxlen=_RECENT)
+        self._by_size = [deque(maxlen=_RECENT_PER_BUCKET) for _ in range(len(SIZE_BUCKETS) + 1)]
+        self._cold_starts: deque[float] = deque(maxlen=_RECENT_COLD_STARTS)
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def record(self, size: int, total_s: float, queued_s: float, cold_start_s: float) -> None:
+        """One answered request: its size, whole time, and the parts spent waiting for a slot
+        and starting an environment; the rest is its service time."""
+        bucket = self._by_size[bisect.bisect_left(SIZE_BUCKETS, size)]
+        with self._lock:
+            self._latencies.append(total_s)
+            bucket.append(max(0.0, total_s - queued_s - cold_start_s))
+            if cold_start_s > 0:
+                self._cold_starts.append(cold_start_s)
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+
+    def fill(self, report: types_pb2.InstanceReport) -> None:
+        with self._lock:
+            latencies = sorted(self._latencies)
+            by_size = [list(bucket) for bucket in self._by_size]
+            cold_starts = list(self._cold_starts)
+            report.recent_failures, self._failures = self._failures, 0
+        if latencies:
+            report.recent_latency_p50.CopyFrom(duration(latencies[len(latencies) // 2]))
+            p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
+            report.recent_latency_p95.CopyFrom(duration(p95))
+        if cold_starts:
+            report.recent_cold_start.CopyFrom(duration(statistics.median(cold_starts)))
+        bounds = (*SIZE_BUCKETS, 0)
+        report.service_times.extend(
+            types_pb2.ServiceTimeBySize(
+                max_bytes=bound, median=duration(statistics.median(times)), count=len(times)
+            )
+            for bound, times in zip(bounds, by_size, strict=True)
+            if times
+        )

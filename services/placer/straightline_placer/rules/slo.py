@@ -1,0 +1,58 @@
+"""The SLO-aware rule: the cheapest platform predicted to meet the request's latency objective;
+else the one predicted fastest; and a refusal at once when none can answer before the
+request's deadline. The predictions are the placer's (`prediction.py`)."""
+
+from straightline_placer.algorithm import Branch, Decision
+from straightline_placer.registry import PlatformState
+from straightline_placer.rules.base import Inputs, Need, describe_free_slots
+
+
+class SloAwareRule:
+    needs = frozenset({Need.PREDICTIONS})
+    falls_back = True
+
+    def decide(self, inputs: Inputs) -> Decision:
+        candidates = [
+            (state.predicted_latency_s, position, state)
+            for position, state in enumerate(inputs.platforms.values())
+            if state.predicted_latency_s is not None
+        ]
+        if not candidates:
+            return Decision(None, Branch.NO_CAPACITY, _nowhere(inputs))
+        deadline = inputs.deadline_s if inputs.deadline_s is not None else float("inf")
+        objective = min(deadline, inputs.latency_objective_s or float("inf"))
+        within = [c for c in candidates if c[0] <= objective]
+        if within:
+            cheapest = min(within, key=lambda c: (c[2].predicted_cost_usd, c[0], c[1]))
+            return Decision(cheapest[2].platform, Branch.CHEAPEST_WITHIN_OBJECTIVE)
+        fastest = min(candidates, key=lambda c: (c[0], c[1]))
+        if fastest[0] > deadline:
+            return Decision(None, Branch.DEADLINE_UNMEETABLE, _too_late(inputs, deadline))
+        return Decision(fastest[2].platform, Branch.LOWEST_PREDICTED_LATENCY)
+
+
+def _nowhere(inputs: Inputs) -> str:
+    return (
+        f"no platform can take the request now: every one is full with no queue room (free: "
+        f"{describe_free_slots(inputs)}); the request was not sent anywhere: retry with backoff"
+    )
+
+
+def _too_late(inputs: Inputs, deadline: float) -> str:
+    return (
+        f"no platform is predicted to answer within the request's deadline of "
+        f"{deadline * 1e3:.0f} ms (predicted: {_predictions(inputs.platforms.values())}); "
+        "the request was not sent anywhere: give it a longer deadline or retry later"
+    )
+
+
+def _predictions(states: "list[PlatformState] | object") -> str:
+    return ", ".join(
+        f"{state.platform.name.lower()} "
+        + (
+            "cannot take it"
+            if state.predicted_latency_s is None
+            else f"{state.predicted_latency_s * 1e3:.0f} ms"
+        )
+        for state in states
+    )

@@ -1,0 +1,272 @@
+"""The placement rules as pure functions of their inputs, and the SLO-aware rule's predictions."""
+
+import pytest
+
+from straightline_placer import prediction, rules
+from straightline_placer.algorithm import Branch, Decision, Platform, Rule
+from straightline_placer.policy import DEFAULT_PLATFORM_SETTINGS, PlatformSettings
+from straightline_placer.registry import Instance, InstanceStats, PlatformState
+from straightline_placer.rules import Inputs
+from straightline_placer.rules.algorithm1 import fastest_free
+
+F, D = 10.0, 1000
+HOT, COLD_TRAFFIC = 20.0, 1.0
+SMALL = 500
+FLASK, DOCKER, SERVERLESS = Platform.FLASK, Platform.DOCKER, Platform.SERVERLESS
+_ORDER = (FLASK, DOCKER, SERVERLESS)
+
+
+def state(
+    platform,
+    *,
+    free=1,
+    total=4,
+    warm=None,
+    queue_depth=0,
+    queue_room=0,
+    p95=0.0,
+    service=0.02,
+    cold_start=1.0,
+):
+    """A platform with one instance; `warm` free slots are warm (default: all free ones)."""
+    stats = InstanceStats(
+        recent_latency_p95_s=p95,
+        recent_latency_p50_s=service,
+        recent_cold_start_s=cold_start,
+    )
+    instance = Instance(
+        platform.name.lower(),
+        platform,
+        "127.0.0.1:1",
+        total,
+        free,
+        {},
+        None,
+        None,
+        0.0,
+        stats=stats,
+    )
+    return PlatformState(
+        platform,
+        instance,
+        free_slots=free,
+        capacity_total=total,
+        queue_depth=queue_depth,
+        queue_room=queue_room,
+        warm_free_slots=free if warm is None else warm,
+    )
+
+
+def inputs(*states, f_t=COLD_TRAFFIC, r_d=SMALL, objective=None, deadline=None):
+    by_platform = {s.platform: s for s in sorted(states, key=lambda s: _ORDER.index(s.platform))}
+    return Inputs(f_t, r_d, F, D, by_platform, objective, deadline)
+
+
+def predicted(*states, r_d=SMALL, objective=0.3, deadline=None, settings=None):
+    """Inputs with every platform's prediction filled, as the placer does for the SLO rule."""
+    for s in states:
+        prediction.predict(s, r_d, (settings or DEFAULT_PLATFORM_SETTINGS)[s.platform])
+    return inputs(*states, r_d=r_d, objective=objective, deadline=deadline)
+
+
+def decide(kind, request_inputs):
+    return rules.rule_for(kind, None).decide(request_inputs)
+
+
+# The rules built on Algorithm 1 --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "f_t", "r_d", "free", "platform", "branch"),
+    [
+        pytest.param(Rule.PAPER, HOT, SMALL, (1, 1, 0), SERVERLESS,
+                     Branch.HIGH_FREQUENCY_SMALL_DATA, id="paper-line3-serverless-unlimited"),
+        pytest.param(Rule.PAPER, COLD_TRAFFIC, SMALL, (0, 0, 0), SERVERLESS,
+                     Branch.NOTHING_AVAILABLE, id="paper-line18"),
+        pytest.param(Rule.PAPER, COLD_TRAFFIC, D + 1, (1, 0, 1), DOCKER, Branch.LARGE_DATA,
+                     id="paper-line7"),
+        pytest.param(Rule.CAPACITY_AWARE, HOT, SMALL, (1, 1, 0), FLASK, Branch.FLASK_AVAILABLE,
+                     id="capacity-line3-full-serverless-falls-through"),
+        pytest.param(Rule.CAPACITY_AWARE, HOT, SMALL, (0, 0, 0), None, Branch.NO_CAPACITY,
+                     id="capacity-nothing-free-refused"),
+        pytest.param(Rule.CAPACITY_AWARE, HOT, SMALL, (1, 1, 1), SERVERLESS,
+                     Branch.HIGH_FREQUENCY_SMALL_DATA, id="capacity-line3"),
+        pytest.param(Rule.LATENCY_AWARE, HOT, SMALL, (1, 1, 1), DOCKER, Branch.FASTEST_FREE,
+                     id="latency-line3-fastest"),
+        pytest.param(Rule.LATENCY_AWARE, COLD_TRAFFIC, SMALL, (1, 1, 1), FLASK,
+                     Branch.FLASK_AVAILABLE, id="latency-not-hot-is-capacity-aware"),
+        pytest.param(Rule.LATENCY_AWARE, HOT, D, (1, 1, 1), FLASK, Branch.FLASK_AVAILABLE,
+                     id="latency-r_d-equal-D-is-not-small"),
+        pytest.param(Rule.LATENCY_AWARE, HOT, SMALL, (0, 0, 0), None, Branch.NO_CAPACITY,
+                     id="latency-nothing-free-refused"),
+    ],
+)  # fmt: skip
+def test_algorithm_1_rules(kind, f_t, r_d, free, platform, branch):
+    p95 = {FLASK: 0.3, DOCKER: 0.02, SERVERLESS: 0.1}
+    states = [state(p, free=n, p95=p95[p]) for p, n in zip(_ORDER, free, strict=True)]
+    decision = decide(kind, inputs(*states, f_t=f_t, r_d=r_d))
+    assert (decision.platform, decision.branch) == (platform, branch)
+    assert bool(decision.reason) == (platform is None)
+
+
+def test_a_refusal_says_what_was_free():
+    decision = decide(Rule.CAPACITY_AWARE, inputs(state(FLASK, free=0), state(SERVERLESS, free=0)))
+    assert decision.reason.startswith("no platform has a free slot")
+    assert "(free: flask 0, serverless 0)" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("p95", "chosen"),
+    [
+        pytest.param({}, None, id="none-free"),
+        pytest.param({FLASK: 0.3, DOCKER: 0.02}, DOCKER, id="lowest"),
+        pytest.param({FLASK: 0.1, DOCKER: 0.1, SERVERLESS: 0.1}, SERVERLESS,
+                     id="tie-to-serverless"),
+        pytest.param({FLASK: 0.1, DOCKER: 0.1}, FLASK, id="tie-in-preference-order"),
+        pytest.param({FLASK: 0.01, DOCKER: 0.0}, DOCKER, id="unmeasured-counts-as-fastest"),
+    ],
+)  # fmt: skip
+def test_fastest_among_free_platforms(p95, chosen):
+    states = [state(p, free=1 if p in p95 else 0, p95=p95.get(p, 0.0)) for p in _ORDER]
+    assert fastest_free(inputs(*states)) == chosen
+
+
+def test_a_pinned_policy_sends_everything_to_its_platform_without_fallback():
+    rule = rules.rule_for(Rule.LATENCY_AWARE, DOCKER)
+    decision = rule.decide(inputs(state(FLASK), state(DOCKER, free=0), f_t=HOT))
+    assert (decision.platform, decision.branch, rule.falls_back) == (DOCKER, Branch.PINNED, False)
+
+
+def test_only_the_slo_aware_rule_asks_for_predictions():
+    needing = {kind for kind in Rule if rules.Need.PREDICTIONS in rules.rule_for(kind, None).needs}
+    assert needing == {Rule.SLO_AWARE}
+
+
+def test_a_rule_is_one_class_and_one_registry_line():
+    class LargestQueueFirst:  # a rule defined here, knowing nothing of the placer's core
+        needs = frozenset()
+        falls_back = False
+
+        def decide(self, inputs):
+            busiest = max(inputs.platforms.values(), key=lambda s: s.queue_depth)
+            return Decision(busiest.platform, Branch.PINNED)
+
+    rules.register(99, LargestQueueFirst())
+    try:
+        chosen = decide(99, inputs(state(FLASK), state(DOCKER, queue_depth=3)))
+        assert chosen.platform == DOCKER
+    finally:
+        del rules.RULES[99]
+
+
+# Predictions ---------------------------------------------------------------------------------
+
+
+def test_a_free_warm_slot_costs_the_service_time_and_the_transfer():
+    flask = state(FLASK, free=2, service=0.05)
+    settings = PlatformSettings(network_round_trip_s=0.01, bandwidth_bytes_per_s=1_000_000)
+    prediction.predict(flask, 10_000, settings)
+    assert flask.predicted_latency_s == pytest.approx(0.05 + 0.01 + 0.01)
+
+
+def test_a_free_slot_that_is_not_warm_pays_the_cold_start():
+    docker = state(DOCKER, free=2, warm=0, service=0.05, cold_start=2.0)
+    prediction.predict(docker, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    assert docker.predicted_latency_s == pytest.approx(2.05)
+
+
+def test_a_full_platform_with_queue_room_predicts_the_wait_of_the_queue_ahead():
+    # 3 waiting + this one, drained by 2 slots at 0.1 s each: 0.2 s of wait, 0.1 s of service.
+    flask = state(FLASK, free=0, total=2, queue_depth=3, queue_room=2, service=0.1)
+    prediction.predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    assert flask.predicted_latency_s == pytest.approx(0.3)
+
+
+def test_a_full_platform_without_queue_room_cannot_take_the_request():
+    serverless = state(SERVERLESS, free=0, queue_room=0)
+    prediction.predict(serverless, SMALL, DEFAULT_PLATFORM_SETTINGS[SERVERLESS])
+    assert serverless.predicted_latency_s is None
+
+
+def test_a_request_over_the_platforms_limit_cannot_go_there():
+    serverless = state(SERVERLESS)
+    prediction.predict(serverless, 7_000_000, DEFAULT_PLATFORM_SETTINGS[SERVERLESS])
+    assert serverless.predicted_latency_s is None
+
+
+def test_service_time_comes_from_the_requests_size_bucket():
+    stats = InstanceStats(
+        service_time_bounds=(16_384, 262_144, 2**64), service_time_medians_s=(0.01, 0.05, 0.4)
+    )
+    assert [stats.service_time_s(size) for size in (100, 16_384, 16_385, 10**6)] == [
+        0.01, 0.01, 0.05, 0.4,
+    ]  # fmt: skip
+    assert InstanceStats(recent_latency_p50_s=0.07).service_time_s(100) == 0.07
+    assert InstanceStats().service_time_s(100) == 0.0
+
+
+def test_cost_is_per_request_plus_gb_seconds_plus_the_instance_share():
+    lambda_2gb = PlatformSettings(price_per_gb_second=1e-5, price_per_request=2e-7, memory_mb=2048)
+    assert prediction.cost(0.5, 1, lambda_2gb) == pytest.approx(2e-7 + 1e-5 * 2 * 0.5)
+    instance = PlatformSettings(price_per_instance_hour=0.36)
+    assert prediction.cost(1.0, 4, instance) == pytest.approx(0.36 / 3600 / 4)
+
+
+# The SLO-aware rule --------------------------------------------------------------------------
+
+
+def test_slo_several_platforms_meet_the_objective_the_cheapest_wins():
+    # All three meet 0.3 s; an instance slot for 40 ms costs least, Lambda most.
+    decision = decide(
+        Rule.SLO_AWARE,
+        predicted(state(FLASK, service=0.05), state(DOCKER, service=0.04), state(SERVERLESS)),
+    )
+    assert (decision.platform, decision.branch) == (DOCKER, Branch.CHEAPEST_WITHIN_OBJECTIVE)
+
+
+def test_slo_only_one_platform_meets_the_objective():
+    flask = state(FLASK, free=0, total=1, queue_depth=9, queue_room=1, service=0.1)
+    decision = decide(Rule.SLO_AWARE, predicted(flask, state(SERVERLESS, service=0.03)))
+    assert (decision.platform, decision.branch) == (SERVERLESS, Branch.CHEAPEST_WITHIN_OBJECTIVE)
+
+
+def test_slo_no_platform_meets_it_the_fastest_prediction_wins():
+    slow = predicted(state(FLASK, service=0.9), state(SERVERLESS, service=0.5), objective=0.3)
+    decision = decide(Rule.SLO_AWARE, slow)
+    assert (decision.platform, decision.branch) == (SERVERLESS, Branch.LOWEST_PREDICTED_LATENCY)
+
+
+def test_slo_a_deadline_no_platform_can_meet_is_refused_with_the_predictions():
+    late = predicted(state(FLASK, service=0.9), state(SERVERLESS, service=0.5), deadline=0.2)
+    decision = decide(Rule.SLO_AWARE, late)
+    assert (decision.platform, decision.branch) == (None, Branch.DEADLINE_UNMEETABLE)
+    assert "deadline of 200 ms" in decision.reason
+    assert "flask 900 ms, serverless 500 ms" in decision.reason
+
+
+def test_slo_the_deadline_tightens_the_objective():
+    # Both within the 1 s objective, only Flask within the 0.1 s deadline.
+    both = predicted(
+        state(FLASK, service=0.05), state(SERVERLESS, service=0.5), objective=1.0, deadline=0.1
+    )
+    assert decide(Rule.SLO_AWARE, both).platform == FLASK
+
+
+def test_slo_cold_environments_only_count_their_cold_start():
+    docker = state(DOCKER, free=3, warm=0, service=0.02, cold_start=2.0)
+    serverless = state(SERVERLESS, free=3, warm=0, service=0.02, cold_start=0.4)
+    decision = decide(Rule.SLO_AWARE, predicted(docker, serverless, objective=1.0))
+    assert (decision.platform, decision.branch) == (SERVERLESS, Branch.CHEAPEST_WITHIN_OBJECTIVE)
+    assert docker.predicted_latency_s == pytest.approx(2.02, abs=1e-3)
+
+
+def test_slo_serverless_at_its_concurrency_limit_is_not_a_candidate():
+    flask = state(FLASK, free=0, total=1, queue_depth=20, queue_room=5, service=0.1)
+    decision = decide(Rule.SLO_AWARE, predicted(flask, state(SERVERLESS, free=0)))
+    assert (decision.platform, decision.branch) == (FLASK, Branch.LOWEST_PREDICTED_LATENCY)
+
+
+def test_slo_nothing_can_take_the_request():
+    decision = decide(Rule.SLO_AWARE, predicted(state(FLASK, free=0), state(SERVERLESS, free=0)))
+    assert (decision.platform, decision.branch) == (None, Branch.NO_CAPACITY)
+    assert "no platform can take the request now" in decision.reason
