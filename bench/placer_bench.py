@@ -3,6 +3,8 @@ gRPC echo served the same way, with tracing on (exported over OTLP) and off.
 
 Run from the repository root: `make bench` (or `python -m bench.placer_bench`).
 Targets (issue 2): a decision under 5 us median; Place within 1.5x of the echo, tracing on.
+Issue 13: under the SLO-aware rule, the core's decision (predictions included) under 50 us
+median, and Place within 1.5x of the echo.
 """
 
 import argparse
@@ -19,9 +21,23 @@ from straightline_common.processes import ServiceProcess
 from straightline_common.telemetry import configure_tracing
 from straightline_inference.simulated import SimulatedAdapter
 from straightline_placer import algorithm
+from straightline_placer.algorithm import Rule
 from straightline_placer.core import Placer, Request
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import Policy
+from straightline_placer.registry import InstanceStats
+
+# What a warm instance reports: service times in four size buckets, a recent cold start.
+_STATS = InstanceStats(
+    warm_environments=2,
+    warm_slots=4,
+    queue_limit=4,
+    recent_latency_p50_s=0.02,
+    recent_latency_p95_s=0.05,
+    recent_cold_start_s=1.5,
+    service_time_bounds=(16384, 65536, 262144, 2**64),
+    service_time_medians_s=(0.01, 0.02, 0.05, 0.3),
+)
 
 
 def time_calls(call, n: int, warmup: int) -> list[float]:
@@ -62,11 +78,21 @@ def run_simulated_adapters(placer_address: str, stop) -> None:
 
 
 def bench_decision(n: int) -> dict:
-    """The pure Algorithm 1, and the core's whole decision (window, live view, Algorithm 1,
-    metrics, an SDK span not exported) with three live instances."""
+    """The pure Algorithm 1, and the core's whole decision (window, live view, rule,
+    metrics, an SDK span not exported) with three live instances, under the paper's rule and
+    the SLO-aware one (whose decision includes the three predictions)."""
     pure = time_calls(lambda: algorithm.place(3.0, 5000, 10.0, 262144, True, True), n, 1000)
     configure_tracing("bench", environ={})  # SDK spans, recorded but not exported
-    policy = Policy(frequency_threshold_rps=1e9, heartbeat_timeout_s=3600)
+    request = Request("r", "m", "", 5000)
+    results = {"algorithm_1": report.summary(pure)}
+    for name, rule in (("core_place", Rule.PAPER), ("core_place_slo", Rule.SLO_AWARE)):
+        placer = placer_with_instances(rule)
+        results[name] = report.summary(time_calls(lambda p=placer: p.place(request), n, 1000))
+    return results
+
+
+def placer_with_instances(rule: Rule) -> Placer:
+    policy = Policy(frequency_threshold_rps=1e9, heartbeat_timeout_s=3600, placement_rule=rule)
     placer = Placer(policy, forwarder=None, metrics=PlacerMetrics())
     for index, platform in enumerate(algorithm.Platform):
         placer.registry.report(
@@ -78,13 +104,12 @@ def bench_decision(n: int) -> dict:
             models=[("m", "1")],
             report=None,
             owner=index,
+            stats=_STATS,
         )
-    request = Request("r", "m", "", 5000)
-    whole = time_calls(lambda: placer.place(request), n, 1000)
-    return {"algorithm_1": report.summary(pure), "core_place": report.summary(whole)}
+    return placer
 
 
-def bench_rpcs(workdir: Path, n: int, tracing: bool) -> dict:
+def bench_rpcs(workdir: Path, n: int, tracing: bool, rule: str = "paper") -> dict:
     sink = ServiceProcess("bench.otlp_sink", [], workdir).wait_ready()
     env = (
         {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.ports['grpc']}"}
@@ -93,7 +118,16 @@ def bench_rpcs(workdir: Path, n: int, tracing: bool) -> dict:
     )
     placer = ServiceProcess(
         "straightline_placer",
-        ["--listen", "127.0.0.1:0", "--metrics-listen", "off", "--frequency-threshold-rps", "1e9"],
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--frequency-threshold-rps",
+            "1e9",
+            "--placement-rule",
+            rule,
+        ],
         workdir,
         env,
     ).wait_ready()
@@ -144,10 +178,18 @@ def wait_for_instances(stub, request, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+_RPC_RUNS = {
+    "tracing_on": "tracing on, OTLP export",
+    "tracing_off": "tracing off",
+    "slo_tracing_on": "SLO-aware rule, tracing on, OTLP export",
+    "slo_tracing_off": "SLO-aware rule, tracing off",
+}
+
+
 def markdown(results: dict) -> str:
     m, d = results["machine"], results["decision"]
     lines = [
-        "## Placer (issue 2)",
+        "## Placer (issues 2 and 13)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, grpcio "
         f"{m['grpcio']}, opentelemetry-sdk {m['opentelemetry-sdk']}. "
@@ -160,10 +202,14 @@ def markdown(results: dict) -> str:
         f"| whole decision in the core (window, live view, Algorithm 1, span, metrics) | "
         f"{d['core_place']['n']} | {d['core_place']['median_us']} us | "
         f"{d['core_place']['p99_us']} us | |",
+        f"| whole decision in the core, SLO-aware rule (three predictions, span, metrics) | "
+        f"{d['core_place_slo']['n']} | {d['core_place_slo']['median_us']} us | "
+        f"{d['core_place_slo']['p99_us']} us | < 50 us median |",
+        f"| ratio SLO-aware / paper's rule, whole decision | | "
+        f"{d['core_place_slo']['median_us'] / d['core_place']['median_us']:.2f}x | | |",
     ]
-    for mode in ("tracing_on", "tracing_off"):
+    for mode, label in _RPC_RUNS.items():
         r = results[mode]
-        label = "tracing on, OTLP export" if mode == "tracing_on" else "tracing off"
         lines += [
             f"| `Place` RPC, {label} | {r['place']['n']} | {r['place']['median_us']} us | "
             f"{r['place']['p99_us']} us | <= 1.5x echo |",
@@ -184,7 +230,10 @@ def markdown(results: dict) -> str:
         "inputs (20-40 us per span on this CPU, with attribute validation); the window, the "
         "live view and Algorithm 1 together take a few microseconds. Place stays within the "
         "1.5x target at the median with tracing on; its p99 with export on is dominated by the "
-        "batch exporter's thread serializing spans under the GIL.",
+        "batch exporter's thread serializing spans under the GIL. The SLO-aware rule adds "
+        "three predictions and their span attributes (a predicted latency and cost per "
+        "platform) to the decision; see the ratio rows for what that costs against the paper's "
+        "rule in the same run.",
     ]
     return "\n".join(lines)
 
@@ -197,8 +246,10 @@ def main() -> None:
     results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine()}
     results["decision"] = bench_decision(args.decisions)
     with tempfile.TemporaryDirectory() as workdir:
-        results["tracing_on"] = bench_rpcs(Path(workdir), args.rpcs, tracing=True)
-        results["tracing_off"] = bench_rpcs(Path(workdir), args.rpcs, tracing=False)
+        for mode in _RPC_RUNS:
+            rule = "slo-aware" if mode.startswith("slo") else "paper"
+            tracing = mode.endswith("tracing_on")
+            results[mode] = bench_rpcs(Path(workdir), args.rpcs, tracing, rule)
     report.write("placer", results, markdown(results))
     print(markdown(results))
 

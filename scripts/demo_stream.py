@@ -72,6 +72,14 @@ def send(stub, model: types_pb2.ModelRef, image: tuple[bytes, str]) -> Outcome:
     return outcome
 
 
+def free_slots(platforms) -> str:
+    """ "F1 D0 S4": the free slots of each platform the placer saw, by initial."""
+    return " ".join(
+        f"{types_pb2.Platform.Name(s.platform).removeprefix('PLATFORM_')[0]}{s.free_slots}"
+        for s in platforms
+    )
+
+
 def print_outcome(index: int, outcome: Outcome) -> None:
     if outcome.error:
         print(f"{index:4d} {outcome.size:>9,d} B  FAILED {outcome.error}")
@@ -83,7 +91,7 @@ def print_outcome(index: int, outcome: Outcome) -> None:
         notes += f" (cold start {outcome.cold_start_ms:.0f} ms)"
     print(
         f"{index:4d} {outcome.size:>9,d} B  f_t={inputs.request_frequency_rps:5.1f}/s  "
-        f"S_F={inputs.flask_free_slots} S_D={inputs.docker_free_slots}  "
+        f"free {free_slots(inputs.platforms):<12} "
         f"{branch:<26} -> {outcome.served:<10} {outcome.label:<6} "
         f"{outcome.latency_ms:8.1f} ms  trace {outcome.trace_id}{notes}"
     )

@@ -67,6 +67,8 @@ def test_the_policy_is_shown_and_changed_field_by_field(placerctl, stub):
         ("fallback_enabled=maybe", 2, "fallback_enabled: 'maybe' is not true or false"),
         ("threshold=3", 2, "is not field=value with a field of the policy"),
         ("frequency_threshold_rps", 2, "is not field=value"),
+        ("latency_objectives.demo=7200s", 1, "a latency objective must be between"),
+        ("platform_settings=cheap", 2, "platform_settings: the placer's config file"),
     ],
 )
 def test_a_bad_setting_is_refused_with_a_sentence_and_nothing_changes(
@@ -125,6 +127,25 @@ def test_a_latency_aware_placement_shows_the_latencies_it_compared(
     out = placed()
     assert out.startswith(f"flask {flask.instance_id} (fastest_free)")
     assert "recent p95 of free platforms: flask 50.0 ms" in out
+
+
+def test_an_slo_aware_placement_shows_its_objective_and_predictions(placerctl, stub, adapters):
+    adapters(FLASK, capacity=2)
+    wait_for_instances(stub, 1)
+    code, out, _ = placerctl(
+        "set",
+        "placement_rule=slo-aware",
+        "default_latency_objective=0.5s",
+        "latency_objectives.demo=0.2s",
+    )
+    assert code == 0
+    assert re.search(r"placement_rule +slo-aware", out)
+    assert re.search(r"default_latency_objective +500.0 ms", out)
+    assert re.search(r"latency_objectives.demo +200.0 ms", out)
+    assert re.search(r"platform_settings.serverless +\$0/instance-hour, \$1.66667e-05/GB-s", out)
+    code, out, _ = placerctl("place", "--model", "demo", "--bytes", "1000")
+    assert code == 0 and "(cheapest_within_objective)" in out
+    assert re.search(r"predicted: flask [0-9.]+ ms \$[0-9.]+ \(objective 200.0 ms\)", out)
 
 
 def test_an_unreadable_image_or_an_unknown_type_is_refused_before_any_call(placerctl, tmp_path):

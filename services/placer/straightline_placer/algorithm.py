@@ -69,9 +69,12 @@ NOTHING_AVAILABLE = Decision(Platform.SERVERLESS, Branch.NOTHING_AVAILABLE)
 NO_CAPACITY = Decision(None, Branch.NO_CAPACITY)
 
 
+_LABELS: dict[Platform | None, str] = {p: p.name.lower() for p in Platform} | {None: "none"}
+
+
 def platform_label(platform: Platform | None) -> str:
     """The platform's name in metrics and spans; "none" for a refused request."""
-    return platform.name.lower() if platform else "none"
+    return _LABELS[platform]
 
 
 def place(

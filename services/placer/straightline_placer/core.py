@@ -231,6 +231,7 @@ class Placer:
                 continue
             answer = self._attempt(instance, ticket, payload, deadline, attempts)
             if answer is not None:
+                self._observe_prediction(placement, platform, attempts[-1].seconds)
                 result = InferResult(
                     placement,
                     answer,
@@ -249,6 +250,14 @@ class Placer:
                 )
                 return result
         raise Unavailable(_nothing_took(request, attempts))
+
+    def _observe_prediction(self, placement: Placement, platform: Platform, observed: float):
+        state = placement.inputs.platforms.get(platform)
+        if state is not None and state.predicted_latency_s is not None:
+            self._metrics.observe_prediction_error(platform, observed - state.predicted_latency_s)
+            trace.get_current_span().set_attribute(
+                "straightline.observed_latency_s", round(observed, 6)
+            )
 
     def _fallback_order(self, placement: Placement, policy: Policy) -> list[Platform]:
         """The chosen platform, then the others in the policy's order of preference after it."""
@@ -356,6 +365,15 @@ def _nothing_took(request: Request, attempts: list[AttemptRecord]) -> str:
     )
 
 
+_PLATFORM_KEYS = {
+    platform: tuple(
+        f"straightline.{platform_label(platform)}_{key}"
+        for key in ("free_slots", "predicted_latency_s", "predicted_cost_usd")
+    )
+    for platform in Platform
+}
+
+
 def _placement_attributes(request: Request, placement: Placement) -> dict:
     inputs = placement.inputs
     attributes = {
@@ -371,12 +389,11 @@ def _placement_attributes(request: Request, placement: Placement) -> dict:
         "straightline.instance_id": placement.instance_id,
     }
     for platform, state in inputs.platforms.items():
-        prefix = f"straightline.{platform_label(platform)}"
-        attributes[f"{prefix}_free_slots"] = state.free_slots
-        attributes[f"{prefix}_recent_p95_s"] = state.recent_latency_p95_s
+        free_slots, predicted_latency, predicted_cost = _PLATFORM_KEYS[platform]
+        attributes[free_slots] = state.free_slots
         if state.predicted_latency_s is not None:
-            attributes[f"{prefix}_predicted_latency_s"] = state.predicted_latency_s
-            attributes[f"{prefix}_predicted_cost_usd"] = state.predicted_cost_usd
+            attributes[predicted_latency] = state.predicted_latency_s
+            attributes[predicted_cost] = state.predicted_cost_usd
     if inputs.latency_objective_s is not None:
         attributes["straightline.latency_objective_s"] = inputs.latency_objective_s
     if inputs.deadline_s is not None:

@@ -26,6 +26,7 @@ from straightline_common.telemetry import (
 from straightline_common.timeconv import seconds
 
 POLICY_FIELDS = placer_pb2.Policy.DESCRIPTOR.fields_by_name
+SETTABLE = [name for name, f in POLICY_FIELDS.items() if not f.is_repeated]
 
 
 class UsageError(Exception):
@@ -70,11 +71,16 @@ def policy_update(assignments: list[str]) -> placer_pb2.UpdatePolicyRequest:
     values = {}
     for assignment in assignments:
         name, equals, text = assignment.partition("=")
+        field_name, dot, model = name.strip().partition(".")
+        if equals and dot and field_name == "latency_objectives":
+            values.setdefault(field_name, {})[model] = text  # latency_objectives.MODEL=0.3s
+            continue
         field = POLICY_FIELDS.get(name.strip())
-        if not equals or field is None:
+        if not equals or field is None or field.is_repeated:
             raise UsageError(
                 f"{assignment!r} is not field=value with a field of the policy: "
-                f"{', '.join(POLICY_FIELDS)}"
+                f"{', '.join(SETTABLE)}, or latency_objectives.MODEL (platform_settings: the "
+                "placer's config file, or UpdatePolicy)"
             )
         values[field.name] = json_value(field, text)
     try:
@@ -101,6 +107,15 @@ def format_policy(policy: placer_pb2.Policy) -> str:
         ("pinned_platform", "none (Algorithm 1 places)" if pinned == "unspecified" else pinned),
         ("fallback_enabled", str(policy.fallback_enabled).lower()),
         ("placement_rule", "paper" if rule == "unspecified" else rule.replace("_", "-")),
+        ("default_latency_objective", f"{milliseconds(policy.default_latency_objective)} ms"),
+        *(
+            (f"latency_objectives.{model}", f"{milliseconds(objective)} ms")
+            for model, objective in sorted(policy.latency_objectives.items())
+        ),
+        *(
+            (f"platform_settings.{short_name(types_pb2.Platform, s.platform)}", _settings(s))
+            for s in policy.platform_settings
+        ),
     ]
     return "\n".join(f"{name:<31}{value}" for name, value in rows)
 
@@ -110,6 +125,15 @@ def free_slots(platforms) -> str:
     return ", ".join(
         f"{short_name(types_pb2.Platform, state.platform)} {state.free_slots}"
         for state in platforms
+    )
+
+
+def _settings(settings: placer_pb2.PlatformSettings) -> str:
+    return (
+        f"${settings.price_per_instance_hour:g}/instance-hour, ${settings.price_per_gb_second:g}"
+        f"/GB-s, ${settings.price_per_request:g}/request, {settings.memory_mb} MB, round trip "
+        f"{milliseconds(settings.network_round_trip)} ms, at most "
+        f"{settings.max_request_bytes:,} bytes"
     )
 
 

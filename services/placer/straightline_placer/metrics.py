@@ -29,6 +29,14 @@ class PlacerMetrics:
             ["from_platform", "to_platform"],
             registry=self.registry,
         )
+        self.prediction_error = Histogram(
+            "straightline_prediction_error_seconds",
+            "Under rules that predict: observed minus predicted latency of the attempt on the "
+            "platform placed (negative: faster than predicted).",
+            ["platform"],
+            buckets=(-1, -0.3, -0.1, -0.03, -0.01, 0, 0.01, 0.03, 0.1, 0.3, 1, 3),
+            registry=self.registry,
+        )
         self.live_instances = Gauge(
             "straightline_live_instances",
             "Adapter instances in the live view, by platform.",
@@ -50,6 +58,9 @@ class PlacerMetrics:
 
     def count_fallback(self, chosen: Platform, used: Platform) -> None:
         self.fallbacks.labels(chosen.name.lower(), used.name.lower()).inc()
+
+    def observe_prediction_error(self, platform: Platform, error_s: float) -> None:
+        self.prediction_error.labels(platform_label(platform)).observe(error_s)
 
     def set_live_instances(self, instances) -> None:
         counts = Tally(instance.platform for instance in instances)

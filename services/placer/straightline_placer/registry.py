@@ -76,15 +76,12 @@ class Instance:
 
     @property
     def effective_free(self) -> int:
-        return max(0, min(self.capacity_total, self._unreserved))
+        return max(0, min(self.capacity_total, self.unreserved))
 
     @property
-    def sent_beyond_free(self) -> int:
-        """Requests sent since the report that found no free slot: they wait in its queue."""
-        return max(0, -self._unreserved)
-
-    @property
-    def _unreserved(self) -> int:
+    def unreserved(self) -> int:
+        """Free slots as reported less what was sent since; below zero, the requests sent
+        beyond the free slots, which wait in the instance's queue."""
         return self.capacity_free - self.sent_since_report + self.finished_from_before_report
 
     def serves(self, name: str, version: str) -> bool:
@@ -109,20 +106,21 @@ class PlatformState:
     warm_free_slots: int = 0
     predicted_latency_s: float | None = None  # None: not predicted, or it cannot take it
     predicted_cost_usd: float = 0.0
+    _instance_free: int = -1
 
     def add(self, instance: Instance) -> None:
-        stats, free = instance.stats, instance.effective_free
-        queued = stats.queue_depth + instance.sent_beyond_free
+        stats, unreserved, total = instance.stats, instance.unreserved, instance.capacity_total
+        free = max(0, min(total, unreserved))
+        queued = stats.queue_depth - min(0, unreserved)
         self.free_slots += free
-        self.capacity_total += instance.capacity_total
+        self.capacity_total += total
         self.queue_depth += queued
         self.queue_room += max(0, stats.queue_limit - queued)
         self.in_flight += stats.in_flight
         self.warm_environments += stats.warm_environments
-        busy = instance.capacity_total - free
-        self.warm_free_slots += max(0, min(free, stats.warm_slots - busy))
-        if free > self.instance.effective_free:
-            self.instance = instance
+        self.warm_free_slots += max(0, min(free, stats.warm_slots - (total - free)))
+        if free > self._instance_free:
+            self.instance, self._instance_free = instance, free
 
     @property
     def recent_latency_p95_s(self) -> float:
