@@ -184,7 +184,7 @@ def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | No
             f"{where}: this stream reports for {stream_instance_id!r}; open one stream per instance"
         )
     if report.platform not in Platform._value2member_map_:
-        raise InvalidArgument(f"{where}: platform must be FLASK, DOCKER or SERVERLESS")
+        raise InvalidArgument(f"{where}: platform must be one of {_PLATFORM_NAMES}")
     if not report.address or ":" not in report.address:
         raise InvalidArgument(f"{where}: address must be host:port, not {report.address!r}")
     if report.capacity_total > MAX_CAPACITY:
@@ -205,6 +205,7 @@ def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | No
         raise InvalidArgument(f"{where}: every model the instance serves needs a name")
 
 
+_PLATFORM_NAMES = ", ".join(platform.name for platform in Platform)
 # Limits on what a report may claim, so that sums over instances stay within uint32.
 MAX_CAPACITY = 100_000
 MAX_SERVICE_TIME_BUCKETS = 32
@@ -251,7 +252,7 @@ def _policy_changes(message: placer_pb2.Policy, paths) -> dict:
             f"known: {', '.join(_POLICY_FIELDS)}"
         )
     if message.pinned_platform not in (0, *Platform._value2member_map_):
-        raise InvalidArgument("pinned_platform must be UNSPECIFIED, FLASK, DOCKER or SERVERLESS")
+        raise InvalidArgument(f"pinned_platform must be UNSPECIFIED or one of {_PLATFORM_NAMES}")
     if message.placement_rule not in (0, *rules.RULES):
         raise InvalidArgument(
             f"placement_rule must be UNSPECIFIED or one of the placer's rules: "

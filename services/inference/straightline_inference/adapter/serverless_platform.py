@@ -6,11 +6,14 @@ concurrency limit and are reaped when idle; beyond the limit a request is thrott
 Lambda answers 429."""
 
 import base64
+import dataclasses
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -45,13 +48,20 @@ _INVOKE_TIMEOUT_S = 120
 
 
 class LambdaFunction:
-    """One function to invoke: an AWS function, or one local emulator endpoint."""
+    """One function to invoke: an AWS function, or one local emulator endpoint. With
+    `tail_logs`, each invocation asks for its REPORT line (LogType=Tail), from which
+    `invoke_timed` reads the cold start AWS paid for it (0 when the environment was warm)."""
 
-    def __init__(self, client, function_name: str):
+    def __init__(self, client, function_name: str, *, tail_logs: bool = False):
         self._client = client
         self._function_name = function_name
+        self._options = {"LogType": "Tail"} if tail_logs else {}
 
     def invoke(self, event: dict, *, with_trace: bool = True) -> dict:
+        return self.invoke_timed(event, with_trace=with_trace)[0]
+
+    def invoke_timed(self, event: dict, *, with_trace: bool = True) -> tuple[dict, float]:
+        """The handler's answer and the cold start the invocation paid, in seconds."""
         payload = json.dumps(event).encode()
         if len(payload) > PAYLOAD_LIMIT_BYTES:
             raise InvalidArgument(
@@ -60,6 +70,7 @@ class LambdaFunction:
                 "image or use another platform"
             )
         options = {"ClientContext": _client_context()} if with_trace else {}
+        options.update(self._options)
         try:
             response = self._client.invoke(
                 FunctionName=self._function_name,
@@ -83,7 +94,19 @@ class LambdaFunction:
             )
         if "error" in body:
             raise from_code_name(body["error"].get("code", ""), body["error"].get("message", ""))
-        return body
+        return body, init_seconds(response.get("LogResult", ""))
+
+
+_INIT_DURATION = re.compile(r"Init Duration: ([0-9.]+) ms")
+
+
+def init_seconds(log_result: str) -> float:
+    """The cold start of an invocation from its base64 REPORT line (0 without one)."""
+    try:
+        match = _INIT_DURATION.search(base64.b64decode(log_result).decode(errors="replace"))
+    except ValueError:
+        return 0.0
+    return float(match.group(1)) / 1e3 if match else 0.0
 
 
 def _client_context() -> str:
@@ -106,9 +129,12 @@ def _answer(body: dict, **timings) -> Answer:
     return Answer(body["model"], body["classes"], **timings)
 
 
-def _lambda_client(endpoint_url: str | None, **credentials):
+def _lambda_client(endpoint_url: str | None, max_pool_connections: int = 10, **credentials):
     config = botocore.config.Config(
-        read_timeout=_INVOKE_TIMEOUT_S, connect_timeout=5, retries={"max_attempts": 0}
+        read_timeout=_INVOKE_TIMEOUT_S,
+        connect_timeout=5,
+        retries={"max_attempts": 0},
+        max_pool_connections=max_pool_connections,
     )
     return boto3.client("lambda", endpoint_url=endpoint_url, config=config, **credentials)
 
@@ -121,9 +147,14 @@ class AwsServerless(ServesStore):
     def __init__(
         self, *, function_name: str, store: str, concurrency: int, endpoint_url: str | None = None
     ):
-        self._function = LambdaFunction(_lambda_client(endpoint_url), function_name)
+        self._function = LambdaFunction(
+            _lambda_client(endpoint_url, max_pool_connections=concurrency),
+            function_name,
+            tail_logs=True,
+        )
         self._store = ModelStore(store)
         self._gate = SlotGate(concurrency, 0, name=f"Lambda function {function_name}")
+        self._warm = WarmEstimate(AWS_WARM_WINDOW_S)
 
     def start(self) -> None:
         pass
@@ -132,15 +163,46 @@ class AwsServerless(ServesStore):
         pass
 
     def capacity(self) -> Capacity:
-        # AWS keeps environments warm and does not say how many: taken as warm; cold starts
-        # show in the service times measured.
-        return self._gate.capacity_report(warm=True)
+        capacity = self._gate.capacity_report(warm=True)
+        warm = min(capacity.total, self._warm.environments())
+        return dataclasses.replace(capacity, warm_environments=warm, warm_slots=warm)
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         started = time.perf_counter()
         with self._gate.slot(0):
-            body = self._function.invoke(_event(call))
-        return _answer(body, execution_seconds=time.perf_counter() - started)
+            running = self._gate.in_flight
+            body, cold = self._function.invoke_timed(_event(call))
+            self._warm.running(running)
+        total = time.perf_counter() - started
+        return _answer(body, cold_start_seconds=cold, execution_seconds=total - cold)
+
+
+# AWS keeps an idle environment for minutes (not documented; 5-15 min is what is reported):
+# as many environments as ran at once within this window are taken as warm.
+AWS_WARM_WINDOW_S = 300.0
+
+
+class WarmEstimate:
+    """How many environments AWS keeps warm for the function: the most that ran at once in
+    the last `window_s` (AWS does not say; cold starts show in the REPORT lines)."""
+
+    def __init__(self, window_s: float, clock=time.monotonic):
+        self._window_s, self._clock = window_s, clock
+        self._peaks: list[tuple[float, int]] = []  # (when, running), running decreasing
+        self._lock = threading.Lock()
+
+    def running(self, count: int) -> None:
+        now = self._clock()
+        with self._lock:
+            while self._peaks and self._peaks[-1][1] <= count:
+                self._peaks.pop()
+            self._peaks.append((now, count))
+
+    def environments(self) -> int:
+        horizon = self._clock() - self._window_s
+        with self._lock:
+            self._peaks = [(when, count) for when, count in self._peaks if when >= horizon]
+            return self._peaks[0][1] if self._peaks else 0
 
 
 @dataclass
