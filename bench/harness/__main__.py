@@ -1,15 +1,22 @@
-"""The evaluation harness (issue 6): StraightLine against single platforms, under the same
-open-loop load, with real models on this machine.
+"""The evaluation harness (issues 6 and 14): StraightLine against single platforms, under the
+same open-loop load, with real models on this machine, in two testbeds.
 
     python -m bench.harness                                  # the full experiment
     python -m bench.harness --models small --phases ramp:20:2-20 --out /tmp/smoke
+
+Testbeds (`--testbeds`): `local`, every platform on this machine (serverless: the Lambda image
+under AWS's emulator, sharing the cores); `remote-serverless`, as in the paper, serverless on
+AWS Lambda, here the Lambda service emulator (bench/lambda_service), reached through the
+adapter's AWS path; everything else the same. Both run the same scenario (the local testbed's
+measured capacity scales it) and the same request sequence.
 
 For each model (`small`: a 32 px classifier; `xception`: Keras Xception at 299 px, the
 paper's) it starts the placer and one adapter per platform as local processes, measures the
 machine's capacity for the model, then runs the same scenario (by default a ramp over 180 s
 to --ramp-to times the rate the stack sustained; same seed, same request sequence) under
 each policy: `straightline` (Algorithm 1 as the paper writes it, fallback on),
-`capacity-aware` and `latency-aware` (our variants of it, docs/placer.md), and the policy
+`capacity-aware` and `latency-aware` (our variants of it, docs/placer.md), `slo-aware` (the
+SLO-aware rule against the model's latency objective, `--objective-ms`), and the policy
 pinned to `flask`, `docker` or `serverless` (fallback off: exactly one platform). It writes per
 request CSV, a JSON summary per model, figures (PNG), and tables.md. `--from-records` redoes
 the summaries, figures and tables from the CSV and JSON a previous run wrote.
@@ -26,11 +33,22 @@ from pathlib import Path
 import grpc
 
 from bench import report
-from bench.harness import capacity, figures, generator, images, results, schedule, targets
+from bench.harness import (
+    capacity,
+    figures,
+    generator,
+    images,
+    remote,
+    results,
+    schedule,
+    slo,
+    targets,
+)
 from bench.harness.cpu import CpuSampler
 from scripts import localstack
 from straightline.v1 import placer_pb2_grpc, types_pb2
 from straightline_common.modelstore import ModelStore
+from straightline_common.timeconv import duration
 
 
 def _policy(platform=types_pb2.PLATFORM_UNSPECIFIED, rule=types_pb2.PLACEMENT_RULE_PAPER):
@@ -46,6 +64,7 @@ POLICIES = {
     "straightline": _policy(),
     "capacity-aware": _policy(rule=types_pb2.PLACEMENT_RULE_CAPACITY_AWARE),
     "latency-aware": _policy(rule=types_pb2.PLACEMENT_RULE_LATENCY_AWARE),
+    "slo-aware": _policy(rule=types_pb2.PLACEMENT_RULE_SLO_AWARE),
     "flask": _policy(types_pb2.PLATFORM_FLASK),
     "docker": _policy(types_pb2.PLATFORM_DOCKER),
     "serverless": _policy(types_pb2.PLATFORM_SERVERLESS),
@@ -56,6 +75,10 @@ PLATFORM_ARGUMENTS = {
     "docker": ["--max-containers", "2", "--threads-per-container", "1", "--min-warm", "2"],
     "serverless": ["--concurrency", "4", "--min-warm", "4"],
 }
+TESTBEDS = ("local", "remote-serverless")
+# The latency objective of each model (ms): about twice what one image takes through the
+# stack idle on the slower of its platforms, so that it is met unless requests queue.
+OBJECTIVES_MS = {"small": 100.0, "xception": 300.0}
 
 
 def make_model(store: ModelStore, model: str) -> None:
@@ -75,7 +98,7 @@ def docker_ready() -> bool:
     return containers.engine_reachable()
 
 
-def run_model(args, model: str, workdir: Path, pool: list) -> dict:
+def run_model(args, model: str, testbed: str, workdir: Path, pool: list, phases: str) -> dict:
     store = ModelStore(workdir / "models")
     make_model(store, model)
     platforms = dict(PLATFORM_ARGUMENTS)
@@ -83,8 +106,15 @@ def run_model(args, model: str, workdir: Path, pool: list) -> dict:
         del platforms["docker"]
         platforms["serverless"] = [*platforms["serverless"], "--runner", "process"]
     policies = [p for p in args.policies if p in figures.PLACING_POLICIES or p in platforms]
+    objective_ms = args.objective_ms or OBJECTIVES_MS[model]
+    placer_args = []
     with ExitStack() as stack:
-        placer = localstack.start_placer(stack, workdir)
+        if testbed == "remote-serverless":
+            platforms["serverless"] = remote.start_lambda(
+                stack, store, model, workdir, pool, args.lambda_concurrency
+            )
+            placer_args = ["--max-workers", str(64 + args.lambda_concurrency)]
+        placer = localstack.start_placer(stack, workdir, *placer_args)
         localstack.start_adapters(stack, placer.address, store.root, workdir, platforms)
         channel = stack.enter_context(grpc.insecure_channel(placer.address))
         stub = placer_pb2_grpc.PlacerServiceStub(channel)
@@ -102,12 +132,15 @@ def run_model(args, model: str, workdir: Path, pool: list) -> dict:
                 args.capacity_s,
             ),
         }
-        print(f"{model}: capacity {json.dumps(measured)}")
-        phases = args.phases or schedule.scaled_ramp(
-            measured["through_placer"]["rps"], args.ramp_to
-        )
+        print(f"{model} ({testbed}): capacity {json.dumps(measured)}")
+        phases = phases or schedule.scaled_ramp(measured["through_placer"]["rps"], args.ramp_to)
         arrivals = schedule.arrivals(schedule.parse(phases))
         payloads = images.sequence(pool, len(arrivals), args.seed)
+        objective = results.Objective(
+            objective_ms,
+            slo.Costing({localstack.PLATFORM_NAMES[r.platform]: r.capacity_total for r in reports}),
+        )
+        localstack.set_policy(stub, latency_objectives={model: duration(objective_ms / 1e3)})
         runs = {}
         for policy in policies:
             localstack.set_policy(stub, **POLICIES[policy])
@@ -116,40 +149,50 @@ def run_model(args, model: str, workdir: Path, pool: list) -> dict:
             target = generator.PlacerTarget(stub, model, args.timeout)
             with CpuSampler() as cpu:
                 records = generator.run(target, arrivals, payloads, args.timeout)
-            results.write_csv(records, args.out / f"{model}-{policy}.csv")
-            runs[policy] = summarise(records, cpu.samples, args.bin_s)
+            results.write_csv(records, args.out / testbed / f"{model}-{policy}.csv")
+            runs[policy] = summarise(records, cpu.samples, args.bin_s, objective)
             print(f"  {json.dumps(runs[policy]['summary'])}")
         localstack.set_policy(stub, **POLICIES["straightline"])
-    return {"model": model, "capacity": measured, "phases": phases, "runs": runs}
-
-
-def summarise(records: list, cpu_samples: list, bin_s: float) -> dict:
-    duration = max(r.done_s for r in records)
     return {
-        "summary": results.summary(records, duration, cpu_samples),
-        "over_time": results.over_time(records, bin_s),
+        "model": model,
+        "testbed": testbed,
+        "capacity": measured,
+        "phases": phases,
+        "objective_ms": objective_ms,
+        "costing": objective.costing.as_json(),
+        "runs": runs,
+    }
+
+
+def summarise(records: list, cpu_samples: list, bin_s: float, objective) -> dict:
+    elapsed = max(r.done_s for r in records)
+    return {
+        "summary": results.summary(records, elapsed, cpu_samples, objective),
+        "over_time": results.over_time(records, bin_s, objective),
         "cpu": cpu_samples,
     }
 
 
 def table(outcome: dict) -> str:
     lines = [
-        f"### {outcome['model']}",
+        f"### {outcome['model']}, testbed {outcome.get('testbed', 'local')}",
         "",
         f"Scenario `{outcome['phases']}`; TensorFlow threads per op: "
-        f"{outcome.get('tf_threads', 'default')}; capacity: {json.dumps(outcome['capacity'])}",
+        f"{outcome.get('tf_threads', 'default')}; capacity: {json.dumps(outcome['capacity'])}; "
+        f"latency objective {outcome.get('objective_ms')} ms",
         "",
-        "| policy | requests | failure rate | fails from (rps offered) | median ms | p95 ms "
-        "| p99 ms | throughput rps: mean / best 30 s | flask / docker / serverless | fell back "
-        "| CPU % |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| policy | requests | SLO attainment | cost / 1,000 requests | failure rate "
+        "| fails from (rps offered) | median ms | p95 ms | p99 ms "
+        "| throughput rps: mean / best 30 s | flask / docker / serverless | fell back | CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for policy, run in outcome["runs"].items():
         s = run["summary"]
         share = " / ".join(f"{s['share'].get(p, 0):.2f}" for p in ("flask", "docker", "serverless"))
         onset = results.failure_onset(run["over_time"])
         lines.append(
-            f"| {policy} | {s['requests']} | {s['failure_rate']:.3f} | "
+            f"| {policy} | {s['requests']} | {_share(s.get('slo_attainment'))} | "
+            f"{_dollars(s.get('cost_per_1000_usd'))} | {s['failure_rate']:.3f} | "
             f"{'never' if onset is None else round(onset, 1)} | "
             f"{s['response_ms']['median']} | {s['response_ms']['p95']} | "
             f"{s['response_ms']['p99']} | {s['throughput_rps']} / {s['sustained_rps']} | "
@@ -161,7 +204,31 @@ def table(outcome: dict) -> str:
             lines += ["", *platform_table(policy, outcome["runs"][policy]["summary"])]
     if outcome.get("targets"):
         lines += ["", *targets_table(outcome["targets"], outcome["capacity"])]
+    if outcome.get("slo_targets"):
+        lines += ["", *slo_targets_table(outcome["slo_targets"])]
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _dollars(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+def slo_targets_table(checked: dict) -> list[str]:
+    lines = [
+        "Targets of issue 14 (bench/harness/targets.py, `check_slo`), for the SLO-aware rule "
+        "against the single platforms, per 10 s bin:",
+        "",
+        "| target | bins checked | bins missed | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for target in checked.values():
+        missed = ", ".join(f"{b['rate_rps']:g} rps" for b in target["missed"]) or "none"
+        lines.append(f"| {target['what']} | {target['bins']} | {missed} | {_met(target)} |")
+    return lines
 
 
 def _met(target: dict) -> str:
@@ -208,12 +275,37 @@ def platform_table(policy: str, summary: dict) -> list[str]:
             f"| {platform} | {answered['served']} | {response['median']} | {response['p95']} "
             f"| {response['p99']} | {session['median']} | {session['p95']} |"
         )
+    errors = summary.get("prediction_error")
+    if errors:
+        lines += [
+            "",
+            "Prediction error (observed response time minus the latency predicted on the "
+            "platform that served it): "
+            + "; ".join(
+                f"{p} median {e['median_ms']} ms, median absolute {e['median_abs_ms']} ms "
+                f"over {e['n']}"
+                for p, e in errors.items()
+            ),
+        ]
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__)
     parser.add_argument("--models", default="small,xception")
+    parser.add_argument("--testbeds", default=",".join(TESTBEDS))
+    parser.add_argument(
+        "--objective-ms",
+        type=float,
+        default=0.0,
+        help=f"latency objective (default per model: {OBJECTIVES_MS})",
+    )
+    parser.add_argument(
+        "--lambda-concurrency",
+        type=int,
+        default=48,
+        help="remote-serverless: the account's concurrency (and the adapter's)",
+    )
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--phases", default="", help="default: a ramp scaled by --ramp-to")
     parser.add_argument(
@@ -236,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bin-s", type=float, default=10.0)
     parser.add_argument("--settle-s", type=float, default=11.0)
     parser.add_argument("--capacity-s", type=float, default=15.0, help="closed-loop measurement")
-    parser.add_argument("--out", type=Path, default=report.RESULTS / "evaluation")
+    parser.add_argument("--out", type=Path, default=report.RESULTS / "evaluation-slo")
     parser.add_argument(
         "--from-records",
         action="store_true",
@@ -247,10 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.policies) - set(POLICIES)
     if unknown:
         parser.error(f"unknown policies {sorted(unknown)}; choose from {list(POLICIES)}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    testbeds = [t for t in args.testbeds.split(",") if t]
+    if not testbeds or set(testbeds) - set(TESTBEDS):
+        parser.error(f"--testbeds: one or more of {', '.join(TESTBEDS)}")
+    if not 1 <= args.lambda_concurrency <= 1000:
+        parser.error("--lambda-concurrency must be between 1 and 1000 (Lambda's default)")
+    for testbed in testbeds:
+        (args.out / testbed).mkdir(parents=True, exist_ok=True)
     models = [m for m in args.models.split(",") if m]
     if args.from_records:
-        return report_from_records(args.out, models, args.bin_s)
+        return report_from_records(args.out, models, testbeds, args.bin_s)
     if args.ramp_to <= 0:
         parser.error("--ramp-to must be positive")
     if args.tf_threads < 0:
@@ -263,35 +361,46 @@ def main(argv: list[str] | None = None) -> int:
         schedule.parse(args.phases)  # refused before any model is built
     pool = images.load(args.images, seed=args.seed)
     for model in models:
-        with tempfile.TemporaryDirectory(prefix=f"straightline-eval-{model}-") as workdir:
-            outcome = run_model(args, model, Path(workdir), pool)
-        outcome["machine"] = report.machine()
-        outcome["tf_threads"] = args.tf_threads or "default"
-        save(outcome, args.out)
-    return write_tables(args.out, models)
+        phases = args.phases
+        for testbed in testbeds:  # the first testbed's scenario is every testbed's
+            with tempfile.TemporaryDirectory(prefix=f"straightline-eval-{model}-") as workdir:
+                outcome = run_model(args, model, testbed, Path(workdir), pool, phases)
+            phases = outcome["phases"]
+            outcome["machine"] = report.machine()
+            outcome["tf_threads"] = args.tf_threads or "default"
+            save(outcome, args.out / testbed)
+    return write_tables(args.out, models, testbeds)
 
 
-def report_from_records(out: Path, models: list[str], bin_s: float) -> int:
-    for model in models:
-        path = out / f"{model}.json"
-        outcome = json.loads(path.read_text())
-        for policy, run in outcome["runs"].items():
-            records = results.read_csv(out / f"{model}-{policy}.csv")
-            outcome["runs"][policy] = summarise(records, run["cpu"], bin_s)
-        save(outcome, out)
-    return write_tables(out, models)
+def report_from_records(out: Path, models: list[str], testbeds: list[str], bin_s: float) -> int:
+    for testbed in testbeds:
+        for model in models:
+            outcome = json.loads((out / testbed / f"{model}.json").read_text())
+            objective = results.Objective(
+                outcome["objective_ms"], slo.Costing.from_json(outcome["costing"])
+            )
+            for policy, run in outcome["runs"].items():
+                records = results.read_csv(out / testbed / f"{model}-{policy}.csv")
+                outcome["runs"][policy] = summarise(records, run["cpu"], bin_s, objective)
+            save(outcome, out / testbed)
+    return write_tables(out, models, testbeds)
 
 
 def save(outcome: dict, out: Path) -> None:
     """A model's JSON result, with the targets checked, and its figures."""
     outcome["targets"] = targets.check(outcome)
+    outcome["slo_targets"] = targets.check_slo(outcome)
     (out / f"{outcome['model']}.json").write_text(json.dumps(outcome, indent=1) + "\n")
-    figures.draw(outcome["model"], outcome["runs"], out)
+    figures.draw(outcome["model"], outcome["runs"], out, outcome.get("objective_ms"))
 
 
-def write_tables(out: Path, models: list[str]) -> int:
-    """tables.md from the models' JSON results."""
-    outcomes = [json.loads((out / f"{model}.json").read_text()) for model in models]
+def write_tables(out: Path, models: list[str], testbeds: list[str]) -> int:
+    """tables.md from the models' JSON results, every testbed."""
+    outcomes = [
+        json.loads((out / testbed / f"{model}.json").read_text())
+        for testbed in testbeds
+        for model in models
+    ]
     (out / "tables.md").write_text("\n\n".join(table(o) for o in outcomes) + "\n")
     print((out / "tables.md").read_text())
     return 0

@@ -1,12 +1,13 @@
 """The paper's figures from the runs of one model: failure rate against total sessions
-(Figures 4a, 5a, 6, 7), session length and response time over the run (4b-c, 5b-c, 8), and
-StraightLine's placements over time with each platform's response time."""
+(Figures 4a, 5a, 6, 7), session length and response time over the run (4b-c, 5b-c, 8),
+StraightLine's placements over time with each platform's response time, and (issue 14) SLO
+attainment and cost per 1,000 requests over the run."""
 
 from pathlib import Path
 
 PLATFORM_COLOURS = {"flask": "tab:blue", "docker": "tab:orange", "serverless": "tab:green"}
 # Policies that place by a rule rather than pinning one platform.
-PLACING_POLICIES = ("straightline", "capacity-aware", "latency-aware")
+PLACING_POLICIES = ("straightline", "capacity-aware", "latency-aware", "slo-aware")
 
 
 def _pyplot():
@@ -18,7 +19,9 @@ def _pyplot():
     return plt
 
 
-def draw(model: str, runs: dict[str, dict], out: Path) -> list[Path]:
+def draw(
+    model: str, runs: dict[str, dict], out: Path, objective_ms: float | None = None
+) -> list[Path]:
     """`runs`: policy -> {"over_time": [...], ...}; returns the files written."""
     plt = _pyplot()
     written = []
@@ -50,7 +53,30 @@ def draw(model: str, runs: dict[str, dict], out: Path) -> list[Path]:
     for policy in PLACING_POLICIES:
         if policy in runs:
             written.append(_placements(model, policy, runs[policy]["over_time"], out, plt))
+    if objective_ms is not None:
+        written.append(_slo(model, runs, objective_ms, out, plt))
     return written
+
+
+def _slo(model: str, runs: dict[str, dict], objective_ms: float, out: Path, plt) -> Path:
+    """SLO attainment and cost per 1,000 requests per bin, every policy."""
+    figure, (attained, cost) = plt.subplots(1, 2, figsize=(14, 4.5))
+    for policy, run in runs.items():
+        rows = run["over_time"]
+        rates = [r["rate_rps"] for r in rows]
+        attained.plot(rates, [r.get("slo_attainment") for r in rows], marker=".", label=policy)
+        cost.plot(rates, [r.get("cost_per_1000_usd") for r in rows], marker=".", label=policy)
+    attained.set(
+        title=f"{model}: answered within {objective_ms:g} ms (failures are misses)",
+        xlabel="requests/s offered",
+        ylabel="SLO attainment",
+        ylim=(0, 1.02),
+    )
+    cost.set(title="cost per 1,000 requests", xlabel="requests/s offered", ylabel="US dollars")
+    for panel in (attained, cost):
+        panel.legend()
+    figure.tight_layout()
+    return _save(figure, out / f"{model}-slo.png", plt)
 
 
 def _placements(model: str, policy: str, rows: list[dict], out: Path, plt) -> Path:

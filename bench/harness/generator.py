@@ -33,6 +33,10 @@ class Record:
     branch: str = ""
     fell_back: bool = False
     cold_start_ms: float = 0.0
+    # The platform's own time for the request (its cost is reckoned from it) and, under a
+    # rule that predicts, the latency predicted on the platform that served it (0: none).
+    platform_ms: float = 0.0
+    predicted_ms: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -79,6 +83,15 @@ def _placer_outcome(record: Record, call) -> Record:
     record.branch = types_pb2.Branch.Name(answer.placement.branch).removeprefix("BRANCH_")
     record.fell_back = answer.fell_back
     record.cold_start_ms = seconds(answer.platform_timings.cold_start) * 1e3
+    record.platform_ms = seconds(answer.platform_timings.total) * 1e3
+    record.predicted_ms = next(
+        (
+            seconds(state.predicted_latency) * 1e3
+            for state in answer.placement.inputs.platforms
+            if state.platform == answer.served_platform and state.HasField("predicted_latency")
+        ),
+        0.0,
+    )
     return record
 
 

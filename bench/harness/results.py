@@ -6,8 +6,10 @@ import csv
 import math
 import statistics
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench.harness import slo
 from bench.harness.generator import Record
 
 FIELDS = (
@@ -23,6 +25,8 @@ FIELDS = (
     "branch",
     "fell_back",
     "cold_start_ms",
+    "platform_ms",
+    "predicted_ms",
     "response_ms",
     "session_ms",
 )
@@ -60,6 +64,8 @@ def _record(row: dict) -> Record:
         branch=row["branch"],
         fell_back=row["fell_back"] == "True",
         cold_start_ms=float(row["cold_start_ms"]),
+        platform_ms=float(row.get("platform_ms") or 0),
+        predicted_ms=float(row.get("predicted_ms") or 0),
     )
 
 
@@ -119,7 +125,20 @@ def sustained_throughput(records: list[Record], window_s: float = SUSTAINED_WIND
     return round(best / window_s, 2)
 
 
-def summary(records: list[Record], duration_s: float, cpu: list[tuple[float, float]]) -> dict:
+@dataclass(frozen=True)
+class Objective:
+    """What the SLO figures are read against: the latency objective and the costs."""
+
+    latency_ms: float
+    costing: slo.Costing
+
+
+def summary(
+    records: list[Record],
+    duration_s: float,
+    cpu: list[tuple[float, float]],
+    objective: Objective | None = None,
+) -> dict:
     ok = [r for r in records if r.ok]
     served = Counter(r.platform for r in ok)
     return {
@@ -138,6 +157,17 @@ def summary(records: list[Record], duration_s: float, cpu: list[tuple[float, flo
         "fell_back": sum(r.fell_back for r in ok),
         "cold_starts": sum(r.cold_start_ms > 0 for r in ok),
         "cpu_percent_mean": round(statistics.mean(c for _, c in cpu), 1) if cpu else None,
+        **_slo_figures(records, objective),
+        "prediction_error": slo.prediction_error(records),
+    }
+
+
+def _slo_figures(records: list[Record], objective: Objective | None) -> dict:
+    if objective is None:
+        return {}
+    return {
+        "slo_attainment": slo.attainment(records, objective.latency_ms),
+        "cost_per_1000_usd": slo.cost_per_1000(records, objective.costing),
     }
 
 
@@ -147,7 +177,9 @@ def failure_onset(rows: list[dict], threshold: float = 0.01) -> float | None:
     return next((row["rate_rps"] for row in rows if row["failure_rate"] > threshold), None)
 
 
-def over_time(records: list[Record], bin_s: float) -> list[dict]:
+def over_time(
+    records: list[Record], bin_s: float, objective: Objective | None = None
+) -> list[dict]:
     """Per bin of send time: sessions sent so far, failure rate, response and session
     percentiles, where the answered ones ran, and their response percentiles per platform."""
     bins: dict[int, list[Record]] = {}
@@ -172,6 +204,7 @@ def over_time(records: list[Record], bin_s: float) -> list[dict]:
                     platform: figures["response_ms"]
                     for platform, figures in by_platform(group).items()
                 },
+                **_slo_figures(group, objective),
             }
         )
     return rows

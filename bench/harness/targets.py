@@ -88,3 +88,120 @@ def check(outcome: dict) -> dict:
         for policy in PLACING_POLICIES
         if policy in runs
     }
+
+
+# Issue 14's targets for the SLO-aware rule ---------------------------------------------------
+
+SLO_POLICY = "slo-aware"
+MEETS_OBJECTIVE = 0.95  # a bin meets a p95 objective when 95% of its requests are within it
+COST_MARGIN = 1.10
+LOCAL_SHORTFALL = 0.02
+
+
+def _per_bin(runs: dict, key: str) -> list[tuple[dict, dict[str, float | None]]]:
+    """For every bin: (the SLO-aware rule's row, {policy: its figure for `key` there})."""
+    policies = list(runs)
+    per_bin = []
+    for rows in zip(*(runs[p]["over_time"] for p in policies), strict=True):
+        by_policy = dict(zip(policies, rows, strict=True))
+        per_bin.append((by_policy[SLO_POLICY], {p: r.get(key) for p, r in by_policy.items()}))
+    return per_bin
+
+
+def _target(what: str, bins: list[dict], missed: list[dict]) -> dict:
+    return {"what": what, "bins": len(bins), "missed": missed, "met": not missed}
+
+
+def _best_single(figures: dict[str, float | None]) -> float:
+    return max((figures.get(p) or 0.0) for p in SINGLE_POLICIES if p in figures)
+
+
+def _missed(row: dict, **figures) -> dict:
+    return {"rate_rps": round(row["rate_rps"], 1), **figures}
+
+
+def check_slo(outcome: dict) -> dict:
+    """The SLO-aware rule's targets in the outcome's testbed (empty without its run)."""
+    runs = outcome["runs"]
+    if SLO_POLICY not in runs or not any(p in runs for p in SINGLE_POLICIES):
+        return {}
+    bins = _per_bin(runs, "slo_attainment")
+    if outcome.get("testbed") != "remote-serverless":
+        return {"not_below": _not_below_best_single(bins)}
+    local_limit = outcome["capacity"]["physical"]["limit_rps"]
+    return {
+        "at_least_best_single": _at_least_best_single(bins),
+        "higher_beyond_local": _higher_beyond_local(bins, local_limit),
+        "no_failures_until_limit": _no_failures_until_limit(runs),
+        "cost_within_margin": _cost_within_margin(runs),
+    }
+
+
+def _not_below_best_single(bins) -> dict:
+    missed = [
+        _missed(row, attainment=figures[SLO_POLICY], best_single=_best_single(figures))
+        for row, figures in bins
+        if figures[SLO_POLICY] < _best_single(figures) - LOCAL_SHORTFALL
+    ]
+    return _target(
+        f"SLO attainment never below the best single platform's by more than "
+        f"{LOCAL_SHORTFALL:.0%} points",
+        bins,
+        missed,
+    )
+
+
+def _at_least_best_single(bins) -> dict:
+    missed = [
+        _missed(row, attainment=figures[SLO_POLICY], best_single=_best_single(figures))
+        for row, figures in bins
+        if figures[SLO_POLICY] < _best_single(figures)
+    ]
+    return _target("SLO attainment at least the best single platform's", bins, missed)
+
+
+def _higher_beyond_local(bins, local_limit_rps: float) -> dict:
+    beyond = [(row, f) for row, f in bins if row["rate_rps"] > local_limit_rps]
+    missed = [
+        _missed(row, attainment=figures[SLO_POLICY], best_single=_best_single(figures))
+        for row, figures in beyond
+        if not (figures[SLO_POLICY] > _best_single(figures) or figures[SLO_POLICY] == 1.0)
+    ]
+    return _target(
+        f"SLO attainment above the best single platform's where the load exceeds local "
+        f"capacity ({local_limit_rps:g} requests/s; 100% counts as above)",
+        beyond,
+        missed,
+    )
+
+
+def _no_failures_until_limit(runs: dict) -> dict:
+    """No failure in any bin before pinned serverless first fails (its concurrency limit)."""
+    limit_bins = runs["serverless"]["over_time"] if "serverless" in runs else []
+    onset = next((i for i, b in enumerate(limit_bins) if b["failure_rate"] > 0), len(limit_bins))
+    before = runs[SLO_POLICY]["over_time"][:onset]
+    missed = [
+        _missed(b, failure_rate=round(b["failure_rate"], 4))
+        for b in before
+        if b["failure_rate"] > 0
+    ]
+    return _target("no failures until serverless reaches its concurrency limit", before, missed)
+
+
+def _cost_within_margin(runs: dict) -> dict:
+    """In the bins where the SLO-aware rule meets the objective, its cost per 1,000 requests
+    is within 10% of the cheapest policy that meets it there too."""
+    checked, missed = [], []
+    attainments, costs = _per_bin(runs, "slo_attainment"), _per_bin(runs, "cost_per_1000_usd")
+    for (row, attained), (_, cost) in zip(attainments, costs, strict=True):
+        if (attained[SLO_POLICY] or 0) < MEETS_OBJECTIVE:
+            continue
+        checked.append(row)
+        cheapest = min(cost[p] for p, a in attained.items() if (a or 0) >= MEETS_OBJECTIVE)
+        if cost[SLO_POLICY] > COST_MARGIN * cheapest:
+            missed.append(_missed(row, cost=cost[SLO_POLICY], cheapest=cheapest))
+    return _target(
+        "cost per 1,000 requests within 10% of the cheapest policy meeting the objective",
+        checked,
+        missed,
+    )

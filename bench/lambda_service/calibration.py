@@ -45,12 +45,16 @@ class Calibration:
     def vcpus(self) -> float:
         return self.memory_mb / MB_PER_VCPU
 
-    def service_s(self, rng: random.Random) -> float:
-        """One invocation's service time, scaled from the reference vCPUs to this memory's."""
+    @property
+    def median_service_s(self) -> float:
+        """The measured time scaled from the reference vCPUs to this memory's."""
         timing = self.timing
         usable = min(self.vcpus, timing.max_useful_vcpus)
-        reference = min(timing.reference_vcpus, timing.max_useful_vcpus)
-        return _lognormal(rng, timing.seconds * reference / usable, timing.sigma)
+        return timing.seconds * min(timing.reference_vcpus, timing.max_useful_vcpus) / usable
+
+    def service_s(self, rng: random.Random) -> float:
+        """One invocation's service time."""
+        return _lognormal(rng, self.median_service_s, self.timing.sigma)
 
     def cold_start_s(self, rng: random.Random) -> float:
         return _lognormal(rng, self.timing.cold_start_s, self.timing.cold_start_sigma)

@@ -125,9 +125,11 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch)
         monkeypatch.setenv(name, "0")  # TensorFlow's default; restored after the test
     pictures = make_image_folders(tmp_path / "images", per_class=4)
     out = tmp_path / "out"
+    policies = ("straightline", "slo-aware", "flask", "serverless")
     code = harness.main(
         [
-            *("--models", "small", "--policies", "straightline,capacity-aware,flask"),
+            *("--models", "small", "--policies", ",".join(policies)),
+            *("--testbeds", "local,remote-serverless", "--lambda-concurrency", "8"),
             *("--phases", "constant:3:4", "--images", str(pictures)),
             *("--settle-s", "0", "--capacity-s", "1", "--out", str(out)),
             *("--tf-threads", "1"),
@@ -138,32 +140,58 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch)
         "1",
         "1",
     )
-    outcome = json.loads((out / "small.json").read_text())
-    assert set(outcome["runs"]) == {"straightline", "capacity-aware", "flask"}
-    assert outcome["capacity"]["physical"]["limit_rps"] > 0
-    for policy, run in outcome["runs"].items():
-        summary = run["summary"]
-        assert summary["requests"] == 12
-        assert sum(summary["served"].values()) + summary["failures"] == 12
-        assert {p: f["served"] for p, f in summary["by_platform"].items()} == summary["served"]
-        with open(out / f"small-{policy}.csv") as file:
-            rows = list(csv.DictReader(file))
-        assert [int(r["index"]) for r in rows] == list(range(12))
-        assert sum(r["status"] == "OK" for r in rows) == 12 - summary["failures"]
-        assert sum(b["rate_rps"] * 10 for b in run["over_time"]) == pytest.approx(12)
-    assert set(outcome["runs"]["flask"]["summary"]["served"]) <= {"flask"}
-    for figure in ("policies", "placements", "placements-capacity-aware"):
-        assert (out / f"small-{figure}.png").stat().st_size > 10_000
+    assert "AWS_ACCESS_KEY_ID" not in os.environ  # the remote testbed's, put back
+    for testbed in ("local", "remote-serverless"):
+        outcome = json.loads((out / testbed / "small.json").read_text())
+        assert (outcome["testbed"], outcome["phases"], outcome["objective_ms"]) == (
+            testbed,
+            "constant:3:4",
+            100.0,
+        )
+        assert set(outcome["runs"]) == set(policies)
+        assert outcome["capacity"]["physical"]["limit_rps"] > 0
+        for policy, run in outcome["runs"].items():
+            summary = run["summary"]
+            assert summary["requests"] == 12
+            assert sum(summary["served"].values()) + summary["failures"] == 12
+            assert {p: f["served"] for p, f in summary["by_platform"].items()} == summary["served"]
+            assert 0 <= summary["slo_attainment"] <= 1 and summary["cost_per_1000_usd"] >= 0
+            with open(out / testbed / f"small-{policy}.csv") as file:
+                rows = list(csv.DictReader(file))
+            assert [int(r["index"]) for r in rows] == list(range(12))
+            assert sum(r["status"] == "OK" for r in rows) == 12 - summary["failures"]
+            assert sum(b["rate_rps"] * 10 for b in run["over_time"]) == pytest.approx(12)
+        runs = outcome["runs"]
+        assert set(runs["flask"]["summary"]["served"]) <= {"flask"}
+        assert set(runs["serverless"]["summary"]["served"]) <= {"serverless"}
+        assert runs["slo-aware"]["summary"]["prediction_error"]  # every answer had one
+        assert runs["straightline"]["summary"]["prediction_error"] == {}
+        for figure in ("policies", "placements", "placements-slo-aware", "slo"):
+            assert (out / testbed / f"small-{figure}.png").stat().st_size > 10_000
+        assert set(outcome["targets"]) == {"straightline", "slo-aware"}
+        assert outcome["targets"]["straightline"]["p95_per_bin"]["bins"] == 1
+    remote = "remote-serverless"
+    outcome = json.loads((out / remote / "small.json").read_text())
+    assert set(outcome["slo_targets"]) == {
+        "at_least_best_single",
+        "higher_beyond_local",
+        "no_failures_until_limit",
+        "cost_within_margin",
+    }
+    assert outcome["costing"]["slots"]["serverless"] == 8
+    served_remotely = outcome["runs"]["serverless"]["summary"]
+    assert served_remotely["served"] == {"serverless": 12}  # the emulator's answers
     tables = (out / "tables.md").read_text()
-    assert outcome["tf_threads"] == 1 and "TensorFlow threads per op: 1;" in tables
-    assert "| straightline | 12 |" in tables and "| flask | 12 |" in tables
-    assert "capacity-aware: answered requests by the platform that served them" in tables
-    assert set(outcome["targets"]) == {"straightline", "capacity-aware"}
-    assert outcome["targets"]["straightline"]["p95_per_bin"]["bins"] == 1
-    assert "| 1. fails from (rps offered) |" in tables
+    assert "### small, testbed local" in tables and "### small, testbed remote-serverless" in tables
+    assert "TensorFlow threads per op: 1;" in tables and "latency objective 100.0 ms" in tables
+    assert "slo-aware: answered requests by the platform that served them" in tables
+    assert "Prediction error (observed response time minus" in tables
+    assert "| 1. fails from (rps offered) |" in tables and "Targets of issue 14" in tables
+    written = {t: json.loads((out / t / "small.json").read_text()) for t in ("local", remote)}
     again = ["--models", "small", "--from-records", "--out", str(out)]
     assert harness.main(again) == 0
-    rebuilt = json.loads((out / "small.json").read_text())
-    for policy, run in outcome["runs"].items():
-        assert rebuilt["runs"][policy]["summary"]["served"] == run["summary"]["served"]
-        assert rebuilt["runs"][policy]["cpu"] == run["cpu"]
+    for testbed, before in written.items():
+        rebuilt = json.loads((out / testbed / "small.json").read_text())
+        for policy, run in before["runs"].items():
+            assert rebuilt["runs"][policy]["summary"]["served"] == run["summary"]["served"]
+            assert rebuilt["runs"][policy]["cpu"] == run["cpu"]

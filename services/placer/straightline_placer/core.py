@@ -4,11 +4,12 @@ Nothing here knows gRPC: requests come in as plain values, answers go out as dat
 problems are domain errors (straightline_common.errors). The servicer translates.
 """
 
+import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -101,11 +102,18 @@ class Forwarder(Protocol):
 
 
 class Placer:
-    def __init__(self, policy: Policy, forwarder: Forwarder, metrics: PlacerMetrics):
+    def __init__(
+        self,
+        policy: Policy,
+        forwarder: Forwarder,
+        metrics: PlacerMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """`clock` times the frequency window and heartbeats (the simulator's is virtual)."""
         self._policy = policy.validated()
         self._policy_lock = threading.Lock()
-        self.frequency = FrequencyWindow(policy.frequency_window_s)
-        self.registry = InstanceRegistry(policy.heartbeat_timeout_s)
+        self.frequency = FrequencyWindow(policy.frequency_window_s, clock)
+        self.registry = InstanceRegistry(policy.heartbeat_timeout_s, clock)
         self._forwarder = forwarder
         self._metrics = metrics
 
@@ -210,22 +218,14 @@ class Placer:
         chosen instance refuses it before answering."""
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
-        placement, instance, ticket = self._decide(request, reserve=True)
+        placement, instance, ticket = self.admit(request)
         if placement.platform is None:
             raise ResourceExhausted(f"model {request.model_name!r}: {placement.reason}")
-        policy = self._policy
         attempts: list[AttemptRecord] = []
-        for platform in self._fallback_order(placement, policy):
-            if platform != placement.platform:
-                if request.data_size_bytes > policy.platform_settings[platform].max_request_bytes:
-                    continue
-                ticket = self.registry.reserve_with_capacity(
-                    platform, request.model_name, request.model_version
-                )
-                if ticket is None:
-                    continue
-                instance = ticket.instance
-                self._metrics.count_fallback(placement.platform, platform)
+        candidates = itertools.chain(
+            [(placement.platform, instance, ticket)], self.fallbacks(placement, request)
+        )
+        for platform, instance, ticket in candidates:
             if instance is None:
                 attempts.append(AttemptRecord(platform, "", _no_instance(platform), 0.0))
                 continue
@@ -250,6 +250,26 @@ class Placer:
                 )
                 return result
         raise Unavailable(_nothing_took(request, attempts))
+
+    def admit(self, request: Request):
+        """Places the request and reserves a slot on the chosen instance: (placement,
+        instance or None, ticket or None). Hand the ticket to `registry.finish` when done."""
+        return self._decide(request, reserve=True)
+
+    def fallbacks(self, placement: Placement, request: Request):
+        """After the chosen platform refused the request: (platform, instance, ticket) for each
+        other platform in the fallback order that takes its size and has a free slot, the slot
+        reserved as it is reached."""
+        policy = self._policy
+        for platform in self._fallback_order(placement, policy)[1:]:
+            if request.data_size_bytes > policy.platform_settings[platform].max_request_bytes:
+                continue
+            ticket = self.registry.reserve_with_capacity(
+                platform, request.model_name, request.model_version
+            )
+            if ticket is not None:
+                self._metrics.count_fallback(placement.platform, platform)
+                yield platform, ticket.instance, ticket
 
     def _observe_prediction(self, placement: Placement, platform: Platform, observed: float):
         state = placement.inputs.platforms.get(platform)

@@ -109,16 +109,19 @@ class PlatformState:
     _instance_free: int = -1
 
     def add(self, instance: Instance) -> None:
+        # Conditional expressions rather than min/max: this runs per instance per request.
         stats, unreserved, total = instance.stats, instance.unreserved, instance.capacity_total
-        free = max(0, min(total, unreserved))
-        queued = stats.queue_depth - min(0, unreserved)
+        free = 0 if unreserved < 0 else total if unreserved > total else unreserved
+        queued = stats.queue_depth - unreserved if unreserved < 0 else stats.queue_depth
+        room = stats.queue_limit - queued
+        warm_free = stats.warm_slots - total + free
         self.free_slots += free
         self.capacity_total += total
         self.queue_depth += queued
-        self.queue_room += max(0, stats.queue_limit - queued)
+        self.queue_room += room if room > 0 else 0
         self.in_flight += stats.in_flight
         self.warm_environments += stats.warm_environments
-        self.warm_free_slots += max(0, min(free, stats.warm_slots - (total - free)))
+        self.warm_free_slots += 0 if warm_free < 0 else free if warm_free > free else warm_free
         if free > self._instance_free:
             self.instance, self._instance_free = instance, free
 
@@ -160,6 +163,9 @@ class InstanceRegistry:
         self.heartbeat_timeout = heartbeat_timeout
         self._clock = clock
         self._instances: dict[str, Instance] = {}
+        # (model, version) -> the instances that serve it, live or not; rebuilt when an
+        # instance comes, goes or changes what it serves. Only served models are kept.
+        self._serving: dict[tuple[str, str], list[Instance]] = {}
         self._changed = threading.Condition()
         self.version = 0
 
@@ -191,11 +197,15 @@ class InstanceRegistry:
             if current is None or current.owner is not owner:
                 current = Instance(instance_id, platform, address, 0, 0, {}, None, owner, now)
                 self._instances[instance_id] = current
+                self._serving.clear()
+            served = _versions_by_name(models)
+            if served != current.models or platform != current.platform:
+                self._serving.clear()
             current.platform = platform
             current.address = address
             current.capacity_total = capacity_total
             current.capacity_free = capacity_free
-            current.models = _versions_by_name(models)
+            current.models = served
             current.report = report
             current.stats = stats
             current.last_seen = now
@@ -221,6 +231,7 @@ class InstanceRegistry:
             current = self._instances.get(instance_id)
             if current is not None and current.owner is owner:
                 del self._instances[instance_id]
+                self._serving.clear()
                 self._bump()
 
     def expire(self) -> list[Departure]:
@@ -231,6 +242,7 @@ class InstanceRegistry:
             for instance in gone:
                 del self._instances[instance.instance_id]
             if gone:
+                self._serving.clear()
                 self._bump()
         return [Departure(i.instance_id, i.platform, i.sent_since_report) for i in gone]
 
@@ -309,15 +321,14 @@ class InstanceRegistry:
 
     def _survey(self, name: str, version: str, now: float, order: Iterable[Platform]):
         """The platforms of the live instances serving the model, in `order`."""
-        return summarize(
-            (
-                instance
-                for instance in self._instances.values()
-                if now - instance.last_seen <= self.heartbeat_timeout
-                and instance.serves(name, version)
-            ),
-            order,
-        )
+        key = (name, version)
+        serving = self._serving.get(key)
+        if serving is None:
+            serving = [i for i in self._instances.values() if i.serves(name, version)]
+            if serving:
+                self._serving[key] = serving
+        oldest = now - self.heartbeat_timeout
+        return summarize([i for i in serving if i.last_seen >= oldest], order)
 
     @staticmethod
     def _reserve(instance: Instance) -> Ticket:

@@ -108,7 +108,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             models=[(m.name, m.version) for m in report.models],
             report=report,
             owner=owner,
-            stats=_stats_of(report),
+            stats=stats_of(report),
         )
 
     def WatchResources(self, request, context):
@@ -159,7 +159,7 @@ def _deadline(message: placer_pb2.PlaceRequest) -> float | None:
     return deadline
 
 
-def _stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
+def stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
     buckets = report.service_times
     return InstanceStats(
         in_flight=report.in_flight,

@@ -76,7 +76,8 @@ class AdapterServer:
                 )
             ],
             [SERVICE_NAME],
-            max_workers=64,
+            # A thread per request in flight: as many as the platform may run, and some.
+            max_workers=max(64, settings.get("concurrency", 0) + 16),
             max_message_bytes=20 * 1024 * 1024,
         )
         self._heartbeats = None

@@ -1,0 +1,132 @@
+"""Issue 14's figures and targets from runs built out of records: SLO attainment with failures
+as misses, cost per 1,000 requests, prediction error, and the SLO-aware rule's targets in
+each testbed."""
+
+import pytest
+
+from bench.harness import results, slo, targets
+from bench.harness.generator import Record
+
+OBJECTIVE = results.Objective(100.0, slo.Costing({"flask": 2, "serverless": 10}))
+
+
+def bin_of(start_s: float, platform: str, answered_ms: list[float], failed: int = 0):
+    """One 1 s bin on one platform: answers after the given times, then refused requests."""
+    sent = [start_s + i / 100 for i in range(len(answered_ms) + failed)]
+    answered = [
+        Record(0, 0, "a", 10, t, t, t + ms / 1e3, "OK", platform, platform_ms=ms)
+        for t, ms in zip(sent, answered_ms, strict=False)
+    ]
+    refused = [
+        Record(0, 0, "a", 10, t, t, t + 0.001, "RESOURCE_EXHAUSTED")
+        for t in sent[len(answered_ms) :]
+    ]
+    return answered + refused
+
+
+def run_of(*bins) -> dict:
+    records = [record for group in bins for record in group]
+    return {"over_time": results.over_time(records, 1.0, OBJECTIVE)}
+
+
+def test_attainment_counts_failures_as_misses():
+    records = bin_of(0, "flask", [50.0, 150.0], failed=2)
+    assert slo.attainment(records, 100.0) == 0.25
+    assert slo.attainment([], 100.0) is None
+
+
+def test_cost_is_the_placers_cost_model_over_the_platforms_own_time():
+    records = bin_of(0, "serverless", [100.0] * 4, failed=1)
+    lambda_settings = slo.PLATFORM_SETTINGS["serverless"]
+    one = lambda_settings.price_per_request + lambda_settings.price_per_gb_second * 2 * 0.1
+    assert slo.cost_per_1000(records, OBJECTIVE.costing) == pytest.approx(one * 4 / 5 * 1000)
+    as_json = OBJECTIVE.costing.as_json()
+    assert slo.Costing.from_json(as_json) == OBJECTIVE.costing
+
+
+def test_prediction_error_is_observed_minus_predicted_per_platform():
+    records = bin_of(0, "flask", [40.0, 60.0, 80.0])
+    for record, predicted in zip(records, (50.0, 50.0, 0.0), strict=True):
+        record.predicted_ms = predicted  # the last had no prediction
+    assert slo.prediction_error(records) == {
+        "flask": {"n": 2, "median_ms": pytest.approx(0.0, abs=0.1), "median_abs_ms": 10.0}
+    }
+
+
+def remote_outcome(slo_bins, serverless_bins, flask_bins, local_limit=1.5) -> dict:
+    return {
+        "testbed": "remote-serverless",
+        "capacity": {"physical": {"limit_rps": local_limit}},
+        "runs": {
+            "flask": run_of(*flask_bins),
+            "serverless": run_of(*serverless_bins),
+            "slo-aware": run_of(*slo_bins),
+        },
+    }
+
+
+def test_remote_targets_met_when_the_rule_adds_local_slots_to_lambdas():
+    # 10 requests/s within local capacity (15), then 20 beyond it: Flask alone queues.
+    calm = [bin_of(0, "flask", [20.0] * 10)]
+    busy_slo = [bin_of(1, "flask", [20.0] * 10) + bin_of(1.5, "serverless", [60.0] * 10)]
+    outcome = remote_outcome(
+        slo_bins=calm + busy_slo,
+        serverless_bins=[
+            bin_of(0, "serverless", [60.0] * 10),
+            bin_of(1, "serverless", [60.0] * 15 + [150.0] * 5),
+        ],
+        flask_bins=[bin_of(0, "flask", [20.0] * 10), bin_of(1, "flask", [20.0] * 2 + [500.0] * 18)],
+        local_limit=15.0,
+    )
+    checked = targets.check_slo(outcome)
+    assert {name: t["met"] for name, t in checked.items()} == {
+        "at_least_best_single": True,
+        "higher_beyond_local": True,
+        "no_failures_until_limit": True,
+        "cost_within_margin": True,
+    }
+    assert checked["higher_beyond_local"]["bins"] == 1  # only the 20 rps bin exceeds 15
+
+
+def test_remote_targets_name_the_bins_they_miss():
+    outcome = remote_outcome(
+        slo_bins=[bin_of(0, "serverless", [60.0] * 8, failed=2)],
+        serverless_bins=[bin_of(0, "serverless", [60.0] * 10)],
+        flask_bins=[bin_of(0, "flask", [20.0] * 10)],
+        local_limit=5.0,
+    )
+    checked = targets.check_slo(outcome)
+    assert checked["at_least_best_single"]["missed"] == [
+        {"rate_rps": 10.0, "attainment": 0.8, "best_single": 1.0}
+    ]
+    assert not checked["higher_beyond_local"]["met"]
+    assert checked["no_failures_until_limit"]["missed"] == [{"rate_rps": 10.0, "failure_rate": 0.2}]
+    assert checked["cost_within_margin"]["bins"] == 0  # it met the objective in no bin
+
+
+def test_a_dearer_platform_where_a_cheaper_one_meets_the_objective_misses_the_cost_target():
+    outcome = remote_outcome(
+        slo_bins=[bin_of(0, "serverless", [60.0] * 10)],
+        serverless_bins=[bin_of(0, "serverless", [60.0] * 10)],
+        flask_bins=[bin_of(0, "flask", [20.0] * 10)],
+    )
+    cost = targets.check_slo(outcome)["cost_within_margin"]
+    assert not cost["met"] and cost["missed"][0]["cheapest"] < cost["missed"][0]["cost"]
+
+
+def test_local_target_allows_two_points_below_the_best_single():
+    flask = [bin_of(0, "flask", [20.0] * 100)]
+    outcome = {
+        "testbed": "local",
+        "runs": {
+            "flask": run_of(*flask),
+            "slo-aware": run_of(bin_of(0, "flask", [20.0] * 98 + [200.0] * 2)),
+        },
+    }
+    assert targets.check_slo(outcome)["not_below"]["met"]
+    outcome["runs"]["slo-aware"] = run_of(bin_of(0, "flask", [20.0] * 97 + [200.0] * 3))
+    assert targets.check_slo(outcome)["not_below"]["missed"][0]["attainment"] == 0.97
+
+
+def test_no_slo_targets_without_the_slo_aware_run():
+    assert targets.check_slo({"runs": {"flask": run_of(bin_of(0, "flask", [1.0]))}}) == {}
