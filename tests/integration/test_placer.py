@@ -369,9 +369,12 @@ def test_watch_resources_streams_the_live_view(stub, adapters):
         flask = adapters(FLASK, capacity=3)
         view = next(v for v in watch if v.instances)
         assert view.instances[0].report.instance_id == flask.instance_id
-        assert view.flask_free_slots == 3
+        [platform] = view.platforms
+        assert (platform.platform, platform.free_slots, platform.capacity_total) == (FLASK, 3, 3)
+        assert view.flask_free_slots == 3  # deprecated, still filled
         flask.stop()
-        assert next(v for v in watch if not v.instances).flask_free_slots == 0
+        gone = next(v for v in watch if not v.instances)
+        assert (list(gone.platforms), gone.flask_free_slots) == ([], 0)
     finally:
         watch.cancel()
 
