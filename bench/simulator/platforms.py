@@ -69,9 +69,11 @@ class SimInstance:
     stats: RecentStats = field(default_factory=RecentStats)
 
     def __post_init__(self):
-        always_warm = not self.config.cold_start_s
-        warm = self.config.environments if always_warm else self.config.min_warm
-        self.environments = [Environment(last_used=self.engine.now) for _ in range(warm)]
+        # Every environment warm at the start, as the harness's warm-up leaves a real stack;
+        # the idle ones are reaped from then on.
+        self.environments = [
+            Environment(last_used=self.engine.now) for _ in range(self.config.environments)
+        ]
 
     # Requests ----------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ def instance(**changes) -> tuple[Engine, SimInstance]:
 
 def test_an_instance_starts_environments_then_queues_then_refuses():
     engine, docker = instance()
+    docker.environments.clear()  # cold: none running
     finished = []
     jobs = [Job(1000, 0.0, lambda job, at, queued, cold: finished.append((at, queued, cold)))
             for _ in range(4)]  # fmt: skip
@@ -65,10 +66,10 @@ def test_an_instance_starts_environments_then_queues_then_refuses():
     assert report.recent_cold_start.seconds == 2 and report.service_times[0].count == 3
 
 
-def test_idle_environments_are_reaped_down_to_the_minimum():
+def test_environments_start_warm_and_idle_ones_are_reaped_down_to_the_minimum():
     engine, docker = instance(min_warm=1)
-    for _ in range(2):
-        docker.submit(Job(10, 0.0, lambda *_: None))
+    assert docker.report().warm_environments == 2  # as the harness's warm-up leaves them
+    docker.submit(Job(10, 0.0, lambda *_: None))
     engine.run()
     engine.now += 11
     docker.reap()

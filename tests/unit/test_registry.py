@@ -216,3 +216,12 @@ def test_requests_sent_beyond_the_free_slots_count_as_queued(registry):
         decide(registry, choose(Platform.FLASK))
     flask = survey(registry)[Platform.FLASK]
     assert (flask.free_slots, flask.queue_depth, flask.queue_room) == (0, 2, 1)
+
+
+def test_with_no_free_slot_a_request_would_go_to_the_shortest_queue(registry):
+    report(registry, "d1", Platform.DOCKER, free=0, queue_depth=3, queue_limit=4)
+    report(registry, "d2", Platform.DOCKER, free=0, queue_depth=1, queue_limit=4)
+    report(registry, "d3", Platform.DOCKER, free=0, queue_depth=4, queue_limit=4)
+    docker = survey(registry)[Platform.DOCKER]
+    assert docker.instance.instance_id == "d2"
+    assert (docker.instance_queued, docker.instance_queue_room, docker.queue_room) == (1, 3, 4)

@@ -54,6 +54,8 @@ def state(
         queue_depth=queue_depth,
         queue_room=queue_room,
         warm_free_slots=free if warm is None else warm,
+        instance_queued=queue_depth,
+        instance_queue_room=queue_room,
     )
 
 

@@ -8,8 +8,9 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   size bucket, else the nearest bucket with requests, else its recent median; 0 before it
   has served anything, so an unmeasured platform gets a request and is measured);
 - wait: none while the platform has a free slot; otherwise the requests ahead of it in the
-  queue, drained by all its slots at one service time each; a full platform without queue
-  room (Lambda at its concurrency limit) cannot take the request: no prediction;
+  queue of the instance it would go to (the one with most queue room), drained by that
+  instance's slots at one service time each; a full platform without queue room (Lambda at
+  its concurrency limit) cannot take the request: no prediction;
 - cold start: certain when the free slot is not in a warm environment (a new container or
   Lambda environment must start), none otherwise; its time is the instance's recent median;
 - transfer: the platform's network round trip plus the payload at its bandwidth.
@@ -33,8 +34,8 @@ def predict(state: PlatformState, size: int, settings: PlatformSettings) -> None
     if state.free_slots > 0:
         wait = 0.0
         cold = 0.0 if state.warm_free_slots > 0 else stats.recent_cold_start_s
-    elif state.queue_room > 0:
-        wait = (state.queue_depth + 1) * service / max(1, state.capacity_total)
+    elif state.instance_queue_room > 0:
+        wait = (state.instance_queued + 1) * service / max(1, state.instance.capacity_total)
         cold = 0.0
     else:
         state.predicted_latency_s = None

@@ -92,8 +92,9 @@ class Instance:
 @dataclass(slots=True)
 class PlatformState:
     """One platform summed over its live instances (for one model, or all): what the rules
-    read. `instance` is the one a request would go to (most free slots); the predictions are
-    filled by the placer for the rules that ask for them."""
+    read. `instance` is the one a request would go to: the one with most free slots, or, when
+    none has one, most room in its queue (`instance_queued` and `instance_queue_room` are its
+    own); the predictions are filled by the placer for the rules that ask for them."""
 
     platform: Platform
     instance: Instance
@@ -106,6 +107,8 @@ class PlatformState:
     warm_free_slots: int = 0
     predicted_latency_s: float | None = None  # None: not predicted, or it cannot take it
     predicted_cost_usd: float = 0.0
+    instance_queued: int = 0
+    instance_queue_room: int = 0
     _instance_free: int = -1
 
     def add(self, instance: Instance) -> None:
@@ -114,16 +117,20 @@ class PlatformState:
         free = 0 if unreserved < 0 else total if unreserved > total else unreserved
         queued = stats.queue_depth - unreserved if unreserved < 0 else stats.queue_depth
         room = stats.queue_limit - queued
+        room = room if room > 0 else 0
         warm_free = stats.warm_slots - total + free
         self.free_slots += free
         self.capacity_total += total
         self.queue_depth += queued
-        self.queue_room += room if room > 0 else 0
+        self.queue_room += room
         self.in_flight += stats.in_flight
         self.warm_environments += stats.warm_environments
         self.warm_free_slots += 0 if warm_free < 0 else free if warm_free > free else warm_free
-        if free > self._instance_free:
+        if free > self._instance_free or (
+            free == self._instance_free == 0 and room > self.instance_queue_room
+        ):
             self.instance, self._instance_free = instance, free
+            self.instance_queued, self.instance_queue_room = queued, room
 
     @property
     def recent_latency_p95_s(self) -> float:
