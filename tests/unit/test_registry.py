@@ -225,3 +225,16 @@ def test_with_no_free_slot_a_request_would_go_to_the_shortest_queue(registry):
     docker = survey(registry)[Platform.DOCKER]
     assert docker.instance.instance_id == "d2"
     assert (docker.instance_queued, docker.instance_queue_room, docker.queue_room) == (1, 3, 4)
+
+
+def test_a_slot_that_frees_up_goes_to_the_reported_queue_first(registry):
+    report(registry, "f1", Platform.FLASK, free=0, total=2, queue_depth=2, queue_limit=4)
+    before = [decide(registry, choose(Platform.FLASK))[2] for _ in range(3)]
+    report(registry, "f1", Platform.FLASK, free=0, total=2, queue_depth=2, queue_limit=4)
+    assert free_slots(registry) == (0, 0, 0)
+    for ticket in before[:2]:  # two finish: the two that were waiting take their slots
+        registry.finish(ticket)
+    flask = survey(registry)[Platform.FLASK]
+    assert (flask.free_slots, flask.queue_depth) == (0, 0)
+    registry.finish(before[2])  # the third frees a slot nobody waits for
+    assert free_slots(registry) == (1, 0, 0)

@@ -5,10 +5,12 @@ reports the registry counts what the placer has sent to each instance, so a burs
 oversubscribe it:
 
     effective_free = capacity_free - sent since the report (still running)
-                                   + finished since the report (sent before it)
+                     + finished since the report (sent before it) beyond the reported queue
 
-clamped to [0, capacity_total]. A request sent just before a report that the adapter had not
-yet received is off by one until the next report; the heartbeat interval bounds that error.
+clamped to [0, capacity_total]: while the instance had requests waiting when it reported,
+each slot that frees up goes to one of them, not to a new request. A request sent just
+before a report that the adapter had not yet received is off by one until the next report;
+the heartbeat interval bounds that error.
 """
 
 import bisect
@@ -80,9 +82,18 @@ class Instance:
 
     @property
     def unreserved(self) -> int:
-        """Free slots as reported less what was sent since; below zero, the requests sent
-        beyond the free slots, which wait in the instance's queue."""
-        return self.capacity_free - self.sent_since_report + self.finished_from_before_report
+        """Free slots as reported, less what was sent since, plus the slots freed since that
+        the reported queue did not take; below zero, the requests sent beyond the free slots,
+        which wait in the instance's queue."""
+        drained = self.finished_from_before_report - self.stats.queue_depth
+        return self.capacity_free - self.sent_since_report + (drained if drained > 0 else 0)
+
+    @property
+    def reported_queue_left(self) -> int:
+        """Of the requests waiting at the last report, those that have not started since (as
+        many have started as requests from before the report have finished)."""
+        left = self.stats.queue_depth - self.finished_from_before_report
+        return left if left > 0 else 0
 
     def serves(self, name: str, version: str) -> bool:
         versions = self.models.get(name)
@@ -115,7 +126,7 @@ class PlatformState:
         # Conditional expressions rather than min/max: this runs per instance per request.
         stats, unreserved, total = instance.stats, instance.unreserved, instance.capacity_total
         free = 0 if unreserved < 0 else total if unreserved > total else unreserved
-        queued = stats.queue_depth - unreserved if unreserved < 0 else stats.queue_depth
+        queued = instance.reported_queue_left - (unreserved if unreserved < 0 else 0)
         room = stats.queue_limit - queued
         room = room if room > 0 else 0
         warm_free = stats.warm_slots - total + free
