@@ -33,8 +33,9 @@ class Record:
     branch: str = ""
     fell_back: bool = False
     cold_start_ms: float = 0.0
-    # The platform's own time for the request (its cost is reckoned from it) and, under a
-    # rule that predicts, the latency predicted on the platform that served it (0: none).
+    # The time the platform was busy with the request (execution and cold start; waiting in
+    # its queue excluded): its cost is reckoned from it. Under a rule that predicts, the
+    # latency predicted on the platform that served it (0: none).
     platform_ms: float = 0.0
     predicted_ms: float = 0.0
 
@@ -83,7 +84,8 @@ def _placer_outcome(record: Record, call) -> Record:
     record.branch = types_pb2.Branch.Name(answer.placement.branch).removeprefix("BRANCH_")
     record.fell_back = answer.fell_back
     record.cold_start_ms = seconds(answer.platform_timings.cold_start) * 1e3
-    record.platform_ms = seconds(answer.platform_timings.total) * 1e3
+    timings = answer.platform_timings
+    record.platform_ms = (seconds(timings.execution) + seconds(timings.cold_start)) * 1e3
     record.predicted_ms = next(
         (
             seconds(state.predicted_latency) * 1e3

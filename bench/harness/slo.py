@@ -16,8 +16,9 @@ PLATFORM_SETTINGS = {platform.name.lower(): s for platform, s in DEFAULT_PLATFOR
 @dataclass(frozen=True)
 class Costing:
     """Each platform's prices and slots per instance: a request costs what the placer's cost
-    model says for the time the platform spent on it (`prediction.cost`), so policies are
-    compared on the prices the SLO-aware rule decides by."""
+    model says for the time the platform was busy with it (`prediction.cost`: execution and
+    cold start, not time in a queue, which holds no slot), so policies are compared on the
+    prices the SLO-aware rule decides by."""
 
     slots: dict[str, int]
     settings: dict[str, PlatformSettings] = dataclasses.field(

@@ -115,7 +115,7 @@ class Simulation:
             elapsed = record.done_s - record.sent_s
             record.status = "OK" if elapsed <= self.scenario.timeout_s else "DEADLINE_EXCEEDED"
             record.platform = platform_label(instance.platform)
-            record.platform_ms = (finished - job.arrived) * 1e3
+            record.platform_ms = (finished - job.arrived - queued) * 1e3
             record.cold_start_ms = cold * 1e3
             record.predicted_ms = (predicted or 0.0) * 1e3
 
