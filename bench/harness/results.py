@@ -205,6 +205,7 @@ def over_time(
                     for platform, figures in by_platform(group).items()
                 },
                 **_slo_figures(group, objective),
+                "prediction_error": slo.prediction_error(group),
             }
         )
     return rows
