@@ -2,7 +2,9 @@
 else the one predicted fastest; and a refusal at once when none can answer before the
 request's deadline. The predictions are the placer's (`prediction.py`)."""
 
-from straightline_placer.algorithm import Branch, Decision
+from collections.abc import Iterable
+
+from straightline_placer.algorithm import Branch, Decision, platform_label
 from straightline_placer.registry import PlatformState
 from straightline_placer.rules.base import Inputs, Need, describe_free_slots
 
@@ -46,9 +48,9 @@ def _too_late(inputs: Inputs, deadline: float) -> str:
     )
 
 
-def _predictions(states: "list[PlatformState] | object") -> str:
+def _predictions(states: Iterable[PlatformState]) -> str:
     return ", ".join(
-        f"{state.platform.name.lower()} "
+        f"{platform_label(state.platform)} "
         + (
             "cannot take it"
             if state.predicted_latency_s is None
