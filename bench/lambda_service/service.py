@@ -74,7 +74,6 @@ class LambdaService:
                 f"Request must be smaller than {PAYLOAD_LIMIT_BYTES} bytes for the "
                 "InvokeFunction operation",
             )
-        started = self._clock()
         with self._lock:
             cold = self._take_environment(function)
             if cold is None:
@@ -105,7 +104,6 @@ class LambdaService:
                 "X-Amz-Executed-Version": "$LATEST",
                 "X-Amz-Log-Result": _report(service, init, calibration.memory_mb),
                 **({"X-Amz-Function-Error": "Unhandled"} if "errorType" in body else {}),
-                "X-Straightline-Emulated-Seconds": f"{self._clock() - started:.6f}",
             },
         )
 

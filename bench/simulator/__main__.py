@@ -19,15 +19,7 @@ from straightline_placer.algorithm import Platform, Rule
 from straightline_placer.policy import Policy
 
 OBJECTIVE_S = 0.3
-POLICIES = {
-    "straightline": {"placement_rule": Rule.PAPER},
-    "capacity-aware": {"placement_rule": Rule.CAPACITY_AWARE},
-    "latency-aware": {"placement_rule": Rule.LATENCY_AWARE},
-    "slo-aware": {"placement_rule": Rule.SLO_AWARE},
-    "flask": {"pinned_platform": Platform.FLASK, "fallback_enabled": False},
-    "docker": {"pinned_platform": Platform.DOCKER, "fallback_enabled": False},
-    "serverless": {"pinned_platform": Platform.SERVERLESS, "fallback_enabled": False},
-}
+POLICIES = harness.POLICIES  # the same seven, by the same policy fields
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _policy(name: str) -> Policy:
-    return Policy(latency_objectives={"model": OBJECTIVE_S}, **POLICIES[name])
+    """The harness's policy fields (protobuf values) as the placer's Policy."""
+    fields = POLICIES[name]
+    pinned = fields["pinned_platform"]
+    return Policy(
+        latency_objectives={"model": OBJECTIVE_S},
+        placement_rule=Rule(fields["placement_rule"]),
+        pinned_platform=Platform(pinned) if pinned else None,
+        fallback_enabled=fields["fallback_enabled"],
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from straightline.v1 import types_pb2
+from straightline_inference.adapter.platform import Capacity, fill_capacity
 from straightline_inference.stats import RecentStats
 from straightline_placer.algorithm import Platform
 
@@ -133,15 +134,17 @@ class SimInstance:
     # Heartbeats --------------------------------------------------------------------------
 
     def reap(self) -> None:
+        """Stops environments idle past the reap time, down to the minimum kept warm; those of
+        a platform without cold starts (a process started once) are never reaped."""
+        if not self.config.cold_start_s:
+            return
         idle = [
             e
             for e in self.environments
             if e.ready and e.busy == 0 and self.engine.now - e.last_used > self.config.reap_after_s
         ]
-        keep = max(0, len(self.environments) - self.config.min_warm)
-        if self.config.cold_start_s:
-            for environment in idle[:keep]:
-                self.environments.remove(environment)
+        for environment in idle[: max(0, len(self.environments) - self.config.min_warm)]:
+            self.environments.remove(environment)
 
     def report(self) -> types_pb2.InstanceReport:
         """What the adapter's heartbeat would carry now."""
@@ -150,16 +153,16 @@ class SimInstance:
         busy = sum(e.busy for e in ready)
         total = config.environments * config.slots
         room = config.environments - len(self.environments)
-        report = types_pb2.InstanceReport(
-            instance_id=self.instance_id,
-            platform=config.platform,
-            capacity_total=total,
-            capacity_free=max(0, len(ready) * config.slots - busy + room * config.slots),
+        report = types_pb2.InstanceReport(instance_id=self.instance_id, platform=config.platform)
+        capacity = Capacity(
+            total=total,
+            free=max(0, len(ready) * config.slots - busy + room * config.slots),
             in_flight=busy,
             queue_depth=len(self.waiting),
             queue_limit=config.queue_limit,
             warm_environments=len(ready),
             warm_slots=len(ready) * config.slots,
         )
+        fill_capacity(report, capacity)
         self.stats.fill(report)
         return report
