@@ -26,13 +26,18 @@ def state(
     queue_room=0,
     p95=0.0,
     service=0.02,
+    service_p95=None,
     cold_start=1.0,
 ):
-    """A platform with one instance; `warm` free slots are warm (default: all free ones)."""
+    """A platform with one instance; `warm` free slots are warm (default: all free ones);
+    one size bucket whose median service time is `service` (and its p95 too, by default)."""
     stats = InstanceStats(
         recent_latency_p95_s=p95,
         recent_latency_p50_s=service,
         recent_cold_start_s=cold_start,
+        service_time_bounds=(2**64,),
+        service_time_medians_s=(service,),
+        service_time_p95s_s=(service if service_p95 is None else service_p95,),
     )
     instance = Instance(
         platform.name.lower(),
@@ -205,6 +210,31 @@ def test_service_time_comes_from_the_requests_size_bucket():
     ]  # fmt: skip
     assert InstanceStats(recent_latency_p50_s=0.07).service_time_s(100) == 0.07
     assert InstanceStats().service_time_s(100) == 0.0
+
+
+def test_the_p95_service_time_comes_from_the_same_bucket_and_else_the_recent_p95():
+    stats = InstanceStats(
+        service_time_bounds=(16_384, 2**64),
+        service_time_medians_s=(0.01, 0.4),
+        service_time_p95s_s=(0.02, 0.7),
+    )
+    assert [stats.service_time_p95_s(size) for size in (100, 10**6)] == [0.02, 0.7]
+    assert InstanceStats(recent_latency_p95_s=0.09).service_time_p95_s(100) == 0.09
+
+
+def test_the_prediction_is_the_p95_service_time_while_the_queue_drains_at_the_median():
+    # 3 waiting + this one, drained by 2 slots at the median 0.1 s: 0.2 s; then its p95, 0.25 s.
+    flask = state(
+        FLASK, free=0, total=2, queue_depth=3, queue_room=2, service=0.1, service_p95=0.25
+    )
+    prediction.predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    assert flask.predicted_latency_s == pytest.approx(0.45)
+
+
+def test_slo_a_platform_whose_median_meets_the_objective_but_not_its_p95_is_passed_over():
+    docker = state(DOCKER, service=0.25, service_p95=0.42)
+    decision = decide(Rule.SLO_AWARE, predicted(docker, state(SERVERLESS, service=0.2)))
+    assert (decision.platform, decision.branch) == (SERVERLESS, Branch.CHEAPEST_WITHIN_OBJECTIVE)
 
 
 def test_cost_is_per_request_plus_gb_seconds_plus_the_instance_share():

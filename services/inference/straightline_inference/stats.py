@@ -50,15 +50,21 @@ class RecentStats:
             report.recent_failures, self._failures = self._failures, 0
         if latencies:
             report.recent_latency_p50.CopyFrom(duration(latencies[len(latencies) // 2]))
-            p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
-            report.recent_latency_p95.CopyFrom(duration(p95))
+            report.recent_latency_p95.CopyFrom(duration(_p95(latencies)))
         if cold_starts:
             report.recent_cold_start.CopyFrom(duration(statistics.median(cold_starts)))
         bounds = (*SIZE_BUCKETS, 0)
         report.service_times.extend(
             types_pb2.ServiceTimeBySize(
-                max_bytes=bound, median=duration(statistics.median(times)), count=len(times)
+                max_bytes=bound,
+                median=duration(statistics.median(times)),
+                p95=duration(_p95(sorted(times))),
+                count=len(times),
             )
             for bound, times in zip(bounds, by_size, strict=True)
             if times
         )
+
+
+def _p95(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]

@@ -4,12 +4,14 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
     latency = wait for a slot + service time for the request's size + transfer
               + probability of a cold start x cold-start time
 
-- service time: the median the instance reports for requests of about this size (its
-  size bucket, else the nearest bucket with requests, else its recent median; 0 before it
-  has served anything, so an unmeasured platform gets a request and is measured);
+- service time: the 95th percentile the instance reports for requests of about this size
+  (its size bucket, else the nearest bucket with requests, else its recent p95; 0 before it
+  has served anything, so an unmeasured platform gets a request and is measured). A
+  percentile, not the median: an objective is met or missed per request, and a platform
+  whose median is just within it misses it for nearly half of them;
 - wait: none while the platform has a free slot; otherwise the requests ahead of it in the
   queue of the instance it would go to (the one with most queue room), drained by that
-  instance's slots at one service time each; a full platform without queue room (Lambda at
+  instance's slots at one median service time each; a full platform without queue room (Lambda at
   its concurrency limit) cannot take the request: no prediction;
 - cold start: certain when the free slot is not in a warm environment (a new container or
   Lambda environment must start), none otherwise; its time is the instance's recent median;
@@ -41,7 +43,7 @@ def predict(state: PlatformState, size: int, settings: PlatformSettings) -> None
         state.predicted_latency_s = None
         return
     transfer = settings.network_round_trip_s + size / settings.bandwidth_bytes_per_s
-    state.predicted_latency_s = wait + service + transfer + cold
+    state.predicted_latency_s = wait + stats.service_time_p95_s(size) + transfer + cold
     state.predicted_cost_usd = cost(service + cold, state.instance.capacity_total, settings)
 
 

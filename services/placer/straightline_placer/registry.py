@@ -43,18 +43,26 @@ class InstanceStats:
     recent_latency_p50_s: float = 0.0
     recent_latency_p95_s: float = 0.0  # 0 until it has served something
     recent_cold_start_s: float = 0.0
-    # Upper bounds of the size buckets (bytes; the last has no bound) and their medians.
+    # Upper bounds of the size buckets (bytes; the last has no bound), their medians and p95s.
     service_time_bounds: tuple[int, ...] = ()
     service_time_medians_s: tuple[float, ...] = ()
+    service_time_p95s_s: tuple[float, ...] = ()
 
     def service_time_s(self, size: int) -> float:
         """The median service time of requests of about this size: from its bucket, or the
         nearest bucket with requests, or the recent median; 0 when nothing was measured."""
-        medians = self.service_time_medians_s
-        if not medians:
-            return self.recent_latency_p50_s
-        index = min(bisect.bisect_left(self.service_time_bounds, size), len(medians) - 1)
-        return medians[index]
+        return self._by_size(self.service_time_medians_s, size, self.recent_latency_p50_s)
+
+    def service_time_p95_s(self, size: int) -> float:
+        """The same for the 95th percentile (the median where an adapter reports no p95)."""
+        recent = max(self.recent_latency_p95_s, self.recent_latency_p50_s)
+        return self._by_size(self.service_time_p95s_s, size, recent)
+
+    def _by_size(self, per_bucket: tuple[float, ...], size: int, otherwise: float) -> float:
+        if not per_bucket:
+            return otherwise
+        index = min(bisect.bisect_left(self.service_time_bounds, size), len(per_bucket) - 1)
+        return per_bucket[index]
 
 
 @dataclass(eq=False)

@@ -172,6 +172,9 @@ def stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
         recent_cold_start_s=seconds(report.recent_cold_start),
         service_time_bounds=tuple(b.max_bytes or _UNBOUNDED for b in buckets),
         service_time_medians_s=tuple(seconds(b.median) for b in buckets),
+        service_time_p95s_s=tuple(
+            seconds(b.p95 if b.HasField("p95") else b.median) for b in buckets
+        ),
     )
 
 
