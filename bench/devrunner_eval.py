@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-
 from bench import report
 from straightline.v1 import devrunner_pb2 as S
 from straightline.v1 import devrunner_pb2_grpc
+from straightline_common.auth import Role
+from straightline_common.channels import open_channel
 from straightline_common.processes import ServiceProcess
 from straightline_common.timeconv import seconds
 from straightline_devrunner import cli
@@ -67,7 +67,7 @@ def evaluate(args, workdir: Path) -> dict:
     )
     devrunner = start_local_devrunner(workdir)
     try:
-        channel = grpc.insecure_channel(devrunner.wait_ready(60).address)
+        channel = open_channel(devrunner.wait_ready(60).address, Role.OPERATOR)
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channel)
         started = time.monotonic()
         trained = run_job(stub, training_job(args, training))

@@ -5,6 +5,7 @@ import sys
 
 import grpc
 
+from straightline_common.auth import READERS, access_of
 from straightline_common.grpcserver import GrpcServer, ShutdownSignal
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
@@ -29,7 +30,8 @@ def _register(server: grpc.Server) -> None:
 
 def main(port_file: str) -> None:
     provider = configure_tracing("bench-echo")
-    server = GrpcServer("127.0.0.1:0", [_register], [SERVICE], max_workers=64)
+    access = access_of(SERVICE, {"Echo": READERS})
+    server = GrpcServer("127.0.0.1:0", [_register], [SERVICE], access, max_workers=64)
     shutdown = ShutdownSignal()
     server.start()
     server.mark_serving()

@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import urllib3
 from google.protobuf import field_mask_pb2
 
@@ -25,6 +24,8 @@ from straightline.v1 import (
     placer_pb2_grpc,
     types_pb2,
 )
+from straightline_common.auth import Role
+from straightline_common.channels import open_channel
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from tests.support.models import image_bytes, make_classifier
@@ -120,7 +121,7 @@ class Stack:
                 workdir / "serverless",
             ),
         }
-        self.placer_channel = grpc.insecure_channel(self.placer.address)
+        self.placer_channel = open_channel(self.placer.address, Role.OPERATOR)
         self.placer_stub = placer_pb2_grpc.PlacerServiceStub(self.placer_channel)
         self.http = urllib3.PoolManager()
         self.url = url
@@ -131,7 +132,7 @@ class Stack:
         return process.wait_ready(timeout=300)
 
     def adapter_stub(self, platform: str):
-        channel = grpc.insecure_channel(self.adapters[platform].address)
+        channel = open_channel(self.adapters[platform].address, Role.OPERATOR)
         return inference_pb2_grpc.InferenceServiceStub(channel)
 
     def pin(self, platform: int) -> None:

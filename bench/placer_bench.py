@@ -17,6 +17,8 @@ import grpc
 
 from bench import report
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.auth import Role
+from straightline_common.channels import open_channel
 from straightline_common.processes import ServiceProcess
 from straightline_common.telemetry import configure_tracing
 from straightline_inference.simulated import SimulatedAdapter
@@ -139,8 +141,8 @@ def bench_rpcs(workdir: Path, n: int, tracing: bool, rule: str = "paper") -> dic
     adapters.start()
     try:
         with (
-            grpc.insecure_channel(placer.address) as placer_channel,
-            grpc.insecure_channel(echo.address) as echo_channel,
+            open_channel(placer.address, Role.CLIENT) as placer_channel,
+            open_channel(echo.address, Role.CLIENT) as echo_channel,
         ):
             stub = placer_pb2_grpc.PlacerServiceStub(placer_channel)
             request = placer_pb2.PlaceRequest(

@@ -17,21 +17,19 @@
 With --compose it starts nothing: it trains, verifies and packages through the stack's
 devrunner (the image set goes under $STRAIGHTLINE_DATASETS, which the devrunner mounts) and
 sends the stream to the stack's placer, whose frequency window it sets to 2 s (the phases last
-seconds); ports from deploy/.env (or the same variables in the environment), the token from
-$STRAIGHTLINE_DEVRUNNER_TOKEN.
+seconds); ports from deploy/.env (or the same variables in the environment), the tokens from
+the stack's tokens file ($STRAIGHTLINE_TOKENS_FILE).
 """
 
 import argparse
 import io
 import os
-import secrets
 import shutil
 import sys
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-import grpc
 import numpy as np
 from google.protobuf import duration_pb2
 from PIL import Image
@@ -39,6 +37,8 @@ from PIL import Image
 from scripts import demo_stream, localstack
 from straightline.v1 import devrunner_pb2 as S
 from straightline.v1 import devrunner_pb2_grpc, placer_pb2_grpc, types_pb2
+from straightline_common.auth import TOKENS_FILE_ENV, Role, load_tokens
+from straightline_common.channels import open_channel
 from straightline_common.telemetry import configure_tracing
 from straightline_devrunner import cli
 
@@ -81,25 +81,22 @@ def request_images() -> dict[str, list[tuple[bytes, str]]]:
 # The model's life ----------------------------------------------------------------------
 
 
-def run_job(stub, token: str, spec: S.JobSpec) -> S.Job:
-    job = stub.SubmitJob(
-        S.SubmitJobRequest(spec=spec), metadata=[("authorization", f"Bearer {token}")]
-    ).job
+def run_job(stub, spec: S.JobSpec) -> S.Job:
+    job = stub.SubmitJob(S.SubmitJobRequest(spec=spec)).job
     finished = cli.watch(stub, job)
     if finished.state != S.JOB_STATE_SUCCEEDED:
         raise SystemExit(f"the {S.JobKind.Name(job.kind)} job failed: {finished.message}")
     return finished
 
 
-def develop(devrunner_address: str, token: str, dataset: Path, package: bool) -> S.Job:
+def develop(devrunner_address: str, dataset: Path, package: bool) -> S.Job:
     """Train, verify and (with an engine) package; returns the package job, or the
     verification when there is nothing to package."""
-    with grpc.insecure_channel(devrunner_address) as channel:
+    with open_channel(devrunner_address, Role.OPERATOR) as channel:
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channel)
         print(f"\n== training {MODEL_NAME} (Keras Xception, 71 px, 3 classes) ==")
         trained = run_job(
             stub,
-            token,
             S.JobSpec(
                 train=S.TrainSpec(
                     dataset_path=str(dataset),
@@ -116,7 +113,6 @@ def develop(devrunner_address: str, token: str, dataset: Path, package: bool) ->
         print("\n== verifying ==")
         verified = run_job(
             stub,
-            token,
             S.JobSpec(
                 verify=S.VerifySpec(model=model, dataset_path=str(dataset), accuracy_threshold=0)
             ),
@@ -125,7 +121,7 @@ def develop(devrunner_address: str, token: str, dataset: Path, package: bool) ->
         if not package:
             return verified
         print("\n== packaging (the paper's container customization) ==")
-        packaged = run_job(stub, token, S.JobSpec(package=S.PackageSpec(model=model)))
+        packaged = run_job(stub, S.JobSpec(package=S.PackageSpec(model=model)))
         for platform, image in sorted(packaged.images.items()):
             print(f"{platform}: {image}")
         return packaged
@@ -180,7 +176,7 @@ def remove_images(tags) -> None:
 
 
 def stream(placer_address: str, seed: int, instances: int) -> None:
-    with grpc.insecure_channel(placer_address) as channel:
+    with open_channel(placer_address, Role.OPERATOR) as channel:
         stub = placer_pb2_grpc.PlacerServiceStub(channel)
         images = request_images()
         reports = localstack.serving_reports(stub, MODEL_NAME, instances)
@@ -203,8 +199,9 @@ def stream(placer_address: str, seed: int, instances: int) -> None:
 def embedded(seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="straightline-demo-") as scratch, ExitStack() as stack:
         workdir = Path(scratch)
-        token = secrets.token_hex(16)
-        (workdir / "token").write_text(token)
+        # The stack's own tokens, shared by its processes (they inherit the variable).
+        os.environ[TOKENS_FILE_ENV] = str(workdir / "tokens.json")
+        load_tokens(create=True)
         store = workdir / "models"
         with_docker = docker_ready()
         print(
@@ -219,14 +216,13 @@ def embedded(seed: int) -> None:
             "straightline_devrunner",
             [
                 *("--listen", "127.0.0.1:0", "--runner", "local"),
-                *("--token-file", str(workdir / "token")),
                 *("--store", str(store), "--state", str(workdir / "jobs.db")),
             ],
             workdir / "devrunner",
         )
         print(f"devrunner on {devrunner.address} (local runner)")
         dataset = make_dataset(workdir / "colours")
-        developed = develop(devrunner.address, token, dataset, package=with_docker)
+        developed = develop(devrunner.address, dataset, package=with_docker)
         images = dict(developed.images)
         if images:
             stack.callback(remove_images, images.values())
@@ -247,13 +243,12 @@ def compose_settings() -> dict[str, str]:
 
 def against_compose(seed: int) -> None:
     settings = compose_settings()
-    token = os.environ.get("STRAIGHTLINE_DEVRUNNER_TOKEN", "")
-    if not token:
-        raise SystemExit("set STRAIGHTLINE_DEVRUNNER_TOKEN to the stack's devrunner token")
+    if TOKENS_FILE_ENV not in os.environ:
+        raise SystemExit(f"set {TOKENS_FILE_ENV} to the stack's tokens file (deploy/README.md)")
     datasets = Path(settings["STRAIGHTLINE_DATASETS"])
     dataset = make_dataset(Path(tempfile.mkdtemp(prefix="straightline-demo-", dir=datasets)))
     try:
-        packaged = develop(f"127.0.0.1:{settings['DEVRUNNER_PORT']}", token, dataset, True)
+        packaged = develop(f"127.0.0.1:{settings['DEVRUNNER_PORT']}", dataset, True)
     finally:
         shutil.rmtree(dataset)
     try:

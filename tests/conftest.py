@@ -10,6 +10,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from straightline_common import auth
+from straightline_common.channels import open_channel as open_authenticated_channel
+from straightline_common.channels import with_token
 from tests.support.otlp import OtlpReceiver
 from tests.support.s3 import S3Endpoint
 
@@ -17,6 +20,20 @@ _SPANS = InMemorySpanExporter()
 _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(_SPANS))
 trace.set_tracer_provider(_provider)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tokens(tmp_path_factory):
+    """The suite's own tokens file, made as a service makes it, for every server and client
+    of the session (subprocesses inherit the variable)."""
+    path = tmp_path_factory.mktemp("credentials") / "tokens.json"
+    previous = os.environ.get(auth.TOKENS_FILE_ENV)
+    os.environ[auth.TOKENS_FILE_ENV] = str(path)
+    yield auth.load_tokens(path, create=True)
+    if previous is None:
+        del os.environ[auth.TOKENS_FILE_ENV]
+    else:
+        os.environ[auth.TOKENS_FILE_ENV] = previous
 
 
 @pytest.fixture
@@ -44,12 +61,21 @@ def s3_endpoint():
 
 
 @pytest.fixture
-def channels():
-    """Opens loopback channels and closes them all at the end."""
+def channels(tokens):
+    """Opens loopback channels whose calls carry a role's token (an operator's unless
+    another is named), and closes them all at the end."""
     opened = []
 
-    def open_channel(address: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(address)
+    def open_channel(
+        address: str, role: auth.Role | None = auth.Role.OPERATOR, token: str | None = None
+    ) -> grpc.Channel:
+        """As `role`; with `token`, carrying that token instead; with neither, no credentials."""
+        if token is not None:
+            channel = with_token(address, token)
+        elif role is not None:
+            channel = open_authenticated_channel(address, role, tokens=tokens)
+        else:
+            channel = grpc.insecure_channel(address)
         opened.append(channel)
         return channel
 

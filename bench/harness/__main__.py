@@ -30,8 +30,6 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import grpc
-
 from bench import report
 from bench.harness import (
     capacity,
@@ -47,6 +45,8 @@ from bench.harness import (
 from bench.harness.cpu import CpuSampler
 from scripts import localstack
 from straightline.v1 import placer_pb2_grpc, types_pb2
+from straightline_common.auth import Role
+from straightline_common.channels import open_channel
 from straightline_common.modelstore import ModelStore
 from straightline_common.timeconv import duration
 
@@ -116,7 +116,7 @@ def run_model(args, model: str, testbed: str, workdir: Path, pool: list, phases:
             placer_args = ["--max-workers", str(64 + args.lambda_concurrency)]
         placer = localstack.start_placer(stack, workdir, *placer_args)
         localstack.start_adapters(stack, placer.address, store.root, workdir, platforms)
-        channel = stack.enter_context(grpc.insecure_channel(placer.address))
+        channel = stack.enter_context(open_channel(placer.address, Role.OPERATOR))
         stub = placer_pb2_grpc.PlacerServiceStub(channel)
         reports = localstack.serving_reports(stub, model, len(platforms), timeout=120)
         _, first, content_type = pool[0]

@@ -5,7 +5,6 @@ import random
 import statistics
 from collections import Counter
 
-import grpc
 import pytest
 
 from bench.harness import generator
@@ -14,6 +13,8 @@ from bench.simulator.platforms import Job, PlatformConfig, SimInstance
 from bench.simulator.run import Scenario, Simulation
 from scripts.localstack import set_policy
 from straightline.v1 import placer_pb2_grpc
+from straightline_common.auth import Role
+from straightline_common.channels import open_channel
 from straightline_common.processes import ServiceProcess
 from straightline_inference.simulated import SimulatedAdapter
 from straightline_placer.algorithm import Platform, Rule
@@ -114,7 +115,7 @@ def real_stack(tmp_path):
                          service_time_s=0.05),
         SimulatedAdapter(Platform.SERVERLESS, placer.address, capacity=4, service_time_s=0.08),
     ]  # fmt: skip
-    channel = grpc.insecure_channel(placer.address)
+    channel = open_channel(placer.address, Role.OPERATOR)
     try:
         for adapter in adapters:
             assert adapter.start().wait_registered()

@@ -1,6 +1,5 @@
 """The devrunner service as a real process (local runner: jobs as processes), over gRPC."""
 
-import os
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from straightline.v1 import (
     types_pb2,
 )
 from straightline_common.processes import ServiceProcess
+from tests.support.callers import caller_channel
 from tests.support.models import make_image_folders
 from tests.support.otlp import assert_job_trace
 from tests.support.s3 import BUCKET
@@ -27,16 +27,13 @@ from tests.support.stack import (
     wait_for_instances,
 )
 
-TOKEN = "test-token-0123456789"
 S3_URL = f"s3://{BUCKET}/devrunner"
-AUTH = [("authorization", f"Bearer {TOKEN}")]
 S = devrunner_pb2
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("devrunner")
-    (path / "token").write_text(TOKEN)
     make_image_folders(path / "colours")
     for empty_class in ("cat", "dog"):  # a dataset the trainer refuses
         (path / "broken" / empty_class).mkdir(parents=True)
@@ -51,8 +48,6 @@ def start_devrunner(workdir, name, state, runner="local", otlp_endpoint="", env=
             "127.0.0.1:0",
             "--runner",
             runner,
-            "--token-file",
-            str(workdir / "token"),
             "--store",
             str(workdir / "models"),
             "--state",
@@ -96,8 +91,8 @@ def train_spec(workdir, epochs=1, **options):
     )
 
 
-def submit(stub, spec, metadata=AUTH):
-    return stub.SubmitJob(S.SubmitJobRequest(spec=spec), metadata=metadata, timeout=30).job
+def submit(stub, spec):
+    return stub.SubmitJob(S.SubmitJobRequest(spec=spec), timeout=30).job
 
 
 def wait_state(stub, job_id, states, timeout=300):
@@ -135,19 +130,35 @@ def a_passed_verification(stub, workdir) -> S.Job:
 
 
 @pytest.mark.parametrize(
-    ("spec", "metadata", "code", "message"),
+    ("spec", "caller", "code", "message"),
     [
-        (S.JobSpec(), AUTH, grpc.StatusCode.INVALID_ARGUMENT, "no train, verify or package"),
-        (None, [], grpc.StatusCode.UNAUTHENTICATED, "authorization: Bearer"),
-        (None, [("authorization", "Bearer wrong")], grpc.StatusCode.UNAUTHENTICATED, "not this"),
-        ("image", AUTH, grpc.StatusCode.PERMISSION_DENIED, "not on the devrunner's allow-list"),
-        ("dataset", AUTH, grpc.StatusCode.NOT_FOUND, "does not exist"),
-        ("epochs", AUTH, grpc.StatusCode.INVALID_ARGUMENT, "epochs must be between 1"),
-        ("gpu", AUTH, grpc.StatusCode.FAILED_PRECONDITION, "this host has none"),
-        ("model", AUTH, grpc.StatusCode.NOT_FOUND, "model 'absent' is not in the model store"),
+        (S.JobSpec(), "operator", grpc.StatusCode.INVALID_ARGUMENT, "no train, verify or package"),
+        (None, "nobody", grpc.StatusCode.UNAUTHENTICATED, "SubmitJob needs credentials"),
+        (None, "forger", grpc.StatusCode.UNAUTHENTICATED, "SubmitJob needs credentials"),
+        (
+            None,
+            "client",
+            grpc.StatusCode.PERMISSION_DENIED,
+            "is for operator; this caller is client",
+        ),
+        (
+            "image",
+            "operator",
+            grpc.StatusCode.PERMISSION_DENIED,
+            "not on the devrunner's allow-list",
+        ),
+        ("dataset", "operator", grpc.StatusCode.NOT_FOUND, "does not exist"),
+        ("epochs", "operator", grpc.StatusCode.INVALID_ARGUMENT, "epochs must be between 1"),
+        ("gpu", "operator", grpc.StatusCode.FAILED_PRECONDITION, "this host has none"),
+        (
+            "model",
+            "operator",
+            grpc.StatusCode.NOT_FOUND,
+            "model 'absent' is not in the model store",
+        ),
     ],
 )
-def test_bad_job_specs_are_refused(stub, workdir, spec, metadata, code, message):
+def test_bad_job_specs_are_refused(devrunner, channels, workdir, spec, caller, code, message):
     good = train_spec(workdir)
     if spec is None:
         spec = good
@@ -167,8 +178,9 @@ def test_bad_job_specs_are_refused(stub, workdir, spec, metadata, code, message)
                 model=types_pb2.ModelRef(name="absent"), dataset_path=str(workdir / "colours")
             )
         )
+    stub = devrunner_pb2_grpc.DevRunnerServiceStub(caller_channel(channels, devrunner, caller))
     with pytest.raises(grpc.RpcError) as refused:
-        submit(stub, spec, metadata)
+        submit(stub, spec)
     assert refused.value.code() == code
     assert message in refused.value.details()
 
@@ -332,7 +344,6 @@ def cli(devrunner, *args):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "STRAIGHTLINE_DEVRUNNER_TOKEN": TOKEN},
     )
 
 
@@ -370,7 +381,7 @@ def test_cli_shows_a_failing_job_and_refusals(devrunner, workdir):
     assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
 
 
-def test_cli_refuses_a_negative_count_and_an_unreadable_token_file(tmp_path, capsys):
+def test_cli_refuses_a_negative_count_and_an_unreadable_tokens_file(tmp_path, capsys):
     from straightline_devrunner.cli import main
 
     nowhere = ["--devrunner", "127.0.0.1:9"]
@@ -378,8 +389,8 @@ def test_cli_refuses_a_negative_count_and_an_unreadable_token_file(tmp_path, cap
         main([*nowhere, "train", "--dataset", "d", "--model-name", "m", "--epochs", "-1"])
     assert exited.value.code == 2
     assert "argument --epochs: '-1': must be zero or more" in capsys.readouterr().err
-    assert main([*nowhere, "--token-file", str(tmp_path / "missing"), "list"]) == 2
-    assert "cannot read the token file" in capsys.readouterr().err
+    assert main([*nowhere, "--tokens-file", str(tmp_path / "missing"), "list"]) == 2
+    assert f"no tokens file at {tmp_path / 'missing'}" in capsys.readouterr().err
 
 
 def test_progress_line_shows_epoch_step_bar_and_time_left():
@@ -401,11 +412,11 @@ def test_progress_line_shows_epoch_step_bar_and_time_left():
 def test_cancel_mid_training(stub, workdir):
     job = submit(stub, train_spec(workdir, epochs=50))
     wait_state(stub, job.job_id, {S.JOB_STATE_RUNNING})
-    stub.CancelJob(S.CancelJobRequest(job_id=job.job_id), metadata=AUTH)
+    stub.CancelJob(S.CancelJobRequest(job_id=job.job_id))
     cancelled = wait_state(stub, job.job_id, {S.JOB_STATE_CANCELLED}, timeout=30)
     assert cancelled.end_time.seconds > 0
     with pytest.raises(grpc.RpcError) as again:
-        stub.CancelJob(S.CancelJobRequest(job_id=job.job_id), metadata=AUTH)
+        stub.CancelJob(S.CancelJobRequest(job_id=job.job_id))
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -485,7 +496,7 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels, otlp_r
         process = start_devrunner(workdir, "docker-2", "docker.sqlite", "docker")
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(process.address))
         assert stub.GetJob(S.GetJobRequest(job_id=long.job_id)).job.state == S.JOB_STATE_RUNNING
-        stub.CancelJob(S.CancelJobRequest(job_id=long.job_id), metadata=AUTH)
+        stub.CancelJob(S.CancelJobRequest(job_id=long.job_id))
         wait_state(stub, long.job_id, {S.JOB_STATE_CANCELLED}, timeout=60)
         for finished in (job, timed, long):
             assert job_containers(engine, finished.job_id) == []

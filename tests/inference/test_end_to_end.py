@@ -11,6 +11,8 @@ import pytest
 
 from scripts.localstack import set_policy
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.auth import Role
+from straightline_common.channels import open_channel
 from tests.support.models import image_bytes, noise_png
 from tests.support.stack import placer_process, wait_for_instances
 
@@ -57,7 +59,7 @@ def stack(tmp_path_factory, start_adapter, otlp_receiver):
             ),
             SERVERLESS: start_adapter("serverless", "--concurrency", "4", placer=placer.address),
         }
-        channel = grpc.insecure_channel(placer.address)
+        channel = open_channel(placer.address, Role.OPERATOR)
         stub = placer_pb2_grpc.PlacerServiceStub(channel)
         wait_for_instances(stub, 3)
         yield Stack(stub, adapters, start_flask)

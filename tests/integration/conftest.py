@@ -1,6 +1,7 @@
 import pytest
 
 from straightline.v1 import placer_pb2_grpc, types_pb2
+from straightline_common.auth import Role
 from straightline_common.processes import ServiceProcess
 from straightline_inference.simulated import SimulatedAdapter
 
@@ -44,6 +45,12 @@ def placer(start_placer):
 @pytest.fixture
 def stub(placer, channels):
     return placer_pb2_grpc.PlacerServiceStub(channels(placer.address))
+
+
+@pytest.fixture
+def adapter_stub(placer, channels):
+    """The placer as an adapter calls it (heartbeats)."""
+    return placer_pb2_grpc.PlacerServiceStub(channels(placer.address, Role.ADAPTER))
 
 
 @pytest.fixture

@@ -120,28 +120,31 @@ def test_the_adapters_own_errors_pass_through_without_fallback(stub, registered)
         (report(platform=types_pb2.PLATFORM_UNSPECIFIED), "platform must be"),
         (report(address="nowhere"), "address must be host:port"),
         (report(capacity_free=5, capacity_total=2), "capacity_free (5) is more than"),
-        (report(models=[types_pb2.ModelRef(name="")]), "every model the instance serves"),
+        (report(models=[types_pb2.ModelRef(name="")]), "model name '' is not valid"),
+        (report(models=[types_pb2.ModelRef(name="../up")]), "model name '../up' is not valid"),
+        (report(instance_id="a/b"), "instance_id 'a/b' is not valid"),
+        (report(capacity_total=2**32 - 1, capacity_free=1), "capacity_total must be at most"),
     ],
 )
-def test_malformed_heartbeats_are_refused(stub, registered, bad_report, message):
+def test_malformed_heartbeats_are_refused(stub, adapter_stub, registered, bad_report, message):
     with pytest.raises(grpc.RpcError) as refused:
-        send_heartbeats(stub, bad_report)
+        send_heartbeats(adapter_stub, bad_report)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in refused.value.details()
     assert_still_serving(stub, registered)
 
 
-def test_a_stream_cannot_switch_instance(stub, registered):
+def test_a_stream_cannot_switch_instance(adapter_stub, registered):
     with pytest.raises(grpc.RpcError) as refused:
-        send_heartbeats(stub, report(instance_id="a"), report(instance_id="b"))
+        send_heartbeats(adapter_stub, report(instance_id="a"), report(instance_id="b"))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "open one stream per instance" in refused.value.details()
 
 
-def test_duplicate_instance_id_is_refused(stub, registered):
+def test_duplicate_instance_id_is_refused(stub, adapter_stub, registered):
     taken = registered[0].instance_id
     with pytest.raises(grpc.RpcError) as refused:
-        send_heartbeats(stub, report(instance_id=taken))
+        send_heartbeats(adapter_stub, report(instance_id=taken))
     assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert f"instance id {taken!r} is already reporting" in refused.value.details()
     assert_still_serving(stub, registered)

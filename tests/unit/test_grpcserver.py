@@ -6,6 +6,7 @@ from grpc_health.v1 import health_pb2
 from opentelemetry import trace
 
 from straightline_common import errors
+from straightline_common.auth import READERS, access_of
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.processes import health_status
 from straightline_common.telemetry import metadata_with_context
@@ -33,7 +34,9 @@ def _register(server: grpc.Server) -> None:
 
 @pytest.fixture
 def server():
-    server = GrpcServer("127.0.0.1:0", [_register], [SERVICE])
+    server = GrpcServer(
+        "127.0.0.1:0", [_register], [SERVICE], access_of(SERVICE, {"Call": READERS})
+    )
     server.start()
     yield server
     server.stop(0)

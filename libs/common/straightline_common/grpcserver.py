@@ -12,17 +12,19 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from straightline_common import errors
+from straightline_common import auth, errors, limits
 from straightline_common.telemetry import context_from_metadata
 
 log = logging.getLogger(__name__)
 
-_UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+# Open to every caller, untraced: health checks and reflection.
+_OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
 def status_of(error: errors.ServiceError) -> grpc.StatusCode:
@@ -30,41 +32,35 @@ def status_of(error: errors.ServiceError) -> grpc.StatusCode:
     return grpc.StatusCode[errors.code_name(error)]
 
 
-class _TracingAndErrorsInterceptor(grpc.ServerInterceptor):
-    """Opens a SERVER span per RPC (parented by the caller's W3C context) and maps errors."""
+class _CallInterceptor(grpc.ServerInterceptor):
+    """Around every RPC but health and reflection: a SERVER span (parented by the caller's
+    W3C context), the caller's identity checked against the service's access table, every
+    request message checked against the limits, and errors mapped to status codes."""
 
-    def __init__(self, tracer: trace.Tracer):
+    def __init__(self, tracer: trace.Tracer, access: auth.Access, tokens: auth.Tokens):
         self._tracer = tracer
+        self._access = access
+        self._tokens = tokens
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(_UNTRACED_PREFIXES):
+        if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         metadata = handler_call_details.invocation_metadata
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, metadata),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method, metadata),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                self._streaming(handler.stream_stream, method, metadata),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return grpc.stream_unary_rpc_method_handler(
-            self._unary(handler.stream_unary, method, metadata),
-            handler.request_deserializer,
-            handler.response_serializer,
-        )
+            wrap, behaviour = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+            wrapped = self._unary(behaviour, method, metadata, streamed_requests=False)
+        elif handler.unary_stream:
+            wrap, behaviour = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+            wrapped = self._streaming(behaviour, method, metadata, streamed_requests=False)
+        elif handler.stream_stream:
+            wrap, behaviour = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+            wrapped = self._streaming(behaviour, method, metadata, streamed_requests=True)
+        else:
+            wrap, behaviour = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+            wrapped = self._unary(behaviour, method, metadata, streamed_requests=True)
+        return wrap(wrapped, handler.request_deserializer, handler.response_serializer)
 
     def _span(self, method: str, metadata):
         service, _, name = method.lstrip("/").partition("/")
@@ -77,25 +73,48 @@ class _TracingAndErrorsInterceptor(grpc.ServerInterceptor):
             set_status_on_exception=False,
         )
 
-    def _unary(self, behaviour, method, metadata):
+    def _admit(self, method, metadata, request, streamed_requests: bool):
+        """The caller's identity, authorized; the request (or its stream) limit-checked."""
+        token = auth.bearer_token(metadata)
+        identity = self._tokens.identify(token) if token else None
+        auth.set_current_identity(auth.authorize(identity, method, self._access))
+        if streamed_requests:
+            return _checked_each(request)
+        _check(request)
+        return request
+
+    def _unary(self, behaviour, method, metadata, streamed_requests):
         def traced(request, context):
             with self._span(method, metadata) as span:
                 try:
+                    request = self._admit(method, metadata, request, streamed_requests)
                     return behaviour(request, context)
                 except Exception as error:  # every error is mapped or logged
                     _abort(context, span, error)
 
         return traced
 
-    def _streaming(self, behaviour, method, metadata):
+    def _streaming(self, behaviour, method, metadata, streamed_requests):
         def traced(request, context):
             with self._span(method, metadata) as span:
                 try:
+                    request = self._admit(method, metadata, request, streamed_requests)
                     yield from behaviour(request, context)
                 except Exception as error:  # every error is mapped or logged
                     _abort(context, span, error)
 
         return traced
+
+
+def _checked_each(requests):
+    for request in requests:
+        _check(request)
+        yield request
+
+
+def _check(request) -> None:
+    if isinstance(request, Message):  # generic handlers may take raw bytes
+        limits.check_message(request)
 
 
 def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception):
@@ -115,7 +134,9 @@ class GrpcServer:
     """A gRPC server on one address with health checking and reflection.
 
     `register` functions add the service's servicers (e.g. `add_PlacerServiceServicer_to_server`
-    bound to an instance); `service_names` are the full names reported by health and reflection.
+    bound to an instance); `service_names` are the full names reported by health and reflection;
+    `access` says which roles may call each method (`auth.access_of`), proved by `tokens`
+    (default: the deployment's tokens file, created when absent).
     With `max_concurrent_rpcs`, an RPC beyond that many (streams included) is refused at once
     with RESOURCE_EXHAUSTED; without, it waits for a worker thread, however long.
     """
@@ -125,6 +146,8 @@ class GrpcServer:
         address: str,
         register: Iterable[Callable[[grpc.Server], None]],
         service_names: Iterable[str],
+        access: auth.Access,
+        tokens: auth.Tokens | None = None,
         max_workers: int = 32,
         max_message_bytes: int = 4 * 1024 * 1024,
         max_concurrent_rpcs: int | None = None,
@@ -134,7 +157,13 @@ class GrpcServer:
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-            interceptors=[_TracingAndErrorsInterceptor(trace.get_tracer("straightline.grpc"))],
+            interceptors=[
+                _CallInterceptor(
+                    trace.get_tracer("straightline.grpc"),
+                    access,
+                    tokens or auth.load_tokens(create=True),
+                )
+            ],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[
                 ("grpc.so_reuseport", 0),

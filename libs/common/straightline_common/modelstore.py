@@ -13,17 +13,16 @@ both: listing shows them all, and resolving a version only the remote has fetche
 
 import hashlib
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from straightline_common.config import Setting, parse_s3_url
 from straightline_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from straightline_common.names import check_model, check_model_name, inside
 
 MODEL_FILE = "model.h5"
 METADATA_FILE = "metadata.json"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -45,15 +44,6 @@ class ModelVersion:
     def input_size(self) -> tuple[int, int]:
         height, width = self.metadata["input_size"]
         return int(height), int(width)
-
-
-def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise InvalidArgument(
-            f"model name {name!r} is not valid: use 1-63 lower-case letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit"
-        )
-    return name
 
 
 def s3_url_setting(purpose: str) -> Setting:
@@ -82,20 +72,23 @@ class ModelStore:
         self.remote = remote
 
     def versions(self, name: str) -> list[str]:
-        found = set(self._local_versions(name))
+        found = set(self._local_versions(check_model_name(name)))
         if self.remote is not None:
             found.update(self.remote.versions(name))
         return sorted(found, key=int)
 
     def names(self) -> list[str]:
-        found = set(self.root.iterdir()) if self.root.is_dir() else set()
-        names = {entry.name for entry in found if self._local_versions(entry.name)}
+        """The models with at least one version; entries whose names are not valid model
+        names (put there by hand, or by another tool in the bucket) are not models."""
+        local = [e.name for e in self.root.iterdir()] if self.root.is_dir() else []
+        names = {n for n in local if _is_model_name(n) and self._local_versions(n)}
         if self.remote is not None:
-            names.update(self.remote.names())
+            names.update(filter(_is_model_name, self.remote.names()))
         return sorted(names)
 
     def resolve(self, name: str, version: str = "") -> ModelVersion:
         """The version asked for, or the latest when `version` is empty."""
+        name, version = check_model(name, version)
         versions = self.versions(name)
         if not versions:
             raise NotFound(f"model {name!r} is not in the model store")
@@ -104,7 +97,7 @@ class ModelStore:
             raise NotFound(
                 f"model {name!r} has no version {chosen!r}; it has {', '.join(versions)}"
             )
-        directory = self.root / name / chosen
+        directory = inside(self.root, name, chosen)
         if chosen not in self._local_versions(name):
             self.remote.fetch(name, chosen, self.root)
         metadata = json.loads((directory / METADATA_FILE).read_text())
@@ -115,13 +108,13 @@ class ModelStore:
         return [self.resolve(name) for name in self.names()]
 
     def next_version(self, name: str) -> str:
-        versions = self.versions(check_name(name))
+        versions = self.versions(name)
         return str(int(versions[-1]) + 1) if versions else "1"
 
     def add(self, name: str, model_file: Path, metadata: dict) -> ModelVersion:
         """Stores a new version of `name` (the file is moved in); returns it."""
         version = self.next_version(name)
-        directory = self.root / name / version
+        directory = inside(self.root, name, version)
         directory.mkdir(parents=True)
         target = directory / MODEL_FILE
         shutil.move(model_file, target)  # may cross file systems (a container's /tmp)
@@ -141,7 +134,7 @@ class ModelStore:
         return self.remote.publish(version.directory, version.name, version.version)
 
     def _local_versions(self, name: str) -> list[str]:
-        directory = self.root / name
+        directory = inside(self.root, name)
         if not directory.is_dir():
             return []
         return [
@@ -149,6 +142,14 @@ class ModelStore:
             for entry in directory.iterdir()
             if entry.name.isdigit() and (entry / METADATA_FILE).is_file()
         ]
+
+
+def _is_model_name(name: str) -> bool:
+    try:
+        check_model_name(name)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def file_sha256(path: Path) -> str:

@@ -1,11 +1,12 @@
-"""`python -m straightline_devrunner --store DIR --token-file F [--runner docker|local]`"""
+"""`python -m straightline_devrunner --store DIR [--tokens-file F] [--runner docker|local]`"""
 
 import argparse
 import logging
 import os
 import sys
 
-from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
+from straightline.v1 import devrunner_pb2_grpc
+from straightline_common.auth import TOKENS_FILE_SETTING, server_tokens
 from straightline_common.config import ConfigError, Setting, add_settings, parse_address, resolve
 from straightline_common.grpcserver import GrpcServer, ShutdownSignal
 from straightline_common.logs import configure_logging
@@ -15,10 +16,9 @@ from straightline_common.telemetry import configure_tracing
 from straightline_devrunner.jobs import JobStore
 from straightline_devrunner.runners import DockerRunner, LocalRunner
 from straightline_devrunner.service import DevRunner
-from straightline_devrunner.servicer import DevRunnerServicer
+from straightline_devrunner.servicer import ACCESS, SERVICE_NAME, DevRunnerServicer
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = devrunner_pb2.DESCRIPTOR.services_by_name["DevRunnerService"].full_name
 
 
 def _runner(text: str) -> str:
@@ -47,13 +47,7 @@ SETTINGS = (
         "docker",
         "docker (jobs in containers) or local (processes, without an engine)",
     ),
-    Setting(
-        "token_file",
-        "STRAIGHTLINE_DEVRUNNER_TOKEN_FILE",
-        str,
-        "",
-        "file holding the bearer token that submit and cancel need",
-    ),
+    TOKENS_FILE_SETTING,
     Setting(
         "store_volume",
         "STRAIGHTLINE_DEVRUNNER_STORE_VOLUME",
@@ -93,28 +87,11 @@ def _engine():
         return None
 
 
-def _token(token_file: str, environ) -> str:
-    """The bearer token: from the token file, else from STRAIGHTLINE_DEVRUNNER_TOKEN."""
-    if token_file:
-        if not os.path.isfile(token_file):
-            raise ConfigError(f"token_file: {token_file} is not a file")
-        with open(token_file) as file:
-            token = file.read().strip()
-    else:
-        token = environ.get("STRAIGHTLINE_DEVRUNNER_TOKEN", "").strip()
-    if not token:
-        raise ConfigError("give the bearer token in token_file or STRAIGHTLINE_DEVRUNNER_TOKEN")
-    if len(token) < 16:
-        raise ConfigError("the bearer token must be at least 16 characters")
-    return token
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="straightline-devrunner", description=__doc__)
     add_settings(parser, SETTINGS)
     try:
         settings = resolve(SETTINGS, parser.parse_args(argv), {})
-        token = _token(settings["token_file"], os.environ)
     except ConfigError as error:
         print(f"straightline-devrunner: configuration error: {error}", file=sys.stderr)
         return 2
@@ -135,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         open_store(settings["store"], settings["model_s3_url"]),
         runner,
         engine=engine,
-        token=token,
         allowed_images=frozenset(i.strip() for i in settings["images"].split(",") if i),
     )
     devrunner.recover()
@@ -144,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         settings["listen"],
         [lambda s: devrunner_pb2_grpc.add_DevRunnerServiceServicer_to_server(servicer, s)],
         [SERVICE_NAME],
+        ACCESS,
+        tokens=server_tokens(settings["tokens_file"]),
     )
     shutdown = ShutdownSignal()
     server.start()

@@ -7,19 +7,22 @@
     python -m straightline_devrunner.cli curves JOB_ID [--png FILE]
 
 The devrunner's address comes from --devrunner (or STRAIGHTLINE_DEVRUNNER, default
-127.0.0.1:50071); the bearer token from STRAIGHTLINE_DEVRUNNER_TOKEN or --token-file.
+127.0.0.1:50071); the operator's token from the deployment's tokens file (--tokens-file,
+$STRAIGHTLINE_TOKENS_FILE, or the one the services wrote for this user).
 """
 
 import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import grpc
 
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc, types_pb2
+from straightline_common.auth import TOKENS_FILE_ENV, Role
+from straightline_common.channels import open_channel
 from straightline_common.config import argparse_type, parse_non_negative_int
+from straightline_common.errors import Unauthenticated
 
 S = devrunner_pb2
 _BAR = 24
@@ -158,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument(
         "--devrunner", default=os.environ.get("STRAIGHTLINE_DEVRUNNER", "127.0.0.1:50071")
     )
-    main.add_argument("--token-file")
+    main.add_argument("--tokens-file", help=f"default: ${TOKENS_FILE_ENV} or the user's own")
     commands = main.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train")
     train.add_argument("--dataset", required=True)
@@ -185,17 +188,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    token = os.environ.get("STRAIGHTLINE_DEVRUNNER_TOKEN", "")
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text().strip()
-        except OSError as error:
-            print(
-                f"cannot read the token file {args.token_file}: {error.strerror}", file=sys.stderr
-            )
-            return 2
-    metadata = [("authorization", f"Bearer {token}")]
-    with grpc.insecure_channel(args.devrunner) as channel:
+    if args.tokens_file:
+        os.environ[TOKENS_FILE_ENV] = args.tokens_file
+    try:
+        channel = open_channel(args.devrunner, Role.OPERATOR)
+    except Unauthenticated as error:
+        print(f"straightline-devrunner-cli: {error}", file=sys.stderr)
+        return 2
+    with channel:
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channel)
         try:
             if args.command == "list":
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                     save_curves(job, args.png)
                     print(f"saved {args.png}")
             else:
-                job = stub.SubmitJob(S.SubmitJobRequest(spec=_spec(args)), metadata=metadata).job
+                job = stub.SubmitJob(S.SubmitJobRequest(spec=_spec(args))).job
                 print(f"job {job.job_id} submitted")
                 job = watch(stub, job)
                 return 0 if job.state == S.JOB_STATE_SUCCEEDED else 1

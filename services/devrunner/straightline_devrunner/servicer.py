@@ -1,14 +1,21 @@
 """The v1 DevRunnerService over the devrunner's core."""
 
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
+from straightline_common.auth import READERS, Role, access_of
 from straightline_devrunner.service import DevRunner
 
-
-def _token(context) -> str:
-    for key, value in context.invocation_metadata():
-        if key == "authorization" and value.startswith("Bearer "):
-            return value.removeprefix("Bearer ").strip()
-    return ""
+SERVICE_NAME = devrunner_pb2.DESCRIPTOR.services_by_name["DevRunnerService"].full_name
+_OPERATOR = frozenset({Role.OPERATOR})
+ACCESS = access_of(
+    SERVICE_NAME,
+    {
+        "SubmitJob": _OPERATOR,
+        "CancelJob": _OPERATOR,
+        "GetJob": READERS,
+        "ListJobs": READERS,
+        "WatchJob": READERS,
+    },
+)
 
 
 class DevRunnerServicer(devrunner_pb2_grpc.DevRunnerServiceServicer):
@@ -16,9 +23,7 @@ class DevRunnerServicer(devrunner_pb2_grpc.DevRunnerServiceServicer):
         self._devrunner = devrunner
 
     def SubmitJob(self, request, context):
-        return devrunner_pb2.SubmitJobResponse(
-            job=self._devrunner.submit(request.spec, _token(context))
-        )
+        return devrunner_pb2.SubmitJobResponse(job=self._devrunner.submit(request.spec))
 
     def GetJob(self, request, context):
         return devrunner_pb2.GetJobResponse(job=self._devrunner.get(request.job_id))
@@ -30,9 +35,7 @@ class DevRunnerServicer(devrunner_pb2_grpc.DevRunnerServiceServicer):
         return devrunner_pb2.ListJobsResponse(jobs=jobs, next_page_token=next_token)
 
     def CancelJob(self, request, context):
-        return devrunner_pb2.CancelJobResponse(
-            job=self._devrunner.cancel(request.job_id, _token(context))
-        )
+        return devrunner_pb2.CancelJobResponse(job=self._devrunner.cancel(request.job_id))
 
     def WatchJob(self, request, context):
         yield from self._devrunner.watch(request.job_id, context.is_active)

@@ -34,7 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from straightline_common.errors import InvalidArgument, NotFound, ServiceError
-from straightline_common.modelstore import ModelStore, check_name
+from straightline_common.modelstore import ModelStore
+from straightline_common.names import check_model_name
 from straightline_devrunner import dataset
 
 SMALLEST_XCEPTION_INPUT = 71
@@ -194,7 +195,7 @@ def train(args) -> None:
 
 
 def check_training_arguments(args) -> None:
-    check_name(args.model_name)
+    check_model_name(args.model_name)
     if args.input_size < SMALLEST_XCEPTION_INPUT:
         raise InvalidArgument(
             f"input size must be at least {SMALLEST_XCEPTION_INPUT} (the "

@@ -12,9 +12,20 @@ from collections.abc import Callable
 import grpc
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.auth import Role, Tokens, load_tokens
+from straightline_common.channels import open_channel
 from straightline_common.timeconv import seconds
 
 log = logging.getLogger(__name__)
+
+
+# The placer refused this adapter's reports: retrying unchanged fails the same way.
+_REFUSED = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
 
 
 class HeartbeatSender:
@@ -24,8 +35,10 @@ class HeartbeatSender:
         make_report: Callable[[], types_pb2.InstanceReport],
         interval_s: float = 1.0,
         max_backoff_s: float = 5.0,
+        tokens: Tokens | None = None,
     ):
         self._placer_address = placer_address
+        self._tokens = tokens or load_tokens()
         self._make_report = make_report
         self.interval_s = interval_s
         self._max_backoff_s = max_backoff_s
@@ -56,7 +69,7 @@ class HeartbeatSender:
     def _run(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
-            with grpc.insecure_channel(self._placer_address) as channel:
+            with open_channel(self._placer_address, Role.ADAPTER, tokens=self._tokens) as channel:
                 stub = placer_pb2_grpc.PlacerServiceStub(channel)
                 try:
                     self._call = stub.Heartbeat(self._reports())
@@ -66,10 +79,7 @@ class HeartbeatSender:
                         backoff = 0.1
                 except grpc.RpcError as error:
                     self.connected.clear()
-                    if error.code() in (
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        grpc.StatusCode.ALREADY_EXISTS,
-                    ):
+                    if error.code() in _REFUSED:
                         log.error("placer refused heartbeats: %s", error.details())
                     elif not self._stop.is_set():
                         log.warning(

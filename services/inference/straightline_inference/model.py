@@ -10,6 +10,7 @@ from opentelemetry import trace
 
 from straightline_common.errors import InvalidArgument, NotFound
 from straightline_common.modelstore import ModelStore, ModelVersion
+from straightline_common.names import check_model
 from straightline_inference import imaging
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class ModelSet:
         return sorted(self._models)
 
     def get(self, name: str, version: str = "") -> LoadedModel:
+        name, version = check_model(name, version)
         model = self._find(name, version)
         if model is None and self._follows_store:
             with self._lock:  # one loader at a time; the others then find what it loaded

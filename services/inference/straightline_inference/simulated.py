@@ -19,10 +19,10 @@ from straightline_common.grpcserver import GrpcServer
 from straightline_common.timeconv import duration
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.platform import fill_capacity
+from straightline_inference.adapter.servicer import ACCESS, SERVICE_NAME
 from straightline_inference.heartbeat import HeartbeatSender
 from straightline_inference.stats import RecentStats
 
-SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 CLASS_NAMES = ("cat", "chook", "dog", "horse")
 
 
@@ -58,6 +58,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
                 )
             ],
             [SERVICE_NAME],
+            ACCESS,
             max_workers=capacity + queue_limit + 4,
         )
         self._heartbeats = HeartbeatSender(

@@ -5,6 +5,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from straightline_common.auth import TOKENS_FILE_SETTING
 from straightline_common.config import (
     ConfigError,
     Setting,
@@ -83,6 +84,7 @@ SERVER_SETTINGS = (
         "",
         "write the bound ports here as JSON once serving",
     ),
+    TOKENS_FILE_SETTING,
     Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "debug, info, warning or error"),
 )
 POLICY_SETTINGS = (
@@ -156,6 +158,7 @@ class PlacerConfig:
     max_concurrent_rpcs: int
     forward_timeout_s: float
     port_file: str
+    tokens_file: str
     log_level: str
     policy: Policy
 

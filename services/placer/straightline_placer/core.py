@@ -22,6 +22,7 @@ from straightline_common.errors import (
     ServiceError,
     Unavailable,
 )
+from straightline_common.names import check_model
 from straightline_placer import prediction, rules
 from straightline_placer.algorithm import Branch, Decision, Platform, platform_label
 from straightline_placer.frequency import FrequencyWindow
@@ -362,6 +363,7 @@ def _new_request_id() -> str:
 def _check_request(request: Request) -> None:
     if not request.model_name:
         raise InvalidArgument("model.name is empty; name the model the request is for")
+    check_model(request.model_name, request.model_version)
     if request.data_size_bytes <= 0:
         raise InvalidArgument("the request is empty: data size must be at least one byte")
     if request.data_size_bytes > MAX_REQUEST_BYTES:

@@ -17,7 +17,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from opentelemetry import trace
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.auth import Role
+from straightline_common.channels import open_channel
 from straightline_common.config import argparse_type, parse_bool, parse_non_negative_int
+from straightline_common.errors import Unauthenticated
 from straightline_common.telemetry import (
     configure_tracing,
     current_trace_id,
@@ -311,7 +314,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    with grpc.insecure_channel(args.placer) as channel:
+    try:
+        channel = open_channel(args.placer, Role.OPERATOR)
+    except Unauthenticated as error:
+        print(f"straightline-placerctl: {error}", file=sys.stderr)
+        return 2
+    with channel:
         stub = placer_pb2_grpc.PlacerServiceStub(channel)
         try:
             print(args.run(stub, args))

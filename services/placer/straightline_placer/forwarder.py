@@ -6,6 +6,8 @@ import grpc
 
 from straightline.v1 import inference_pb2, inference_pb2_grpc
 from straightline_common import errors
+from straightline_common.auth import Role, Tokens
+from straightline_common.channels import open_channel
 from straightline_common.telemetry import metadata_with_context
 from straightline_placer.core import PlatformExhausted, PlatformRefused
 from straightline_placer.registry import Instance
@@ -23,7 +25,8 @@ _ERROR_OF_STATUS = {
 
 
 class GrpcForwarder:
-    def __init__(self, max_message_bytes: int):
+    def __init__(self, max_message_bytes: int, tokens: Tokens):
+        self._tokens = tokens
         self._options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -65,7 +68,7 @@ class GrpcForwarder:
                 return entry[2]
             if entry is not None:
                 entry[1].close()
-            channel = grpc.insecure_channel(instance.address, options=self._options)
+            channel = open_channel(instance.address, Role.PLACER, self._options, self._tokens)
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
             self._stubs[instance.instance_id] = (instance.address, channel, stub)
             return stub

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from straightline_common.errors import AlreadyExists, NotFound
+from straightline_common.errors import AlreadyExists, NotFound, PermissionDenied
 from straightline_placer.algorithm import Platform
 
 
@@ -83,6 +83,7 @@ class Instance:
     finished_from_before_report: int = 0
     stream_open: bool = True
     stats: InstanceStats = InstanceStats()
+    identity: str = ""  # of the caller that registered it
 
     @property
     def effective_free(self) -> int:
@@ -209,19 +210,22 @@ class InstanceRegistry:
         report: object,
         owner: object,
         stats: InstanceStats = InstanceStats(),
+        identity: str = "",
     ) -> Instance:
-        """Records a heartbeat from the stream `owner`. An instance id that another open
-        stream is still reporting for is refused."""
+        """Records a heartbeat from the stream `owner`, of the caller `identity`. An instance
+        id that another open stream is still reporting for is refused; so is one that another
+        identity registered, until its heartbeats time out (a stranger cannot take over an
+        instance while its adapter restarts)."""
         now = self._clock()
         with self._changed:
             current = self._instances.get(instance_id)
-            if current is not None and current.owner is not owner and self._claimed(current, now):
-                raise AlreadyExists(
-                    f"instance id {instance_id!r} is already reporting on another stream; "
-                    "give every adapter instance its own id"
+            if current is not None and current.owner is not owner:
+                self._check_claim(current, identity, now)
+                current = None
+            if current is None:
+                current = Instance(
+                    instance_id, platform, address, 0, 0, {}, None, owner, now, identity=identity
                 )
-            if current is None or current.owner is not owner:
-                current = Instance(instance_id, platform, address, 0, 0, {}, None, owner, now)
                 self._instances[instance_id] = current
                 self._serving.clear()
             served = _versions_by_name(models)
@@ -342,8 +346,19 @@ class InstanceRegistry:
     def _is_live(self, instance: Instance, now: float) -> bool:
         return now - instance.last_seen <= self.heartbeat_timeout
 
-    def _claimed(self, instance: Instance, now: float) -> bool:
-        return instance.stream_open and self._is_live(instance, now)
+    def _check_claim(self, instance: Instance, identity: str, now: float) -> None:
+        if not self._is_live(instance, now):
+            return
+        if instance.identity != identity:
+            raise PermissionDenied(
+                f"instance id {instance.instance_id!r} belongs to another adapter identity "
+                "until its heartbeats time out; give every adapter instance its own id"
+            )
+        if instance.stream_open:
+            raise AlreadyExists(
+                f"instance id {instance.instance_id!r} is already reporting on another stream; "
+                "give every adapter instance its own id"
+            )
 
     def _survey(self, name: str, version: str, now: float, order: Iterable[Platform]):
         """The platforms of the live instances serving the model, in `order`."""

@@ -3,7 +3,8 @@
 import logging
 import threading
 
-from straightline.v1 import placer_pb2, placer_pb2_grpc
+from straightline.v1 import placer_pb2_grpc
+from straightline_common.auth import server_tokens
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.processes import write_port_file
 from straightline_placer.config import PlacerConfig
@@ -11,11 +12,10 @@ from straightline_placer.core import Placer
 from straightline_placer.forwarder import GrpcForwarder
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import MAX_REQUEST_BYTES
-from straightline_placer.servicer import PlacerServicer
+from straightline_placer.servicer import ACCESS, SERVICE_NAME, PlacerServicer
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = placer_pb2.DESCRIPTOR.services_by_name["PlacerService"].full_name
 # How often instances whose heartbeats stopped are dropped (liveness itself is checked on
 # every placement; the sweep closes their channels and updates the metrics).
 _SWEEP_INTERVAL_S = 0.25
@@ -25,7 +25,8 @@ class PlacerServer:
     def __init__(self, config: PlacerConfig):
         self.config = config
         self.metrics = PlacerMetrics()
-        self._forwarder = GrpcForwarder(MAX_REQUEST_BYTES + 1024 * 1024)
+        tokens = server_tokens(config.tokens_file)
+        self._forwarder = GrpcForwarder(MAX_REQUEST_BYTES + 1024 * 1024, tokens)
         self.placer = Placer(config.policy, self._forwarder, self.metrics)
         self._stopping = threading.Event()
         servicer = PlacerServicer(self.placer, config.forward_timeout_s, self._stopping)
@@ -33,6 +34,8 @@ class PlacerServer:
             config.listen,
             [lambda server: placer_pb2_grpc.add_PlacerServiceServicer_to_server(servicer, server)],
             [SERVICE_NAME],
+            ACCESS,
+            tokens,
             max_workers=config.max_workers,
             max_concurrent_rpcs=config.max_concurrent_rpcs or config.max_workers,
             max_message_bytes=MAX_REQUEST_BYTES + 1024 * 1024,

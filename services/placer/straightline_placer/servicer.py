@@ -6,8 +6,10 @@ import threading
 from google.protobuf import timestamp_pb2
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.auth import READERS, Role, access_of, current_identity
 from straightline_common.errors import InvalidArgument
 from straightline_common.grpcserver import status_of
+from straightline_common.names import check_id, check_model, shown
 from straightline_common.timeconv import duration, seconds
 from straightline_placer import rules
 from straightline_placer.algorithm import Branch, Platform, Rule, platform_label
@@ -17,8 +19,24 @@ from straightline_placer.registry import InstanceStats, PlatformState, summarize
 
 log = logging.getLogger(__name__)
 
+SERVICE_NAME = placer_pb2.DESCRIPTOR.services_by_name["PlacerService"].full_name
+ACCESS = access_of(
+    SERVICE_NAME,
+    {
+        "Infer": READERS,
+        "Place": READERS,
+        "PlaceBatch": READERS,
+        "WatchResources": READERS,
+        "GetPolicy": READERS,
+        "Heartbeat": frozenset({Role.ADAPTER}),
+        "UpdatePolicy": frozenset({Role.OPERATOR}),
+    },
+)
 _MIN_WATCH_INTERVAL_S = 0.05
+MAX_WATCH_INTERVAL_S = 60.0
 _DEFAULT_WATCH_INTERVAL_S = 1.0
+# How often a quiet watch looks whether its caller is still there.
+_WATCH_WAKE_S = 1.0
 
 
 class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
@@ -74,6 +92,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
 
     def Heartbeat(self, request_iterator, context):
         owner = object()
+        identity = str(current_identity())
         instance_id = None
         try:
             for message in request_iterator:
@@ -87,7 +106,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                         extra={"instance_id": instance_id},
                     )
                 else:
-                    self._record(report, owner)
+                    self._record(report, owner, identity)
                 policy = self._placer.policy
                 yield placer_pb2.HeartbeatResponse(
                     sequence=report.sequence,
@@ -98,7 +117,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             if instance_id is not None:
                 self._placer.registry.stream_closed(instance_id, owner)
 
-    def _record(self, report: types_pb2.InstanceReport, owner: object) -> None:
+    def _record(self, report: types_pb2.InstanceReport, owner: object, identity: str) -> None:
         self._placer.registry.report(
             instance_id=report.instance_id,
             platform=Platform(report.platform),
@@ -109,20 +128,21 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             report=report,
             owner=owner,
             stats=stats_of(report),
+            identity=identity,
         )
 
     def WatchResources(self, request, context):
-        interval = _DEFAULT_WATCH_INTERVAL_S
-        if request.HasField("min_interval"):
-            interval = max(_MIN_WATCH_INTERVAL_S, seconds(request.min_interval))
+        interval = _watch_interval(request)
+        ended = threading.Event()  # the caller cancelled or its deadline passed
+        context.add_callback(ended.set)
         registry = self._placer.registry
         seen = -1
-        while context.is_active() and not self._stopping.is_set():
-            version = registry.wait_for_change(seen, timeout=interval)
+        while not ended.is_set() and not self._stopping.is_set():
+            version = registry.wait_for_change(seen, timeout=min(interval, _WATCH_WAKE_S))
             if version != seen:
                 seen = version
                 yield _resource_view(registry.live(), self._placer.policy.preference_order)
-                self._stopping.wait(interval)
+                ended.wait(interval)
 
     def GetPolicy(self, request, context):
         return placer_pb2.GetPolicyResponse(policy=_policy_message(self._placer.policy))
@@ -148,6 +168,15 @@ def _request_of(message, data_size: int, deadline_s: float | None) -> Request:
         objective,
         deadline_s,
     )
+
+
+def _watch_interval(request: placer_pb2.WatchResourcesRequest) -> float:
+    if not request.HasField("min_interval"):
+        return _DEFAULT_WATCH_INTERVAL_S
+    interval = seconds(request.min_interval)
+    if interval > MAX_WATCH_INTERVAL_S:
+        raise InvalidArgument(f"min_interval must be at most {MAX_WATCH_INTERVAL_S:.0f} s")
+    return max(_MIN_WATCH_INTERVAL_S, interval)
 
 
 def _deadline(message: placer_pb2.PlaceRequest) -> float | None:
@@ -179,9 +208,10 @@ def stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
 
 
 def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | None) -> None:
-    where = f"heartbeat from {report.instance_id!r}" if report.instance_id else "heartbeat"
     if not report.instance_id:
         raise InvalidArgument("heartbeat without instance_id; every report must name its instance")
+    check_id(report.instance_id, "heartbeat: instance_id")
+    where = f"heartbeat from {report.instance_id!r}"
     if stream_instance_id is not None and report.instance_id != stream_instance_id:
         raise InvalidArgument(
             f"{where}: this stream reports for {stream_instance_id!r}; open one stream per instance"
@@ -189,7 +219,7 @@ def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | No
     if report.platform not in Platform._value2member_map_:
         raise InvalidArgument(f"{where}: platform must be one of {_PLATFORM_NAMES}")
     if not report.address or ":" not in report.address:
-        raise InvalidArgument(f"{where}: address must be host:port, not {report.address!r}")
+        raise InvalidArgument(f"{where}: address must be host:port, not {shown(report.address)}")
     if report.capacity_total > MAX_CAPACITY:
         raise InvalidArgument(f"{where}: capacity_total must be at most {MAX_CAPACITY}")
     if len(report.service_times) > MAX_SERVICE_TIME_BUCKETS:
@@ -204,8 +234,8 @@ def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | No
             f"{where}: capacity_free ({report.capacity_free}) is more than capacity_total "
             f"({report.capacity_total})"
         )
-    if any(not model.name for model in report.models):
-        raise InvalidArgument(f"{where}: every model the instance serves needs a name")
+    for model in report.models:
+        check_model(model.name, model.version)
 
 
 _PLATFORM_NAMES = ", ".join(platform.name for platform in Platform)

@@ -3,7 +3,8 @@
 import logging
 import sys
 
-from straightline.v1 import inference_pb2, inference_pb2_grpc
+from straightline.v1 import inference_pb2_grpc
+from straightline_common.auth import server_tokens
 from straightline_common.config import ConfigError
 from straightline_common.errors import ServiceError
 from straightline_common.grpcserver import GrpcServer, ShutdownSignal
@@ -16,11 +17,10 @@ from straightline_inference.adapter.docker_platform import DockerPlatform
 from straightline_inference.adapter.flask_platform import FlaskPlatform
 from straightline_inference.adapter.platform import Platform
 from straightline_inference.adapter.serverless_platform import AwsServerless, LocalServerless
-from straightline_inference.adapter.servicer import InferenceServicer
+from straightline_inference.adapter.servicer import ACCESS, SERVICE_NAME, InferenceServicer
 from straightline_inference.heartbeat import HeartbeatSender
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 
 
 def make_platform(settings: dict) -> Platform:
@@ -68,6 +68,7 @@ class AdapterServer:
         self.platform = make_platform(settings)
         self.adapter = Adapter(self.platform, settings["instance_id"])
         self._servicer = InferenceServicer(self.adapter, address="")
+        self._tokens = server_tokens(settings.get("tokens_file", ""))
         self._grpc = GrpcServer(
             settings["listen"],
             [
@@ -76,6 +77,8 @@ class AdapterServer:
                 )
             ],
             [SERVICE_NAME],
+            ACCESS,
+            self._tokens,
             # A thread per request in flight: as many as the platform may run, and some.
             max_workers=max(64, settings.get("concurrency", 0) + 16),
             max_message_bytes=20 * 1024 * 1024,
@@ -88,7 +91,9 @@ class AdapterServer:
         self.platform.start()
         self._grpc.mark_serving()
         if self.settings["placer"] != "off":
-            self._heartbeats = HeartbeatSender(self.settings["placer"], self._servicer.report)
+            self._heartbeats = HeartbeatSender(
+                self.settings["placer"], self._servicer.report, tokens=self._tokens
+            )
             self._heartbeats.start()
         if self.settings["port_file"]:
             write_port_file(self.settings["port_file"], {"grpc": self._grpc.port})

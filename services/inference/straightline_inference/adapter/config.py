@@ -4,6 +4,7 @@ import argparse
 import os
 import uuid
 
+from straightline_common.auth import TOKENS_FILE_SETTING
 from straightline_common.config import (
     ConfigError,
     Setting,
@@ -99,6 +100,7 @@ SETTINGS = (
         "serverless, local: environments as containers or processes",
     ),
     _setting("port_file", str, "", "write the bound port here as JSON once serving"),
+    TOKENS_FILE_SETTING,
     Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "log level"),
 )
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from straightline.v1 import types_pb2
 from straightline_common.errors import InvalidArgument, ServiceError
+from straightline_common.names import check_model
 from straightline_inference.adapter.platform import Answer, Platform, PredictCall, fill_capacity
 from straightline_inference.stats import RecentStats
 
@@ -24,6 +25,7 @@ class Adapter:
     def predict(self, call: PredictCall, timeout: float) -> Served:
         if not call.model_name:
             raise InvalidArgument("model.name is empty; name the model to run")
+        check_model(call.model_name, call.model_version)
         if not call.payload:
             raise InvalidArgument("the payload is empty; send the image's bytes")
         started = time.perf_counter()

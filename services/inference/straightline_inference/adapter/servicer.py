@@ -1,11 +1,18 @@
 """The v1 InferenceService of an adapter, and the report it sends in its heartbeats."""
 
 from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
+from straightline_common.auth import READERS, Role, access_of
 from straightline_common.timeconv import duration
 from straightline_inference.adapter.core import Adapter
 from straightline_inference.adapter.platform import PredictCall
 
 DEFAULT_TIMEOUT_S = 60.0
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+# The placer forwards requests; clients and operators may call an adapter directly.
+_CALLERS = READERS | {Role.PLACER}
+ACCESS = access_of(
+    SERVICE_NAME, {"Predict": _CALLERS, "GetModelMetadata": _CALLERS, "GetStatus": _CALLERS}
+)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):

@@ -1,0 +1,61 @@
+"""Limits every request message must keep, checked once for every RPC of every service
+(`grpcserver` runs `check_message` on each message a client sends), so that no field a
+client chooses can make a service build a huge string, echo a hostile one, or loop long.
+
+Strings: at most MAX_STRING_CHARS characters, no control characters (they would be spliced
+into logs, metadata and URLs). Repeated and map fields: at most MAX_ENTRIES entries. Bytes
+fields (payloads) are bounded by the server's message size limit instead. A refusal names the
+field and the limit, and never quotes the value.
+"""
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from straightline_common.errors import InvalidArgument
+
+MAX_STRING_CHARS = 1024
+MAX_ENTRIES = 1024
+_CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
+
+
+def check_message(message: Message, path: str = "") -> None:
+    for field, value in message.ListFields():
+        name = f"{path}{field.name}"
+        if _is_map(field):
+            _check_count(name, value)
+            for key, item in value.items():
+                _check_value(f"{name} key", field.message_type.fields_by_name["key"], key)
+                _check_value(f"{name}[…]", field.message_type.fields_by_name["value"], item)
+        elif field.is_repeated:
+            _check_count(name, value)
+            for item in value:
+                _check_value(name, field, item)
+        else:
+            _check_value(name, field, value)
+
+
+def _check_value(name: str, field: FieldDescriptor, value) -> None:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        check_string(name, value)
+    elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        check_message(value, f"{name}.")
+
+
+def check_string(name: str, value: str, limit: int = MAX_STRING_CHARS) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(f"{name} is {len(value)} characters long, over the limit of {limit}")
+    if not _CONTROL.isdisjoint(value):
+        raise InvalidArgument(f"{name} contains a control character; send printable text")
+
+
+def _check_count(name: str, entries) -> None:
+    if len(entries) > MAX_ENTRIES:
+        raise InvalidArgument(f"{name} has {len(entries)} entries, over the limit of {MAX_ENTRIES}")
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return (
+        field.type == FieldDescriptor.TYPE_MESSAGE
+        and field.is_repeated
+        and field.message_type.GetOptions().map_entry
+    )
