@@ -26,7 +26,6 @@ from straightline_common.processes import ServiceProcess
 from straightline_common.timeconv import seconds
 from straightline_devrunner import cli
 
-TOKEN = "evaluation-run-token"
 CURVES = report.RESULTS / "devrunner_eval_curves.png"
 
 
@@ -51,8 +50,7 @@ def count_images(dataset: Path) -> int:
 
 
 def run_job(stub, spec: S.JobSpec) -> S.Job:
-    auth = [("authorization", f"Bearer {TOKEN}")]
-    job = stub.SubmitJob(S.SubmitJobRequest(spec=spec), metadata=auth).job
+    job = stub.SubmitJob(S.SubmitJobRequest(spec=spec)).job
     finished = cli.watch(stub, job)
     if finished.state != S.JOB_STATE_SUCCEEDED:
         raise SystemExit(
@@ -81,7 +79,6 @@ def evaluate(args, workdir: Path) -> dict:
 
 
 def start_local_devrunner(workdir: Path) -> ServiceProcess:
-    (workdir / "token").write_text(TOKEN)
     return ServiceProcess(
         "straightline_devrunner",
         [
@@ -89,8 +86,8 @@ def start_local_devrunner(workdir: Path) -> ServiceProcess:
             "127.0.0.1:0",
             "--runner",
             "local",
-            "--token-file",
-            str(workdir / "token"),
+            "--datasets",
+            str(workdir / "data"),
             "--store",
             str(workdir / "models"),
             "--state",
@@ -103,7 +100,7 @@ def start_local_devrunner(workdir: Path) -> ServiceProcess:
 def training_job(args, dataset: Path) -> S.JobSpec:
     return S.JobSpec(
         train=S.TrainSpec(
-            dataset_path=str(dataset),
+            dataset_path=dataset.name,
             model_name="animals",
             input_size=args.input_size,
             epochs=args.epochs,
@@ -117,7 +114,7 @@ def training_job(args, dataset: Path) -> S.JobSpec:
 def verify_job(args, model, dataset: Path) -> S.JobSpec:
     return S.JobSpec(
         verify=S.VerifySpec(
-            model=model, dataset_path=str(dataset), accuracy_threshold=args.threshold
+            model=model, dataset_path=dataset.name, accuracy_threshold=args.threshold
         ),
         resources=S.Resources(allow_cpu_fallback=True),
     )

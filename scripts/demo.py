@@ -89,7 +89,7 @@ def run_job(stub, spec: S.JobSpec) -> S.Job:
     return finished
 
 
-def develop(devrunner_address: str, dataset: Path, package: bool) -> S.Job:
+def develop(devrunner_address: str, dataset: str, package: bool) -> S.Job:
     """Train, verify and (with an engine) package; returns the package job, or the
     verification when there is nothing to package."""
     with open_channel(devrunner_address, Role.OPERATOR) as channel:
@@ -99,7 +99,7 @@ def develop(devrunner_address: str, dataset: Path, package: bool) -> S.Job:
             stub,
             S.JobSpec(
                 train=S.TrainSpec(
-                    dataset_path=str(dataset),
+                    dataset_path=dataset,
                     model_name=MODEL_NAME,
                     input_size=71,
                     epochs=2,
@@ -113,9 +113,7 @@ def develop(devrunner_address: str, dataset: Path, package: bool) -> S.Job:
         print("\n== verifying ==")
         verified = run_job(
             stub,
-            S.JobSpec(
-                verify=S.VerifySpec(model=model, dataset_path=str(dataset), accuracy_threshold=0)
-            ),
+            S.JobSpec(verify=S.VerifySpec(model=model, dataset_path=dataset, accuracy_threshold=0)),
         )
         print(f"accuracy {verified.results['accuracy']:.3f}, passed: {verified.passed}")
         if not package:
@@ -217,12 +215,13 @@ def embedded(seed: int) -> None:
             [
                 *("--listen", "127.0.0.1:0", "--runner", "local"),
                 *("--store", str(store), "--state", str(workdir / "jobs.db")),
+                *("--datasets", str(workdir)),
             ],
             workdir / "devrunner",
         )
         print(f"devrunner on {devrunner.address} (local runner)")
-        dataset = make_dataset(workdir / "colours")
-        developed = develop(devrunner.address, dataset, package=with_docker)
+        make_dataset(workdir / "colours")
+        developed = develop(devrunner.address, "colours", package=with_docker)
         images = dict(developed.images)
         if images:
             stack.callback(remove_images, images.values())
@@ -248,7 +247,7 @@ def against_compose(seed: int) -> None:
     datasets = Path(settings["STRAIGHTLINE_DATASETS"])
     dataset = make_dataset(Path(tempfile.mkdtemp(prefix="straightline-demo-", dir=datasets)))
     try:
-        packaged = develop(f"127.0.0.1:{settings['DEVRUNNER_PORT']}", dataset, True)
+        packaged = develop(f"127.0.0.1:{settings['DEVRUNNER_PORT']}", dataset.name, True)
     finally:
         shutil.rmtree(dataset)
     try:

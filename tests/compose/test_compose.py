@@ -6,6 +6,7 @@ in for Jaeger), and leave nothing behind."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from opentelemetry import trace
 from scripts.localstack import serving_reports, set_policy
 from straightline.v1 import devrunner_pb2 as S
 from straightline.v1 import devrunner_pb2_grpc, placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common.auth import TOKENS_FILE_ENV
 from straightline_common.processes import health_status
 from straightline_common.telemetry import metadata_with_context
 from straightline_inference.adapter.containers import free_ports
@@ -29,8 +31,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.compose]
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose.host.yaml"
 SERVICES = ["placer", "devrunner", "adapter-flask", "adapter-docker", "adapter-serverless"]
-TOKEN = "compose-test-token-0123456789"
-AUTH = [("authorization", f"Bearer {TOKEN}")]
 PLATFORMS = {
     types_pb2.PLATFORM_FLASK: "straightline-adapter-flask",
     types_pb2.PLATFORM_DOCKER: "straightline-adapter-docker",
@@ -44,6 +44,9 @@ class Stack:
         names = ("PLACER", "PLACER_METRICS", "ADAPTER_FLASK", "ADAPTER_DOCKER")
         names += ("ADAPTER_SERVERLESS", "DEVRUNNER")
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
+        self.credentials = tmp_path / "credentials"
+        self.credentials.mkdir()
+        shutil.copy(os.environ[TOKENS_FILE_ENV], self.credentials / "tokens.json")
         self.datasets = tmp_path / "datasets"
         make_image_folders(self.datasets / "colours")
         suffix = uuid.uuid4().hex[:8]
@@ -56,7 +59,8 @@ class Stack:
             "OTLP_GRPC_PORT": str(otlp_port),
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             "STRAIGHTLINE_DATASETS": str(self.datasets),
-            "STRAIGHTLINE_DEVRUNNER_TOKEN": TOKEN,
+            # The suite's tokens, so that its clients are the stack's operator.
+            "STRAIGHTLINE_CREDENTIALS": str(self.credentials),
             "FLASK_THREADS": "2",
             "DOCKER_MAX_CONTAINERS": "1",
             "SERVERLESS_CONCURRENCY": "3",
@@ -123,7 +127,7 @@ def stack(tmp_path, otlp_receiver, compose_command):
 
 
 def run_job(stub, spec: S.JobSpec, timeout: float = 600) -> S.Job:
-    job = stub.SubmitJob(S.SubmitJobRequest(spec=spec), metadata=AUTH, timeout=30).job
+    job = stub.SubmitJob(S.SubmitJobRequest(spec=spec), timeout=30).job
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = stub.GetJob(S.GetJobRequest(job_id=job.job_id)).job
@@ -143,7 +147,7 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
         devrunner,
         S.JobSpec(
             train=S.TrainSpec(
-                dataset_path=str(stack.datasets / "colours"),
+                dataset_path="colours",
                 model_name="colours",
                 input_size=71,
                 epochs=1,
@@ -159,7 +163,7 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
         S.JobSpec(
             verify=S.VerifySpec(
                 model=trained.model,
-                dataset_path=str(stack.datasets / "colours"),
+                dataset_path="colours",
                 accuracy_threshold=0.8,
             )
         ),

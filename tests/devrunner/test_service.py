@@ -50,6 +50,8 @@ def start_devrunner(workdir, name, state, runner="local", otlp_endpoint="", env=
             runner,
             "--store",
             str(workdir / "models"),
+            "--datasets",
+            str(workdir),
             "--state",
             str(workdir / state),
         ],
@@ -80,7 +82,7 @@ def stub(devrunner, channels):
 def train_spec(workdir, epochs=1, **options):
     return S.JobSpec(
         train=S.TrainSpec(
-            dataset_path=str(workdir / "colours"),
+            dataset_path="colours",
             model_name="colours",
             input_size=71,
             epochs=epochs,
@@ -122,7 +124,7 @@ def a_passed_verification(stub, workdir) -> S.Job:
         if job.passed:
             return job
     model = a_trained_job(stub, workdir).model
-    spec = S.VerifySpec(model=model, dataset_path=str(workdir / "colours"), accuracy_threshold=0.8)
+    spec = S.VerifySpec(model=model, dataset_path="colours", accuracy_threshold=0.8)
     job = submit(stub, S.JobSpec(verify=spec))
     verified = wait_state(stub, job.job_id, {S.JOB_STATE_SUCCEEDED})
     assert verified.passed, verified.results
@@ -165,7 +167,7 @@ def test_bad_job_specs_are_refused(devrunner, channels, workdir, spec, caller, c
     elif spec == "image":
         spec = train_spec(workdir, image="evil/miner:latest")
     elif spec == "dataset":
-        good.train.dataset_path = str(workdir / "nowhere")
+        good.train.dataset_path = "nowhere"
         spec = good
     elif spec == "epochs":
         good.train.epochs = 2**32 - 1
@@ -174,9 +176,7 @@ def test_bad_job_specs_are_refused(devrunner, channels, workdir, spec, caller, c
         spec = S.JobSpec(train=good.train, resources=S.Resources(gpus=1))
     elif spec == "model":
         spec = S.JobSpec(
-            verify=S.VerifySpec(
-                model=types_pb2.ModelRef(name="absent"), dataset_path=str(workdir / "colours")
-            )
+            verify=S.VerifySpec(model=types_pb2.ModelRef(name="absent"), dataset_path="colours")
         )
     stub = devrunner_pb2_grpc.DevRunnerServiceStub(caller_channel(channels, devrunner, caller))
     with pytest.raises(grpc.RpcError) as refused:
@@ -211,9 +211,7 @@ def test_train_watch_verify_list_and_replay(stub, workdir, otlp_receiver):
     verify = submit(
         stub,
         S.JobSpec(
-            verify=S.VerifySpec(
-                model=done.model, dataset_path=str(workdir / "colours"), accuracy_threshold=0.8
-            )
+            verify=S.VerifySpec(model=done.model, dataset_path="colours", accuracy_threshold=0.8)
         ),
     )
     verified = wait_state(stub, verify.job_id, {S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED})
@@ -377,7 +375,7 @@ def test_cli_shows_a_failing_job_and_refusals(devrunner, workdir):
     )
     assert failed.returncode == 1
     assert "QUEUED" in failed.stdout and "FAILED the job exited with status 2" in failed.stdout
-    refused = cli(devrunner, "train", "--dataset", str(workdir / "nowhere"), "--model-name", "m")
+    refused = cli(devrunner, "train", "--dataset", "nowhere", "--model-name", "m")
     assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
 
 
@@ -422,7 +420,7 @@ def test_cancel_mid_training(stub, workdir):
 
 def test_a_failing_trainer_gives_failed_with_its_last_lines(stub, workdir):
     spec = train_spec(workdir)
-    spec.train.dataset_path = str(workdir / "broken")
+    spec.train.dataset_path = "broken"
     job = submit(stub, spec)
     failed = wait_state(stub, job.job_id, {S.JOB_STATE_FAILED}, timeout=60)
     assert "exited with status 2" in failed.message
@@ -433,7 +431,7 @@ def test_restart_keeps_finished_jobs_and_marks_running_ones_lost(workdir, channe
     first = start_devrunner(workdir, "restart-1", state="restart.sqlite")
     stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(first.address))
     spec = train_spec(workdir)
-    spec.train.dataset_path = str(workdir / "broken")
+    spec.train.dataset_path = "broken"
     finished = submit(stub, spec)
     wait_state(stub, finished.job_id, {S.JOB_STATE_FAILED}, timeout=60)
     running = submit(stub, train_spec(workdir, epochs=50))

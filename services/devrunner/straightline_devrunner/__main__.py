@@ -4,6 +4,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from straightline.v1 import devrunner_pb2_grpc
 from straightline_common.auth import TOKENS_FILE_SETTING, server_tokens
@@ -36,6 +37,13 @@ SETTINGS = (
         "gRPC address to serve on",
     ),
     Setting("store", "STRAIGHTLINE_MODEL_STORE", str, "models", "model store directory"),
+    Setting(
+        "datasets",
+        "STRAIGHTLINE_DEVRUNNER_DATASETS",
+        str,
+        "datasets",
+        "directory under which jobs' datasets are named (a job's dataset_path is relative to it)",
+    ),
     s3_url_setting("where package jobs also publish the model version"),
     Setting(
         "state", "STRAIGHTLINE_DEVRUNNER_STATE", str, "devrunner.sqlite", "SQLite file of the jobs"
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         open_store(settings["store"], settings["model_s3_url"]),
         runner,
         engine=engine,
+        datasets=Path(settings["datasets"]),
         allowed_images=frozenset(i.strip() for i in settings["images"].split(",") if i),
     )
     devrunner.recover()

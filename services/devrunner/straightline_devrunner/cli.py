@@ -128,7 +128,7 @@ def _spec(args) -> S.JobSpec:
     if args.command == "train":
         return S.JobSpec(
             train=S.TrainSpec(
-                dataset_path=os.path.abspath(args.dataset),
+                dataset_path=args.dataset,
                 model_name=args.model_name,
                 input_size=args.input_size,
                 epochs=args.epochs,
@@ -141,7 +141,7 @@ def _spec(args) -> S.JobSpec:
         return S.JobSpec(
             verify=S.VerifySpec(
                 model=_model(args.model),
-                dataset_path=os.path.abspath(args.dataset),
+                dataset_path=args.dataset,
                 accuracy_threshold=args.threshold,
             ),
             resources=resources,

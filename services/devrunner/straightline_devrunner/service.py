@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry import trace
 
@@ -22,7 +23,9 @@ from straightline_common.errors import (
     PermissionDenied,
     ServiceError,
 )
+from straightline_common.limits import check_string
 from straightline_common.modelstore import ModelStore
+from straightline_common.names import inside, shown
 from straightline_common.telemetry import environment_with_context
 from straightline_common.timeconv import duration, seconds
 from straightline_devrunner.jobs import FINISHED, JobStore, now
@@ -54,6 +57,7 @@ class DevRunner:
         runner,
         *,
         engine=None,
+        datasets: Path,
         allowed_images: frozenset[str],
         defaults: Defaults = Defaults(),
     ):
@@ -61,6 +65,7 @@ class DevRunner:
         self._store = store
         self._runner = runner
         self._engine = engine  # for packaging (builds images); None without an engine
+        self._datasets = datasets
         self._allowed_images = allowed_images
         self._defaults = defaults
         self._runs: dict[str, object] = {}
@@ -331,12 +336,8 @@ class DevRunner:
         raise AssertionError("package jobs do not run the trainer")
 
     def _train_arguments(self, train: devrunner_pb2.TrainSpec) -> tuple[list[str], str]:
-        dataset = _dataset(train.dataset_path)
-        if train.epochs > MAX_EPOCHS:
-            raise InvalidArgument(
-                f"epochs must be between 1 and {MAX_EPOCHS}, not "
-                f"{train.epochs} (a negative number sent as unsigned?)"
-            )
+        dataset = self._dataset(train.dataset_path)
+        _check_train_ranges(train)
         arguments = [
             "train",
             "--dataset",
@@ -362,9 +363,9 @@ class DevRunner:
         return arguments, dataset
 
     def _verify_arguments(self, verify: devrunner_pb2.VerifySpec) -> tuple[list[str], str]:
-        dataset = _dataset(verify.dataset_path)
+        dataset = self._dataset(verify.dataset_path)
         stored = self._store.resolve(verify.model.name, verify.model.version)
-        if not 0 <= verify.accuracy_threshold <= 1:
+        if not 0 <= verify.accuracy_threshold <= 1:  # NaN is not either
             raise InvalidArgument("accuracy_threshold must be in [0, 1]")
         arguments = [
             "verify",
@@ -379,6 +380,23 @@ class DevRunner:
         ]
         return arguments, dataset
 
+    def _dataset(self, name: str) -> str:
+        """The directory of a job's dataset: `name` relative to the datasets root."""
+        if not name:
+            raise InvalidArgument("dataset_path is empty; name the directory of class folders")
+        if os.path.isabs(name):
+            raise InvalidArgument(
+                "dataset_path must be relative to the devrunner's datasets directory, not absolute"
+            )
+        check_string("dataset_path", name, 255)
+        path = inside(self._datasets, name)
+        if not path.is_dir():
+            raise NotFound(
+                f"dataset {shown(name)} does not exist or is not a directory under the "
+                "devrunner's datasets directory"
+            )
+        return str(path)
+
     def _dataset_path(self, dataset: str) -> str:
         """Where the job sees its dataset: mounted at /data in a container."""
         return "/data" if self._runner.kind == "docker" else dataset
@@ -387,6 +405,7 @@ class DevRunner:
         return "/models" if self._runner.kind == "docker" else str(self._store.root)
 
     def _grant(self, kind: int, asked: devrunner_pb2.Resources) -> devrunner_pb2.Resources:
+        _check_resource_ranges(asked)
         default_gpus = (
             self._defaults.train_gpus
             if kind == devrunner_pb2.JOB_KIND_TRAIN
@@ -473,9 +492,31 @@ def _kind_of(spec: devrunner_pb2.JobSpec) -> int:
     }[which]
 
 
-def _dataset(path: str) -> str:
-    if not path:
-        raise InvalidArgument("dataset_path is empty; name the directory of class folders")
-    if not os.path.isdir(path):
-        raise NotFound(f"dataset {path} does not exist or is not a directory")
-    return os.path.abspath(path)
+def _check_train_ranges(train: devrunner_pb2.TrainSpec) -> None:
+    """Every number of a training job within what a training run can use (0: the default);
+    a negative number sent as unsigned arrives as a huge one, and NaN is in no range."""
+    for name, low, high in _TRAIN_RANGES:
+        value = getattr(train, name)
+        if value and not low <= value <= high:
+            raise InvalidArgument(f"{name} must be between {low} and {high} (or unset)")
+
+
+def _check_resource_ranges(asked: devrunner_pb2.Resources) -> None:
+    for name, low, high in _RESOURCE_RANGES:
+        value = getattr(asked, name)
+        if value and not low <= value <= high:
+            raise InvalidArgument(f"resources.{name} must be between {low} and {high} (or unset)")
+
+
+_RESOURCE_RANGES = (("gpus", 1, 16), ("cpus", 0.01, 1024.0), ("memory_bytes", 2**20, 2**40))
+_TRAIN_RANGES = (
+    ("input_size", 32, 1024),
+    ("epochs", 1, MAX_EPOCHS),
+    ("batch_size", 1, 4096),
+    ("validation_split", 0.0, 0.9),
+    ("learning_rate", 1e-9, 10.0),
+    ("decay_steps", 1, 10_000_000),
+    ("decay_rate", 1e-9, 1.0),
+    ("k_folds", 2, 100),
+    ("seed", 0, 2**31 - 1),
+)

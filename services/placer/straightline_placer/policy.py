@@ -18,8 +18,10 @@ from straightline_placer.algorithm import Platform, Rule
 # AWS Lambda's limit on a synchronous invocation's payload: D must stay under it, since
 # requests under D may be sent to serverless (Algorithm 1, line 3).
 SERVERLESS_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
-# Larger requests are refused as absurd; also the gRPC message limit of the placer.
+# Larger requests (a Place r_d) are refused as absurd.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# The largest payload Infer forwards: the largest image any adapter decodes.
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 # Largest image a serverless platform takes: Lambda's 6 MB synchronous limit applies to the
 # JSON event, in which the image travels base64-encoded (4/3 larger) beside a few fields.
 SERVERLESS_MAX_IMAGE_BYTES = (SERVERLESS_PAYLOAD_LIMIT_BYTES - 4096) * 3 // 4

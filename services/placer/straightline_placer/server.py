@@ -11,7 +11,7 @@ from straightline_placer.config import PlacerConfig
 from straightline_placer.core import Placer
 from straightline_placer.forwarder import GrpcForwarder
 from straightline_placer.metrics import PlacerMetrics
-from straightline_placer.policy import MAX_REQUEST_BYTES
+from straightline_placer.policy import MAX_PAYLOAD_BYTES
 from straightline_placer.servicer import ACCESS, SERVICE_NAME, PlacerServicer
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 # How often instances whose heartbeats stopped are dropped (liveness itself is checked on
 # every placement; the sweep closes their channels and updates the metrics).
 _SWEEP_INTERVAL_S = 0.25
+# The largest payload and the rest of an InferRequest; gRPC refuses a larger message with
+# RESOURCE_EXHAUSTED and a sentence naming the limit.
+_MAX_MESSAGE_BYTES = MAX_PAYLOAD_BYTES + 1024 * 1024
 
 
 class PlacerServer:
@@ -26,7 +29,7 @@ class PlacerServer:
         self.config = config
         self.metrics = PlacerMetrics()
         tokens = server_tokens(config.tokens_file)
-        self._forwarder = GrpcForwarder(MAX_REQUEST_BYTES + 1024 * 1024, tokens)
+        self._forwarder = GrpcForwarder(_MAX_MESSAGE_BYTES, tokens)
         self.placer = Placer(config.policy, self._forwarder, self.metrics)
         self._stopping = threading.Event()
         servicer = PlacerServicer(self.placer, config.forward_timeout_s, self._stopping)
@@ -38,7 +41,7 @@ class PlacerServer:
             tokens,
             max_workers=config.max_workers,
             max_concurrent_rpcs=config.max_concurrent_rpcs or config.max_workers,
-            max_message_bytes=MAX_REQUEST_BYTES + 1024 * 1024,
+            max_message_bytes=_MAX_MESSAGE_BYTES,
         )
         self._sweeper = threading.Thread(target=self._sweep, name="expiry-sweep", daemon=True)
         self.metrics_port = 0

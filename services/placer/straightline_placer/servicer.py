@@ -14,7 +14,7 @@ from straightline_common.timeconv import duration, seconds
 from straightline_placer import rules
 from straightline_placer.algorithm import Branch, Platform, Rule, platform_label
 from straightline_placer.core import Placement, Placer, Request
-from straightline_placer.policy import PlatformSettings, Policy, rule_name
+from straightline_placer.policy import MAX_PAYLOAD_BYTES, PlatformSettings, Policy, rule_name
 from straightline_placer.registry import InstanceStats, PlatformState, summarize
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         return placer_pb2.PlaceBatchResponse(placements=map(_placement_message, placements))
 
     def Infer(self, request, context):
+        if len(request.payload) > MAX_PAYLOAD_BYTES:
+            raise InvalidArgument(
+                f"the payload is {len(request.payload)} bytes, over the limit of "
+                f"{MAX_PAYLOAD_BYTES} bytes (16 MiB); send a smaller image"
+            )
         timeout = context.time_remaining()
         if timeout is None or timeout > self._default_timeout_s:
             timeout = self._default_timeout_s
