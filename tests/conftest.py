@@ -67,10 +67,16 @@ def channels(tokens):
     opened = []
 
     def open_channel(
-        address: str, role: auth.Role | None = auth.Role.OPERATOR, token: str | None = None
+        address: str,
+        role: auth.Role | None = auth.Role.OPERATOR,
+        token: str | None = None,
+        tls=None,
     ) -> grpc.Channel:
-        """As `role`; with `token`, carrying that token instead; with neither, no credentials."""
-        if token is not None:
+        """As `role`; with `token`, carrying that token instead; with neither, no credentials;
+        with `tls` (TlsFiles), over mutual TLS as its certificate says."""
+        if tls is not None:
+            channel = open_authenticated_channel(address, auth.Role.CLIENT, tls=tls)
+        elif token is not None:
             channel = with_token(address, token)
         elif role is not None:
             channel = open_authenticated_channel(address, role, tokens=tokens)

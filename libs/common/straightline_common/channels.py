@@ -1,11 +1,13 @@
 """Client channels of every StraightLine caller (adapters, placer, CLIs, demo, benchmarks):
-each call carries the caller's credentials for its role (`auth.py`)."""
+each call carries the caller's credentials: its certificate over mutual TLS when TLS is
+configured (`tls.py`), else its role's bearer token (`auth.py`)."""
 
 import collections
 
 import grpc
 
 from straightline_common.auth import Role, Tokens, load_tokens
+from straightline_common.tls import TlsFiles, channel_credentials, tls_from_environ
 
 
 class _CallDetails(
@@ -51,11 +53,28 @@ class _BearerToken(
 
 
 def open_channel(
-    address: str, role: Role, options=(), tokens: Tokens | None = None
+    address: str,
+    role: Role,
+    options=(),
+    tokens: Tokens | None = None,
+    tls: TlsFiles | None = None,
 ) -> grpc.Channel:
-    """A channel to `address` whose calls prove `role` (a token from the deployment's tokens
-    file unless `tokens` are given)."""
+    """A channel to `address` whose calls prove who calls: with TLS (`tls`, else the
+    STRAIGHTLINE_TLS_* variables) the certificate's identity, whatever `role` says; without,
+    `role`'s token (from `tokens`, else the deployment's tokens file)."""
+    tls = tls or tls_from_environ()
+    if tls is not None:
+        return grpc.secure_channel(address, channel_credentials(tls), options=options)
     return with_token(address, (tokens or load_tokens()).of(role), options)
+
+
+def transport_channel(address: str) -> grpc.Channel:
+    """A channel with no caller credentials, over TLS when the environment configures it:
+    for health checks, which are open to everyone."""
+    tls = tls_from_environ()
+    if tls is not None:
+        return grpc.secure_channel(address, channel_credentials(tls))
+    return grpc.insecure_channel(address)
 
 
 def with_token(address: str, token: str, options=()) -> grpc.Channel:

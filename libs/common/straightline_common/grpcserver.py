@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from straightline_common import auth, errors, limits
+from straightline_common import auth, errors, limits, tls
 from straightline_common.telemetry import context_from_metadata
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,12 @@ class _CallInterceptor(grpc.ServerInterceptor):
             set_status_on_exception=False,
         )
 
-    def _admit(self, method, metadata, request, streamed_requests: bool):
+    def _admit(self, method, metadata, context, request, streamed_requests: bool):
         """The caller's identity, authorized; the request (or its stream) limit-checked."""
-        token = auth.bearer_token(metadata)
-        identity = self._tokens.identify(token) if token else None
+        identity = tls.peer_identity(context.auth_context())
+        if identity is None:
+            token = auth.bearer_token(metadata)
+            identity = self._tokens.identify(token) if token else None
         auth.set_current_identity(auth.authorize(identity, method, self._access))
         if streamed_requests:
             return _checked_each(request)
@@ -87,7 +89,7 @@ class _CallInterceptor(grpc.ServerInterceptor):
         def traced(request, context):
             with self._span(method, metadata) as span:
                 try:
-                    request = self._admit(method, metadata, request, streamed_requests)
+                    request = self._admit(method, metadata, context, request, streamed_requests)
                     return behaviour(request, context)
                 except Exception as error:  # every error is mapped or logged
                     _abort(context, span, error)
@@ -98,7 +100,7 @@ class _CallInterceptor(grpc.ServerInterceptor):
         def traced(request, context):
             with self._span(method, metadata) as span:
                 try:
-                    request = self._admit(method, metadata, request, streamed_requests)
+                    request = self._admit(method, metadata, context, request, streamed_requests)
                     yield from behaviour(request, context)
                 except Exception as error:  # every error is mapped or logged
                     _abort(context, span, error)
@@ -135,8 +137,9 @@ class GrpcServer:
 
     `register` functions add the service's servicers (e.g. `add_PlacerServiceServicer_to_server`
     bound to an instance); `service_names` are the full names reported by health and reflection;
-    `access` says which roles may call each method (`auth.access_of`), proved by `tokens`
-    (default: the deployment's tokens file, created when absent).
+    `access` says which roles may call each method (`auth.access_of`), proved by the client's
+    certificate with `tls_files` (mutual TLS), else by `tokens` (default: the deployment's
+    tokens file, created when absent).
     With `max_concurrent_rpcs`, an RPC beyond that many (streams included) is refused at once
     with RESOURCE_EXHAUSTED; without, it waits for a worker thread, however long.
     """
@@ -148,11 +151,13 @@ class GrpcServer:
         service_names: Iterable[str],
         access: auth.Access,
         tokens: auth.Tokens | None = None,
+        tls_files: tls.TlsFiles | None = None,
         max_workers: int = 32,
         max_message_bytes: int = 4 * 1024 * 1024,
         max_concurrent_rpcs: int | None = None,
     ):
         self._requested_address = address
+        self._tls_files = tls_files
         self._service_names = tuple(service_names)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._server = grpc.server(
@@ -187,7 +192,11 @@ class GrpcServer:
     def start(self) -> int:
         """Binds (port 0 picks a free port), starts NOT_SERVING, and returns the bound port."""
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self._server.add_insecure_port(self._requested_address)
+        if self._tls_files is None:
+            self.port = self._server.add_insecure_port(self._requested_address)
+        else:
+            credentials = tls.server_credentials(self._tls_files)
+            self.port = self._server.add_secure_port(self._requested_address, credentials)
         if self.port == 0:
             raise OSError(f"could not bind {self._requested_address}; is the port in use?")
         self._server.start()

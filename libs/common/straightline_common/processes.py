@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from straightline_common.channels import transport_channel
 
 
 def dying_with_parent(command: list[str]) -> list[str]:
@@ -79,6 +80,6 @@ class ServiceProcess:
 
 
 def health_status(address: str, service: str = "") -> int:
-    with grpc.insecure_channel(address) as channel:
+    with transport_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status

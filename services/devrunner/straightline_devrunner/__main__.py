@@ -14,6 +14,7 @@ from straightline_common.logs import configure_logging
 from straightline_common.modelstore import open_store, s3_url_setting
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
+from straightline_common.tls import TLS_SETTINGS, tls_files
 from straightline_devrunner.jobs import JobStore
 from straightline_devrunner.runners import DockerRunner, LocalRunner
 from straightline_devrunner.service import DevRunner
@@ -56,6 +57,7 @@ SETTINGS = (
         "docker (jobs in containers) or local (processes, without an engine)",
     ),
     TOKENS_FILE_SETTING,
+    *TLS_SETTINGS,
     Setting(
         "store_volume",
         "STRAIGHTLINE_DEVRUNNER_STORE_VOLUME",
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     add_settings(parser, SETTINGS)
     try:
         settings = resolve(SETTINGS, parser.parse_args(argv), {})
+        tls_files(settings)  # all three or none, and readable
     except ConfigError as error:
         print(f"straightline-devrunner: configuration error: {error}", file=sys.stderr)
         return 2
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         [SERVICE_NAME],
         ACCESS,
         tokens=server_tokens(settings["tokens_file"]),
+        tls_files=tls_files(settings),
     )
     shutdown = ShutdownSignal()
     server.start()

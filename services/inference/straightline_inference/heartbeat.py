@@ -15,6 +15,7 @@ from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.auth import Role, Tokens, load_tokens
 from straightline_common.channels import open_channel
 from straightline_common.timeconv import seconds
+from straightline_common.tls import TlsFiles, tls_from_environ
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,11 @@ class HeartbeatSender:
         interval_s: float = 1.0,
         max_backoff_s: float = 5.0,
         tokens: Tokens | None = None,
+        tls: TlsFiles | None = None,
     ):
         self._placer_address = placer_address
-        self._tokens = tokens or load_tokens()
+        self._tls = tls or tls_from_environ()
+        self._tokens = tokens or (None if self._tls else load_tokens())
         self._make_report = make_report
         self.interval_s = interval_s
         self._max_backoff_s = max_backoff_s
@@ -69,7 +72,9 @@ class HeartbeatSender:
     def _run(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
-            with open_channel(self._placer_address, Role.ADAPTER, tokens=self._tokens) as channel:
+            with open_channel(
+                self._placer_address, Role.ADAPTER, tokens=self._tokens, tls=self._tls
+            ) as channel:
                 stub = placer_pb2_grpc.PlacerServiceStub(channel)
                 try:
                     self._call = stub.Heartbeat(self._reports())

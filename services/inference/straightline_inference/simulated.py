@@ -17,6 +17,7 @@ from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.timeconv import duration
+from straightline_common.tls import tls_from_environ
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.platform import fill_capacity
 from straightline_inference.adapter.servicer import ACCESS, SERVICE_NAME
@@ -59,6 +60,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
             ],
             [SERVICE_NAME],
             ACCESS,
+            tls_files=tls_from_environ(),
             max_workers=capacity + queue_limit + 4,
         )
         self._heartbeats = HeartbeatSender(

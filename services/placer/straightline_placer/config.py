@@ -18,6 +18,7 @@ from straightline_common.config import (
     resolve,
 )
 from straightline_common.errors import InvalidArgument
+from straightline_common.tls import TLS_SETTINGS, tls_files
 from straightline_placer.algorithm import Platform, Rule
 from straightline_placer.policy import PlatformSettings, Policy
 
@@ -85,6 +86,7 @@ SERVER_SETTINGS = (
         "write the bound ports here as JSON once serving",
     ),
     TOKENS_FILE_SETTING,
+    *TLS_SETTINGS,
     Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "debug, info, warning or error"),
 )
 POLICY_SETTINGS = (
@@ -159,6 +161,9 @@ class PlacerConfig:
     forward_timeout_s: float
     port_file: str
     tokens_file: str
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
     log_level: str
     policy: Policy
 
@@ -184,6 +189,7 @@ def load(argv: list[str] | None = None, environ=None) -> PlacerConfig:
             parse_address(server["metrics_listen"])
         except ValueError as error:
             raise ConfigError(f"metrics_listen is invalid: {error}, or 'off'") from None
+    tls_files(server)  # all three or none, and readable
     if server["forward_timeout_s"] <= 0:
         raise ConfigError("forward_timeout_s must be positive")
     policy_table = read_toml(config_path, "policy")

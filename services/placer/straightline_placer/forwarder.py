@@ -9,6 +9,7 @@ from straightline_common import errors
 from straightline_common.auth import Role, Tokens
 from straightline_common.channels import open_channel
 from straightline_common.telemetry import metadata_with_context
+from straightline_common.tls import TlsFiles
 from straightline_placer.core import PlatformExhausted, PlatformRefused
 from straightline_placer.registry import Instance
 
@@ -25,8 +26,9 @@ _ERROR_OF_STATUS = {
 
 
 class GrpcForwarder:
-    def __init__(self, max_message_bytes: int, tokens: Tokens):
+    def __init__(self, max_message_bytes: int, tokens: Tokens, tls: TlsFiles | None = None):
         self._tokens = tokens
+        self._tls = tls
         self._options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -68,7 +70,9 @@ class GrpcForwarder:
                 return entry[2]
             if entry is not None:
                 entry[1].close()
-            channel = open_channel(instance.address, Role.PLACER, self._options, self._tokens)
+            channel = open_channel(
+                instance.address, Role.PLACER, self._options, self._tokens, self._tls
+            )
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
             self._stubs[instance.instance_id] = (instance.address, channel, stub)
             return stub

@@ -7,6 +7,7 @@ from straightline.v1 import placer_pb2_grpc
 from straightline_common.auth import server_tokens
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.processes import write_port_file
+from straightline_common.tls import tls_files
 from straightline_placer.config import PlacerConfig
 from straightline_placer.core import Placer
 from straightline_placer.forwarder import GrpcForwarder
@@ -29,7 +30,8 @@ class PlacerServer:
         self.config = config
         self.metrics = PlacerMetrics()
         tokens = server_tokens(config.tokens_file)
-        self._forwarder = GrpcForwarder(_MAX_MESSAGE_BYTES, tokens)
+        tls = tls_files(vars(config))
+        self._forwarder = GrpcForwarder(_MAX_MESSAGE_BYTES, tokens, tls)
         self.placer = Placer(config.policy, self._forwarder, self.metrics)
         self._stopping = threading.Event()
         servicer = PlacerServicer(self.placer, config.forward_timeout_s, self._stopping)
@@ -39,6 +41,7 @@ class PlacerServer:
             [SERVICE_NAME],
             ACCESS,
             tokens,
+            tls,
             max_workers=config.max_workers,
             max_concurrent_rpcs=config.max_concurrent_rpcs or config.max_workers,
             max_message_bytes=_MAX_MESSAGE_BYTES,

@@ -11,6 +11,7 @@ from straightline_common.grpcserver import GrpcServer, ShutdownSignal
 from straightline_common.logs import configure_logging
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
+from straightline_common.tls import tls_files
 from straightline_inference.adapter import config, containers
 from straightline_inference.adapter.core import Adapter
 from straightline_inference.adapter.docker_platform import DockerPlatform
@@ -69,6 +70,7 @@ class AdapterServer:
         self.adapter = Adapter(self.platform, settings["instance_id"])
         self._servicer = InferenceServicer(self.adapter, address="")
         self._tokens = server_tokens(settings.get("tokens_file", ""))
+        self._tls = tls_files(settings)
         self._grpc = GrpcServer(
             settings["listen"],
             [
@@ -79,6 +81,7 @@ class AdapterServer:
             [SERVICE_NAME],
             ACCESS,
             self._tokens,
+            self._tls,
             # A thread per request in flight: as many as the platform may run, and some.
             max_workers=max(64, settings.get("concurrency", 0) + 16),
             max_message_bytes=20 * 1024 * 1024,
@@ -92,7 +95,7 @@ class AdapterServer:
         self._grpc.mark_serving()
         if self.settings["placer"] != "off":
             self._heartbeats = HeartbeatSender(
-                self.settings["placer"], self._servicer.report, tokens=self._tokens
+                self.settings["placer"], self._servicer.report, tokens=self._tokens, tls=self._tls
             )
             self._heartbeats.start()
         if self.settings["port_file"]:

@@ -16,6 +16,7 @@ from straightline_common.config import (
     read_toml,
     resolve,
 )
+from straightline_common.tls import TLS_SETTINGS, tls_files
 
 
 def _choice(*allowed: str):
@@ -101,6 +102,7 @@ SETTINGS = (
     ),
     _setting("port_file", str, "", "write the bound port here as JSON once serving"),
     TOKENS_FILE_SETTING,
+    *TLS_SETTINGS,
     Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "log level"),
 )
 
@@ -123,6 +125,7 @@ def load(argv: list[str] | None = None, environ=None) -> dict:
         raise ConfigError(f"store: {settings['store']} is not a directory")
     if settings["idle_timeout_s"] <= 0:
         raise ConfigError("idle_timeout_s must be positive")
+    tls_files(settings)  # all three or none, and readable
     most = settings["max_containers" if settings["platform"] == "docker" else "concurrency"]
     if settings["min_warm"] > most:
         raise ConfigError(
