@@ -6,6 +6,7 @@ import time
 
 import grpc
 import pytest
+from hypothesis import given
 
 from scripts.localstack import set_policy
 from straightline.v1 import (
@@ -15,8 +16,9 @@ from straightline.v1 import (
     placer_pb2_grpc,
     types_pb2,
 )
-from straightline_common.processes import ServiceProcess
+from straightline_common.processes import ServiceProcess, health_status
 from tests.support.callers import caller_channel
+from tests.support.fuzzing import ACCEPTABLE, FUZZ, call, messages
 from tests.support.models import make_image_folders
 from tests.support.otlp import assert_job_trace
 from tests.support.s3 import BUCKET
@@ -505,3 +507,28 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels, otlp_r
         ):
             leftover.remove(force=True)
         engine.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "request_class", "shape"),
+    [
+        ("SubmitJob", S.SubmitJobRequest, "unary"),
+        ("GetJob", S.GetJobRequest, "unary"),
+        ("ListJobs", S.ListJobsRequest, "unary"),
+        ("CancelJob", S.CancelJobRequest, "unary"),
+        ("WatchJob", S.WatchJobRequest, "stream"),
+    ],
+)
+def test_fuzzed_devrunner_requests_get_actionable_statuses(
+    devrunner, channels, method, request_class, shape
+):
+    channel = channels(devrunner.address)
+
+    @FUZZ
+    @given(messages(request_class))
+    def fuzz(message):
+        code = call(channel, "DevRunnerService", method, shape, message)
+        assert code in ACCEPTABLE, f"{method} answered {code.name} to {message}"
+
+    fuzz()
+    assert health_status(devrunner.address) == 1
