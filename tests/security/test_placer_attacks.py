@@ -3,6 +3,7 @@ and a sentence that does not echo the input, and the placer keeps serving correc
 with its state unchanged. Real placer process, simulated adapters, loopback only."""
 
 import signal
+import threading
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from straightline_common.auth import Role
 from straightline_common.processes import health_status
 from tests.integration.conftest import FLASK
 from tests.support.callers import caller_channel
+from tests.support.waiting import wait_until
 
 MODEL = types_pb2.ModelRef(name="demo")
 CODE = grpc.StatusCode
@@ -195,7 +197,36 @@ def test_undecodable_heartbeats_neither_crash_nor_wedge_the_placer(
     )
     for _ in range(2):
         refused = refusal(lambda: list(raw(iter([b"\xff\xff\xff", b"\x0a\xff"]), timeout=5)))
-        assert refused.code() in (CODE.INVALID_ARGUMENT, CODE.INTERNAL)
+        assert refused.code() == CODE.INVALID_ARGUMENT
+        assert "does not parse as this method's message" in refused.details()
     assert_still_serving(placer, stub, registered)
     placer.process.send_signal(signal.SIGTERM)
     assert placer.process.wait(15) == 0, "the placer did not stop cleanly on SIGTERM"
+
+
+def test_held_streams_cannot_take_the_threads_of_health_checks_and_requests(
+    placer, stub, channels, registered
+):
+    release = threading.Event()
+
+    def idle():
+        release.wait()
+        yield from ()
+
+    attacker = placer_pb2_grpc.PlacerServiceStub(channels(placer.address, Role.ADAPTER))
+    held = [attacker.Heartbeat(idle()) for _ in range(80)]  # past the per-host limit of 32
+    try:
+        refused = [call for call in held if wait_until(call.done, timeout=0.2)]
+        assert len(refused) == 80 - 31  # one stream of this host is the adapter's
+        assert {call.code() for call in refused} == {CODE.RESOURCE_EXHAUSTED}
+        assert "at most 32 streams at once from one host" in refused[0].details()
+        assert health_status(placer.address) == 1
+        answer = stub.Infer(
+            placer_pb2.InferRequest(model=MODEL, payload=b"abc", content_type="image/png"),
+            timeout=5,
+        )
+        assert answer.served_instance_id == registered.instance_id
+    finally:
+        release.set()
+        for call in held:
+            call.cancel()

@@ -5,11 +5,14 @@
 `ShutdownSignal`). Domain errors become gRPC status codes here and nowhere else.
 """
 
+import contextlib
 import logging
 import signal
 import threading
 from collections.abc import Callable, Iterable
 from concurrent import futures
+from dataclasses import dataclass
+from functools import partial
 
 import grpc
 from google.protobuf.message import Message
@@ -32,91 +35,146 @@ def status_of(error: errors.ServiceError) -> grpc.StatusCode:
     return grpc.StatusCode[errors.code_name(error)]
 
 
+class StreamSlots:
+    """The threads streams may hold: at most `total` streaming RPCs at once, and `per_peer`
+    from one host; the server's other threads stay for unary calls and health checks."""
+
+    def __init__(self, total: int, per_peer: int):
+        self.total, self.per_peer = total, per_peer
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def held(self, peer: str):
+        with self._lock:
+            if sum(self._open.values()) >= self.total:
+                raise errors.ResourceExhausted(
+                    f"this server holds at most {self.total} streams at once; retry later"
+                )
+            if self._open.get(peer, 0) >= self.per_peer:
+                raise errors.ResourceExhausted(
+                    f"at most {self.per_peer} streams at once from one host; close one first"
+                )
+            self._open[peer] = self._open.get(peer, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open[peer] -= 1
+                if not self._open[peer]:
+                    del self._open[peer]
+
+
+def _peer_host(peer: str) -> str:
+    """'ipv4:127.0.0.1:5000' -> 'ipv4:127.0.0.1' (one host, whichever port it calls from)."""
+    return peer.rpartition(":")[0] or peer
+
+
 class _CallInterceptor(grpc.ServerInterceptor):
     """Around every RPC but health and reflection: a SERVER span (parented by the caller's
     W3C context), the caller's identity checked against the service's access table, every
     request message checked against the limits, and errors mapped to status codes."""
 
-    def __init__(self, tracer: trace.Tracer, access: auth.Access, tokens: auth.Tokens):
+    def __init__(
+        self, tracer: trace.Tracer, access: auth.Access, tokens: auth.Tokens, streams: StreamSlots
+    ):
         self._tracer = tracer
         self._access = access
         self._tokens = tokens
+        self._streams = streams
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
-        metadata = handler_call_details.invocation_metadata
+        call = _Call(method, handler_call_details.invocation_metadata, handler.request_deserializer)
         if handler.unary_unary:
-            wrap, behaviour = grpc.unary_unary_rpc_method_handler, handler.unary_unary
-            wrapped = self._unary(behaviour, method, metadata, streamed_requests=False)
+            wrap, wrapped = grpc.unary_unary_rpc_method_handler, self._unary(handler.unary_unary)
         elif handler.unary_stream:
-            wrap, behaviour = grpc.unary_stream_rpc_method_handler, handler.unary_stream
-            wrapped = self._streaming(behaviour, method, metadata, streamed_requests=False)
+            wrap, wrapped = (
+                grpc.unary_stream_rpc_method_handler,
+                self._streaming(handler.unary_stream),
+            )
         elif handler.stream_stream:
-            wrap, behaviour = grpc.stream_stream_rpc_method_handler, handler.stream_stream
-            wrapped = self._streaming(behaviour, method, metadata, streamed_requests=True)
+            wrap = grpc.stream_stream_rpc_method_handler
+            wrapped = self._streaming(handler.stream_stream, streamed_requests=True)
         else:
-            wrap, behaviour = grpc.stream_unary_rpc_method_handler, handler.stream_unary
-            wrapped = self._unary(behaviour, method, metadata, streamed_requests=True)
-        return wrap(wrapped, handler.request_deserializer, handler.response_serializer)
+            wrap = grpc.stream_unary_rpc_method_handler
+            wrapped = self._unary(handler.stream_unary, streamed_requests=True)
+        # Requests arrive as bytes and are parsed in _admit: a message that does not parse is
+        # INVALID_ARGUMENT there, not an INTERNAL (and a wedged call) inside gRPC.
+        return wrap(partial(wrapped, call), None, handler.response_serializer)
 
-    def _span(self, method: str, metadata):
-        service, _, name = method.lstrip("/").partition("/")
+    def _span(self, call: "_Call"):
+        service, _, name = call.method.lstrip("/").partition("/")
         return self._tracer.start_as_current_span(
-            method.lstrip("/"),
-            context=context_from_metadata(metadata),
+            call.method.lstrip("/"),
+            context=context_from_metadata(call.metadata),
             kind=SpanKind.SERVER,
             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
             record_exception=False,
             set_status_on_exception=False,
         )
 
-    def _admit(self, method, metadata, context, request, streamed_requests: bool):
-        """The caller's identity, authorized; the request (or its stream) limit-checked."""
+    def _admit(self, call: "_Call", context, request, streamed_requests: bool):
+        """The caller's identity, authorized; the request (or each of its stream) parsed and
+        limit-checked."""
         identity = tls.peer_identity(context.auth_context())
         if identity is None:
-            token = auth.bearer_token(metadata)
+            token = auth.bearer_token(call.metadata)
             identity = self._tokens.identify(token) if token else None
-        auth.set_current_identity(auth.authorize(identity, method, self._access))
+        auth.set_current_identity(auth.authorize(identity, call.method, self._access))
         if streamed_requests:
-            return _checked_each(request)
-        _check(request)
-        return request
+            return (_parsed(call.parse, data) for data in request)
+        return _parsed(call.parse, request)
 
-    def _unary(self, behaviour, method, metadata, streamed_requests):
-        def traced(request, context):
-            with self._span(method, metadata) as span:
+    def _unary(self, behaviour, streamed_requests=False):
+        def traced(call, request, context):
+            with self._span(call) as span:
                 try:
-                    request = self._admit(method, metadata, context, request, streamed_requests)
+                    request = self._admit(call, context, request, streamed_requests)
                     return behaviour(request, context)
                 except Exception as error:  # every error is mapped or logged
                     _abort(context, span, error)
 
         return traced
 
-    def _streaming(self, behaviour, method, metadata, streamed_requests):
-        def traced(request, context):
-            with self._span(method, metadata) as span:
+    def _streaming(self, behaviour, streamed_requests=False):
+        def traced(call, request, context):
+            with self._span(call) as span:
                 try:
-                    request = self._admit(method, metadata, context, request, streamed_requests)
-                    yield from behaviour(request, context)
+                    request = self._admit(call, context, request, streamed_requests)
+                    with self._streams.held(_peer_host(context.peer())):
+                        yield from behaviour(request, context)
                 except Exception as error:  # every error is mapped or logged
                     _abort(context, span, error)
 
         return traced
 
 
-def _checked_each(requests):
-    for request in requests:
-        _check(request)
-        yield request
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    metadata: tuple
+    parse: Callable[[bytes], object] | None
 
 
-def _check(request) -> None:
-    if isinstance(request, Message):  # generic handlers may take raw bytes
-        limits.check_message(request)
+def _parsed(parse, data: bytes):
+    """The request message of `data`, limit-checked (raw bytes for handlers without a
+    deserializer)."""
+    if parse is None:
+        return data
+    try:
+        message = parse(data)
+    except Exception:  # DecodeError, or whatever a custom deserializer raises
+        raise errors.InvalidArgument(
+            "the request does not parse as this method's message; are the client's stubs "
+            "generated from straightline/v1?"
+        ) from None
+    if isinstance(message, Message):
+        limits.check_message(message)
+    return message
 
 
 def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception):
@@ -132,6 +190,19 @@ def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception):
     context.abort(code, message)
 
 
+# What a connection may cost: pings no more often than every 10 s without data (clients
+# that ping faster are sent away), idle connections closed after 5 min, and every connection
+# after 30 min (plus 1 min to finish its calls), which bounds how long a request body may
+# take to arrive. Heartbeat streams reconnect on their own.
+CONNECTION_LIMITS = (
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.max_connection_idle_ms", 5 * 60_000),
+    ("grpc.max_connection_age_ms", 30 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+)
+
+
 class GrpcServer:
     """A gRPC server on one address with health checking and reflection.
 
@@ -140,8 +211,11 @@ class GrpcServer:
     `access` says which roles may call each method (`auth.access_of`), proved by the client's
     certificate with `tls_files` (mutual TLS), else by `tokens` (default: the deployment's
     tokens file, created when absent).
-    With `max_concurrent_rpcs`, an RPC beyond that many (streams included) is refused at once
-    with RESOURCE_EXHAUSTED; without, it waits for a worker thread, however long.
+    `max_workers` threads serve unary calls (health checks among them) and `max_streams` more
+    serve streams, of which one host may hold `max_streams_per_peer`: a stream beyond those
+    is refused with RESOURCE_EXHAUSTED, so held streams never take the unary calls' threads.
+    With `max_concurrent_rpcs`, a unary RPC beyond that many is refused at once with
+    RESOURCE_EXHAUSTED; without, it waits for a worker thread.
     """
 
     def __init__(
@@ -155,25 +229,31 @@ class GrpcServer:
         max_workers: int = 32,
         max_message_bytes: int = 4 * 1024 * 1024,
         max_concurrent_rpcs: int | None = None,
+        max_streams: int = 64,
+        max_streams_per_peer: int = 16,
     ):
         self._requested_address = address
         self._tls_files = tls_files
         self._service_names = tuple(service_names)
         self._health = health.HealthServicer(experimental_non_blocking=True)
+        streams = StreamSlots(max_streams, max_streams_per_peer)
+        threads = max_workers + max_streams
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
             interceptors=[
                 _CallInterceptor(
                     trace.get_tracer("straightline.grpc"),
                     access,
                     tokens or auth.load_tokens(create=True),
+                    streams,
                 )
             ],
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
+            maximum_concurrent_rpcs=max_concurrent_rpcs and max_concurrent_rpcs + max_streams,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                *CONNECTION_LIMITS,
             ],
         )
         for add in register:

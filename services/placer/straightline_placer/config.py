@@ -61,15 +61,30 @@ SERVER_SETTINGS = (
         "STRAIGHTLINE_PLACER_MAX_WORKERS",
         parse_positive_int,
         64,
-        "gRPC worker threads (each heartbeat or watch stream holds one)",
+        "gRPC worker threads for unary calls (streams have their own, max_streams)",
     ),
     Setting(
         "max_concurrent_rpcs",
         "STRAIGHTLINE_PLACER_MAX_CONCURRENT_RPCS",
         parse_non_negative_int,
         0,
-        "RPCs at once (streams included) beyond which one is refused with RESOURCE_EXHAUSTED; "
+        "unary RPCs at once beyond which one is refused with RESOURCE_EXHAUSTED; "
         "0: as many as max_workers, so that none waits for a thread; more lets the rest wait",
+    ),
+    Setting(
+        "max_streams",
+        "STRAIGHTLINE_PLACER_MAX_STREAMS",
+        parse_positive_int,
+        256,
+        "heartbeat and watch streams open at once (each holds a thread of its own); "
+        "one more is refused with RESOURCE_EXHAUSTED",
+    ),
+    Setting(
+        "max_streams_per_peer",
+        "STRAIGHTLINE_PLACER_MAX_STREAMS_PER_PEER",
+        parse_positive_int,
+        32,
+        "of those, how many one host may hold",
     ),
     Setting(
         "forward_timeout_s",
@@ -158,6 +173,8 @@ class PlacerConfig:
     metrics_listen: str
     max_workers: int
     max_concurrent_rpcs: int
+    max_streams: int
+    max_streams_per_peer: int
     forward_timeout_s: float
     port_file: str
     tokens_file: str

@@ -44,6 +44,8 @@ class PlacerServer:
             tls,
             max_workers=config.max_workers,
             max_concurrent_rpcs=config.max_concurrent_rpcs or config.max_workers,
+            max_streams=config.max_streams,
+            max_streams_per_peer=config.max_streams_per_peer,
             max_message_bytes=_MAX_MESSAGE_BYTES,
         )
         self._sweeper = threading.Thread(target=self._sweep, name="expiry-sweep", daemon=True)
