@@ -11,10 +11,16 @@
 //
 // `register` is what an adapter written in any language does: a bidirectional Heartbeat
 // stream of reports, answered with acknowledgements, ended with a `leaving` report.
+//
+// Credentials as every StraightLine client: with STRAIGHTLINE_TLS_CERT, _KEY and _CLIENT_CA,
+// mutual TLS with that certificate (its role is in the certificate); otherwise the role's
+// bearer token (client; adapter for `register`) from the deployment's tokens file,
+// STRAIGHTLINE_TOKENS_FILE or $XDG_STATE_HOME/straightline/tokens.json.
 
 "use strict";
 
 const fs = require("fs");
+const os = require("os");
 const path = require("path");
 const { parseArgs } = require("util");
 const grpc = require("@grpc/grpc-js");
@@ -22,7 +28,40 @@ const protoLoader = require("@grpc/proto-loader");
 
 const PROTOS = path.resolve(__dirname, "..", "..", "protos");
 
-function placerClient(address) {
+function tokensFile() {
+  if (process.env.STRAIGHTLINE_TOKENS_FILE) {
+    return process.env.STRAIGHTLINE_TOKENS_FILE;
+  }
+  const state = process.env.XDG_STATE_HOME || path.join(os.homedir(), ".local", "state");
+  return path.join(state, "straightline", "tokens.json");
+}
+
+// Sends `authorization: Bearer <token>` with every call.
+function bearer(token) {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+}
+
+function credentials(role) {
+  const { STRAIGHTLINE_TLS_CERT: cert, STRAIGHTLINE_TLS_KEY: key } = process.env;
+  const ca = process.env.STRAIGHTLINE_TLS_CLIENT_CA;
+  if (cert && key && ca) {
+    const read = (file) => fs.readFileSync(file);
+    return { channel: grpc.credentials.createSsl(read(ca), read(key), read(cert)), options: {} };
+  }
+  const token = JSON.parse(fs.readFileSync(tokensFile(), "utf8"))[role];
+  return {
+    channel: grpc.credentials.createInsecure(),
+    options: { interceptors: [bearer(token)] },
+  };
+}
+
+function placerClient(address, role) {
   const definition = protoLoader.loadSync("straightline/v1/placer.proto", {
     includeDirs: [PROTOS],
     keepCase: true, // field names as in the .proto files
@@ -31,7 +70,8 @@ function placerClient(address) {
     defaults: true,
   });
   const { PlacerService } = grpc.loadPackageDefinition(definition).straightline.v1;
-  return new PlacerService(address, grpc.credentials.createInsecure());
+  const { channel, options } = credentials(role);
+  return new PlacerService(address, channel, options);
 }
 
 function unary(client, method, request, timeoutSeconds = 30) {
@@ -147,7 +187,7 @@ async function main() {
   if (!command) {
     throw new Error(`name a command: ${Object.keys(COMMANDS).join(", ")}`);
   }
-  const client = placerClient(values.placer);
+  const client = placerClient(values.placer, positionals[0] === "register" ? "adapter" : "client");
   try {
     await command(client, values);
   } finally {
