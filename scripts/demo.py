@@ -37,7 +37,8 @@ from PIL import Image
 from scripts import demo_stream, localstack
 from straightline.v1 import devrunner_pb2 as S
 from straightline.v1 import devrunner_pb2_grpc, placer_pb2_grpc, types_pb2
-from straightline_common.auth import TOKENS_FILE_ENV, Role, load_tokens
+from straightline_common import devcerts, tls
+from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from straightline_common.telemetry import configure_tracing
 from straightline_devrunner import cli
@@ -194,12 +195,21 @@ def stream(placer_address: str, seed: int, instances: int) -> None:
 # Modes ---------------------------------------------------------------------------------
 
 
+def use_certificate(certs: Path, identity: str) -> None:
+    """This process's TLS identity, for its channels and health checks."""
+    os.environ[tls.CERT_ENV] = str(certs / f"{identity}.pem")
+    os.environ[tls.KEY_ENV] = str(certs / f"{identity}.key")
+    os.environ[tls.CA_ENV] = str(certs / "ca.pem")
+
+
 def embedded(seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="straightline-demo-") as scratch, ExitStack() as stack:
         workdir = Path(scratch)
-        # The stack's own tokens, shared by its processes (they inherit the variable).
-        os.environ[TOKENS_FILE_ENV] = str(workdir / "tokens.json")
-        load_tokens(create=True)
+        # Mutual TLS end to end: a CA and a certificate per service in the scratch directory;
+        # this process calls as the operator.
+        certs = workdir / "certs"
+        devcerts.make_all(certs, days=1)
+        use_certificate(certs, "operator")
         store = workdir / "models"
         with_docker = docker_ready()
         print(
@@ -207,7 +217,7 @@ def embedded(seed: int) -> None:
             if with_docker
             else "no Docker engine (or no images): Flask and local Lambda processes only"
         )
-        placer = localstack.start_placer(stack, workdir)
+        placer = localstack.start_placer(stack, workdir, *localstack.tls_arguments(certs, "placer"))
         print(f"placer on {placer.address}, metrics on :{placer.ports['metrics']}/metrics")
         devrunner = localstack.start_service(
             stack,
@@ -216,6 +226,7 @@ def embedded(seed: int) -> None:
                 *("--listen", "127.0.0.1:0", "--runner", "local"),
                 *("--store", str(store), "--state", str(workdir / "jobs.db")),
                 *("--datasets", str(workdir)),
+                *localstack.tls_arguments(certs, "devrunner"),
             ],
             workdir / "devrunner",
         )
@@ -227,7 +238,9 @@ def embedded(seed: int) -> None:
             stack.callback(remove_images, images.values())
         print("\n== deploying ==")
         adapters = platform_arguments(images)
-        instances = localstack.start_adapters(stack, placer.address, store, workdir, adapters)
+        instances = localstack.start_adapters(
+            stack, placer.address, store, workdir, adapters, certs
+        )
         stream(placer.address, seed, instances)
 
 
@@ -242,8 +255,9 @@ def compose_settings() -> dict[str, str]:
 
 def against_compose(seed: int) -> None:
     settings = compose_settings()
-    if TOKENS_FILE_ENV not in os.environ:
-        raise SystemExit(f"set {TOKENS_FILE_ENV} to the stack's tokens file (deploy/README.md)")
+    # The stack's certificates (deploy/compose.services.yaml makes them); this process is
+    # its operator.
+    use_certificate(Path(settings["STRAIGHTLINE_CREDENTIALS"]) / "certs", "operator")
     datasets = Path(settings["STRAIGHTLINE_DATASETS"])
     dataset = make_dataset(Path(tempfile.mkdtemp(prefix="straightline-demo-", dir=datasets)))
     try:

@@ -27,6 +27,18 @@ def start_service(
     return process.wait_ready(timeout)
 
 
+def tls_arguments(certs: Path | None, identity: str) -> list[str]:
+    """The flags that give a service its certificate from `certs` (devcerts' layout);
+    none without certificates."""
+    if certs is None:
+        return []
+    return [
+        *("--tls-cert", str(certs / f"{identity}.pem")),
+        *("--tls-key", str(certs / f"{identity}.key")),
+        *("--tls-client-ca", str(certs / "ca.pem")),
+    ]
+
+
 def start_placer(stack: ExitStack, workdir: Path, *args: str) -> ServiceProcess:
     return start_service(
         stack,
@@ -37,16 +49,21 @@ def start_placer(stack: ExitStack, workdir: Path, *args: str) -> ServiceProcess:
 
 
 def start_adapters(
-    stack: ExitStack, placer: str, store: Path, workdir: Path, adapters: dict[str, list[str]]
+    stack: ExitStack,
+    placer: str,
+    store: Path,
+    workdir: Path,
+    adapters: dict[str, list[str]],
+    certs: Path | None = None,
 ) -> int:
-    """One adapter per platform named in `adapters` (with its own arguments), started side
-    by side; returns how many."""
+    """One adapter per platform named in `adapters` (with its own arguments, and its
+    certificate from `certs` when given), started side by side; returns how many."""
     common = ["--listen", "127.0.0.1:0", "--placer", placer, "--store", str(store)]
     processes = []
     for platform, args in adapters.items():
         process = ServiceProcess(
             "straightline_inference.adapter",
-            ["--platform", platform, *common, *args],
+            ["--platform", platform, *common, *args, *tls_arguments(certs, f"adapter-{platform}")],
             workdir / f"adapter-{platform}",
         )
         stack.callback(process.terminate, 60)

