@@ -9,6 +9,7 @@ from straightline_common.auth import READERS, access_of
 from straightline_common.grpcserver import GrpcServer, ShutdownSignal
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
+from straightline_common.tls import tls_from_environ
 
 SERVICE = "bench.Echo"
 
@@ -31,7 +32,9 @@ def _register(server: grpc.Server) -> None:
 def main(port_file: str) -> None:
     provider = configure_tracing("bench-echo")
     access = access_of(SERVICE, {"Echo": READERS})
-    server = GrpcServer("127.0.0.1:0", [_register], [SERVICE], access, max_workers=64)
+    server = GrpcServer(
+        "127.0.0.1:0", [_register], [SERVICE], access, tls_files=tls_from_environ(), max_workers=64
+    )
     shutdown = ShutdownSignal()
     server.start()
     server.mark_serving()

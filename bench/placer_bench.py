@@ -4,11 +4,13 @@ gRPC echo served the same way, with tracing on (exported over OTLP) and off.
 Run from the repository root: `make bench` (or `python -m bench.placer_bench`).
 Targets (issue 2): a decision under 5 us median; Place within 1.5x of the echo, tracing on.
 Issue 13: under the SLO-aware rule, the core's decision (predictions included) under 50 us
-median, and Place within 1.5x of the echo.
+median, and Place within 1.5x of the echo. Issue 15: Place within 1.5x of an echo served the
+same way with mutual TLS on every hop.
 """
 
 import argparse
 import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +18,9 @@ from pathlib import Path
 import grpc
 
 from bench import report
+from scripts import localstack
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_common import devcerts, tls
 from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from straightline_common.processes import ServiceProcess
@@ -71,8 +75,11 @@ def time_alternately(first, second, n: int, warmup: int) -> tuple[list[float], l
     return first_samples, second_samples
 
 
-def run_simulated_adapters(placer_address: str, stop) -> None:
-    """In a process of its own, so that the adapters do not compete with the timed client."""
+def run_simulated_adapters(placer_address: str, stop, certs: Path | None) -> None:
+    """In a process of its own, so that the adapters do not compete with the timed client;
+    with `certs`, as adapter identities over mutual TLS."""
+    if certs is not None:
+        os.environ.update(tls_environment(certs, "adapter-flask"))
     adapters = [SimulatedAdapter(p, placer_address).start() for p in algorithm.Platform]
     stop.wait()
     for adapter in adapters:
@@ -111,13 +118,22 @@ def placer_with_instances(rule: Rule) -> Placer:
     return placer
 
 
-def bench_rpcs(workdir: Path, n: int, tracing: bool, rule: str = "paper") -> dict:
+def bench_rpcs(
+    workdir: Path, n: int, tracing: bool, rule: str = "paper", mtls: bool = False
+) -> dict:
+    """Place against the echo; with `mtls`, every process (placer, echo, adapters, this
+    client) on mutual TLS with a certificate of its own, else on bearer tokens."""
     sink = ServiceProcess("bench.otlp_sink", [], workdir).wait_ready()
     env = (
         {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.ports['grpc']}"}
         if tracing
         else {"OTEL_SDK_DISABLED": "true"}
     )
+    certs = workdir / "certs" if mtls else None
+    if certs is not None:
+        devcerts.make_all(certs, days=1)
+        env = {**env, **tls_environment(certs, "placer")}  # the echo serves as the placer does
+    client_tls = tls.tls_files(_tls_settings(certs, "client")) if certs else None
     placer = ServiceProcess(
         "straightline_placer",
         [
@@ -129,6 +145,7 @@ def bench_rpcs(workdir: Path, n: int, tracing: bool, rule: str = "paper") -> dic
             "1e9",
             "--placement-rule",
             rule,
+            *localstack.tls_arguments(certs, "placer"),
         ],
         workdir,
         env,
@@ -136,13 +153,13 @@ def bench_rpcs(workdir: Path, n: int, tracing: bool, rule: str = "paper") -> dic
     echo = ServiceProcess("bench.echo_server", [], workdir, env).wait_ready()
     stop_adapters = multiprocessing.Event()
     adapters = multiprocessing.Process(
-        target=run_simulated_adapters, args=(placer.address, stop_adapters)
+        target=run_simulated_adapters, args=(placer.address, stop_adapters, certs)
     )
     adapters.start()
     try:
         with (
-            open_channel(placer.address, Role.CLIENT) as placer_channel,
-            open_channel(echo.address, Role.CLIENT) as echo_channel,
+            open_channel(placer.address, Role.CLIENT, tls=client_tls) as placer_channel,
+            open_channel(echo.address, Role.CLIENT, tls=client_tls) as echo_channel,
         ):
             stub = placer_pb2_grpc.PlacerServiceStub(placer_channel)
             request = placer_pb2.PlaceRequest(
@@ -168,6 +185,24 @@ def bench_rpcs(workdir: Path, n: int, tracing: bool, rule: str = "paper") -> dic
     }
 
 
+def _tls_settings(certs: Path, identity: str) -> dict[str, str]:
+    return {
+        "tls_cert": str(certs / f"{identity}.pem"),
+        "tls_key": str(certs / f"{identity}.key"),
+        "tls_client_ca": str(certs / "ca.pem"),
+    }
+
+
+def tls_environment(certs: Path, identity: str) -> dict[str, str]:
+    """The STRAIGHTLINE_TLS_* variables of `identity`'s certificate."""
+    settings = _tls_settings(certs, identity)
+    return {
+        tls.CERT_ENV: settings["tls_cert"],
+        tls.KEY_ENV: settings["tls_key"],
+        tls.CA_ENV: settings["tls_client_ca"],
+    }
+
+
 def wait_for_instances(stub, request, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -185,6 +220,8 @@ _RPC_RUNS = {
     "tracing_off": "tracing off",
     "slo_tracing_on": "SLO-aware rule, tracing on, OTLP export",
     "slo_tracing_off": "SLO-aware rule, tracing off",
+    "mtls_tracing_on": "mutual TLS everywhere, tracing on, OTLP export",
+    "mtls_tracing_off": "mutual TLS everywhere, tracing off",
 }
 
 
@@ -250,8 +287,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         for mode in _RPC_RUNS:
             rule = "slo-aware" if mode.startswith("slo") else "paper"
-            tracing = mode.endswith("tracing_on")
-            results[mode] = bench_rpcs(Path(workdir), args.rpcs, tracing, rule)
+            tracing, mtls = mode.endswith("tracing_on"), mode.startswith("mtls")
+            results[mode] = bench_rpcs(Path(workdir), args.rpcs, tracing, rule, mtls)
     report.write("placer", results, markdown(results))
     print(markdown(results))
 

@@ -12,7 +12,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.auth import Role
 from straightline_common.processes import health_status
-from tests.integration.conftest import FLASK
+from tests.integration.conftest import DOCKER, FLASK
 from tests.support.callers import caller_channel
 from tests.support.waiting import wait_until
 
@@ -230,3 +230,30 @@ def test_held_streams_cannot_take_the_threads_of_health_checks_and_requests(
         release.set()
         for call in held:
             call.cancel()
+
+
+def test_an_address_that_is_not_an_adapter_is_skipped_not_fatal(placer, channels, adapters):
+    docker = adapters(DOCKER, capacity=2)
+    impostor = report("not-an-adapter", address=placer.address, capacity_total=50)
+    stream = placer_pb2_grpc.PlacerServiceStub(channels(placer.address, Role.ADAPTER))
+    release = threading.Event()
+
+    def reports():
+        yield placer_pb2.HeartbeatRequest(report=impostor)
+        release.wait()
+
+    held = stream.Heartbeat(reports())
+    try:
+        next(held)  # registered: a Flask instance whose address is the placer itself
+        stub = placer_pb2_grpc.PlacerServiceStub(channels(placer.address))
+        answer = stub.Infer(
+            placer_pb2.InferRequest(model=MODEL, payload=b"abc", content_type="image/png"),
+            timeout=10,
+        )
+        assert answer.fell_back and answer.served_instance_id == docker.instance_id
+        assert answer.attempts[0].instance_id == "not-an-adapter"
+        assert answer.attempts[0].status_code == CODE.UNAVAILABLE.value[0]
+        assert "refused the request (UNIMPLEMENTED)" in answer.attempts[0].status_message
+    finally:
+        release.set()
+        held.cancel()

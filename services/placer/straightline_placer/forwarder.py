@@ -13,10 +13,14 @@ from straightline_common.tls import TlsFiles
 from straightline_placer.core import PlatformExhausted, PlatformRefused
 from straightline_placer.registry import Instance
 
-# Codes with which an instance refuses a request before running it: try elsewhere.
+# Codes with which an instance refuses a request before running it, or shows that what is
+# at its address is not an adapter we may call: try elsewhere.
 _REFUSALS = {
     grpc.StatusCode.UNAVAILABLE: PlatformRefused,
     grpc.StatusCode.RESOURCE_EXHAUSTED: PlatformExhausted,
+    grpc.StatusCode.UNIMPLEMENTED: PlatformRefused,
+    grpc.StatusCode.UNAUTHENTICATED: PlatformRefused,
+    grpc.StatusCode.PERMISSION_DENIED: PlatformRefused,
 }
 _ERROR_OF_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
