@@ -12,7 +12,7 @@ import pytest
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from straightline_common.s3models import S3Models
-from tests.support.models import CLASSES, image_bytes, make_classifier
+from tests.support.models import CLASSES, image_bytes, make_classifier, png_header
 from tests.support.s3 import BUCKET
 
 pytestmark = pytest.mark.tensorflow
@@ -49,6 +49,12 @@ def test_the_same_image_gets_the_same_answer(model_server):
     image = image_bytes((10, 200, 90))
     answers = [call(model_server, "/v1/models/tiny/predict", image)[1]["classes"] for _ in range(3)]
     assert answers[0] == answers[1] == answers[2]
+
+
+@pytest.mark.parametrize("path", ["/v1/models/%2E%2E/versions/1", "/v1/models/%2E%2E"])
+def test_metadata_of_a_name_outside_the_store_is_refused(model_server, path):
+    status, answer = call(model_server, path)
+    assert (status, answer["error"]["code"]) == (400, "INVALID_ARGUMENT")
 
 
 def test_metadata_and_health(model_server):
@@ -120,6 +126,30 @@ def test_metadata_and_health(model_server):
             404,
             "NOT_FOUND",
             "has no version '7'",
+        ),
+        (
+            "/v1/models/%2E%2E/versions/1/predict",
+            image_bytes(),
+            "image/jpeg",
+            400,
+            "INVALID_ARGUMENT",
+            "model name '..' is not valid",
+        ),
+        (
+            "/v1/models/tiny/predict",
+            png_header(7000, 7000),
+            "image/png",
+            400,
+            "INVALID_ARGUMENT",
+            "7000x7000 pixels, over the limit of 16777216",
+        ),
+        (
+            "/v1/models/tiny/predict",
+            png_header(30000, 30000),  # past PIL's own bomb limit: refused while opening
+            "image/png",
+            400,
+            "INVALID_ARGUMENT",
+            "more pixels than the limit of 16777216",
         ),
         (
             "/v1/models/tiny/predict?top_k=lots",

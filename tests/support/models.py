@@ -1,7 +1,9 @@
 """Small Keras image classifiers and images made by the tests themselves (no download)."""
 
 import io
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -81,3 +83,16 @@ def make_image_folders(
             pixels = np.clip(np.array(palette[name]) + noise, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The first bytes of a PNG of that size (signature, header chunk, end): what a
+    decompression bomb shows before anything is decoded."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
