@@ -1,11 +1,18 @@
 """The placement rules as pure functions of their inputs, and the SLO-aware rule's predictions."""
 
+import dataclasses
+
 import pytest
 
 from straightline_placer import prediction, rules
 from straightline_placer.algorithm import Branch, Decision, Platform, Rule
 from straightline_placer.policy import DEFAULT_PLATFORM_SETTINGS, PlatformSettings
-from straightline_placer.registry import Instance, InstanceStats, PlatformState
+from straightline_placer.registry import (
+    MIN_REQUESTS_FOR_P95,
+    Instance,
+    InstanceStats,
+    PlatformState,
+)
 from straightline_placer.rules import Inputs
 from straightline_placer.rules.algorithm1 import fastest_free
 
@@ -220,6 +227,19 @@ def test_the_p95_service_time_comes_from_the_same_bucket_and_else_the_recent_p95
     )
     assert [stats.service_time_p95_s(size) for size in (100, 10**6)] == [0.02, 0.7]
     assert InstanceStats(recent_latency_p95_s=0.09).service_time_p95_s(100) == 0.09
+
+
+def test_a_bucket_of_a_few_requests_predicts_its_median_not_its_slowest():
+    # Three warm-up requests, one of them slow: their "p95" is that one; the median stands.
+    few = InstanceStats(
+        service_time_bounds=(2**64,),
+        service_time_medians_s=(0.2,),
+        service_time_p95s_s=(0.9,),
+        service_time_counts=(3,),
+    )
+    assert few.service_time_p95_s(100) == 0.2
+    enough = dataclasses.replace(few, service_time_counts=(MIN_REQUESTS_FOR_P95,))
+    assert enough.service_time_p95_s(100) == 0.9
 
 
 def test_the_prediction_is_the_p95_service_time_while_the_queue_drains_at_the_median():

@@ -8,7 +8,8 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   (its size bucket, else the nearest bucket with requests, else its recent p95; 0 before it
   has served anything, so an unmeasured platform gets a request and is measured). A
   percentile, not the median: an objective is met or missed per request, and a platform
-  whose median is just within it misses it for nearly half of them;
+  whose median is just within it misses it for nearly half of them. Its median while the
+  bucket holds fewer than 20 requests (a p95 of a few warm-ups is their slowest);
 - wait: none while the platform has a free slot; otherwise the requests ahead of it in the
   queue of the instance it would go to (the one with most queue room), drained by that
   instance's slots at one median service time each; a full platform without queue room (Lambda at

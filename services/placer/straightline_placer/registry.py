@@ -31,6 +31,10 @@ class _HasPlatform(Protocol):
 C = TypeVar("C", bound=_HasPlatform)
 
 
+# Below this many requests in a size bucket, its p95 is no estimate (it is the slowest one).
+MIN_REQUESTS_FOR_P95 = 20
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceStats:
     """What an instance reports beyond its capacity: what a prediction of its latency needs."""
@@ -43,10 +47,12 @@ class InstanceStats:
     recent_latency_p50_s: float = 0.0
     recent_latency_p95_s: float = 0.0  # 0 until it has served something
     recent_cold_start_s: float = 0.0
-    # Upper bounds of the size buckets (bytes; the last has no bound), their medians and p95s.
+    # Upper bounds of the size buckets (bytes; the last has no bound), their medians and p95s,
+    # and how many requests each is over.
     service_time_bounds: tuple[int, ...] = ()
     service_time_medians_s: tuple[float, ...] = ()
     service_time_p95s_s: tuple[float, ...] = ()
+    service_time_counts: tuple[int, ...] = ()
 
     def service_time_s(self, size: int) -> float:
         """The median service time of requests of about this size: from its bucket, or the
@@ -54,15 +60,23 @@ class InstanceStats:
         return self._by_size(self.service_time_medians_s, size, self.recent_latency_p50_s)
 
     def service_time_p95_s(self, size: int) -> float:
-        """The same for the 95th percentile (the median where an adapter reports no p95)."""
+        """The same for the 95th percentile: the median where an adapter reports no p95, or
+        where the bucket holds too few requests for one (its p95 would be its slowest, often
+        a warm-up's, and a platform predicted slow gets no requests to correct it)."""
+        if self.service_time_counts:
+            index = self._bucket(size, len(self.service_time_counts))
+            if self.service_time_counts[index] < MIN_REQUESTS_FOR_P95:
+                return self.service_time_s(size)
         recent = max(self.recent_latency_p95_s, self.recent_latency_p50_s)
         return self._by_size(self.service_time_p95s_s, size, recent)
+
+    def _bucket(self, size: int, buckets: int) -> int:
+        return min(bisect.bisect_left(self.service_time_bounds, size), buckets - 1)
 
     def _by_size(self, per_bucket: tuple[float, ...], size: int, otherwise: float) -> float:
         if not per_bucket:
             return otherwise
-        index = min(bisect.bisect_left(self.service_time_bounds, size), len(per_bucket) - 1)
-        return per_bucket[index]
+        return per_bucket[self._bucket(size, len(per_bucket))]
 
 
 @dataclass(eq=False)

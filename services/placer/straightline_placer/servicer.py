@@ -209,6 +209,7 @@ def stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
         service_time_p95s_s=tuple(
             seconds(b.p95 if b.HasField("p95") else b.median) for b in buckets
         ),
+        service_time_counts=tuple(b.count for b in buckets),
     )
 
 
