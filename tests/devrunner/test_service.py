@@ -154,6 +154,13 @@ def a_passed_verification(stub, workdir) -> S.Job:
         ("dataset", "operator", grpc.StatusCode.NOT_FOUND, "does not exist"),
         ("epochs", "operator", grpc.StatusCode.INVALID_ARGUMENT, "epochs must be between 1"),
         ("gpu", "operator", grpc.StatusCode.FAILED_PRECONDITION, "this host has none"),
+        ("labels", "operator", grpc.StatusCode.INVALID_ARGUMENT, "at most 32 labels"),
+        ("../../etc", "operator", grpc.StatusCode.INVALID_ARGUMENT, "outside its directory"),
+        ("/", "operator", grpc.StatusCode.INVALID_ARGUMENT, "not absolute"),
+        ("nan split", "operator", grpc.StatusCode.INVALID_ARGUMENT, "validation_split must be"),
+        ("negative rate", "operator", grpc.StatusCode.INVALID_ARGUMENT, "learning_rate must be"),
+        ("huge size", "operator", grpc.StatusCode.INVALID_ARGUMENT, "input_size must be"),
+        ("nan cpus", "operator", grpc.StatusCode.INVALID_ARGUMENT, "resources.cpus must be"),
         (
             "model",
             "operator",
@@ -174,6 +181,22 @@ def test_bad_job_specs_are_refused(devrunner, channels, workdir, spec, caller, c
     elif spec == "epochs":
         good.train.epochs = 2**32 - 1
         spec = good
+    elif spec == "labels":
+        spec = train_spec(workdir, labels={f"k{i}": "v" for i in range(33)})
+    elif spec in ("../../etc", "/"):
+        good.train.dataset_path = spec
+        spec = good
+    elif spec == "nan split":
+        good.train.validation_split = float("nan")
+        spec = good
+    elif spec == "negative rate":
+        good.train.learning_rate = -0.1
+        spec = good
+    elif spec == "huge size":
+        good.train.input_size = 2**32 - 1
+        spec = good
+    elif spec == "nan cpus":
+        spec = S.JobSpec(train=good.train, resources=S.Resources(cpus=float("nan")))
     elif spec == "gpu":
         spec = S.JobSpec(train=good.train, resources=S.Resources(gpus=1))
     elif spec == "model":
@@ -368,7 +391,7 @@ def test_cli_shows_a_failing_job_and_refusals(devrunner, workdir):
         devrunner,
         "train",
         "--dataset",
-        str(workdir / "broken-cli"),
+        "broken-cli",
         "--model-name",
         "m",
         "--input-size",
@@ -379,6 +402,9 @@ def test_cli_shows_a_failing_job_and_refusals(devrunner, workdir):
     assert "QUEUED" in failed.stdout and "FAILED the job exited with status 2" in failed.stdout
     refused = cli(devrunner, "train", "--dataset", "nowhere", "--model-name", "m")
     assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
+    for outside in ("../..", "/etc", str(workdir / "broken-cli")):
+        refused = cli(devrunner, "train", "--dataset", outside, "--model-name", "m")
+        assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
 
 
 def test_cli_refuses_a_negative_count_and_an_unreadable_tokens_file(tmp_path, capsys):

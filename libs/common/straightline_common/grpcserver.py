@@ -35,12 +35,13 @@ def status_of(error: errors.ServiceError) -> grpc.StatusCode:
     return grpc.StatusCode[errors.code_name(error)]
 
 
-class StreamSlots:
-    """The threads streams may hold: at most `total` streaming RPCs at once, and `per_peer`
-    from one host; the server's other threads stay for unary calls and health checks."""
+class CallSlots:
+    """At most `total` calls of a kind at once, and `per_peer` from one host: streams so
+    that held ones cannot take the threads of unary calls and health checks, unary calls so
+    that a burst is refused at once instead of queueing for threads."""
 
-    def __init__(self, total: int, per_peer: int):
-        self.total, self.per_peer = total, per_peer
+    def __init__(self, kind: str, total: int, per_peer: int):
+        self.kind, self.total, self.per_peer = kind, total, per_peer
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -49,11 +50,11 @@ class StreamSlots:
         with self._lock:
             if sum(self._open.values()) >= self.total:
                 raise errors.ResourceExhausted(
-                    f"this server holds at most {self.total} streams at once; retry later"
+                    f"this server takes at most {self.total} {self.kind} at once; retry later"
                 )
             if self._open.get(peer, 0) >= self.per_peer:
                 raise errors.ResourceExhausted(
-                    f"at most {self.per_peer} streams at once from one host; close one first"
+                    f"at most {self.per_peer} {self.kind} at once from one host; close one first"
                 )
             self._open[peer] = self._open.get(peer, 0) + 1
         try:
@@ -80,11 +81,13 @@ class _CallInterceptor(grpc.ServerInterceptor):
         tracer: trace.Tracer,
         access: auth.Access,
         tokens: auth.Tokens | None,
-        streams: StreamSlots,
+        unary: CallSlots,
+        streams: CallSlots,
     ):
         self._tracer = tracer
         self._access = access
         self._tokens = tokens
+        self._calls = unary
         self._streams = streams
 
     def intercept_service(self, continuation, handler_call_details):
@@ -138,7 +141,8 @@ class _CallInterceptor(grpc.ServerInterceptor):
             with self._span(call) as span:
                 try:
                     request = self._admit(call, context, request, streamed_requests)
-                    return behaviour(request, context)
+                    with self._calls.held(_peer_host(context.peer())):
+                        return behaviour(request, context)
                 except Exception as error:  # every error is mapped or logged
                     _abort(context, span, error)
 
@@ -207,6 +211,9 @@ CONNECTION_LIMITS = (
 )
 
 
+_SPARE_THREADS = 4
+
+
 class GrpcServer:
     """A gRPC server on one address with health checking and reflection.
 
@@ -218,8 +225,8 @@ class GrpcServer:
     `max_workers` threads serve unary calls (health checks among them) and `max_streams` more
     serve streams, of which one host may hold `max_streams_per_peer`: a stream beyond those
     is refused with RESOURCE_EXHAUSTED, so held streams never take the unary calls' threads.
-    With `max_concurrent_rpcs`, a unary RPC beyond that many is refused at once with
-    RESOURCE_EXHAUSTED; without, it waits for a worker thread.
+    A unary call beyond `max_concurrent_rpcs` (default: `max_workers`) is refused at once
+    with RESOURCE_EXHAUSTED. Health checks and reflection count against neither limit.
     """
 
     def __init__(
@@ -240,8 +247,11 @@ class GrpcServer:
         self._tls_files = tls_files
         self._service_names = tuple(service_names)
         self._health = health.HealthServicer(experimental_non_blocking=True)
-        streams = StreamSlots(max_streams, max_streams_per_peer)
-        threads = max_workers + max_streams
+        most_calls = max_concurrent_rpcs or max_workers
+        unary = CallSlots("calls", most_calls, most_calls)
+        streams = CallSlots("streams", max_streams, max_streams_per_peer)
+        # And a few more, so that health checks (outside both limits) always find one.
+        threads = max_workers + max_streams + _SPARE_THREADS
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
             interceptors=[
@@ -249,10 +259,10 @@ class GrpcServer:
                     trace.get_tracer("straightline.grpc"),
                     access,
                     tokens if tokens or tls_files else auth.load_tokens(create=True),
+                    unary,
                     streams,
                 )
             ],
-            maximum_concurrent_rpcs=max_concurrent_rpcs and max_concurrent_rpcs + max_streams,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_message_bytes),

@@ -15,11 +15,12 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import grpc
 
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc, types_pb2
-from straightline_common.auth import TOKENS_FILE_ENV, Role
+from straightline_common.auth import TOKENS_FILE_ENV, Role, load_tokens
 from straightline_common.channels import open_channel
 from straightline_common.config import argparse_type, parse_non_negative_int
 from straightline_common.errors import Unauthenticated
@@ -188,10 +189,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.tokens_file:
-        os.environ[TOKENS_FILE_ENV] = args.tokens_file
     try:
-        channel = open_channel(args.devrunner, Role.OPERATOR)
+        tokens = load_tokens(Path(args.tokens_file)) if args.tokens_file else None
+        channel = open_channel(args.devrunner, Role.OPERATOR, tokens=tokens)
     except Unauthenticated as error:
         print(f"straightline-devrunner-cli: {error}", file=sys.stderr)
         return 2

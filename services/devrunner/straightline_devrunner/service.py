@@ -75,6 +75,7 @@ class DevRunner:
     # Requests ----------------------------------------------------------------------------
 
     def submit(self, spec: devrunner_pb2.JobSpec) -> devrunner_pb2.Job:
+        _check_labels(spec.labels)
         kind = _kind_of(spec)
         if kind == devrunner_pb2.JOB_KIND_PACKAGE:
             return self._submit_package(spec)
@@ -499,6 +500,19 @@ def _check_train_ranges(train: devrunner_pb2.TrainSpec) -> None:
         value = getattr(train, name)
         if value and not low <= value <= high:
             raise InvalidArgument(f"{name} must be between {low} and {high} (or unset)")
+
+
+def _check_labels(labels) -> None:
+    """Labels are kept with the job and listed with it: bounded, so that no job makes a
+    ListJobs page too large to send."""
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"a job has at most {MAX_LABELS} labels")
+    for key, value in labels.items():
+        check_string("a label's key", key, MAX_LABEL_KEY)
+        check_string(f"label {shown(key)}", value, MAX_LABEL_VALUE)
+
+
+MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 32, 63, 256
 
 
 def _check_resource_ranges(asked: devrunner_pb2.Resources) -> None:
