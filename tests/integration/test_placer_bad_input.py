@@ -88,7 +88,7 @@ def test_an_oversized_batch_is_refused(stub, registered):
     with pytest.raises(grpc.RpcError) as refused:
         stub.PlaceBatch(placer_pb2.PlaceBatchRequest(requests=[request] * 10_001))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "at most 10000 requests" in refused.value.details()
+    assert "requests has 10001 entries, over the limit of 10000" in refused.value.details()
     assert_still_serving(stub, registered)
 
 
