@@ -1,13 +1,16 @@
 """A development CA and a certificate per StraightLine identity, for mutual TLS.
 
     python -m straightline_common.devcerts DIR [--days 30] [--host NAME ...] [--if-absent]
+        [--owner NAME=UID:GID ...]
 
 Writes DIR/ca.pem (and ca.key, to sign more later) and, per identity, DIR/<name>.pem and
 DIR/<name>.key (mode 0600). Each certificate names its role in a SAN URI,
 spiffe://straightline/<role>/<name>, which is what the services authorize on; and, to be a
 server's too, the hosts it may be reached at: localhost, 127.0.0.1 and the compose service
 names, plus every --host. Run it again to rotate: services re-read changed files. With
---if-absent it leaves a directory that has a CA already as it is (compose runs it so).
+--if-absent it leaves a directory that has a CA already as it is (compose runs it so); each
+--owner gives an identity's key to the user its service runs as (the placer's image runs as
+nobody, 65534).
 Only the Python `cryptography` package is needed, no openssl binary.
 """
 
@@ -121,7 +124,7 @@ def make_leaf(
 
 
 def make_all(directory: Path, days: int = 30, hosts: tuple[str, ...] = ()) -> None:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.mkdir(parents=True, exist_ok=True)  # certificates are public; keys are 0600
     ca_key, ca_cert = make_ca(days)
     write_key(directory / "ca.key", ca_key)
     write_cert(directory / "ca.pem", ca_cert)
@@ -138,12 +141,17 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--host", action="append", default=[], help="another name or IP")
     parser.add_argument("--if-absent", action="store_true", help="keep an existing CA's files")
+    parser.add_argument("--owner", action="append", default=[], help="NAME=UID:GID of a key")
     args = parser.parse_args()
     if args.if_absent and (args.directory / "ca.pem").exists():
         print(f"{args.directory} has certificates already; kept them")
-        return
-    make_all(args.directory, args.days, tuple(args.host))
-    print(f"wrote a CA and {len(IDENTITIES)} certificates to {args.directory}")
+    else:
+        make_all(args.directory, args.days, tuple(args.host))
+        print(f"wrote a CA and {len(IDENTITIES)} certificates to {args.directory}")
+    for owner in args.owner:
+        name, _, ids = owner.partition("=")
+        uid, _, gid = ids.partition(":")
+        os.chown(args.directory / f"{name}.key", int(uid), int(gid or uid))
 
 
 if __name__ == "__main__":
