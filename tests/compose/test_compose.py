@@ -186,6 +186,7 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
         live_view = stack.compose(
             "exec",
             "-T",
+            *("-u", "0"),  # the operator's key is root's
             *(
                 "-e",
                 f"{tls.CERT_ENV}={stack.operator.cert}",

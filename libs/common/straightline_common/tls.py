@@ -19,6 +19,7 @@ from cryptography import x509
 
 from straightline_common.auth import Identity, identity_from_uri
 from straightline_common.config import ConfigError, Setting
+from straightline_common.errors import Unauthenticated
 
 CERT_ENV, KEY_ENV, CA_ENV = (
     "STRAIGHTLINE_TLS_CERT",
@@ -93,7 +94,12 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
 
 
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
-    cert, key, ca = files.read()
+    try:
+        cert, key, ca = files.read()
+    except OSError as error:
+        raise Unauthenticated(
+            f"cannot read this client's TLS files ({error.strerror}: {error.filename})"
+        ) from None
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
