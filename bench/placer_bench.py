@@ -11,6 +11,7 @@ same way with mutual TLS on every hop.
 import argparse
 import multiprocessing
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -232,7 +233,7 @@ def markdown(results: dict) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, grpcio "
         f"{m['grpcio']}, opentelemetry-sdk {m['opentelemetry-sdk']}. "
-        f"Command: `make bench`. {results['date']}.",
+        f"Command: `{results['command']}`. {results['date']}.",
         "",
         "| measure | n | median | p99 | target |",
         "| --- | --- | --- | --- | --- |",
@@ -272,7 +273,11 @@ def markdown(results: dict) -> str:
         "batch exporter's thread serializing spans under the GIL. The SLO-aware rule adds "
         "three predictions and their span attributes (a predicted latency and cost per "
         "platform) to the decision; see the ratio rows for what that costs against the paper's "
-        "rule in the same run.",
+        "rule in the same run. With mutual TLS on every hop (placer, echo, adapters and client "
+        "each with a certificate of its own, roles from the certificates), the echo row is the "
+        "same echo over the same TLS, so the ratio is what the placer adds on top of TLS; the "
+        "TLS itself shows as the difference between the mutual-TLS rows and the token rows of "
+        "the same run.",
     ]
     return "\n".join(lines)
 
@@ -283,6 +288,7 @@ def main() -> None:
     parser.add_argument("--rpcs", type=int, default=5_000)
     args = parser.parse_args()
     results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine()}
+    results["command"] = " ".join(["python -m bench.placer_bench", *sys.argv[1:]])
     results["decision"] = bench_decision(args.decisions)
     with tempfile.TemporaryDirectory() as workdir:
         for mode in _RPC_RUNS:
