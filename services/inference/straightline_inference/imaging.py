@@ -16,8 +16,9 @@ CONTENT_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 # The largest image accepted by any front door; the serverless one is smaller (Lambda's limit).
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 # Decompression-bomb guard: the largest image, in pixels, read from its header before any
-# decoding (4096 x 4096). Decoding it takes at most 4 bytes a pixel (64 MiB), converting it
-# to RGB 48 MiB more: a request's memory is bounded by about 112 MiB above the model's.
+# decoding (4096 x 4096). Decoding it and converting it to RGB take at most 140 MiB per request
+# in flight above the model's (measured 130 MiB for a 4096 x 4096 PNG: bench/image_memory.py;
+# JPEGs decode at draft size, 22 MiB).
 MAX_PIXELS = 4096 * 4096
 
 
