@@ -6,7 +6,6 @@ import time
 
 import grpc
 import pytest
-from hypothesis import given
 
 from scripts.localstack import set_policy
 from straightline.v1 import (
@@ -18,7 +17,7 @@ from straightline.v1 import (
 )
 from straightline_common.processes import ServiceProcess, health_status
 from tests.support.callers import caller_channel
-from tests.support.fuzzing import ACCEPTABLE, FUZZ, call, messages
+from tests.support.fuzzing import assert_fuzzed_answers_are_actionable
 from tests.support.models import make_image_folders
 from tests.support.otlp import assert_job_trace
 from tests.support.s3 import BUCKET
@@ -550,11 +549,5 @@ def test_fuzzed_devrunner_requests_get_actionable_statuses(
 ):
     channel = channels(devrunner.address)
 
-    @FUZZ
-    @given(messages(request_class))
-    def fuzz(message):
-        code = call(channel, "DevRunnerService", method, shape, message)
-        assert code in ACCEPTABLE, f"{method} answered {code.name} to {message}"
-
-    fuzz()
+    assert_fuzzed_answers_are_actionable(channel, "DevRunnerService", method, shape, request_class)
     assert health_status(devrunner.address) == 1

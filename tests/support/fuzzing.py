@@ -8,7 +8,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor as F
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 _INTEGERS = {
@@ -119,3 +119,17 @@ def call(channel, service: str, method: str, shape: str, message) -> grpc.Status
     except grpc.RpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+def assert_fuzzed_answers_are_actionable(
+    channel, service: str, method: str, shape: str, request_class
+):
+    """Sends FUZZ's examples of `request_class` to `method`; none may answer outside ACCEPTABLE."""
+
+    @FUZZ
+    @given(messages(request_class))
+    def fuzz(message):
+        code = call(channel, service, method, shape, message)
+        assert code in ACCEPTABLE, f"{method} answered {code.name} to {message}"
+
+    fuzz()

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     add_settings(parser, SETTINGS)
     try:
         settings = resolve(SETTINGS, parser.parse_args(argv), {})
-        tls_files(settings)  # all three or none, and readable
+        tls = tls_files(settings)  # all three or none, and readable
     except ConfigError as error:
         print(f"straightline-devrunner: configuration error: {error}", file=sys.stderr)
         return 2
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         [lambda s: devrunner_pb2_grpc.add_DevRunnerServiceServicer_to_server(servicer, s)],
         [SERVICE_NAME],
         ACCESS,
-        tokens=None if tls_files(settings) else server_tokens(settings["tokens_file"]),
-        tls_files=tls_files(settings),
+        tokens=None if tls else server_tokens(settings["tokens_file"]),
+        tls_files=tls,
     )
     shutdown = ShutdownSignal()
     server.start()
