@@ -49,6 +49,7 @@ from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from straightline_common.modelstore import ModelStore
 from straightline_common.timeconv import duration
+from straightline_inference.stats import MAX_AGE_S as STATS_MAX_AGE_S
 
 
 def _policy(platform=types_pb2.PLATFORM_UNSPECIFIED, rule=types_pb2.PLACEMENT_RULE_PAPER):
@@ -144,7 +145,8 @@ def run_model(args, model: str, testbed: str, workdir: Path, pool: list, phases:
         runs = {}
         for policy in policies:
             localstack.set_policy(stub, **POLICIES[policy])
-            time.sleep(args.settle_s)  # the frequency window forgets the previous run
+            # The frequency window and the adapters' recent statistics forget the previous run.
+            time.sleep(args.settle_s)
             print(f"{model} / {policy}: {len(arrivals)} requests")
             target = generator.PlacerTarget(stub, model, args.timeout)
             with CpuSampler() as cpu:
@@ -326,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=50.0, help="per request, seconds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bin-s", type=float, default=10.0)
-    parser.add_argument("--settle-s", type=float, default=11.0)
+    parser.add_argument("--settle-s", type=float, default=STATS_MAX_AGE_S + 1.0)
     parser.add_argument("--capacity-s", type=float, default=15.0, help="closed-loop measurement")
     parser.add_argument("--out", type=Path, default=report.RESULTS / "evaluation-slo")
     parser.add_argument(

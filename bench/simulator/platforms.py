@@ -67,9 +67,10 @@ class SimInstance:
     rng: random.Random
     environments: list[Environment] = field(default_factory=list)
     waiting: deque = field(default_factory=deque)
-    stats: RecentStats = field(default_factory=RecentStats)
+    stats: RecentStats = field(init=False)
 
     def __post_init__(self):
+        self.stats = RecentStats(clock=self.engine.clock)
         # Every environment warm at the start, as the harness's warm-up leaves a real stack;
         # the idle ones are reaped from then on.
         self.environments = [

@@ -28,3 +28,21 @@ def test_failures_are_counted_once_per_report():
     stats.record_failure()
     assert filled(stats).recent_failures == 2
     assert filled(stats).recent_failures == 0
+
+
+def test_requests_older_than_the_maximum_age_are_forgotten_but_cold_starts_are_not():
+    now = [0.0]
+    stats = RecentStats(clock=lambda: now[0], max_age_s=30.0)
+    stats.record(1_000, total_s=3.0, queued_s=0.0, cold_start_s=2.5)
+    now[0] = 20.0
+    stats.record(1_000, total_s=0.2, queued_s=0.0, cold_start_s=0.0)
+    assert filled(stats).service_times[0].count == 2
+    now[0] = 40.0
+    report = filled(stats)
+    assert [b.count for b in report.service_times] == [1]
+    assert report.recent_latency_p50.ToNanoseconds() == 200_000_000
+    assert report.recent_cold_start.ToNanoseconds() == 2_500_000_000
+    now[0] = 51.0
+    report = filled(stats)
+    assert (len(report.service_times), report.HasField("recent_latency_p50")) == (0, False)
+    assert report.recent_cold_start.ToNanoseconds() == 2_500_000_000

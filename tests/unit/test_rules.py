@@ -202,6 +202,16 @@ def test_a_full_platform_without_queue_room_cannot_take_the_request():
     assert serverless.predicted_latency_s is None
 
 
+def test_a_full_platform_not_measured_yet_is_not_queued_behind():
+    # With nothing measured its wait would be predicted as none, and its queue would fill.
+    flask = state(FLASK, free=0, total=2, queue_room=2, service=0.0)
+    prediction.predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    assert flask.predicted_latency_s is None
+    flask.free_slots = flask.warm_free_slots = 1
+    prediction.predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    assert flask.predicted_latency_s == pytest.approx(0.0, abs=1e-6)
+
+
 def test_a_request_over_the_platforms_limit_cannot_go_there():
     serverless = state(SERVERLESS)
     prediction.predict(serverless, 7_000_000, DEFAULT_PLATFORM_SETTINGS[SERVERLESS])

@@ -5,15 +5,17 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
               + probability of a cold start x cold-start time
 
 - service time: the 95th percentile the instance reports for requests of about this size
-  (its size bucket, else the nearest bucket with requests, else its recent p95; 0 before it
-  has served anything, so an unmeasured platform gets a request and is measured). A
+  (its size bucket, else the nearest bucket with requests, else its recent p95; 0 when it has
+  served nothing recently, so an unmeasured platform gets requests and is measured: adapters
+  forget requests after 30 s, so a platform the rule stopped choosing is measured again). A
   percentile, not the median: an objective is met or missed per request, and a platform
   whose median is just within it misses it for nearly half of them. Its median while the
   bucket holds fewer than 20 requests (a p95 of a few warm-ups is their slowest);
 - wait: none while the platform has a free slot; otherwise the requests ahead of it in the
   queue of the instance it would go to (the one with most queue room), drained by that
   instance's slots at one median service time each; a full platform without queue room (Lambda at
-  its concurrency limit) cannot take the request: no prediction;
+  its concurrency limit), or a full one not measured yet, cannot take the request: no
+  prediction (an unmeasured platform is tried with free slots only, never with a queue);
 - cold start: certain when the free slot is not in a warm environment (a new container or
   Lambda environment must start), none otherwise; its time is the instance's recent median;
 - transfer: the platform's network round trip plus the payload at its bandwidth.
@@ -37,7 +39,7 @@ def predict(state: PlatformState, size: int, settings: PlatformSettings) -> None
     if state.free_slots > 0:
         wait = 0.0
         cold = 0.0 if state.warm_free_slots > 0 else stats.recent_cold_start_s
-    elif state.instance_queue_room > 0:
+    elif state.instance_queue_room > 0 and stats.measured:
         wait = (state.instance_queued + 1) * service / max(1, state.instance.capacity_total)
         cold = 0.0
     else:

@@ -54,6 +54,11 @@ class InstanceStats:
     service_time_p95s_s: tuple[float, ...] = ()
     service_time_counts: tuple[int, ...] = ()
 
+    @property
+    def measured(self) -> bool:
+        """Whether the instance reported any recent request (adapters forget old ones)."""
+        return bool(self.service_time_counts) or self.recent_latency_p50_s > 0
+
     def service_time_s(self, size: int) -> float:
         """The median service time of requests of about this size: from its bucket, or the
         nearest bucket with requests, or the recent median; 0 when nothing was measured."""
