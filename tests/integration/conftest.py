@@ -38,8 +38,10 @@ def start_placer(tmp_path, otlp_receiver):
 
 
 @pytest.fixture
-def placer(start_placer):
-    return start_placer("--heartbeat-timeout-s", "1")
+def placer(start_placer, request):
+    """A placer whose heartbeat timeout is 1 s, or `@pytest.mark.heartbeat_timeout(seconds)`."""
+    marker = request.node.get_closest_marker("heartbeat_timeout")
+    return start_placer("--heartbeat-timeout-s", str(marker.args[0] if marker else 1))
 
 
 @pytest.fixture

@@ -204,6 +204,7 @@ def test_undecodable_heartbeats_neither_crash_nor_wedge_the_placer(
     assert placer.process.wait(15) == 0, "the placer did not stop cleanly on SIGTERM"
 
 
+@pytest.mark.heartbeat_timeout(30)  # held for longer than this, they would be closed
 def test_held_streams_cannot_take_the_threads_of_health_checks_and_requests(
     placer, stub, channels, registered
 ):
@@ -230,6 +231,34 @@ def test_held_streams_cannot_take_the_threads_of_health_checks_and_requests(
         release.set()
         for call in held:
             call.cancel()
+
+
+def test_a_heartbeat_stream_that_goes_quiet_is_closed_after_the_heartbeat_timeout(
+    placer, stub, channels, registered
+):
+    release = threading.Event()
+
+    def once_then_quiet():
+        yield placer_pb2.HeartbeatRequest(report=report("quiet-1"))
+        release.wait()
+
+    def never():
+        release.wait()
+        yield from ()
+
+    attacker = placer_pb2_grpc.PlacerServiceStub(channels(placer.address, Role.ADAPTER))
+    quiet, silent = attacker.Heartbeat(once_then_quiet()), attacker.Heartbeat(never())
+    try:
+        next(quiet)  # registered
+        # The placer's heartbeat timeout is 1 s; its sweep runs 4 times a second.
+        assert wait_until(lambda: quiet.done() and silent.done(), timeout=5)
+        assert {quiet.code(), silent.code()} == {CODE.CANCELLED}
+        assert wait_until(lambda: live_ids(stub) == {registered.instance_id}, timeout=5)
+        assert_still_serving(placer, stub, registered)
+    finally:
+        release.set()
+        quiet.cancel()
+        silent.cancel()
 
 
 def test_an_address_that_is_not_an_adapter_is_skipped_not_fatal(placer, channels, adapters):

@@ -1,4 +1,5 @@
-"""The placer as a running server: gRPC, metrics, the expiry sweep, start and stop."""
+"""The placer as a running server: gRPC, metrics, the expiry sweep (of instances and of
+quiet heartbeat streams), start and stop."""
 
 import logging
 import threading
@@ -34,10 +35,14 @@ class PlacerServer:
         self._forwarder = GrpcForwarder(_MAX_MESSAGE_BYTES, tokens, tls)
         self.placer = Placer(config.policy, self._forwarder, self.metrics)
         self._stopping = threading.Event()
-        servicer = PlacerServicer(self.placer, config.forward_timeout_s, self._stopping)
+        self._servicer = PlacerServicer(self.placer, config.forward_timeout_s, self._stopping)
         self._grpc = GrpcServer(
             config.listen,
-            [lambda server: placer_pb2_grpc.add_PlacerServiceServicer_to_server(servicer, server)],
+            [
+                lambda server: placer_pb2_grpc.add_PlacerServiceServicer_to_server(
+                    self._servicer, server
+                )
+            ],
             [SERVICE_NAME],
             ACCESS,
             tokens,
@@ -86,3 +91,4 @@ class PlacerServer:
     def _sweep(self) -> None:
         while not self._stopping.wait(_SWEEP_INTERVAL_S):
             self.placer.expire_instances()
+            self._servicer.close_idle_heartbeats()

@@ -14,6 +14,7 @@ from straightline_common.timeconv import duration, seconds
 from straightline_placer import rules
 from straightline_placer.algorithm import Branch, Platform, Rule, platform_label
 from straightline_placer.core import Placement, Placer, Request
+from straightline_placer.idle import IdleStreams
 from straightline_placer.policy import MAX_PAYLOAD_BYTES, PlatformSettings, Policy, rule_name
 from straightline_placer.registry import InstanceStats, PlatformState, summarize
 
@@ -44,6 +45,11 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         self._placer = placer
         self._default_timeout_s = default_timeout_s
         self._stopping = stopping
+        self._heartbeats = IdleStreams()
+
+    def close_idle_heartbeats(self) -> int:
+        """Cancels the Heartbeat streams quiet for longer than the policy's heartbeat timeout."""
+        return self._heartbeats.close_idle(self._placer.policy.heartbeat_timeout_s)
 
     def Place(self, request, context):
         return placer_pb2.PlaceResponse(
@@ -99,8 +105,10 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         owner = object()
         identity = str(current_identity())
         instance_id = None
+        self._heartbeats.touch(context)
         try:
             for message in request_iterator:
+                self._heartbeats.touch(context)
                 report = message.report
                 _check_report(report, instance_id)
                 instance_id = report.instance_id
@@ -119,6 +127,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                     timeout=duration(policy.heartbeat_timeout_s),
                 )
         finally:
+            self._heartbeats.forget(context)
             if instance_id is not None:
                 self._placer.registry.stream_closed(instance_id, owner)
 
