@@ -133,6 +133,31 @@ def test_an_instance_id_stays_its_adapters_after_the_stream_ends(
         impostor.stop()
 
 
+def test_an_adapter_certificate_reports_only_its_own_platform(
+    placer, flask, certs, channels, monkeypatch
+):
+    use(monkeypatch, files(certs[0], "adapter-flask"))
+    stream = placer_pb2_grpc.PlacerServiceStub(
+        open_channel(placer.address, Role.ADAPTER, tls=files(certs[0], "adapter-flask"))
+    )
+    posing = types_pb2.InstanceReport(
+        instance_id="docker-from-flask",
+        platform=DOCKER,
+        address="127.0.0.1:9",
+        capacity_total=100,
+        capacity_free=100,
+        models=[MODEL],
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        list(stream.Heartbeat(iter([placer_pb2.HeartbeatRequest(report=posing)]), timeout=5))
+    assert refused.value.code() == CODE.PERMISSION_DENIED
+    assert "adapter/flask, so it may report flask instances only, not docker" in (
+        refused.value.details()
+    )
+    answer = infer(stub_as(channels, placer, files(certs[0], "client")))
+    assert answer.served_instance_id == "flask-1"
+
+
 def test_a_rotated_certificate_is_served_without_a_restart(placer, flask, certs, channels):
     own = certs[0]
     before = served_certificate(placer, files(own, "client"))

@@ -124,7 +124,10 @@ def test_authorization_by_role():
 @pytest.mark.parametrize(
     ("uri", "identity"),
     [
-        ("spiffe://straightline/adapter/flask", auth.Identity(auth.Role.ADAPTER, "flask")),
+        (
+            "spiffe://straightline/adapter/flask",
+            auth.Identity(auth.Role.ADAPTER, "flask", certified=True),
+        ),
         ("spiffe://straightline/service/devrunner", None),
         ("spiffe://straightline/adapter/", None),
         ("spiffe://elsewhere/adapter/flask", None),

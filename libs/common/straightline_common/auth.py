@@ -52,6 +52,8 @@ class Role(enum.Enum):
 class Identity:
     role: Role
     name: str  # the certificate's name, or the role's for a token
+    # A certificate names one party (adapter/flask); a token is shared by a whole role.
+    certified: bool = False
 
     def __str__(self) -> str:
         return f"{self.role.value}/{self.name}"
@@ -161,7 +163,7 @@ def identity_from_uri(uri: str) -> Identity | None:
     role, _, name = uri.removeprefix(SPIFFE_PREFIX).partition("/")
     if role not in Role._value2member_map_ or not name:
         return None
-    return Identity(Role(role), name)
+    return Identity(Role(role), name, certified=True)
 
 
 def authorize(identity: Identity | None, method: str, access: Access) -> Identity:

@@ -43,8 +43,7 @@ class IdleStreams:
             stream.cancel()
         if idle:
             log.warning(
-                "closed heartbeat streams that sent nothing for longer than the heartbeat "
-                "timeout",
+                "closed heartbeat streams that sent nothing for longer than the heartbeat timeout",
                 extra={"streams": len(idle), "timeout_s": timeout_s},
             )
         return len(idle)

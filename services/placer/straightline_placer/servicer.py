@@ -6,8 +6,8 @@ import threading
 from google.protobuf import timestamp_pb2
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
-from straightline_common.auth import READERS, Role, access_of, current_identity
-from straightline_common.errors import InvalidArgument
+from straightline_common.auth import READERS, Identity, Role, access_of, current_identity
+from straightline_common.errors import InvalidArgument, PermissionDenied
 from straightline_common.grpcserver import status_of
 from straightline_common.names import check_id, check_model, shown
 from straightline_common.timeconv import duration, seconds
@@ -103,7 +103,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
 
     def Heartbeat(self, request_iterator, context):
         owner = object()
-        identity = str(current_identity())
+        identity = current_identity()
         instance_id = None
         self._heartbeats.touch(context)
         try:
@@ -111,6 +111,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                 self._heartbeats.touch(context)
                 report = message.report
                 _check_report(report, instance_id)
+                _check_platform_allowed(identity, report.platform)
                 instance_id = report.instance_id
                 if message.leaving:
                     self._placer.registry.leave(instance_id, owner)
@@ -131,7 +132,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             if instance_id is not None:
                 self._placer.registry.stream_closed(instance_id, owner)
 
-    def _record(self, report: types_pb2.InstanceReport, owner: object, identity: str) -> None:
+    def _record(self, report: types_pb2.InstanceReport, owner: object, identity: Identity) -> None:
         self._placer.registry.report(
             instance_id=report.instance_id,
             platform=Platform(report.platform),
@@ -142,7 +143,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             report=report,
             owner=owner,
             stats=stats_of(report),
-            identity=identity,
+            identity=str(identity),
         )
 
     def WatchResources(self, request, context):
@@ -251,6 +252,20 @@ def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | No
         )
     for model in report.models:
         check_model(model.name, model.version)
+
+
+def _check_platform_allowed(identity: Identity, platform: int) -> None:
+    """A certified adapter reports only the platform its certificate names: adapter/flask (or
+    adapter/flask-<anything>) Flask instances. A token stands for the whole adapter role."""
+    if not identity.certified:
+        return
+    label = platform_label(Platform(platform))
+    if identity.name != label and not identity.name.startswith(label + "-"):
+        raise PermissionDenied(
+            f"this adapter's certificate names it {identity}, so it may report "
+            f"{identity.name.partition('-')[0]} instances only, not {label} ones; give each "
+            f"platform's adapter a certificate named adapter/<platform>"
+        )
 
 
 _PLATFORM_NAMES = ", ".join(platform.name for platform in Platform)
