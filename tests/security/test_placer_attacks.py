@@ -239,7 +239,7 @@ def test_a_heartbeat_stream_that_goes_quiet_is_closed_after_the_heartbeat_timeou
     release = threading.Event()
 
     def once_then_quiet():
-        yield placer_pb2.HeartbeatRequest(report=report("quiet-1"))
+        yield placer_pb2.HeartbeatRequest(report=report("quiet-1", address=registered.address))
         release.wait()
 
     def never():
@@ -261,28 +261,17 @@ def test_a_heartbeat_stream_that_goes_quiet_is_closed_after_the_heartbeat_timeou
         silent.cancel()
 
 
-def test_an_address_that_is_not_an_adapter_is_skipped_not_fatal(placer, channels, adapters):
+def test_an_address_that_is_not_an_adapter_is_never_registered(placer, channels, adapters):
     docker = adapters(DOCKER, capacity=2)
-    impostor = report("not-an-adapter", address=placer.address, capacity_total=50)
-    stream = placer_pb2_grpc.PlacerServiceStub(channels(placer.address, Role.ADAPTER))
-    release = threading.Event()
-
-    def reports():
-        yield placer_pb2.HeartbeatRequest(report=impostor)
-        release.wait()
-
-    held = stream.Heartbeat(reports())
-    try:
-        next(held)  # registered: a Flask instance whose address is the placer itself
-        stub = placer_pb2_grpc.PlacerServiceStub(channels(placer.address))
-        answer = stub.Infer(
-            placer_pb2.InferRequest(model=MODEL, payload=b"abc", content_type="image/png"),
-            timeout=10,
-        )
-        assert answer.fell_back and answer.served_instance_id == docker.instance_id
-        assert answer.attempts[0].instance_id == "not-an-adapter"
-        assert answer.attempts[0].status_code == CODE.UNAVAILABLE.value[0]
-        assert "refused the request (UNIMPLEMENTED)" in answer.attempts[0].status_message
-    finally:
-        release.set()
-        held.cancel()
+    attacker = channels(placer.address, Role.ADAPTER)
+    stub = placer_pb2_grpc.PlacerServiceStub(channels(placer.address))
+    for address in (placer.address, "127.0.0.1:9"):  # a gRPC server of another kind; nothing
+        impostor = report("not-an-adapter", address=address, capacity_total=50, capacity_free=50)
+        refused = refusal(lambda: heartbeat(attacker, impostor))  # noqa: B023
+        assert refused.code() == CODE.FAILED_PRECONDITION
+        assert f"the advertised address {address} does not answer" in refused.details()
+        assert live_ids(stub) == {docker.instance_id}
+    answer = stub.Infer(
+        placer_pb2.InferRequest(model=MODEL, payload=b"abc", content_type="image/png"), timeout=10
+    )
+    assert answer.served_instance_id == docker.instance_id and not answer.fell_back

@@ -101,6 +101,9 @@ class Forwarder(Protocol):
     def forget(self, instance_id: str) -> None:
         """The instance has left: release what was kept for it (its channel)."""
 
+    def check_adapter(self, address: str) -> None:
+        """Raises FailedPrecondition unless an adapter serves at `address`."""
+
 
 class Placer:
     def __init__(
@@ -329,6 +332,11 @@ class Placer:
         return answer
 
     # Heartbeats ------------------------------------------------------------------------------
+
+    def check_advertised(self, address: str) -> None:
+        """Raises FailedPrecondition unless an adapter answers at `address`: nothing is placed
+        on an address the placer has not seen serve the adapter's service."""
+        self._forwarder.check_adapter(address)
 
     def expire_instances(self) -> None:
         """Drops instances whose heartbeats stopped; their outstanding requests are logged (the

@@ -1,8 +1,10 @@
-"""Sends placed requests to adapter instances over gRPC, one reused channel per instance."""
+"""Sends placed requests to adapter instances over gRPC, one reused channel per instance, and
+checks that an advertised address is an adapter before anything is placed there."""
 
 import threading
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from straightline.v1 import inference_pb2, inference_pb2_grpc
 from straightline_common import errors
@@ -27,6 +29,10 @@ _ERROR_OF_STATUS = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
 }
+
+
+ADAPTER_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+_ADDRESS_CHECK_TIMEOUT_S = 3.0
 
 
 class GrpcForwarder:
@@ -56,6 +62,32 @@ class GrpcForwarder:
             )
         except grpc.RpcError as error:
             raise _domain_error(instance, error) from None
+
+    def check_adapter(self, address: str) -> None:
+        """Raises FailedPrecondition unless `address` answers the adapter's service as SERVING
+        to a health check over the same credentials as forwarding."""
+        channel = open_channel(address, Role.PLACER, self._options, self._tokens, self._tls)
+        try:
+            status = (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(
+                    health_pb2.HealthCheckRequest(service=ADAPTER_SERVICE),
+                    timeout=_ADDRESS_CHECK_TIMEOUT_S,
+                )
+                .status
+            )
+        except grpc.RpcError as error:
+            status = error.code().name
+        else:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+        finally:
+            channel.close()
+        if status != "SERVING":
+            raise errors.FailedPrecondition(
+                f"the advertised address {address} does not answer {ADAPTER_SERVICE} as SERVING "
+                f"to the placer's health check ({status}); advertise the address the adapter "
+                "listens on, reachable from the placer, and heartbeat once it serves"
+            )
 
     def forget(self, instance_id: str) -> None:
         with self._lock:

@@ -266,6 +266,13 @@ class InstanceRegistry:
             self._bump()
             return current
 
+    def check_may_report(self, instance_id: str, owner: object, identity: str) -> None:
+        """Raises as `report` would for an instance id that is not this stream's to report."""
+        with self._changed:
+            current = self._instances.get(instance_id)
+            if current is not None and current.owner is not owner:
+                self._check_claim(current, identity, self._clock())
+
     def stream_closed(self, instance_id: str, owner: object) -> None:
         """A heartbeat stream ended: the instance stays until its timeout, but another stream
         may now report for it."""

@@ -104,7 +104,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
     def Heartbeat(self, request_iterator, context):
         owner = object()
         identity = current_identity()
-        instance_id = None
+        instance_id = checked_address = None
         self._heartbeats.touch(context)
         try:
             for message in request_iterator:
@@ -112,6 +112,11 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                 report = message.report
                 _check_report(report, instance_id)
                 _check_platform_allowed(identity, report.platform)
+                if not message.leaving and report.address != checked_address:
+                    # Before the instance is placeable, and again when its address changes.
+                    self._placer.registry.check_may_report(report.instance_id, owner, str(identity))
+                    self._placer.check_advertised(report.address)
+                    checked_address = report.address
                 instance_id = report.instance_id
                 if message.leaving:
                     self._placer.registry.leave(instance_id, owner)
