@@ -5,7 +5,8 @@
 Starts the REST model server (a real process) with a small classifier, and measures its
 resident memory (peak, from /proc's VmHWM) after warm-up, after ordinary JPEGs, and after
 the largest images the limits let through (a 4096 x 4096 PNG that compresses under the byte
-limit, a 4096 x 4096 JPEG), each sent three times, and images over the limits (a PNG of noise
+limit, a 4096 x 4096 JPEG, a progressive JPEG at the JPEG limit of 45 megapixels, whose
+coefficients libjpeg keeps whole), each sent three times, and images over the limits (a PNG of noise
 over 16 MiB, a 7000 x 7000 PNG header). The bound to compare with (imaging.py): 140 MiB per
 request in flight above the model's.
 """
@@ -46,6 +47,17 @@ def an_image(size: int, image_format: str, noise: bool) -> bytes:
     return out.getvalue()
 
 
+def a_progressive_photograph(width: int, height: int) -> bytes:
+    """Detail like a photograph's (coarse noise, enlarged), progressive: the JPEG whose
+    decoding takes most memory at a given size."""
+    coarse = np.random.default_rng(1).integers(0, 256, (height // 16, width // 16, 3), np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(coarse).resize((width, height)).save(
+        out, format="JPEG", quality=95, progressive=True
+    )
+    return out.getvalue()
+
+
 def post(port: int, data: bytes, content_type: str) -> int:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/models/tiny/predict",
@@ -68,6 +80,10 @@ def main() -> None:
         ),
         "4096 x 4096 PNG, a gradient": (an_image(4096, "PNG", noise=False), "image/png"),
         "4096 x 4096 JPEG of noise": (an_image(4096, "JPEG", noise=True), "image/jpeg"),
+        "8192 x 5464 progressive JPEG (45 megapixels, the JPEG limit)": (
+            a_progressive_photograph(8192, 5464),
+            "image/jpeg",
+        ),
         "7000 x 7000 PNG header (over the limit)": (png_header(7000, 7000), "image/png"),
     }
     with tempfile.TemporaryDirectory() as scratch:

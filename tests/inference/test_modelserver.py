@@ -141,7 +141,7 @@ def test_metadata_and_health(model_server):
             "image/png",
             400,
             "INVALID_ARGUMENT",
-            "7000x7000 pixels, over the limit of 16777216",
+            "7000x7000 pixels, over the limit of 16,777,216 pixels for PNG images",
         ),
         (
             "/v1/models/tiny/predict",
@@ -149,7 +149,7 @@ def test_metadata_and_health(model_server):
             "image/png",
             400,
             "INVALID_ARGUMENT",
-            "more pixels than the limit of 16777216",
+            "more pixels than the limit of 16,777,216",
         ),
         (
             "/v1/models/tiny/predict?top_k=lots",

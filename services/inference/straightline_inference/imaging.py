@@ -15,11 +15,15 @@ from straightline_common.names import shown
 CONTENT_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 # The largest image accepted by any front door; the serverless one is smaller (Lambda's limit).
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
-# Decompression-bomb guard: the largest image, in pixels, read from its header before any
-# decoding (4096 x 4096). Decoding it and converting it to RGB take at most 140 MiB per request
-# in flight above the model's (measured 130 MiB for a 4096 x 4096 PNG: bench/image_memory.py;
-# JPEGs decode at draft size, 22 MiB).
+# Decompression-bomb guard: the largest image decoded, in pixels (4096 x 4096), checked from
+# the header before any decoding. JPEGs are decoded at draft size (down to 1/8 of each side,
+# no smaller than the model's input), so the limit applies to that size, and their header to
+# MAX_JPEG_PIXELS, so that camera photographs pass (the data set holds 24-megapixel ones; a
+# 45-megapixel full-frame camera's 8192 x 5464). Decoding and converting to RGB take at most
+# 140 MiB per request in flight above the model's (measured: bench/image_memory.py; the
+# worst case is a progressive JPEG at the limit, whose coefficients libjpeg keeps whole).
 MAX_PIXELS = 4096 * 4096
+MAX_JPEG_PIXELS = 45_000_000
 
 
 def decode(data: bytes, content_type: str, size: tuple[int, int]) -> np.ndarray:
@@ -37,15 +41,18 @@ def decode(data: bytes, content_type: str, size: tuple[int, int]) -> np.ndarray:
         )
     try:
         with Image.open(io.BytesIO(data), formats=[CONTENT_TYPES[media_type]]) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise _too_many_pixels(image.width, image.height)
+            limit = MAX_JPEG_PIXELS if image.format == "JPEG" else MAX_PIXELS
+            if image.width * image.height > limit:
+                raise _too_many_pixels(image, limit)
             height, width = size
             image.draft("RGB", (width, height))  # JPEG: decode at a fraction of the size
+            if image.width * image.height > MAX_PIXELS:
+                raise _too_many_pixels(image, MAX_PIXELS)
             image.load()
             rgb = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
     except Image.DecompressionBombError:
         raise InvalidArgument(
-            f"the image has more pixels than the limit of {MAX_PIXELS} (4096 x 4096)"
+            f"the image has more pixels than the limit of {MAX_PIXELS:,} (4096 x 4096)"
         ) from None
     except UnidentifiedImageError:
         raise InvalidArgument(
@@ -58,8 +65,8 @@ def decode(data: bytes, content_type: str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float32)
 
 
-def _too_many_pixels(width: int, height: int) -> InvalidArgument:
+def _too_many_pixels(image: Image.Image, limit: int) -> InvalidArgument:
     return InvalidArgument(
-        f"the image is {width}x{height} pixels, over the limit of {MAX_PIXELS} (4096 x 4096); "
-        "send it smaller"
+        f"the {image.format} image is {image.width}x{image.height} pixels, over the limit of "
+        f"{limit:,} pixels for {image.format} images; send it smaller"
     )
