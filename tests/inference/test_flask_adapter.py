@@ -4,6 +4,7 @@ import grpc
 import pytest
 
 from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
+from tests.support.callers import assert_metadata_refuses_escaping_names
 from tests.support.models import CLASSES, image_bytes
 
 pytestmark = pytest.mark.tensorflow
@@ -48,6 +49,10 @@ def test_metadata_and_status(stub):
     report = stub.GetStatus(inference_pb2.GetStatusRequest()).report
     assert (report.capacity_total, report.capacity_free) == (2, 2)
     assert [(m.name, m.version) for m in report.models] == [("tiny", "1")]
+
+
+def test_metadata_of_names_that_leave_the_store_is_refused(stub):
+    assert_metadata_refuses_escaping_names(stub)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from straightline_inference.adapter.serverless_platform import (
     local_function_command,
 )
 from tests.inference.test_flask_adapter import predict_request
+from tests.support.callers import assert_metadata_refuses_escaping_names
 from tests.support.models import make_classifier
 from tests.support.s3 import BUCKET
 
@@ -57,6 +58,10 @@ def test_throttled_at_the_concurrency_limit(process_lambda, channels):
     assert throttled, "four concurrent requests on a limit of one were all served"
     assert {e.code() for e in throttled} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert "at its limit (1 environments" in throttled[0].details()
+
+
+def test_metadata_of_names_that_leave_the_store_is_refused(process_lambda, channels):
+    assert_metadata_refuses_escaping_names(stub_of(process_lambda, channels))
 
 
 def test_oversize_payload_is_refused_before_any_call(process_lambda, channels):
