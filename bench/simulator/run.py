@@ -110,7 +110,7 @@ class Simulation:
         predicted = state.predicted_latency_s if state is not None else None
 
         def done(job: Job, finished: float, queued: float, cold: float) -> None:
-            self.placer.registry.finish(ticket)
+            self.placer.registry.finish(ticket, ran=True)
             record.done_s = finished + self.scenario.hops_s
             elapsed = record.done_s - record.sent_s
             record.status = "OK" if elapsed <= self.scenario.timeout_s else "DEADLINE_EXCEEDED"
@@ -121,7 +121,7 @@ class Simulation:
 
         if simulated.submit(Job(record.bytes, self.engine.now, done)):
             return True
-        self.placer.registry.finish(ticket)
+        self.placer.registry.finish(ticket, ran=False)
         return False
 
     def _fail(self, record: Record, status: str) -> None:

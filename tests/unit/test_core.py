@@ -11,7 +11,7 @@ from straightline_common.errors import (
     Unavailable,
 )
 from straightline_placer.algorithm import Branch, Platform, Rule
-from straightline_placer.core import Placer, PlatformExhausted, Request
+from straightline_placer.core import Placer, PlatformExhausted, PlatformFailed, Request
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import Policy
 from straightline_placer.registry import InstanceStats
@@ -28,9 +28,11 @@ class FakeForwarder:
         self.calls: list[tuple[Platform, float]] = []
         self.free_during_call: list[int] = []
         self.forgotten: list[str] = []
+        self.request_ids: list[str] = []
 
-    def forward(self, instance, payload, timeout):
+    def forward(self, instance, payload, timeout, request_id):
         self.calls.append((instance.platform, timeout))
+        self.request_ids.append(request_id)
         self.free_during_call.append(instance.effective_free)
         if instance.platform in self.refusals:
             raise self.refusals[instance.platform]
@@ -94,6 +96,39 @@ def test_a_refusal_falls_back_along_the_order_of_preference(forwarder):
     assert [platform for platform, _ in forwarder.calls] == [FLASK, DOCKER]
     assert (result.served_platform, result.fell_back) == (DOCKER, True)
     assert [a.error is None for a in result.attempts] == [False, True]
+
+
+def test_the_adapter_gets_the_request_id_the_placement_reports(forwarder):
+    placer = make_placer(forwarder)
+    all_platforms(placer)
+    result = placer.infer(request(), payload=b"x", timeout=5)  # the client gave no id
+    assert result.placement.request_id and forwarder.request_ids == [result.placement.request_id]
+
+
+def test_a_failed_instance_costs_one_attempt_and_is_then_left_out(forwarder):
+    placer = make_placer(forwarder)
+    all_platforms(placer)
+    forwarder.refusals[FLASK] = PlatformFailed("flask instance flask refused (UNAVAILABLE)")
+    first = placer.infer(request(), payload=b"x", timeout=5)
+    assert (first.served_platform, first.fell_back) == (DOCKER, True)
+    second = placer.infer(request(), payload=b"x", timeout=5)
+    assert second.placement.platform == DOCKER  # Flask is ejected: Algorithm 1 sees S_F empty
+    assert [platform for platform, _ in forwarder.calls] == [FLASK, DOCKER, DOCKER]
+
+
+def test_an_attempt_that_may_fall_back_gets_half_the_time_left(forwarder):
+    placer = make_placer(forwarder)
+    all_platforms(placer)
+    forwarder.refusals[FLASK] = PlatformFailed("flask instance flask did not answer")
+    placer.infer(request(), payload=b"x", timeout=10)
+    (_, flask_budget), (_, docker_budget) = forwarder.calls
+    assert flask_budget == pytest.approx(5, abs=0.1)
+    assert docker_budget == pytest.approx(5, abs=0.1)  # half of what was left
+    pinned_forwarder = FakeForwarder()
+    pinned = make_placer(pinned_forwarder, pinned_platform=FLASK)
+    all_platforms(pinned)
+    pinned.infer(request(), payload=b"x", timeout=10)
+    assert pinned_forwarder.calls[0][1] == pytest.approx(10, abs=0.1)
 
 
 def test_fallback_wraps_around_from_a_later_platform(forwarder):

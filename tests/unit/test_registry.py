@@ -154,7 +154,7 @@ def test_finished_requests_free_their_slot(registry):
     report(registry, "f1", Platform.FLASK, free=1, total=1)
     _, _, ticket = decide(registry, choose(Platform.FLASK))
     assert free_slots(registry) == (0, 0, 0)
-    registry.finish(ticket)
+    registry.finish(ticket, ran=True)
     assert free_slots(registry) == (1, 0, 0)
 
 
@@ -163,8 +163,41 @@ def test_a_report_replaces_the_count_and_late_finishes_are_credited(registry):
     _, _, ticket = decide(registry, choose(Platform.FLASK))
     report(registry, "f1", Platform.FLASK, free=1)  # the adapter counts it in flight
     assert free_slots(registry) == (1, 0, 0)
-    registry.finish(ticket)  # sent before the report, finished after it
+    registry.finish(ticket, ran=True)  # sent before the report, finished after it
     assert free_slots(registry) == (2, 0, 0)
+
+
+def test_a_refusal_that_returns_after_a_report_frees_no_slot(registry):
+    # Issue 16's "phantom slot": sent with the only slot busy, refused, and the refusal
+    # arrives after a report that still shows the slot busy: still no free slot.
+    report(registry, "f1", Platform.FLASK, free=1, total=1)
+    _, _, running = decide(registry, choose(Platform.FLASK))
+    _, _, refused = decide(registry, choose(Platform.FLASK))
+    report(registry, "f1", Platform.FLASK, free=0, total=1)
+    registry.finish(refused, ran=False)
+    assert free_slots(registry) == (0, 0, 0)
+    registry.finish(running, ran=True)
+    assert free_slots(registry) == (1, 0, 0)
+
+
+def test_a_failed_instance_is_ejected_for_a_doubling_interval_unless_it_is_the_last(clock):
+    registry = InstanceRegistry(heartbeat_timeout=1000.0, clock=clock)
+    report(registry, "f1", Platform.FLASK, free=2)
+    report(registry, "f2", Platform.FLASK, free=1)
+    failing = survey(registry)[Platform.FLASK].instance
+    assert failing.instance_id == "f1"
+    assert registry.record_failure(failing) == 1.0
+    assert survey(registry)[Platform.FLASK].instance.instance_id == "f2"
+    clock.now += 1.01
+    assert survey(registry)[Platform.FLASK].instance.instance_id == "f1"  # back on probation
+    assert registry.record_failure(failing) == 2.0
+    clock.now += 1.5
+    assert survey(registry)[Platform.FLASK].free_slots == 1  # f2 alone
+    registry.record_success(failing)
+    assert registry.record_failure(failing) == 1.0  # a success ends the run of failures
+    other = survey(registry)[Platform.FLASK].instance
+    registry.record_failure(other)
+    assert survey(registry)[Platform.FLASK].free_slots == 3  # all ejected: all considered
 
 
 def test_the_instance_with_most_free_capacity_is_chosen(registry):
@@ -233,8 +266,8 @@ def test_a_slot_that_frees_up_goes_to_the_reported_queue_first(registry):
     report(registry, "f1", Platform.FLASK, free=0, total=2, queue_depth=2, queue_limit=4)
     assert free_slots(registry) == (0, 0, 0)
     for ticket in before[:2]:  # two finish: the two that were waiting take their slots
-        registry.finish(ticket)
+        registry.finish(ticket, ran=True)
     flask = survey(registry)[Platform.FLASK]
     assert (flask.free_slots, flask.queue_depth) == (0, 0)
-    registry.finish(before[2])  # the third frees a slot nobody waits for
+    registry.finish(before[2], ran=True)  # the third frees a slot nobody waits for
     assert free_slots(registry) == (1, 0, 0)

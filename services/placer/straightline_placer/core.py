@@ -36,6 +36,11 @@ tracer = trace.get_tracer("straightline.placer")
 
 # The most requests one PlaceBatch may hold.
 MAX_BATCH = 10_000
+# While a request may still fall back, one attempt may take at most this share of the time
+# left before its deadline (and at least MIN_ATTEMPT_S): a hung instance costs one attempt,
+# and the request still has time for another platform.
+ATTEMPT_SHARE = 0.5
+MIN_ATTEMPT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +98,17 @@ class PlatformExhausted(ResourceExhausted, PlatformRefused):
     """The instance refused the request for want of capacity: it may go elsewhere."""
 
 
+class PlatformFailed(PlatformRefused):
+    """The instance failed: unreachable, an internal error, the connection lost, or no answer
+    within the attempt's time. The request may go elsewhere, and the instance is ejected from
+    the placer's choices for a while (`InstanceRegistry.record_failure`)."""
+
+
 class Forwarder(Protocol):
-    def forward(self, instance: Instance, payload: object, timeout: float) -> object:
-        """Sends the request to the instance and returns its answer; raises PlatformRefused
-        when the request may be tried elsewhere, another ServiceError otherwise."""
+    def forward(self, instance: Instance, payload: object, timeout: float, request_id: str):
+        """Sends the request (its id: the placement's) to the instance and returns its answer;
+        raises PlatformRefused when the request may be tried elsewhere, another ServiceError
+        otherwise."""
 
     def forget(self, instance_id: str) -> None:
         """The instance has left: release what was kept for it (its channel)."""
@@ -229,11 +241,17 @@ class Placer:
         candidates = itertools.chain(
             [(placement.platform, instance, ticket)], self.fallbacks(placement, request)
         )
+        may_fall_back = (
+            len(self._fallback_order(placement, self._policy)) > 1
+            and len(placement.inputs.platforms) > 1  # another platform serves the model
+        )
         for platform, instance, ticket in candidates:
             if instance is None:
                 attempts.append(AttemptRecord(platform, "", _no_instance(platform), 0.0))
                 continue
-            answer = self._attempt(instance, ticket, payload, deadline, attempts)
+            answer = self._attempt(
+                instance, ticket, payload, deadline, attempts, placement.request_id, may_fall_back
+            )
             if answer is not None:
                 self._observe_prediction(placement, platform, attempts[-1].seconds)
                 result = InferResult(
@@ -253,6 +271,8 @@ class Placer:
                     }
                 )
                 return result
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded(_too_late(attempts))
         raise Unavailable(_nothing_took(request, attempts))
 
     def admit(self, request: Request):
@@ -292,12 +312,13 @@ class Placer:
         start = order.index(placement.platform)
         return [*order[start:], *order[:start]]
 
-    def _attempt(self, instance, ticket, payload, deadline, attempts):
+    def _attempt(self, instance, ticket, payload, deadline, attempts, request_id, may_fall_back):
         """One try on one instance: the answer, or None when it refused the request."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            self.registry.finish(ticket)
-            raise DeadlineExceeded("the deadline passed before the request could be sent")
+            self.registry.finish(ticket, ran=False)
+            raise DeadlineExceeded(_too_late(attempts))
+        budget = max(MIN_ATTEMPT_S, remaining * ATTEMPT_SHARE) if may_fall_back else remaining
         started = time.perf_counter()
         with tracer.start_as_current_span(
             "placer.forward",
@@ -310,9 +331,12 @@ class Placer:
             },
         ) as span:
             try:
-                answer = self._forwarder.forward(instance, payload, remaining)
+                answer = self._forwarder.forward(
+                    instance, payload, min(budget, remaining), request_id
+                )
             except PlatformRefused as refusal:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(refusal)))
+                self._record_refusal(instance, ticket, refusal)
                 attempts.append(
                     AttemptRecord(
                         instance.platform,
@@ -322,14 +346,34 @@ class Placer:
                     )
                 )
                 return None
-            finally:
-                self.registry.finish(ticket)
+            except BaseException:
+                self.registry.finish(ticket, ran=True)
+                raise
+        self.registry.finish(ticket, ran=True)
+        self.registry.record_success(instance)
         attempts.append(
             AttemptRecord(
                 instance.platform, instance.instance_id, None, time.perf_counter() - started
             )
         )
         return answer
+
+    def _record_refusal(self, instance: Instance, ticket, refusal: PlatformRefused) -> None:
+        """A failed instance may have run the request (its slot counts as freed) and is ejected
+        for a while; one that refused it never ran it (no slot was freed)."""
+        failed = isinstance(refusal, PlatformFailed)
+        self.registry.finish(ticket, ran=failed)
+        if failed:
+            ejected_s = self.registry.record_failure(instance)
+            log.warning(
+                "instance failed a request: out of the placer's choices for a while",
+                extra={
+                    "instance_id": instance.instance_id,
+                    "platform": platform_label(instance.platform),
+                    "ejected_s": ejected_s,
+                    "cause": str(refusal),
+                },
+            )
 
     # Heartbeats ------------------------------------------------------------------------------
 
@@ -379,6 +423,13 @@ def _check_request(request: Request) -> None:
             f"data size {request.data_size_bytes} bytes is over the largest request the placer "
             f"takes ({MAX_REQUEST_BYTES} bytes)"
         )
+
+
+def _too_late(attempts: list[AttemptRecord]) -> str:
+    if not attempts:
+        return "the deadline passed before the request could be sent"
+    tried = "; ".join(str(a.error) for a in attempts if a.error is not None)
+    return f"the deadline passed after {len(attempts)} attempt(s): {tried}"
 
 
 def _no_instance(platform: Platform) -> PlatformRefused:

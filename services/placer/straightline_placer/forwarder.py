@@ -12,22 +12,34 @@ from straightline_common.auth import Role, Tokens
 from straightline_common.channels import open_channel
 from straightline_common.telemetry import metadata_with_context
 from straightline_common.tls import TlsFiles
-from straightline_placer.core import PlatformExhausted, PlatformRefused
+from straightline_placer.core import PlatformExhausted, PlatformFailed, PlatformRefused
 from straightline_placer.registry import Instance
 
-# Codes with which an instance refuses a request before running it, or shows that what is
-# at its address is not an adapter we may call: try elsewhere.
+# How an attempt ended, by status code, when the request may go elsewhere: refused for want
+# of capacity; refused otherwise (the model's files unusable there); or failed (unreachable,
+# not an adapter we may call, an internal error, the connection lost, no answer within the
+# attempt's time), which also ejects the instance for a while.
 _REFUSALS = {
-    grpc.StatusCode.UNAVAILABLE: PlatformRefused,
     grpc.StatusCode.RESOURCE_EXHAUSTED: PlatformExhausted,
-    grpc.StatusCode.UNIMPLEMENTED: PlatformRefused,
-    grpc.StatusCode.UNAUTHENTICATED: PlatformRefused,
-    grpc.StatusCode.PERMISSION_DENIED: PlatformRefused,
+    grpc.StatusCode.FAILED_PRECONDITION: PlatformRefused,
+    **dict.fromkeys(
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.UNIMPLEMENTED,
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.UNKNOWN,
+            grpc.StatusCode.CANCELLED,
+            grpc.StatusCode.DATA_LOSS,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        ),
+        PlatformFailed,
+    ),
 }
 _ERROR_OF_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
 }
 
 
@@ -47,10 +59,10 @@ class GrpcForwarder:
         self._stubs = {}
         self._lock = threading.Lock()
 
-    def forward(self, instance: Instance, payload, timeout: float):
+    def forward(self, instance: Instance, payload, timeout: float, request_id: str):
         """`payload` is the placer's InferRequest; returns the adapter's PredictResponse."""
         request = inference_pb2.PredictRequest(
-            request_id=payload.request_id,
+            request_id=request_id,
             model=payload.model,
             payload=payload.payload,
             content_type=payload.content_type,
@@ -61,7 +73,7 @@ class GrpcForwarder:
                 request, timeout=timeout, metadata=metadata_with_context()
             )
         except grpc.RpcError as error:
-            raise _domain_error(instance, error) from None
+            raise _domain_error(instance, error, timeout) from None
 
     def check_adapter(self, address: str) -> None:
         """Raises FailedPrecondition unless `address` answers the adapter's service as SERVING
@@ -114,12 +126,12 @@ class GrpcForwarder:
             return stub
 
 
-def _domain_error(instance: Instance, error: grpc.RpcError) -> errors.ServiceError:
+def _domain_error(instance: Instance, error: grpc.RpcError, timeout: float):
     code, details = error.code(), error.details()
     where = f"{instance.platform.name.lower()} instance {instance.instance_id}"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return PlatformFailed(f"{where} did not answer within the attempt's {timeout:.1f} s")
     if code in _REFUSALS:
         return _REFUSALS[code](f"{where} refused the request ({code.name}): {details}")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return errors.DeadlineExceeded(f"{where} did not answer before the deadline")
     error_class = _ERROR_OF_STATUS.get(code, errors.Internal)
     return error_class(f"{where}: {details}")

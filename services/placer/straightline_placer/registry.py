@@ -33,6 +33,8 @@ C = TypeVar("C", bound=_HasPlatform)
 
 # Below this many requests in a size bucket, its p95 is no estimate (it is the slowest one).
 MIN_REQUESTS_FOR_P95 = 20
+BASE_EJECTION_S = 1.0
+MAX_EJECTION_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,9 @@ class Instance:
     stream_open: bool = True
     stats: InstanceStats = InstanceStats()
     identity: str = ""  # of the caller that registered it
+    # Outlier ejection: failures in a row, and until when it is out of the placer's choices.
+    ejections: int = 0
+    ejected_until: float = 0.0
 
     @property
     def effective_free(self) -> int:
@@ -340,15 +345,35 @@ class InstanceRegistry:
                 return None
             return self._reserve(state.instance)
 
-    def finish(self, ticket: Ticket) -> None:
+    def finish(self, ticket: Ticket, *, ran: bool) -> None:
+        """The request is done with its instance; `ran`: it held one of the instance's slots
+        (False: the instance refused it, so its end frees nothing)."""
         with self._changed:
             instance = ticket.instance
             if self._instances.get(instance.instance_id) is not instance:
                 return
             if ticket.epoch == instance.epoch:
                 instance.sent_since_report -= 1
-            else:
+            elif ran:
                 instance.finished_from_before_report += 1
+
+    # Outliers --------------------------------------------------------------------------------
+
+    def record_failure(self, instance: Instance) -> float:
+        """The instance failed a request: it leaves the placer's choices for an interval that
+        doubles with each failure in a row (1 s, 2 s, ... 30 s; Envoy's outlier ejection with
+        one failure as the trigger); returns the interval."""
+        with self._changed:
+            instance.ejections += 1
+            interval = min(MAX_EJECTION_S, BASE_EJECTION_S * 2 ** (instance.ejections - 1))
+            instance.ejected_until = self._clock() + interval
+            self._bump()
+            return interval
+
+    def record_success(self, instance: Instance) -> None:
+        if instance.ejections:
+            with self._changed:
+                instance.ejections = 0
 
     # The live view ---------------------------------------------------------------------------
 
@@ -395,7 +420,10 @@ class InstanceRegistry:
             if serving:
                 self._serving[key] = serving
         oldest = now - self.heartbeat_timeout
-        return summarize([i for i in serving if i.last_seen >= oldest], order)
+        live = [i for i in serving if i.last_seen >= oldest]
+        # Ejected instances are left out, unless that leaves none (Envoy's panic mode).
+        choices = [i for i in live if i.ejected_until <= now] or live
+        return summarize(choices, order)
 
     @staticmethod
     def _reserve(instance: Instance) -> Ticket:
