@@ -1,19 +1,28 @@
 """Flask: the REST model server as a local process with a fixed number of worker threads
-(its capacity), started by the adapter, or one already running at a given URL."""
+(its capacity), started by the adapter, or one already running at a given URL. Either way it
+is probed; one the adapter started is restarted when it dies or hangs."""
 
+import dataclasses
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
 from straightline.v1 import types_pb2
+from straightline_common.errors import DeadlineExceeded, Unavailable
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.modelserver_client import ModelServerClient
 from straightline_inference.adapter.platform import Answer, Capacity, PredictCall, ServesStore
+from straightline_inference.adapter.supervisor import Problem, Supervisor
 
 log = logging.getLogger(__name__)
+
+# How long the readiness probe waits for /healthz (behind the requests in the workers' queue).
+PROBE_TIMEOUT_S = 2.0
+# How long one wait for a model server this adapter did not start lasts before it retries.
+EXTERNAL_WAIT_S = 5.0
 
 
 class FlaskPlatform(ServesStore):
@@ -36,13 +45,15 @@ class FlaskPlatform(ServesStore):
         self._process: ServiceProcess | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._client: ModelServerClient | None = None
+        self._supervisor = Supervisor("Flask model server", self._probe, self._restart)
 
     def start(self) -> None:
         url = self._url or self._start_model_server()
-        self._client = ModelServerClient(url, connections=self._threads)
-        self._client.wait_ready(self._start_timeout_s)
+        self._client = self._ready_client(url, self._start_timeout_s)
+        self._supervisor.start()
 
     def stop(self) -> None:
+        self._supervisor.stop()
         if self._client is not None:
             self._client.close()
         if self._process is not None:
@@ -51,11 +62,22 @@ class FlaskPlatform(ServesStore):
             self._workdir.cleanup()
 
     def capacity(self) -> Capacity:
-        return self._gate.capacity_report(warm=self._client is not None)
+        capacity = self._gate.capacity_report(warm=self._client is not None)
+        if self._supervisor.down_reason:
+            return dataclasses.replace(
+                capacity, free=0, queue_limit=0, unavailable_reason=self._supervisor.down_reason
+            )
+        return capacity
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
+        if self._supervisor.down_reason:
+            raise Unavailable(self._supervisor.down_reason)
         with self._gate.slot(timeout) as queued:
-            answer = self._client.predict(call, timeout)
+            try:
+                answer = self._client.predict(call, timeout)
+            except (Unavailable, DeadlineExceeded):
+                self._supervisor.suspect()
+                raise
         return Answer(
             answer.model,
             answer.classes,
@@ -63,8 +85,34 @@ class FlaskPlatform(ServesStore):
             execution_seconds=answer.execution_seconds,
         )
 
+    def _probe(self) -> Problem | None:
+        if self._process is not None and self._process.process.poll() is not None:
+            return Problem(f"its process exited ({self._process.process.returncode})", True)
+        try:
+            self._client.probe(PROBE_TIMEOUT_S)
+        except (Unavailable, DeadlineExceeded) as error:
+            return Problem(str(error))
+        return None
+
+    def _restart(self) -> None:
+        """Replaces the model server this adapter started (killed and reaped first); one
+        that runs elsewhere (--flask-url) is waited for instead."""
+        if self._process is None:
+            new = self._ready_client(self._url, EXTERNAL_WAIT_S)
+        else:
+            self._process.terminate(timeout=2)  # SIGKILL after 2 s: a stopped one too
+            new = self._ready_client(self._start_model_server(), self._start_timeout_s)
+        old, self._client = self._client, new
+        old.close()
+
+    def _ready_client(self, url: str, timeout: float) -> ModelServerClient:
+        client = ModelServerClient(url, connections=self._threads)
+        client.wait_ready(timeout)
+        return client
+
     def _start_model_server(self) -> str:
-        self._workdir = tempfile.TemporaryDirectory(prefix="straightline-flask-")
+        if self._workdir is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="straightline-flask-")
         self._process = ServiceProcess(
             "straightline_inference.modelserver",
             [

@@ -35,6 +35,10 @@ class ModelServerClient:
             execution_seconds=time.perf_counter() - started,
         )
 
+    def probe(self, timeout: float) -> None:
+        """Raises Unavailable or DeadlineExceeded unless /healthz answers 200 in time."""
+        self._request("GET", "/healthz", timeout)
+
     def wait_ready(self, timeout: float) -> None:
         """Waits until /healthz answers 200 (the models are loaded and warm)."""
         deadline = time.monotonic() + timeout

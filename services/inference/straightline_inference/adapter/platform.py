@@ -38,6 +38,8 @@ class Capacity:
     # cold start (total - warm_slots is what the platform could still start).
     warm_environments: int = 0
     warm_slots: int = 0
+    # Set while the platform cannot serve (free and queue_limit are 0 then): the cause.
+    unavailable_reason: str = ""
 
 
 def fill_capacity(report, capacity: Capacity) -> None:
@@ -49,6 +51,7 @@ def fill_capacity(report, capacity: Capacity) -> None:
     report.queue_limit = capacity.queue_limit
     report.warm_environments = capacity.warm_environments
     report.warm_slots = capacity.warm_slots
+    report.unavailable_reason = capacity.unavailable_reason
 
 
 class Platform(Protocol):

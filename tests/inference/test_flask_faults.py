@@ -1,0 +1,85 @@
+"""The Flask adapter keeps its model server alive (issue 16): a real adapter process, its real
+model server child killed or stopped, the adapter's own reports and answers watched."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from straightline.v1 import inference_pb2, inference_pb2_grpc
+from tests.inference.test_flask_adapter import predict_request
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.tensorflow, pytest.mark.faults]
+
+
+def children(pid: int) -> set[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return {int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()}
+
+
+def state_of(pid: int) -> str:
+    """The process's state letter (R, S, T: stopped, Z: zombie), or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.fixture
+def flask(start_adapter):
+    return start_adapter("flask", "--threads", "2")
+
+
+@pytest.fixture
+def stub(flask, channels):
+    return inference_pb2_grpc.InferenceServiceStub(channels(flask.address))
+
+
+def status(stub):
+    return stub.GetStatus(inference_pb2.GetStatusRequest(), timeout=5).report
+
+
+def model_server_of(flask) -> int:
+    [child] = children(flask.process.pid)
+    return child
+
+
+def wait_restarted(stub, flask, old: int, timeout: float) -> float:
+    """Seconds until a new model server serves again."""
+    started = time.monotonic()
+    assert wait_until(
+        lambda: children(flask.process.pid) - {old} and not status(stub).unavailable_reason,
+        timeout=timeout,
+    ), "the adapter did not bring its model server back"
+    return time.monotonic() - started
+
+
+def test_a_killed_model_server_is_reported_reaped_and_restarted(flask, stub):
+    old = model_server_of(flask)
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: status(stub).unavailable_reason, timeout=5)
+    down = status(stub)
+    assert "Flask model server cannot serve: its process exited (-9)" in down.unavailable_reason
+    assert (down.capacity_free, down.queue_limit) == (0, 0)
+    wait_restarted(stub, flask, old, timeout=60)
+    assert state_of(old) == ""  # reaped, not a zombie
+    assert stub.Predict(predict_request(), timeout=30).classes
+    assert status(stub).capacity_free == 2
+
+
+def test_a_stopped_model_server_is_found_hung_and_replaced(flask, stub):
+    old = model_server_of(flask)
+    os.kill(old, signal.SIGSTOP)
+    try:
+        # Three probes of 2 s in a row, then a restart (the stopped one is killed).
+        assert wait_until(lambda: status(stub).unavailable_reason, timeout=15)
+        assert "did not answer" in status(stub).unavailable_reason
+        wait_restarted(stub, flask, old, timeout=60)
+        assert state_of(old) == ""
+        assert stub.Predict(predict_request(), timeout=30).classes
+    finally:
+        if state_of(old):
+            os.kill(old, signal.SIGKILL)
