@@ -12,6 +12,8 @@ COPY constraints.txt .
 COPY libs/common libs/common
 COPY services/placer services/placer
 RUN pip install --no-cache-dir -c constraints.txt ./libs/common ./services/placer
+# Where the policy changed at run time is kept (a volume in compose), the placer's own.
+RUN mkdir /state && chown 65534:65534 /state
 
 USER 65534:65534
 ENTRYPOINT ["python", "-m", "straightline_placer"]

@@ -221,6 +221,14 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
                 adapter_service,
                 platform,
             )
+        # The policy changed at run time (pinned to serverless, last) survives a restart.
+        stack.compose("restart", "-t", "10", "placer")
+        stack.wait_healthy()
+        restored = placer.GetPolicy(
+            placer_pb2.GetPolicyRequest(), timeout=30, wait_for_ready=True
+        ).policy
+        assert restored.pinned_platform == types_pb2.PLATFORM_SERVERLESS
+        serving_reports(placer, "colours", 3, timeout=60)  # the adapters came back
     finally:
         import docker
 

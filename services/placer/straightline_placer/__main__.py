@@ -7,6 +7,7 @@ from straightline_common.grpcserver import ShutdownSignal
 from straightline_common.logs import configure_logging
 from straightline_common.telemetry import configure_tracing
 from straightline_placer import config
+from straightline_placer.policy_file import PolicyFileError
 from straightline_placer.server import PlacerServer
 
 
@@ -18,7 +19,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging("placer", settings.log_level)
     provider = configure_tracing("straightline-placer")
-    server, shutdown = PlacerServer(settings), ShutdownSignal()
+    try:
+        server = PlacerServer(settings)
+    except PolicyFileError as error:
+        print(f"straightline-placer: {error}", file=sys.stderr)
+        return 2
+    shutdown = ShutdownSignal()
     server.start()
     shutdown.wait_then_stop(server.stop, provider)
     return 0

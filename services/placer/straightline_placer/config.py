@@ -94,6 +94,14 @@ SERVER_SETTINGS = (
         "deadline of a forwarded request when the caller sets none",
     ),
     Setting(
+        "policy_file",
+        "STRAIGHTLINE_PLACER_POLICY_FILE",
+        str,
+        "",
+        "keep the policy as changed at run time (UpdatePolicy) in this file and start from it; "
+        "empty: changes last until the placer stops",
+    ),
+    Setting(
         "port_file",
         "STRAIGHTLINE_PLACER_PORT_FILE",
         str,
@@ -176,6 +184,7 @@ class PlacerConfig:
     max_streams: int
     max_streams_per_peer: int
     forward_timeout_s: float
+    policy_file: str
     port_file: str
     tokens_file: str
     tls_cert: str

@@ -35,7 +35,10 @@ class PlacerServer:
         self._forwarder = GrpcForwarder(_MAX_MESSAGE_BYTES, tokens, tls)
         self.placer = Placer(config.policy, self._forwarder, self.metrics)
         self._stopping = threading.Event()
-        self._servicer = PlacerServicer(self.placer, config.forward_timeout_s, self._stopping)
+        self._servicer = PlacerServicer(
+            self.placer, config.forward_timeout_s, self._stopping, config.policy_file
+        )
+        self._servicer.restore_policy()
         self._grpc = GrpcServer(
             config.listen,
             [

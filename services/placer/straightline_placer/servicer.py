@@ -11,7 +11,7 @@ from straightline_common.errors import InvalidArgument, PermissionDenied
 from straightline_common.grpcserver import status_of
 from straightline_common.names import check_id, check_model, shown
 from straightline_common.timeconv import duration, seconds
-from straightline_placer import rules
+from straightline_placer import policy_file, rules
 from straightline_placer.algorithm import Branch, Platform, Rule, platform_label
 from straightline_placer.core import Placement, Placer, Request
 from straightline_placer.idle import IdleStreams
@@ -41,10 +41,18 @@ _WATCH_WAKE_S = 1.0
 
 
 class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
-    def __init__(self, placer: Placer, default_timeout_s: float, stopping: threading.Event):
+    def __init__(
+        self,
+        placer: Placer,
+        default_timeout_s: float,
+        stopping: threading.Event,
+        policy_file_path: str = "",
+    ):
         self._placer = placer
         self._default_timeout_s = default_timeout_s
         self._stopping = stopping
+        self._policy_file = policy_file_path
+        self._policy_saving = threading.Lock()
         self._heartbeats = IdleStreams()
 
     def close_idle_heartbeats(self) -> int:
@@ -169,9 +177,27 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
 
     def UpdatePolicy(self, request, context):
         changes = _policy_changes(request.policy, request.update_mask.paths)
-        return placer_pb2.UpdatePolicyResponse(
-            policy=_policy_message(self._placer.update_policy(**changes))
-        )
+        with self._policy_saving:
+            updated = _policy_message(self._placer.update_policy(**changes))
+            if self._policy_file:
+                policy_file.save(self._policy_file, updated)
+        log.info("policy updated", extra={"fields": sorted(changes)})
+        return placer_pb2.UpdatePolicyResponse(policy=updated)
+
+    def restore_policy(self) -> bool:
+        """Starts from the policy file's policy, if one was saved; raises PolicyFileError when
+        the file cannot be read as one."""
+        saved = policy_file.load(self._policy_file) if self._policy_file else None
+        if saved is None:
+            return False
+        try:
+            self._placer.update_policy(**_policy_changes(saved, []))
+        except InvalidArgument as error:
+            raise policy_file.PolicyFileError(
+                f"the policy file {self._policy_file} holds an invalid policy: {error}"
+            ) from None
+        log.info("policy restored", extra={"policy_file": self._policy_file})
+        return True
 
 
 def _request_of(message, data_size: int, deadline_s: float | None) -> Request:
