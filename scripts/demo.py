@@ -265,7 +265,8 @@ def against_compose(seed: int) -> None:
     finally:
         shutil.rmtree(dataset)
     try:
-        stream(f"127.0.0.1:{settings['PLACER_PORT']}", seed, 3)
+        placers = f"127.0.0.1:{settings['PLACER_PORT']},127.0.0.1:{settings['PLACER_2_PORT']}"
+        stream(placers, seed, 3)  # balanced over both placers
     finally:
         remove_images(packaged.images.values())
 

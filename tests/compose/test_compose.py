@@ -30,7 +30,8 @@ from tests.support.otlp import assert_job_trace
 pytestmark = [pytest.mark.docker, pytest.mark.compose]
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose.host.yaml"
-SERVICES = ["placer", "devrunner", "adapter-flask", "adapter-docker", "adapter-serverless"]
+SERVICES = ["placer", "placer-2", "devrunner", "adapter-flask", "adapter-docker"]
+SERVICES += ["adapter-serverless"]
 PLATFORMS = {
     types_pb2.PLATFORM_FLASK: "straightline-adapter-flask",
     types_pb2.PLATFORM_DOCKER: "straightline-adapter-docker",
@@ -41,7 +42,8 @@ PLATFORMS = {
 class Stack:
     def __init__(self, tmp_path: Path, otlp_port: int, command: list[str]):
         self.command = command
-        names = ("PLACER", "PLACER_METRICS", "ADAPTER_FLASK", "ADAPTER_DOCKER")
+        names = ("PLACER", "PLACER_METRICS", "PLACER_2", "PLACER_2_METRICS", "ADAPTER_FLASK")
+        names += ("ADAPTER_DOCKER",)
         names += ("ADAPTER_SERVERLESS", "DEVRUNNER")
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.credentials = tmp_path / "credentials"
@@ -83,6 +85,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         for name in (
             "PLACER",
+            "PLACER_2",
             "DEVRUNNER",
             "ADAPTER_FLASK",
             "ADAPTER_DOCKER",

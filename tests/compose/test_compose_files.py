@@ -17,6 +17,7 @@ COMPOSE_FILES = sorted((ROOT / "deploy").glob("compose*.yaml"))
 SERVICES = {
     "certs",
     "placer",
+    "placer-2",
     "devrunner",
     "adapter-flask",
     "adapter-docker",
@@ -95,7 +96,7 @@ def test_the_bridge_variant_publishes_what_users_reach_on_loopback_only(compose_
     published = {
         name: [host_ip(p) for p in s["ports"]] for name, s in services.items() if "ports" in s
     }
-    assert set(published) == {"placer", "devrunner", "jaeger"}
+    assert set(published) == {"placer", "placer-2", "devrunner", "jaeger"}
     assert {ip for ips in published.values() for ip in ips} == {"127.0.0.1"}
 
 
@@ -113,7 +114,7 @@ def test_every_straightline_service_serves_mutual_tls_with_its_own_certificate(
 ):
     services = resolved_services(compose_command, variant)
     ours = {name: s for name, s in services.items() if name not in ("jaeger", "certs")}
-    assert len(ours) == 5
+    assert len(ours) == 6
     certs = "/srv/sl-credentials/certs"
     for name, service in ours.items():
         environment = service["environment"]

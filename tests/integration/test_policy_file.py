@@ -6,6 +6,7 @@ import sys
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from tests.support.waiting import wait_until
 
 
 def update(stub, **fields) -> placer_pb2.Policy:
@@ -54,3 +55,20 @@ def test_an_unreadable_policy_file_stops_the_start_with_a_sentence(tmp_path):
     assert result.returncode == 2
     assert f"the policy file {broken} is not a saved policy" in result.stderr
     assert "remove it to start from the configured policy" in result.stderr
+
+
+def test_placers_sharing_a_policy_file_agree_on_the_policy(start_placer, channels, tmp_path):
+    shared = str(tmp_path / "policy.json")
+    first, second = (start_placer("--policy-file", shared) for _ in range(2))
+    one, other = (placer_pb2_grpc.PlacerServiceStub(channels(p.address)) for p in (first, second))
+
+    def policy_of(stub):
+        return stub.GetPolicy(placer_pb2.GetPolicyRequest(), timeout=5).policy
+
+    update(one, frequency_threshold_rps=3.0)
+    assert wait_until(lambda: policy_of(other).frequency_threshold_rps == 3.0, timeout=5)
+    # A change made on the other placer keeps the first one's: the file is read before writing.
+    update(other, fallback_enabled=False)
+    agreed = policy_of(other)
+    assert (agreed.frequency_threshold_rps, agreed.fallback_enabled) == (3.0, False)
+    assert wait_until(lambda: policy_of(one) == agreed, timeout=5)

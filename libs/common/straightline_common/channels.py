@@ -1,8 +1,16 @@
 """Client channels of every StraightLine caller (adapters, placer, CLIs, demo, benchmarks):
 each call carries the caller's credentials: its certificate over mutual TLS when TLS is
-configured (`tls.py`), else its role's bearer token (`auth.py`)."""
+configured (`tls.py`), else its role's bearer token (`auth.py`).
+
+An address may name several servers, "127.0.0.1:50051,127.0.0.1:50052" (IP literals: gRPC's
+`ipv4:` target): calls are balanced round robin over those that answer, and one that finds its
+server unavailable is retried once on another. A DNS name with several addresses does the same
+as `dns:///name:port` with the same service config (compose replicas, a Kubernetes headless
+service). Every channel reconnects within a second of its server's return (gRPC's default
+backoff grows to two minutes)."""
 
 import collections
+import json
 
 import grpc
 
@@ -64,7 +72,7 @@ def open_channel(
     `role`'s token (from `tokens`, else the deployment's tokens file)."""
     tls = tls or tls_from_environ()
     if tls is not None:
-        return grpc.secure_channel(address, channel_credentials(tls), options=options)
+        return _secure(address, tls, options)
     return with_token(address, (tokens or load_tokens()).of(role), options)
 
 
@@ -73,12 +81,56 @@ def transport_channel(address: str) -> grpc.Channel:
     for health checks, which are open to everyone."""
     tls = tls_from_environ()
     if tls is not None:
-        return grpc.secure_channel(address, channel_credentials(tls))
-    return grpc.insecure_channel(address)
+        return _secure(address, tls, ())
+    return grpc.insecure_channel(*_target(address, ()))
 
 
 def with_token(address: str, token: str, options=()) -> grpc.Channel:
     """A channel to `address` whose calls carry `token`."""
     return grpc.intercept_channel(
-        grpc.insecure_channel(address, options=options), _BearerToken(token)
+        grpc.insecure_channel(*_target(address, options)), _BearerToken(token)
     )
+
+
+# Reconnect quickly after a server comes back; the defaults wait up to 120 s.
+_RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+_SEVERAL_SERVERS_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{}],  # every method
+                "retryPolicy": {
+                    "maxAttempts": 2,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
+
+def _target(address: str, options) -> tuple[str, list]:
+    """gRPC's target and channel options for `address` (one server, or several)."""
+    options = [*options, *_RECONNECT_OPTIONS]
+    if "," in address:
+        return f"ipv4:{address}", [*options, ("grpc.service_config", _SEVERAL_SERVERS_CONFIG)]
+    if address.startswith("dns:"):
+        return address, [*options, ("grpc.service_config", _SEVERAL_SERVERS_CONFIG)]
+    return address, options
+
+
+def _secure(address: str, tls: TlsFiles, options) -> grpc.Channel:
+    target, options = _target(address, options)
+    if "," in address:
+        # Every server of the list is checked against the first one's host (the same IP).
+        host = address.split(",")[0].rpartition(":")[0]
+        options.append(("grpc.ssl_target_name_override", host))
+    return grpc.secure_channel(target, channel_credentials(tls), options=options)

@@ -109,6 +109,15 @@ def parse_address(text: str) -> str:
     return text
 
 
+def parse_addresses(text: str) -> str:
+    """One host:port or several, comma-separated (servers of one set); or 'off'."""
+    if text == "off":
+        return text
+    for address in text.split(","):
+        parse_address(address.strip())
+    return text
+
+
 def parse_positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:

@@ -30,6 +30,7 @@ from straightline_common.auth import SPIFFE_PREFIX
 # File name -> the SAN URI's role/name. Servers that call no one get a role no method allows.
 IDENTITIES = {
     "placer": "placer/placer",
+    "placer-2": "placer/placer-2",
     "devrunner": "service/devrunner",
     "adapter-flask": "adapter/flask",
     "adapter-docker": "adapter/docker",
@@ -37,7 +38,7 @@ IDENTITIES = {
     "operator": "operator/operator",
     "client": "client/client",
 }
-HOSTS = ("localhost", "placer", "devrunner", "adapter-flask", "adapter-docker")
+HOSTS = ("localhost", "placer", "placer-2", "devrunner", "adapter-flask", "adapter-docker")
 HOSTS += ("adapter-serverless",)
 # Every certificate serves and calls (the placer is both).
 _BOTH_ENDS = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]

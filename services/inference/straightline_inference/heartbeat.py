@@ -7,6 +7,7 @@ heartbeat timeout.
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -35,7 +36,7 @@ class HeartbeatSender:
         placer_address: str,
         make_report: Callable[[], types_pb2.InstanceReport],
         interval_s: float = 1.0,
-        max_backoff_s: float = 5.0,
+        max_backoff_s: float = 1.0,  # a restarted placer sees the instance within a second
         tokens: Tokens | None = None,
         tls: TlsFiles | None = None,
     ):
@@ -110,3 +111,33 @@ class HeartbeatSender:
         report = self._make_report()
         report.sequence = self._sequence
         return report
+
+
+class Heartbeats:
+    """One HeartbeatSender per placer of `placers` ("host:port" or several, comma-separated):
+    every placer of an active-active set sees the instance."""
+
+    def __init__(self, placers: str, make_report, **options):
+        self.senders = [
+            HeartbeatSender(address.strip(), make_report, **options)
+            for address in placers.split(",")
+        ]
+
+    def start(self) -> None:
+        for sender in self.senders:
+            sender.start()
+
+    def stop(self) -> None:
+        for sender in self.senders:
+            sender.stop()
+
+    def abandon(self) -> None:
+        for sender in self.senders:
+            sender.abandon()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Whether every placer acknowledged a report within `timeout`."""
+        deadline = time.monotonic() + timeout
+        return all(
+            sender.connected.wait(max(0.0, deadline - time.monotonic())) for sender in self.senders
+        )

@@ -21,7 +21,7 @@ from straightline_common.tls import tls_from_environ
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.platform import fill_capacity
 from straightline_inference.adapter.servicer import ACCESS, SERVICE_NAME
-from straightline_inference.heartbeat import HeartbeatSender
+from straightline_inference.heartbeat import Heartbeats
 from straightline_inference.stats import RecentStats
 
 CLASS_NAMES = ("cat", "chook", "dog", "horse")
@@ -63,9 +63,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
             tls_files=tls_from_environ(),
             max_workers=capacity + queue_limit + 4,
         )
-        self._heartbeats = HeartbeatSender(
-            placer_address, self.report, interval_s=heartbeat_interval_s
-        )
+        self._heartbeats = Heartbeats(placer_address, self.report, interval_s=heartbeat_interval_s)
 
     @property
     def address(self) -> str:
@@ -93,7 +91,7 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
         self._heartbeats.abandon()
 
     def wait_registered(self, timeout: float = 5.0) -> bool:
-        return self._heartbeats.connected.wait(timeout)
+        return self._heartbeats.wait_connected(timeout)
 
     def report(self) -> types_pb2.InstanceReport:
         report = types_pb2.InstanceReport(

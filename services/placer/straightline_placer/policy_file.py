@@ -1,6 +1,10 @@
-"""The policy as changed at run time, kept in a file so that a restarted placer starts from it:
-the v1 `Policy` message as JSON, written atomically (mode 0600), read at start-up."""
+"""The policy as changed at run time, kept in a file so that a restarted placer starts from it
+and the placers of an active-active set agree on it: the v1 `Policy` message as JSON, written
+atomically (mode 0600) under an advisory lock (`FILE.lock`), read at start-up and whenever its
+version (inode, size, modification time) changes."""
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -44,3 +48,26 @@ def load(path: str) -> placer_pb2.Policy | None:
             f"the policy file {path} is not a saved policy ({error}); fix it, or remove it to "
             "start from the configured policy"
         ) from None
+
+
+def version(path: str) -> tuple[int, int, int] | None:
+    """What changes whenever the file is replaced or written; None when there is none."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """Holds FILE.lock exclusively: one placer's read-change-write at a time."""
+    lock_path = Path(f"{path}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        os.chmod(lock_path, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,5 +1,5 @@
-"""The placer as a running server: gRPC, metrics, the expiry sweep (of instances and of
-quiet heartbeat streams), start and stop."""
+"""The placer as a running server: gRPC, metrics, the sweep (instances whose heartbeats
+stopped, quiet heartbeat streams, the policy file another placer changed), start and stop."""
 
 import logging
 import threading
@@ -95,3 +95,4 @@ class PlacerServer:
         while not self._stopping.wait(_SWEEP_INTERVAL_S):
             self.placer.expire_instances()
             self._servicer.close_idle_heartbeats()
+            self._servicer.follow_policy_file()

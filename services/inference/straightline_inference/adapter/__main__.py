@@ -19,7 +19,7 @@ from straightline_inference.adapter.flask_platform import FlaskPlatform
 from straightline_inference.adapter.platform import Platform
 from straightline_inference.adapter.serverless_platform import AwsServerless, LocalServerless
 from straightline_inference.adapter.servicer import ACCESS, SERVICE_NAME, InferenceServicer
-from straightline_inference.heartbeat import HeartbeatSender
+from straightline_inference.heartbeat import Heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class AdapterServer:
         self.platform.start()
         self._grpc.mark_serving()
         if self.settings["placer"] != "off":
-            self._heartbeats = HeartbeatSender(
+            self._heartbeats = Heartbeats(
                 self.settings["placer"], self._servicer.report, tokens=self._tokens, tls=self._tls
             )
             self._heartbeats.start()

@@ -10,6 +10,7 @@ from straightline_common.config import (
     Setting,
     add_settings,
     parse_address,
+    parse_addresses,
     parse_bool,
     parse_non_negative_int,
     parse_positive_int,
@@ -42,7 +43,11 @@ SETTINGS = (
     _setting("listen", parse_address, "127.0.0.1:50061", "gRPC address to serve on"),
     _setting("advertise", str, "", "host:port the placer should dial (default: the bound one)"),
     _setting(
-        "placer", str, "127.0.0.1:50051", "the placer's address, for heartbeats; 'off' for none"
+        "placer",
+        parse_addresses,
+        "127.0.0.1:50051",
+        "the placer's address, for heartbeats, or several (comma-separated: every placer of an "
+        "active-active set); 'off' for none",
     ),
     _setting("instance_id", str, "", "unique id of this instance (default: platform-random)"),
     _setting("store", str, "models", "model store directory"),

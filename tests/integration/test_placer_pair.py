@@ -1,0 +1,100 @@
+"""No single point of failure (issue 16): two placers active-active, adapters heartbeating to
+both, clients balancing over both; and one placer killed and back on its port. Real placer
+processes, simulated adapters, an open loop of real Infer calls, loopback only."""
+
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+
+from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline_inference.adapter.containers import free_ports
+from straightline_inference.simulated import SimulatedAdapter
+
+pytestmark = pytest.mark.faults
+MODEL = types_pb2.ModelRef(name="demo")
+FLASK, DOCKER = types_pb2.PLATFORM_FLASK, types_pb2.PLATFORM_DOCKER
+
+
+class OpenLoop:
+    """Infer calls at a fixed rate on one channel until stopped; the outcome of each."""
+
+    def __init__(self, stub, rate_per_s: float = 40):
+        self._stub = stub
+        self._period = 1 / rate_per_s
+        self._stop = threading.Event()
+        self.outcomes: list[tuple[float, grpc.StatusCode]] = []
+        self._calls = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+        for sent, call in self._calls:
+            error = call.exception()
+            self.outcomes.append((sent, error.code() if error else grpc.StatusCode.OK))
+
+    def _run(self):
+        request = placer_pb2.InferRequest(model=MODEL, payload=b"x" * 100, content_type="image/png")
+        while not self._stop.wait(self._period):
+            self._calls.append((time.monotonic(), self._stub.Infer.future(request, timeout=10)))
+
+    def failed(self) -> list[tuple[float, grpc.StatusCode]]:
+        return [(t, code) for t, code in self.outcomes if code != grpc.StatusCode.OK]
+
+
+@pytest.fixture
+def adapters_of():
+    started = []
+
+    def start(placers: str, platform: int) -> SimulatedAdapter:
+        adapter = SimulatedAdapter(platform, placers, capacity=8, heartbeat_interval_s=0.1)
+        started.append(adapter.start())
+        assert adapter.wait_registered(10), "not every placer acknowledged the adapter"
+        return adapter
+
+    yield start
+    for adapter in started:
+        adapter.stop()
+
+
+def test_one_placer_of_two_killed_fails_no_request(start_placer, channels, adapters_of):
+    first, second = (start_placer("--heartbeat-timeout-s", "2") for _ in range(2))
+    both = f"{first.address},{second.address}"
+    flask, docker = adapters_of(both, FLASK), adapters_of(both, DOCKER)
+    stub = placer_pb2_grpc.PlacerServiceStub(channels(both))
+    with OpenLoop(stub) as load:
+        time.sleep(1.5)
+        first.process.send_signal(signal.SIGKILL)
+        time.sleep(2.5)
+    assert len(load.outcomes) >= 120
+    assert load.failed() == []
+    assert flask.served + docker.served == len(load.outcomes)
+
+
+def test_clients_are_served_within_a_second_of_the_only_placers_return(
+    start_placer, channels, adapters_of
+):
+    [port] = free_ports(1)
+    address = f"127.0.0.1:{port}"
+    placer = start_placer("--listen", address, "--heartbeat-timeout-s", "2")
+    adapters_of(address, FLASK)
+    stub = placer_pb2_grpc.PlacerServiceStub(channels(address))
+    with OpenLoop(stub) as load:
+        time.sleep(1)
+        placer.process.send_signal(signal.SIGKILL)
+        placer.process.wait()
+        time.sleep(5)  # long enough for gRPC's default backoff to reach seconds
+        back = start_placer("--listen", address, "--heartbeat-timeout-s", "2")
+        returned = time.monotonic()
+        time.sleep(3)
+    served_after = [t for t, code in load.outcomes if code == grpc.StatusCode.OK and t > returned]
+    assert served_after, f"nothing was served after the placer returned: {load.failed()[-3:]}"
+    assert served_after[0] - returned < 1.0
+    assert back.process.poll() is None
