@@ -75,7 +75,9 @@ def test_one_placer_of_two_killed_fails_no_request(start_placer, channels, adapt
         time.sleep(2.5)
     assert len(load.outcomes) >= 120
     assert load.failed() == []
-    assert flask.served + docker.served == len(load.outcomes)
+    # A request the killed placer had forwarded but not answered is retried through the other
+    # and served again: at least once (inference is idempotent), and only those few twice.
+    assert len(load.outcomes) <= flask.served + docker.served <= len(load.outcomes) + 3
 
 
 def test_clients_are_served_within_a_second_of_the_only_placers_return(

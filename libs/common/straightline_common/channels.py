@@ -6,7 +6,7 @@ An address may name several servers, "127.0.0.1:50051,127.0.0.1:50052" (IP liter
 `ipv4:` target): calls are balanced round robin over those that answer, and one that finds its
 server unavailable is retried once on another. A DNS name with several addresses does the same
 as `dns:///name:port` with the same service config (compose replicas, a Kubernetes headless
-service). Every channel reconnects within a second of its server's return (gRPC's default
+service). Every channel reconnects within half a second of its server's return (gRPC's default
 backoff grows to two minutes)."""
 
 import collections
@@ -92,11 +92,11 @@ def with_token(address: str, token: str, options=()) -> grpc.Channel:
     )
 
 
-# Reconnect quickly after a server comes back; the defaults wait up to 120 s.
+# Reconnect within half a second of a server's return; the defaults wait up to 120 s.
 _RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 500),
 )
 _SEVERAL_SERVERS_CONFIG = json.dumps(
     {

@@ -36,7 +36,7 @@ class HeartbeatSender:
         placer_address: str,
         make_report: Callable[[], types_pb2.InstanceReport],
         interval_s: float = 1.0,
-        max_backoff_s: float = 1.0,  # a restarted placer sees the instance within a second
+        max_backoff_s: float = 0.5,  # a restarted placer sees the instance within a second
         tokens: Tokens | None = None,
         tls: TlsFiles | None = None,
     ):
