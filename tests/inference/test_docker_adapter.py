@@ -102,3 +102,23 @@ def test_missing_image_fails_at_start_with_a_clear_message(tmp_path, model_store
     assert process.process.wait(60) == 1
     assert "image straightline/absent:none is not on this engine" in process.log()
     process.terminate()
+
+
+@pytest.mark.faults
+def test_a_restarted_adapter_removes_what_its_killed_predecessor_left(start_adapter, engine):
+    options = ("--name", "docker-stable", "--max-containers", "1", "--min-warm", "1")
+    try:
+        killed = start_adapter("docker", "--instance-id", "docker-before", *options)
+        [left] = owned_containers(engine, "docker-stable")
+        killed.process.kill()  # SIGKILL: it cannot remove its container
+        killed.process.wait()
+        left.reload()
+        assert left.status == "running"
+        start_adapter("docker", "--instance-id", "docker-after", *options)
+        [own] = owned_containers(engine, "docker-stable")  # its own warm one, not the old one
+        assert own.id != left.id
+        with pytest.raises(docker.errors.NotFound):
+            left.reload()
+    finally:
+        for container in owned_containers(engine, "docker-stable"):
+            container.remove(force=True)

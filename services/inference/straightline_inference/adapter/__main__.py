@@ -33,7 +33,7 @@ def make_platform(settings: dict) -> Platform:
     if settings["platform"] == "docker":
         return DockerPlatform(
             image=settings["image"],
-            owner=settings["instance_id"],
+            owner=settings["name"],
             max_containers=settings["max_containers"],
             threads_per_container=settings["threads_per_container"],
             queue_limit=settings["queue_limit"],
@@ -52,7 +52,7 @@ def make_platform(settings: dict) -> Platform:
     return LocalServerless(
         image=settings["image"],
         runner=settings["runner"],
-        owner=settings["instance_id"],
+        owner=settings["name"],
         concurrency=settings["concurrency"],
         idle_timeout_s=settings["idle_timeout_s"],
         min_warm=settings["min_warm"],

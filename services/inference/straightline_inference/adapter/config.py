@@ -17,6 +17,7 @@ from straightline_common.config import (
     read_toml,
     resolve,
 )
+from straightline_common.names import check_id
 from straightline_common.tls import TLS_SETTINGS, tls_files
 
 
@@ -50,6 +51,14 @@ SETTINGS = (
         "active-active set); 'off' for none",
     ),
     _setting("instance_id", str, "", "unique id of this instance (default: platform-random)"),
+    _setting(
+        "name",
+        str,
+        "",
+        "docker, serverless: a stable name for this adapter, the owner label of its containers; "
+        "at start it removes the containers a predecessor of the same name left (default: the "
+        "instance id, so nothing is removed)",
+    ),
     _setting("store", str, "models", "model store directory"),
     _setting("threads", parse_positive_int, 4, "flask: model server worker threads (capacity)"),
     _setting("model_server_url", str, "", "flask: use this running model server instead"),
@@ -146,6 +155,9 @@ def load(argv: list[str] | None = None, environ=None) -> dict:
     settings["instance_id"] = (
         settings["instance_id"] or f"{settings['platform']}-{uuid.uuid4().hex[:8]}"
     )
+    if settings["name"]:
+        check_id(settings["name"], "name")
+    settings["name"] = settings["name"] or settings["instance_id"]
     if not settings["image"]:
         image = "lambda" if settings["platform"] == "serverless" else "model-server"
         settings["image"] = f"straightline/{image}:dev"

@@ -58,7 +58,7 @@ class DockerPlatform(PooledPlatform):
         }
 
     def start(self) -> None:
-        self._engine = containers.engine()
+        self._open_engine()
         containers.require_image(self._engine, self._image)
         self._pool = EnvironmentPool(
             self._start_container, self._stop_container, **self._pool_options

@@ -262,7 +262,7 @@ class LocalServerless(PooledPlatform):
             if self._runner == "process":
                 log.warning("no Docker engine: Lambda environments run as local processes")
         if self._runner == "container":
-            self._engine = containers.engine()
+            self._open_engine()
             containers.require_image(self._engine, self._image)
         else:
             ensure_rie()
