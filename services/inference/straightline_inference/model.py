@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry import trace
 
-from straightline_common.errors import InvalidArgument, NotFound
+from straightline_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from straightline_common.modelstore import ModelStore, ModelVersion
 from straightline_common.names import check_model
 from straightline_inference import imaging
@@ -100,6 +100,10 @@ class ModelSet:
     serves the store as it grows: a request for a model or version it has not loaded looks
     in the store again and loads what has appeared since (that request pays the load), the
     way a model server follows its model base path; an empty store is fine to start with.
+
+    A version whose files cannot be loaded (missing, corrupt) is left out and logged; the
+    others serve. A request for it gets FAILED_PRECONDITION naming the cause, and looks in
+    the store again, so a restored file serves from the next request on.
     """
 
     def __init__(self, store: ModelStore, wanted: list[str] | None = None):
@@ -107,6 +111,7 @@ class ModelSet:
         self._follows_store = not wanted
         versions = [store.resolve(*_split(entry)) for entry in wanted] if wanted else store.latest()
         self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._broken: dict[tuple[str, str], str] = {}  # (name, version) -> why not loaded
         self._lock = threading.Lock()
         self._add(versions)
 
@@ -124,6 +129,7 @@ class ModelSet:
                 self._add(fresh)
             model = self._find(name, version)
         if model is None:
+            self._raise_if_broken(name, version)
             served = ", ".join(f"{n}:{v}" for n, v in self.refs()) or "none"
             wanted = f"{name}:{version}" if version else name
             raise NotFound(f"model {wanted} is not served here; served: {served}")
@@ -135,11 +141,31 @@ class ModelSet:
         versions = [v for n, v in self._models if n == name]
         return self._models[(name, max(versions, key=int))] if versions else None
 
+    def _raise_if_broken(self, name: str, version: str) -> None:
+        for (broken_name, broken_version), cause in self._broken.items():
+            if broken_name == name and (not version or broken_version == version):
+                raise FailedPrecondition(cause)
+
     def _add(self, versions: list[ModelVersion]) -> None:
-        loaded = {
-            (v.name, v.version): LoadedModel(v) for v in {v.directory: v for v in versions}.values()
-        }
+        loaded = {}
+        for version in {v.directory: v for v in versions}.values():
+            key = (version.name, version.version)
+            try:
+                loaded[key] = LoadedModel(version)
+            except Exception as error:  # any failure to load: missing, corrupt, foreign files
+                self._broken[key] = _cannot_load(version, error)
+                log.error("model not loaded", extra={"cause": self._broken[key]})
+            else:
+                self._broken.pop(key, None)
         self._models = {**self._models, **loaded}  # readers see the old or the new dict
+
+
+def _cannot_load(version: ModelVersion, error: Exception) -> str:
+    detail = str(error).splitlines()[0][:200] if str(error) else ""
+    return (
+        f"model {version.name} version {version.version} cannot be loaded from the store "
+        f"({type(error).__name__}: {detail}); restore its files or package it again"
+    )
 
 
 def _split(entry: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ tracer = trace.get_tracer("straightline.modelserver")
 HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
     "NOT_FOUND": 404,
+    "FAILED_PRECONDITION": 409,  # the model's files cannot be loaded
     "RESOURCE_EXHAUSTED": 429,
     "UNAVAILABLE": 503,
 }
