@@ -9,6 +9,7 @@ import pytest
 
 from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from tests.inference.test_flask_adapter import predict_request
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.tensorflow]
 OWNER_LABEL = "straightline.owner"
@@ -121,4 +122,26 @@ def test_a_restarted_adapter_removes_what_its_killed_predecessor_left(start_adap
             left.reload()
     finally:
         for container in owned_containers(engine, "docker-stable"):
+            container.remove(force=True)
+
+
+@pytest.mark.faults
+def test_a_killed_warm_container_is_replaced_without_a_request(start_adapter, engine):
+    options = ("--max-containers", "1", "--min-warm", "1")
+    start_adapter("docker", "--instance-id", "docker-refill", *options)
+    try:
+        [first] = owned_containers(engine, "docker-refill")
+        first.kill()  # `docker kill`: the adapter is not told
+
+        def replaced() -> bool:
+            ids = [c.id for c in owned_containers(engine, "docker-refill")]
+            return ids not in ([], [first.id])
+
+        assert wait_until(replaced, timeout=120), "the adapter did not replace its warm container"
+        [second] = owned_containers(engine, "docker-refill")
+        assert second.status in ("created", "running")
+        with pytest.raises(docker.errors.NotFound):
+            first.reload()  # removed, not left exited
+    finally:
+        for container in owned_containers(engine, "docker-refill"):
             container.remove(force=True)

@@ -201,3 +201,36 @@ def test_a_failed_start_frees_its_place():
         assert hold(pool, lease=True).environment == "env-1"
     finally:
         pool.close()
+
+
+def test_a_dead_idle_environment_is_removed_and_the_minimum_started_again():
+    environments, dead = Environments(start_seconds=0.01), set()
+    pool = make_pool(
+        environments,
+        min_environments=1,
+        probe=lambda e: "its process exited (-9)" if e in dead else None,
+    )
+    try:
+        pool.fill()
+        assert pool.environments() == ["env-1"]
+        dead.add("env-1")  # killed behind the adapter's back
+        assert wait_until(lambda: pool.environments() == ["env-2"], timeout=5)
+        assert environments.stopped == ["env-1"]  # its remains stopped (a container removed)
+    finally:
+        pool.close()
+
+
+def test_an_environment_in_use_is_not_probed_away():
+    environments, release = Environments(start_seconds=0.01), threading.Event()
+    pool = make_pool(environments, probe=lambda e: "looks dead")
+    try:
+        with futures.ThreadPoolExecutor(1) as workers:
+            held = workers.submit(hold, pool, release, lease=True)
+            assert wait_until(lambda: pool.environments() == ["env-1"], timeout=5)
+            time.sleep(1.5)  # a probe sweep or more
+            assert pool.environments() == ["env-1"]
+            release.set()
+            held.result(timeout=5)
+        assert wait_until(lambda: pool.environments() == [], timeout=5)
+    finally:
+        pool.close()

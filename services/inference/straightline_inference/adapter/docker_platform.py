@@ -55,6 +55,7 @@ class DockerPlatform(PooledPlatform):
             "idle_timeout_s": idle_timeout_s,
             "min_environments": min_warm,
             "name": "the Docker platform",
+            "probe": _probe_container,
         }
 
     def start(self) -> None:
@@ -136,3 +137,19 @@ class DockerPlatform(PooledPlatform):
             environment.container.remove(force=True)
         except DockerException as error:
             log.warning("could not remove container %s: %s", environment.container.short_id, error)
+
+
+def _probe_container(environment: ModelServerContainer) -> str | None:
+    """Why an idle model-server container cannot serve (gone, exited, not answering), or None."""
+    container = environment.container
+    try:
+        container.reload()
+    except DockerException:
+        return f"container {container.short_id} is gone"
+    if container.status != "running":
+        return f"container {container.short_id} is {container.status}"
+    try:
+        environment.client.probe()
+    except (Unavailable, DeadlineExceeded) as error:
+        return f"container {container.short_id}: {error}"
+    return None

@@ -19,8 +19,6 @@ from straightline_inference.adapter.supervisor import Problem, Supervisor
 
 log = logging.getLogger(__name__)
 
-# How long the readiness probe waits for /healthz (behind the requests in the workers' queue).
-PROBE_TIMEOUT_S = 2.0
 # How long one wait for a model server this adapter did not start lasts before it retries.
 EXTERNAL_WAIT_S = 5.0
 
@@ -89,7 +87,7 @@ class FlaskPlatform(ServesStore):
         if self._process is not None and self._process.process.poll() is not None:
             return Problem(f"its process exited ({self._process.process.returncode})", True)
         try:
-            self._client.probe(PROBE_TIMEOUT_S)
+            self._client.probe()
         except (Unavailable, DeadlineExceeded) as error:
             return Problem(str(error))
         return None

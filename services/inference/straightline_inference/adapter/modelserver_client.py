@@ -9,6 +9,9 @@ from opentelemetry import propagate
 from straightline_common.errors import DeadlineExceeded, Unavailable, from_code_name
 from straightline_inference.adapter.platform import Answer, PredictCall
 
+# How long a readiness probe waits for /healthz (behind the requests in the workers' queue).
+PROBE_TIMEOUT_S = 2.0
+
 
 class ModelServerClient:
     def __init__(self, base_url: str, connections: int = 8):
@@ -35,7 +38,7 @@ class ModelServerClient:
             execution_seconds=time.perf_counter() - started,
         )
 
-    def probe(self, timeout: float) -> None:
+    def probe(self, timeout: float = PROBE_TIMEOUT_S) -> None:
         """Raises Unavailable or DeadlineExceeded unless /healthz answers 200 in time."""
         self._request("GET", "/healthz", timeout)
 

@@ -6,6 +6,8 @@ which runs one invocation at a time), the pool starts up to `max_environments` o
 beyond that requests wait in a bounded queue (zero for Lambda: it throttles instead).
 `min_environments` are started by `fill()` and never reaped (Lambda's provisioned
 concurrency, a deployment's minimum replicas): they spare the first requests a cold start.
+With a `probe`, every idle environment is checked each second: a dead one is removed (and
+its remains stopped), logged with the cause, and the minimum started again.
 """
 
 import logging
@@ -55,6 +57,7 @@ class EnvironmentPool(Generic[E]):
         idle_timeout_s: float = 60.0,
         min_environments: int = 0,
         name: str = "the pool",
+        probe: Callable[[E], str | None] | None = None,
     ):
         if not 0 <= min_environments <= max_environments:
             raise ValueError("min_environments must be between 0 and max_environments")
@@ -65,6 +68,7 @@ class EnvironmentPool(Generic[E]):
         self.queue_limit = queue_limit
         self.idle_timeout_s = idle_timeout_s
         self._name = name
+        self._probe = probe
         self._ready: list[_Slotted[E]] = []
         self._starting: list[_Slotted[E]] = []  # placeholders of environments being started
         self._waiting = 0
@@ -218,9 +222,36 @@ class EnvironmentPool(Generic[E]):
                 del idle[max(0, len(self._ready) - self.min_environments) :]
                 for slotted in idle:
                     self._ready.remove(slotted)
+                unused = [s for s in self._ready if s.busy == 0] if self._probe else []
             for slotted in idle:
                 log.info("environment idle, stopping it", extra={"pool": self._name})
                 self._stop_quietly(slotted.environment)
+            if self._remove_dead(unused):
+                self._refill()
+
+    def _remove_dead(self, unused: list[_Slotted[E]]) -> int:
+        """Probes environments nobody uses; removes and stops the dead ones; how many."""
+        removed = 0
+        for slotted in unused:
+            cause = self._probe(slotted.environment)
+            if cause is None:
+                continue
+            with self._changed:
+                if slotted.busy or slotted not in self._ready:
+                    continue  # leased meanwhile: the request will find out
+                self._ready.remove(slotted)
+                self._changed.notify_all()
+            log.error("environment dead: removed", extra={"pool": self._name, "cause": cause})
+            self._stop_quietly(slotted.environment)
+            removed += 1
+        return removed
+
+    def _refill(self) -> None:
+        """Starts the minimum again (from this long-lived thread: see `fill`)."""
+        try:
+            self.fill()
+        except Exception as error:  # the next sweep tries again
+            log.error("could not start an environment back: %s", error, extra={"pool": self._name})
 
     def _stop_quietly(self, environment: E) -> None:
         try:

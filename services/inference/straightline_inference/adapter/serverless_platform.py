@@ -15,11 +15,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import boto3
 import botocore.config
 import botocore.exceptions
+from docker.errors import DockerException
 from opentelemetry import propagate
 
 from straightline.v1 import types_pb2
@@ -208,7 +210,8 @@ class WarmEstimate:
 @dataclass
 class Environment:
     function: LambdaFunction
-    stop: object  # callable that ends the environment
+    stop: Callable[[], None]  # ends the environment
+    probe: Callable[[], str | None]  # why it cannot serve (its process or container ended)
 
 
 def local_function_command(emulator_arguments: list[str]) -> list[str]:
@@ -254,6 +257,7 @@ class LocalServerless(PooledPlatform):
             "idle_timeout_s": idle_timeout_s,
             "min_environments": min_warm,
             "name": "the local Lambda",
+            "probe": lambda environment: environment.probe(),
         }
 
     def start(self) -> None:
@@ -292,14 +296,14 @@ class LocalServerless(PooledPlatform):
     def _start_environment(self) -> Environment:
         port, runtime_api_port = containers.free_ports(2)
         start = self._start_container if self._runner == "container" else self._start_process
-        stop = start(emulator_arguments(port, runtime_api_port))
+        stop, probe = start(emulator_arguments(port, runtime_api_port))
         client = _lambda_client(
             f"http://127.0.0.1:{port}",
             region_name="us-east-1",
             aws_access_key_id="local",
             aws_secret_access_key="local",
         )
-        environment = Environment(LambdaFunction(client, "function"), stop)
+        environment = Environment(LambdaFunction(client, "function"), stop, probe)
         try:
             self._warm_up(environment.function)
         except Exception:
@@ -339,7 +343,17 @@ class LocalServerless(PooledPlatform):
             )
         except Exception as error:
             raise Unavailable(f"could not start a Lambda container: {error}") from None
-        return lambda: container.remove(force=True)
+
+        def probe() -> str | None:
+            try:
+                container.reload()
+            except DockerException:
+                return f"Lambda container {container.short_id} is gone"
+            if container.status != "running":
+                return f"Lambda container {container.short_id} is {container.status}"
+            return None
+
+        return lambda: container.remove(force=True), probe
 
     def _start_process(self, emulator_arguments: list[str]):
         process = subprocess.Popen(
@@ -361,7 +375,11 @@ class LocalServerless(PooledPlatform):
                 process.kill()
                 process.wait()
 
-        return stop
+        def probe() -> str | None:
+            code = process.poll()  # reaps it, too
+            return None if code is None else f"Lambda environment process exited ({code})"
+
+        return stop, probe
 
 
 def emulator_arguments(port: int, runtime_api_port: int) -> list[str]:
