@@ -114,6 +114,17 @@ def run(
     )
 
 
+def problem_of(container, what: str) -> str | None:
+    """Why a container of ours cannot serve (gone, exited, paused), or None while it runs."""
+    try:
+        container.reload()
+    except DockerException:
+        return f"{what} {container.short_id} is gone"
+    if container.status != "running":
+        return f"{what} {container.short_id} is {container.status}"
+    return None
+
+
 def remove_owned(client: docker.DockerClient, owner: str) -> int:
     """Removes every container labelled as owned by `owner`; returns how many."""
     owned = client.containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})

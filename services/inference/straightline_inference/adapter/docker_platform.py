@@ -142,14 +142,11 @@ class DockerPlatform(PooledPlatform):
 def _probe_container(environment: ModelServerContainer) -> str | None:
     """Why an idle model-server container cannot serve (gone, exited, not answering), or None."""
     container = environment.container
-    try:
-        container.reload()
-    except DockerException:
-        return f"container {container.short_id} is gone"
-    if container.status != "running":
-        return f"container {container.short_id} is {container.status}"
+    problem = containers.problem_of(container, "model-server container")
+    if problem is not None:
+        return problem
     try:
         environment.client.probe()
     except (Unavailable, DeadlineExceeded) as error:
-        return f"container {container.short_id}: {error}"
+        return f"model-server container {container.short_id}: {error}"
     return None

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import boto3
 import botocore.config
 import botocore.exceptions
-from docker.errors import DockerException
 from opentelemetry import propagate
 
 from straightline.v1 import types_pb2
@@ -344,16 +343,10 @@ class LocalServerless(PooledPlatform):
         except Exception as error:
             raise Unavailable(f"could not start a Lambda container: {error}") from None
 
-        def probe() -> str | None:
-            try:
-                container.reload()
-            except DockerException:
-                return f"Lambda container {container.short_id} is gone"
-            if container.status != "running":
-                return f"Lambda container {container.short_id} is {container.status}"
-            return None
-
-        return lambda: container.remove(force=True), probe
+        return (
+            lambda: container.remove(force=True),
+            lambda: containers.problem_of(container, "Lambda container"),
+        )
 
     def _start_process(self, emulator_arguments: list[str]):
         process = subprocess.Popen(
