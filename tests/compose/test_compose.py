@@ -144,6 +144,7 @@ def run_job(stub, spec: S.JobSpec, timeout: float = 600) -> S.Job:
     raise AssertionError(f"job {job.job_id} did not finish: {job}")
 
 
+@pytest.mark.timeout(1800)
 def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_and_the_demo(
     stack, otlp_receiver, channels
 ):
