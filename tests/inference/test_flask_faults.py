@@ -74,7 +74,8 @@ def test_a_stopped_model_server_is_found_hung_and_replaced(flask, stub):
     old = model_server_of(flask)
     os.kill(old, signal.SIGSTOP)
     try:
-        # Three probes of 2 s in a row, then a restart (the stopped one is killed).
+        # Reported down at the first missed probe of its health listener (1 s), restarted at
+        # the second (the stopped one is killed).
         assert wait_until(lambda: status(stub).unavailable_reason, timeout=15)
         assert "did not answer" in status(stub).unavailable_reason
         wait_restarted(stub, flask, old, timeout=60)

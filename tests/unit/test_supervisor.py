@@ -29,7 +29,9 @@ class Server:
 
 
 def supervised(server, interval_s=0.01) -> Supervisor:
-    server.supervisor = Supervisor("test server", server.probe, server.restart, interval_s)
+    server.supervisor = Supervisor(
+        "test server", server.probe, server.restart, failures_to_restart=3, interval_s=interval_s
+    )
     server.supervisor.start()
     return server.supervisor
 
@@ -44,6 +46,31 @@ def test_a_server_whose_process_exited_is_restarted_at_the_first_probe():
         ]
         assert wait_until(lambda: supervisor.down_reason == "", timeout=5)
     finally:
+        supervisor.stop()
+
+
+def test_a_failed_probe_reports_the_server_down_until_one_succeeds():
+    recovered = threading.Event()
+    probes = iter([Problem("did not answer in 1.0 s")])
+
+    def probe():
+        problem = next(probes, None)
+        if problem is None:
+            recovered.wait()  # the next probe succeeds only when the test says so
+        return problem
+
+    supervisor = Supervisor(
+        "test server", probe, lambda: None, failures_to_restart=3, interval_s=0.01
+    )
+    supervisor.start()
+    try:
+        assert wait_until(lambda: supervisor.down_reason != "", timeout=5)
+        assert "did not answer in 1.0 s" in supervisor.down_reason
+        recovered.set()
+        assert wait_until(lambda: supervisor.down_reason == "", timeout=5)
+        assert supervisor.restarts == 0
+    finally:
+        recovered.set()
         supervisor.stop()
 
 

@@ -109,6 +109,11 @@ def parse_address(text: str) -> str:
     return text
 
 
+def parse_optional_address(text: str) -> str:
+    """host:port, or empty for none."""
+    return text and parse_address(text)
+
+
 def parse_addresses(text: str) -> str:
     """One host:port or several, comma-separated (servers of one set); or 'off'."""
     if text == "off":

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # How long one wait for a model server this adapter did not start lasts before it retries.
 EXTERNAL_WAIT_S = 5.0
+# How long a probe of the health listener waits: it answers at once unless the server hangs.
+HEALTH_PROBE_TIMEOUT_S = 1.0
 
 
 class FlaskPlatform(ServesStore):
@@ -43,7 +45,16 @@ class FlaskPlatform(ServesStore):
         self._process: ServiceProcess | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._client: ModelServerClient | None = None
-        self._supervisor = Supervisor("Flask model server", self._probe, self._restart)
+        self._health: ModelServerClient | None = None  # its health listener, if started here
+        self._supervisor = Supervisor(
+            "Flask model server",
+            self._probe,
+            self._restart,
+            # Its own health listener answers at once even under load: two missed probes of
+            # 1 s are a hang. A server elsewhere is probed behind its workers' queue, late
+            # under load: three of 2 s.
+            failures_to_restart=2 if not url else 3,
+        )
 
     def start(self) -> None:
         url = self._url or self._start_model_server()
@@ -52,8 +63,9 @@ class FlaskPlatform(ServesStore):
 
     def stop(self) -> None:
         self._supervisor.stop()
-        if self._client is not None:
-            self._client.close()
+        for client in (self._client, self._health):
+            if client is not None:
+                client.close()
         if self._process is not None:
             self._process.terminate()
         if self._workdir is not None:
@@ -87,7 +99,10 @@ class FlaskPlatform(ServesStore):
         if self._process is not None and self._process.process.poll() is not None:
             return Problem(f"its process exited ({self._process.process.returncode})", True)
         try:
-            self._client.probe()
+            if self._health is not None:
+                self._health.probe(HEALTH_PROBE_TIMEOUT_S)
+            else:
+                self._client.probe()
         except (Unavailable, DeadlineExceeded) as error:
             return Problem(str(error))
         return None
@@ -120,12 +135,15 @@ class FlaskPlatform(ServesStore):
                 "127.0.0.1:0",
                 "--threads",
                 str(self._threads),
+                "--health-listen",
+                "127.0.0.1:0",
             ],
             Path(self._workdir.name),
         )
         self._process.wait_ready(self._start_timeout_s)
-        log.info(
-            "Flask model server started",
-            extra={"port": self._process.ports["http"], "python": sys.executable},
-        )
-        return f"http://127.0.0.1:{self._process.ports['http']}"
+        ports = self._process.ports
+        if self._health is not None:
+            self._health.close()
+        self._health = ModelServerClient(f"http://127.0.0.1:{ports['health']}", connections=1)
+        log.info("Flask model server started", extra={"ports": ports, "python": sys.executable})
+        return f"http://127.0.0.1:{ports['http']}"

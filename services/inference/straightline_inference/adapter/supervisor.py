@@ -1,8 +1,9 @@
 """Keeps a platform's own server alive: probes it on an interval (and at once when a request
 finds it unreachable), reports the cause while it cannot serve, and restarts it with backoff.
 
-The probe is the platform's (a readiness check); a server that fails `FAILED_PROBES_TO_RESTART`
-probes in a row, or whose process has exited, is down. Its process is killed and reaped (no
+The probe is the platform's (a readiness check). From the first failed probe the server is
+reported down (no capacity) until a probe succeeds; after `failures_to_restart` in a row, or
+at once when its process has exited, it is restarted: its process killed and reaped (no
 zombie), a new one started; failures to start back off from 1 s to 30 s."""
 
 import logging
@@ -14,9 +15,6 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL_S = 1.0
-# A busy server answers its readiness probe late (the probe waits for a worker like any
-# request): one slow probe is load, three in a row are a hang.
-FAILED_PROBES_TO_RESTART = 3
 MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
 
@@ -36,12 +34,15 @@ class Supervisor:
         name: str,
         probe: Callable[[], Problem | None],
         restart: Callable[[], None],
+        *,
+        failures_to_restart: int,
         interval_s: float = PROBE_INTERVAL_S,
     ):
         self._name = name
         self._probe = probe
         self._restart = restart
         self._interval_s = interval_s
+        self._failures_to_restart = failures_to_restart
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"supervise-{name}", daemon=True)
@@ -69,8 +70,12 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             problem = self._probe()
-            failed = 0 if problem is None else failed + 1
-            if problem is not None and (problem.certain or failed >= FAILED_PROBES_TO_RESTART):
+            if problem is None:
+                failed, self.down_reason = 0, ""
+                continue
+            failed += 1
+            self.down_reason = f"the {self._name} cannot serve: {problem.cause}"
+            if problem.certain or failed >= self._failures_to_restart:
                 self._recover(problem.cause)
                 failed = 0
 

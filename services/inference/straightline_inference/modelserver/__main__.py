@@ -17,6 +17,7 @@ from straightline_common.config import (
     Setting,
     add_settings,
     parse_address,
+    parse_optional_address,
     parse_positive_int,
     resolve,
 )
@@ -27,6 +28,7 @@ from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
 from straightline_inference.model import ModelSet
 from straightline_inference.modelserver.app import create_app
+from straightline_inference.modelserver.health import serve_health
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,14 @@ SETTINGS = (
         parse_positive_int,
         4,
         "worker threads: requests served at once",
+    ),
+    Setting(
+        "health_listen",
+        "STRAIGHTLINE_MODELSERVER_HEALTH_LISTEN",
+        parse_optional_address,
+        "",
+        "also answer GET /healthz here, on a thread of its own (not behind the workers): "
+        "for a supervisor's probe; empty: only on the main address",
     ),
     Setting(
         "port_file",
@@ -89,12 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         threads=settings["threads"],
         ident="straightline-modelserver",
     )
-    bound = listener.getsockname()[1]
+    ports = {"http": listener.getsockname()[1]}
+    if settings["health_listen"]:
+        health_host, _, health_port = settings["health_listen"].rpartition(":")
+        ports["health"] = serve_health(health_host, int(health_port))
     if settings["port_file"]:
-        write_port_file(settings["port_file"], {"http": bound})
+        write_port_file(settings["port_file"], ports)
     log.info(
         "model server serving",
-        extra={"port": bound, "threads": settings["threads"], "models": models.refs()},
+        extra={"ports": ports, "threads": settings["threads"], "models": models.refs()},
     )
     signal.signal(signal.SIGTERM, lambda *_: server.close())
     server.run()
