@@ -11,6 +11,7 @@ from google.protobuf import field_mask_pb2
 
 from straightline.v1 import placer_pb2, types_pb2
 from straightline_common.processes import ServiceProcess
+from straightline_common.tls import TlsFiles, tls_flags
 
 PLATFORM_NAMES = {
     types_pb2.PLATFORM_FLASK: "flask",
@@ -32,11 +33,8 @@ def tls_arguments(certs: Path | None, identity: str) -> list[str]:
     none without certificates."""
     if certs is None:
         return []
-    return [
-        *("--tls-cert", str(certs / f"{identity}.pem")),
-        *("--tls-key", str(certs / f"{identity}.key")),
-        *("--tls-client-ca", str(certs / "ca.pem")),
-    ]
+    own = TlsFiles(certs / f"{identity}.pem", certs / f"{identity}.key", certs / "ca.pem")
+    return tls_flags(own)
 
 
 def start_placer(stack: ExitStack, workdir: Path, *args: str) -> ServiceProcess:

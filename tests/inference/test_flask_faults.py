@@ -4,28 +4,15 @@ model server child killed or stopped, the adapter's own reports and answers watc
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from straightline.v1 import inference_pb2, inference_pb2_grpc
 from tests.inference.test_flask_adapter import predict_request
+from tests.support.procfs import children, state_of
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.faults]
-
-
-def children(pid: int) -> set[int]:
-    tasks = Path(f"/proc/{pid}/task")
-    return {int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()}
-
-
-def state_of(pid: int) -> str:
-    """The process's state letter (R, S, T: stopped, Z: zombie), or "" once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return ""
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Mutual TLS for every gRPC hop: one deployment CA signs a certificate per service and per
-client, whose SAN URI names its role (`spiffe://straightline/<role>/<name>`, see `auth.py`).
+"""Mutual TLS for every gRPC hop (and the model server's HTTPS): one deployment CA signs a
+certificate per service and per client, whose SAN URI names its role
+(`spiffe://straightline/<role>/<name>`, see `auth.py`).
 
 A process is configured with its own certificate and key and the CA (`--tls-cert`,
 `--tls-key`, `--tls-client-ca`, or STRAIGHTLINE_TLS_CERT / _KEY / _CLIENT_CA): as a server it
@@ -10,6 +11,7 @@ traffic is plaintext and identities are proved by bearer tokens (loopback develo
 """
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +105,34 @@ def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
+
+
+def https_server_context(files: TlsFiles) -> ssl.SSLContext:
+    """HTTPS that requires a client certificate signed by the CA (TLS 1.2 or later)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(files.cert, files.key)
+    context.load_verify_locations(files.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def https_client_context(files: TlsFiles) -> ssl.SSLContext:
+    """HTTPS that presents this process's certificate and trusts only servers the CA signed."""
+    context = ssl.create_default_context(cafile=files.ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(files.cert, files.key)
+    return context
+
+
+def tls_flags(files: TlsFiles | None) -> list[str]:
+    """The flags that give a service (a child process, a container) these files."""
+    if files is None:
+        return []
+    return [
+        *("--tls-cert", str(files.cert), "--tls-key", str(files.key)),
+        *("--tls-client-ca", str(files.ca)),
+    ]
 
 
 def peer_identity(auth_context: Mapping[str, list[bytes]]) -> Identity | None:

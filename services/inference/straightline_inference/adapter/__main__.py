@@ -25,10 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def make_platform(settings: dict) -> Platform:
+    """The platform; the model servers it starts serve HTTPS with the adapter's certificate
+    when it has one."""
     common = {"store": settings["store"]}
+    tls = tls_files(settings)
     if settings["platform"] == "flask":
         return FlaskPlatform(
-            threads=settings["threads"], url=settings["model_server_url"], **common
+            threads=settings["threads"], url=settings["model_server_url"], tls=tls, **common
         )
     if settings["platform"] == "docker":
         return DockerPlatform(
@@ -40,6 +43,7 @@ def make_platform(settings: dict) -> Platform:
             idle_timeout_s=settings["idle_timeout_s"],
             min_warm=settings["min_warm"],
             sharing=containers.Sharing.from_settings(settings),
+            tls=tls,
             **common,
         )
     if settings["function_name"]:

@@ -5,6 +5,7 @@ started them."""
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 from docker.errors import DockerException, ImageNotFound
@@ -97,12 +98,21 @@ class Sharing:
 
 
 def run(
-    client: docker.DockerClient, image: str, *, role: str, owner: str, sharing: Sharing, **options
+    client: docker.DockerClient,
+    image: str,
+    *,
+    role: str,
+    owner: str,
+    sharing: Sharing,
+    files: tuple[Path, ...] = (),
+    **options,
 ):
     """Starts a detached container with what it shares with the adapter, and labels naming
     its role and the adapter instance that owns it. It runs as the adapter's own user, so it
-    reads whatever model files the adapter can read."""
+    reads whatever model files the adapter can read; `files` (TLS certificates) are mounted
+    read-only at their own paths."""
     volumes = {sharing.models: {"bind": "/models", "mode": "ro"}} if sharing.models else {}
+    volumes.update({str(path): {"bind": str(path), "mode": "ro"} for path in files})
     return client.containers.run(
         image,
         detach=True,

@@ -10,6 +10,7 @@ from docker.errors import DockerException
 from straightline.v1 import types_pb2
 from straightline_common.errors import DeadlineExceeded, Unavailable
 from straightline_common.modelstore import ModelStore
+from straightline_common.tls import TlsFiles, tls_flags
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.modelserver_client import ModelServerClient
 from straightline_inference.adapter.platform import Answer, PredictCall
@@ -41,9 +42,11 @@ class DockerPlatform(PooledPlatform):
         min_warm: int,
         sharing: containers.Sharing,
         start_timeout_s: float = 120.0,
+        tls: TlsFiles | None = None,
     ):
         self._store = ModelStore(store)
         self._sharing = sharing
+        self._tls = tls  # the adapter's own: its containers serve HTTPS with it
         self._image = image
         self._owner = owner
         self._threads = threads_per_container
@@ -92,6 +95,7 @@ class DockerPlatform(PooledPlatform):
                 role="model-server",
                 owner=self._owner,
                 sharing=self._sharing,
+                files=() if self._tls is None else (self._tls.cert, self._tls.key, self._tls.ca),
                 command=[
                     "--store",
                     "/models",
@@ -99,12 +103,14 @@ class DockerPlatform(PooledPlatform):
                     f"127.0.0.1:{port}",
                     "--threads",
                     str(self._threads),
+                    *tls_flags(self._tls),
                 ],
                 environment=containers.inherited_environment("straightline-modelserver"),
             )
         except DockerException as error:
             raise Unavailable(f"could not start a model-server container: {error}") from None
-        client = ModelServerClient(f"http://127.0.0.1:{port}", self._threads)
+        scheme = "http" if self._tls is None else "https"
+        client = ModelServerClient(f"{scheme}://127.0.0.1:{port}", self._threads, self._tls)
         try:
             self._wait_ready(container, client)
         except Exception:

@@ -12,6 +12,7 @@ from straightline.v1 import types_pb2
 from straightline_common.errors import DeadlineExceeded, Unavailable
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
+from straightline_common.tls import TlsFiles, tls_flags
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.modelserver_client import ModelServerClient
 from straightline_inference.adapter.platform import Answer, Capacity, PredictCall, ServesStore
@@ -36,8 +37,10 @@ class FlaskPlatform(ServesStore):
         url: str = "",
         queue_limit: int = 0,
         start_timeout_s: float = 120.0,
+        tls: TlsFiles | None = None,
     ):
         self._store = ModelStore(store)
+        self._tls = tls  # the adapter's own: the model server it starts serves HTTPS with it
         self._threads = threads
         self._url = url
         self._start_timeout_s = start_timeout_s
@@ -119,7 +122,7 @@ class FlaskPlatform(ServesStore):
         old.close()
 
     def _ready_client(self, url: str, timeout: float) -> ModelServerClient:
-        client = ModelServerClient(url, connections=self._threads)
+        client = ModelServerClient(url, connections=self._threads, tls=self._tls)
         client.wait_ready(timeout)
         return client
 
@@ -137,6 +140,7 @@ class FlaskPlatform(ServesStore):
                 str(self._threads),
                 "--health-listen",
                 "127.0.0.1:0",
+                *tls_flags(self._tls),
             ],
             Path(self._workdir.name),
         )
@@ -146,4 +150,5 @@ class FlaskPlatform(ServesStore):
             self._health.close()
         self._health = ModelServerClient(f"http://127.0.0.1:{ports['health']}", connections=1)
         log.info("Flask model server started", extra={"ports": ports, "python": sys.executable})
-        return f"http://127.0.0.1:{ports['http']}"
+        scheme = "http" if self._tls is None else "https"
+        return f"{scheme}://127.0.0.1:{ports['http']}"

@@ -1,4 +1,4 @@
-"""HTTP client of the REST model server, with a pooled connection per worker."""
+"""HTTP(S) client of the REST model server, with a pooled connection per worker."""
 
 import json
 import time
@@ -7,6 +7,7 @@ import urllib3
 from opentelemetry import propagate
 
 from straightline_common.errors import DeadlineExceeded, Unavailable, from_code_name
+from straightline_common.tls import TlsFiles, https_client_context
 from straightline_inference.adapter.platform import Answer, PredictCall
 
 # How long a readiness probe waits for /healthz (behind the requests in the workers' queue).
@@ -14,9 +15,12 @@ PROBE_TIMEOUT_S = 2.0
 
 
 class ModelServerClient:
-    def __init__(self, base_url: str, connections: int = 8):
+    """`tls`: over HTTPS, presenting this process's certificate (the server requires one)."""
+
+    def __init__(self, base_url: str, connections: int = 8, tls: TlsFiles | None = None):
         self.base_url = base_url.rstrip("/")
-        self._http = urllib3.PoolManager(maxsize=connections, block=False, retries=False)
+        https = {} if tls is None else {"ssl_context": https_client_context(tls)}
+        self._http = urllib3.PoolManager(maxsize=connections, block=False, retries=False, **https)
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         path = f"/v1/models/{call.model_name}"

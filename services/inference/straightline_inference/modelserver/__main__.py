@@ -1,16 +1,15 @@
 """`python -m straightline_inference.modelserver --store DIR [--model NAME[:VERSION]] ...`
 
-Loads and warms the models, then serves the REST app with waitress and a fixed number of
-worker threads (the server's capacity). Writes {"http": port} to --port-file once serving.
+Loads and warms the models, then serves the REST app with a fixed number of worker threads
+(the server's capacity): over HTTP (waitress), or over HTTPS requiring a client certificate of
+the deployment's CA when --tls-cert, --tls-key and --tls-client-ca are set (cheroot). Writes
+{"http": port, "health": port} to --port-file once serving.
 """
 
 import argparse
 import logging
 import signal
-import socket
 import sys
-
-import waitress
 
 from straightline_common.config import (
     ConfigError,
@@ -26,9 +25,11 @@ from straightline_common.logs import configure_logging
 from straightline_common.modelstore import open_store, s3_url_setting
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
+from straightline_common.tls import TLS_SETTINGS, tls_files
 from straightline_inference.model import ModelSet
 from straightline_inference.modelserver.app import create_app
 from straightline_inference.modelserver.health import serve_health
+from straightline_inference.modelserver.servers import http_server, https_server
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ SETTINGS = (
         "",
         "write the bound port here as JSON once serving",
     ),
+    *TLS_SETTINGS,
     Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "log level"),
 )
 
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = parser.parse_args(argv)
     try:
         settings = resolve(SETTINGS, flags, {})
+        tls = tls_files(settings)
     except ConfigError as error:
         print(f"straightline-modelserver: configuration error: {error}", file=sys.stderr)
         return 2
@@ -92,14 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot serve: %s", error)
         return 1
     host, _, port = settings["listen"].rpartition(":")
-    listener = socket.create_server((host, int(port)))
-    server = waitress.create_server(
-        create_app(models),
-        sockets=[listener],
-        threads=settings["threads"],
-        ident="straightline-modelserver",
-    )
-    ports = {"http": listener.getsockname()[1]}
+    if tls is None:
+        server = http_server(create_app(models), host, int(port), settings["threads"])
+    else:
+        server = https_server(create_app(models), host, int(port), settings["threads"], tls)
+    ports = {"http": server.port}
     if settings["health_listen"]:
         health_host, _, health_port = settings["health_listen"].rpartition(":")
         ports["health"] = serve_health(health_host, int(health_port))
