@@ -342,7 +342,11 @@ def test_placement_span_carries_every_input_and_the_trace_reaches_the_adapter(
     assert attributes["straightline.r_d"] == SMALL
     assert attributes["straightline.flask_free_slots"] == 2
     assert "straightline.docker_free_slots" not in attributes  # no docker instance
-    for key in ("straightline.f_t", "straightline.F", "straightline.D"):
+    for key in (
+        "straightline.f_t",
+        "straightline.frequency_threshold",
+        "straightline.size_threshold",
+    ):
         assert key in attributes
     assert wait_until(lambda: f'"trace_id": "{placed[0].trace_id}"' in placer.log())
     forward = otlp_receiver.wait_for(

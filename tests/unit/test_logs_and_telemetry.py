@@ -79,3 +79,14 @@ def test_sampling_follows_the_standard_variables(monkeypatch, sampler, argument,
     assert span.get_span_context().trace_flags.sampled is sampled
     span.end()
     provider.shutdown()
+
+
+def test_spans_name_the_service_its_namespace_and_version():
+    provider = configure_tracing("straightline-placer", {"OTEL_TRACES_EXPORTER": "none"})
+    try:
+        attributes = provider.resource.attributes
+        assert attributes["service.name"] == "straightline-placer"
+        assert attributes["service.namespace"] == "straightline"
+        assert attributes["service.version"].count(".") == 2  # the package's, e.g. 0.1.0
+    finally:
+        provider.shutdown()

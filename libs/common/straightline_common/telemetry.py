@@ -11,11 +11,12 @@ hop); what leaves the process is chosen by the standard variables:
   OTEL_EXPORTER_OTLP_*: read by the SDK itself.
 """
 
+import importlib.metadata
 import os
 from collections.abc import Iterable
 
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -32,13 +33,27 @@ def configure_tracing(service_name: str, environ=os.environ) -> TracerProvider |
     """Install the global tracer provider for a service; returns it (None when disabled)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME", service_name)})
+    resource = Resource.create(
+        {
+            SERVICE_NAME: environ.get("OTEL_SERVICE_NAME", service_name),
+            SERVICE_NAMESPACE: "straightline",
+            SERVICE_VERSION: _version(),
+        }
+    )
     provider = TracerProvider(resource=resource)
     exporter = _exporter_from_environment(environ)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def _version() -> str:
+    """StraightLine's version (its common library's, installed with every service)."""
+    try:
+        return importlib.metadata.version("straightline-common")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _exporter_from_environment(environ) -> SpanExporter | None:

@@ -463,8 +463,8 @@ def _placement_attributes(request: Request, placement: Placement) -> dict:
         "straightline.model_version": request.model_version,
         "straightline.f_t": inputs.f_t,
         "straightline.r_d": inputs.r_d,
-        "straightline.F": inputs.frequency_threshold,
-        "straightline.D": inputs.size_threshold,
+        "straightline.frequency_threshold": inputs.frequency_threshold,  # F
+        "straightline.size_threshold": inputs.size_threshold,  # D
         "straightline.platform": platform_label(placement.platform),
         "straightline.branch": placement.branch.name.lower(),
         "straightline.instance_id": placement.instance_id,
