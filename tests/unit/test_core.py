@@ -11,7 +11,13 @@ from straightline_common.errors import (
     Unavailable,
 )
 from straightline_placer.algorithm import Branch, Platform, Rule
-from straightline_placer.core import Placer, PlatformExhausted, PlatformFailed, Request
+from straightline_placer.core import (
+    AttemptTimedOut,
+    Placer,
+    PlatformExhausted,
+    PlatformFailed,
+    Request,
+)
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import Policy
 from straightline_placer.registry import InstanceStats
@@ -129,6 +135,16 @@ def test_an_attempt_that_may_fall_back_gets_half_the_time_left(forwarder):
     all_platforms(pinned)
     pinned.infer(request(), payload=b"x", timeout=10)
     assert pinned_forwarder.calls[0][1] == pytest.approx(10, abs=0.1)
+
+
+def test_a_timeout_at_the_callers_own_deadline_ejects_no_instance(forwarder):
+    placer = make_placer(forwarder, pinned_platform=FLASK)  # no fallback: all the time is its
+    all_platforms(placer)
+    forwarder.refusals[FLASK] = AttemptTimedOut("flask instance flask did not answer")
+    with pytest.raises(DeadlineExceeded, match="did not answer before the request's deadline"):
+        placer.infer(request(), payload=b"x", timeout=0.3)
+    assert all(i.ejected_until == 0 for i in placer.registry.live())
+    assert placer.registry.live()[0].effective_free == 2  # its slot given back
 
 
 def test_fallback_wraps_around_from_a_later_platform(forwarder):

@@ -104,6 +104,11 @@ class PlatformFailed(PlatformRefused):
     the placer's choices for a while (`InstanceRegistry.record_failure`)."""
 
 
+class AttemptTimedOut(PlatformFailed):
+    """No answer within the attempt's time: the instance's failure when the request still had
+    time left (it may go elsewhere), the caller's deadline otherwise."""
+
+
 class Forwarder(Protocol):
     def forward(self, instance: Instance, payload: object, timeout: float, request_id: str):
         """Sends the request (its id: the placement's) to the instance and returns its answer;
@@ -336,6 +341,12 @@ class Placer:
                 )
             except PlatformRefused as refusal:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(refusal)))
+                if isinstance(refusal, AttemptTimedOut) and budget >= remaining:
+                    self.registry.finish(ticket, ran=True)  # the caller's deadline: no fault
+                    raise DeadlineExceeded(
+                        f"{platform_label(instance.platform)} instance {instance.instance_id} "
+                        f"did not answer before the request's deadline ({remaining:.2f} s left)"
+                    ) from None
                 self._record_refusal(instance, ticket, refusal)
                 attempts.append(
                     AttemptRecord(

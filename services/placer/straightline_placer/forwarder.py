@@ -12,7 +12,12 @@ from straightline_common.auth import Role, Tokens
 from straightline_common.channels import open_channel
 from straightline_common.telemetry import metadata_with_context
 from straightline_common.tls import TlsFiles
-from straightline_placer.core import PlatformExhausted, PlatformFailed, PlatformRefused
+from straightline_placer.core import (
+    AttemptTimedOut,
+    PlatformExhausted,
+    PlatformFailed,
+    PlatformRefused,
+)
 from straightline_placer.registry import Instance
 
 # How an attempt ended, by status code, when the request may go elsewhere: refused for want
@@ -130,7 +135,7 @@ def _domain_error(instance: Instance, error: grpc.RpcError, timeout: float):
     code, details = error.code(), error.details()
     where = f"{instance.platform.name.lower()} instance {instance.instance_id}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return PlatformFailed(f"{where} did not answer within the attempt's {timeout:.1f} s")
+        return AttemptTimedOut(f"{where} did not answer within the attempt's {timeout:.1f} s")
     if code in _REFUSALS:
         return _REFUSALS[code](f"{where} refused the request ({code.name}): {details}")
     error_class = _ERROR_OF_STATUS.get(code, errors.Internal)
