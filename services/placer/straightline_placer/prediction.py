@@ -5,12 +5,13 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
               + probability of a cold start x cold-start time
 
 - service time: the 95th percentile the instance reports for requests of about this size
-  (its size bucket, else the nearest bucket with requests, else its recent p95; 0 when it has
-  served nothing recently, so an unmeasured platform gets requests and is measured: adapters
-  forget requests after 30 s, so a platform the rule stopped choosing is measured again). A
-  percentile, not the median: an objective is met or missed per request, and a platform
-  whose median is just within it misses it for nearly half of them. Its median while the
-  bucket holds fewer than 20 requests (a p95 of a few warm-ups is their slowest);
+  (its size bucket, else the nearest bucket with requests, else its recent p95; of a bucket
+  of fewer than 20 requests, their slowest). A percentile, not the median: an objective is
+  met or missed per request, and a platform whose median is just within it misses it for
+  nearly half of them. Adapters forget requests after 30 s, so a platform the rule stopped
+  choosing reports nothing and is measured again: unmeasured, it is predicted at no service
+  time, and while one request (a probe) is on its way there it is marked `probing`: the rule
+  sends it another only when no other platform can take the request;
 - wait: none while the platform has a free slot; otherwise the requests ahead of it in the
   queue of the instance it would go to (the one with most queue room), drained by that
   instance's slots at one median service time each; a full platform without queue room (Lambda at
@@ -35,6 +36,7 @@ def predict(state: PlatformState, size: int, settings: PlatformSettings) -> None
         state.predicted_latency_s = None
         return
     stats = state.instance.stats
+    state.probing = not stats.measured and _probe_in_flight(state)
     service = stats.service_time_s(size)
     if state.free_slots > 0:
         wait = 0.0
@@ -48,6 +50,11 @@ def predict(state: PlatformState, size: int, settings: PlatformSettings) -> None
     transfer = settings.network_round_trip_s + size / settings.bandwidth_bytes_per_s
     state.predicted_latency_s = wait + stats.service_time_p95_s(size) + transfer + cold
     state.predicted_cost_usd = cost(service + cold, state.instance.capacity_total, settings)
+
+
+def _probe_in_flight(state: PlatformState) -> bool:
+    """Whether a request is already on its way to, or running on, the unmeasured instance."""
+    return state.instance.sent_since_report > 0 or state.instance.stats.in_flight > 0
 
 
 def cost(busy_s: float, slots: int, settings: PlatformSettings) -> float:

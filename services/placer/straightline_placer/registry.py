@@ -31,8 +31,6 @@ class _HasPlatform(Protocol):
 C = TypeVar("C", bound=_HasPlatform)
 
 
-# Below this many requests in a size bucket, its p95 is no estimate (it is the slowest one).
-MIN_REQUESTS_FOR_P95 = 20
 BASE_EJECTION_S = 1.0
 MAX_EJECTION_S = 30.0
 
@@ -67,13 +65,9 @@ class InstanceStats:
         return self._by_size(self.service_time_medians_s, size, self.recent_latency_p50_s)
 
     def service_time_p95_s(self, size: int) -> float:
-        """The same for the 95th percentile: the median where an adapter reports no p95, or
-        where the bucket holds too few requests for one (its p95 would be its slowest, often
-        a warm-up's, and a platform predicted slow gets no requests to correct it)."""
-        if self.service_time_counts:
-            index = self._bucket(size, len(self.service_time_counts))
-            if self.service_time_counts[index] < MIN_REQUESTS_FOR_P95:
-                return self.service_time_s(size)
+        """The same for the 95th percentile (the median where an adapter reports no p95). Of
+        a bucket of fewer than 20 requests it is their slowest: a cautious estimate, which
+        cannot keep a platform out for long, since adapters forget requests after 30 s."""
         recent = max(self.recent_latency_p95_s, self.recent_latency_p50_s)
         return self._by_size(self.service_time_p95s_s, size, recent)
 
@@ -151,6 +145,7 @@ class PlatformState:
     warm_free_slots: int = 0
     predicted_latency_s: float | None = None  # None: not predicted, or it cannot take it
     predicted_cost_usd: float = 0.0
+    probing: bool = False  # unmeasured, with a request already on its way there
     instance_queued: int = 0
     instance_queue_room: int = 0
     _instance_free: int = -1

@@ -19,6 +19,8 @@ class SloAwareRule:
             for position, state in enumerate(inputs.platforms.values())
             if state.predicted_latency_s is not None
         ]
+        # An unmeasured platform takes one request at a time while another can take it.
+        candidates = [c for c in candidates if not c[2].probing] or candidates
         if not candidates:
             return Decision(None, Branch.NO_CAPACITY, _nowhere(inputs))
         deadline = inputs.deadline_s if inputs.deadline_s is not None else float("inf")
