@@ -27,7 +27,7 @@ class PooledPlatform(ServesStore):
         if left:
             log.warning(
                 "removed the containers a predecessor of this adapter's name left behind",
-                extra={"name": self._owner, "containers": left},
+                extra={"adapter_name": self._owner, "containers": left},
             )
 
     def stop(self) -> None:
