@@ -49,9 +49,9 @@ def test_a_server_whose_process_exited_is_restarted_at_the_first_probe():
         supervisor.stop()
 
 
-def test_a_failed_probe_reports_the_server_down_until_one_succeeds():
+def test_two_failed_probes_report_the_server_down_until_one_succeeds():
     recovered = threading.Event()
-    probes = iter([Problem("did not answer in 1.0 s")])
+    probes = iter([Problem("did not answer in 1.0 s")] * 2)  # reported down at the second
 
     def probe():
         problem = next(probes, None)

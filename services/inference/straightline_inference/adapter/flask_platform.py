@@ -54,9 +54,10 @@ class FlaskPlatform(ServesStore):
             self._probe,
             self._restart,
             # Its own health listener answers at once even under load: two missed probes of
-            # 1 s are a hang. A server elsewhere is probed behind its workers' queue, late
-            # under load: three of 2 s.
-            failures_to_restart=2 if not url else 3,
+            # 1 s report it down, three are a hang. A server elsewhere is probed behind its
+            # workers' queue, late under load: three of 2 s are both.
+            failures_to_report=2 if not url else 3,
+            failures_to_restart=3,
         )
 
     def start(self) -> None:

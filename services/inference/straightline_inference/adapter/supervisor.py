@@ -1,9 +1,10 @@
 """Keeps a platform's own server alive: probes it on an interval (and at once when a request
 finds it unreachable), reports the cause while it cannot serve, and restarts it with backoff.
 
-The probe is the platform's (a readiness check). From the first failed probe the server is
-reported down (no capacity) until a probe succeeds; after `failures_to_restart` in a row, or
-at once when its process has exited, it is restarted: its process killed and reaped (no
+The probe is the platform's (a readiness check). After `failures_to_report` failed probes in
+a row the server is reported down (no capacity) until a probe succeeds (one slow probe of a
+starved machine is not an outage); after `failures_to_restart`, or at once when its process
+has exited, it is restarted: its process killed and reaped (no
 zombie), a new one started; failures to start back off from 1 s to 30 s."""
 
 import logging
@@ -36,6 +37,7 @@ class Supervisor:
         restart: Callable[[], None],
         *,
         failures_to_restart: int,
+        failures_to_report: int = 2,
         interval_s: float = PROBE_INTERVAL_S,
     ):
         self._name = name
@@ -43,6 +45,7 @@ class Supervisor:
         self._restart = restart
         self._interval_s = interval_s
         self._failures_to_restart = failures_to_restart
+        self._failures_to_report = failures_to_report
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"supervise-{name}", daemon=True)
@@ -74,7 +77,8 @@ class Supervisor:
                 failed, self.down_reason = 0, ""
                 continue
             failed += 1
-            self.down_reason = f"the {self._name} cannot serve: {problem.cause}"
+            if problem.certain or failed >= self._failures_to_report:
+                self.down_reason = f"the {self._name} cannot serve: {problem.cause}"
             if problem.certain or failed >= self._failures_to_restart:
                 self._recover(problem.cause)
                 failed = 0
