@@ -246,10 +246,8 @@ class Placer:
         candidates = itertools.chain(
             [(placement.platform, instance, ticket)], self.fallbacks(placement, request)
         )
-        may_fall_back = (
-            len(self._fallback_order(placement, self._policy)) > 1
-            and len(placement.inputs.platforms) > 1  # another platform serves the model
-        )
+        # Another platform serves the model, and the policy lets the request go there.
+        may_fall_back = len(placement.inputs.platforms) > 1 and _falls_back(self._policy)
         for platform, instance, ticket in candidates:
             if instance is None:
                 attempts.append(AttemptRecord(platform, "", _no_instance(platform), 0.0))
@@ -310,8 +308,7 @@ class Placer:
 
     def _fallback_order(self, placement: Placement, policy: Policy) -> list[Platform]:
         """The chosen platform, then the others in the policy's order of preference after it."""
-        rule = rules.rule_for(policy.placement_rule, policy.pinned_platform)
-        if not (rule.falls_back and policy.fallback_enabled):
+        if not _falls_back(policy):
             return [placement.platform]
         order = policy.preference_order
         start = order.index(placement.platform)
@@ -434,6 +431,12 @@ def _check_request(request: Request) -> None:
             f"data size {request.data_size_bytes} bytes is over the largest request the placer "
             f"takes ({MAX_REQUEST_BYTES} bytes)"
         )
+
+
+def _falls_back(policy: Policy) -> bool:
+    """Whether a refused request may be tried on other platforms under this policy."""
+    rule = rules.rule_for(policy.placement_rule, policy.pinned_platform)
+    return rule.falls_back and policy.fallback_enabled
 
 
 def _too_late(attempts: list[AttemptRecord]) -> str:

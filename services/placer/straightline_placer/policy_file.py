@@ -19,6 +19,30 @@ class PolicyFileError(Exception):
     """The file exists but is not a policy this placer can read."""
 
 
+class PolicyFile:
+    """One placer's view of the file: which version of it the placer last read or wrote."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._seen: tuple[int, int, int] | None = None
+
+    def changed(self) -> placer_pb2.Policy | None:
+        """The saved policy if the file changed since this placer last read or wrote it, else
+        None; raises PolicyFileError (once per version) when it cannot be read as one."""
+        current = version(self.path)
+        if current == self._seen:
+            return None
+        self._seen = current
+        return load(self.path)
+
+    def save(self, policy: placer_pb2.Policy) -> None:
+        save(self.path, policy)
+        self._seen = version(self.path)
+
+    def locked(self):
+        return locked(self.path)
+
+
 def save(path: str, policy: placer_pb2.Policy) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

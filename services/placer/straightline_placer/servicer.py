@@ -51,9 +51,8 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         self._placer = placer
         self._default_timeout_s = default_timeout_s
         self._stopping = stopping
-        self._policy_file = policy_file_path
+        self._policy_file = policy_file.PolicyFile(policy_file_path) if policy_file_path else None
         self._policy_saving = threading.Lock()
-        self._policy_seen: tuple[int, int, int] | None = None  # the file's version last read
         self._heartbeats = IdleStreams()
 
     def close_idle_heartbeats(self) -> int:
@@ -178,50 +177,45 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
 
     def UpdatePolicy(self, request, context):
         changes = _policy_changes(request.policy, request.update_mask.paths)
-        if not self._policy_file:
+        if self._policy_file is None:
             updated = self._placer.update_policy(**changes)
         else:
-            with self._policy_saving, policy_file.locked(self._policy_file):
-                self._follow_policy_file()  # another placer's change first: none is lost
+            with self._policy_saving, self._policy_file.locked():
+                self._apply_saved_policy()  # another placer's change first: none is lost
                 updated = self._placer.update_policy(**changes)
-                policy_file.save(self._policy_file, _policy_message(updated))
-                self._policy_seen = policy_file.version(self._policy_file)
+                self._policy_file.save(_policy_message(updated))
         log.info("policy updated", extra={"fields": sorted(changes)})
         return placer_pb2.UpdatePolicyResponse(policy=_policy_message(updated))
 
     def restore_policy(self) -> None:
         """Starts from the policy file's policy, if one was saved; raises PolicyFileError when
         the file cannot be read as one."""
-        if self._policy_file:
-            with policy_file.locked(self._policy_file):
-                self._follow_policy_file()
+        if self._policy_file is not None:
+            with self._policy_file.locked():
+                self._apply_saved_policy()
 
     def follow_policy_file(self) -> None:
         """Applies the policy another placer saved since this one last read or wrote it; a
-        file that cannot be read is logged and the current policy kept."""
-        if not self._policy_file or policy_file.version(self._policy_file) == self._policy_seen:
+        file that cannot be read is logged (once) and the current policy kept."""
+        if self._policy_file is None:
             return
         with self._policy_saving:
             try:
-                self._follow_policy_file()
+                self._apply_saved_policy()
             except policy_file.PolicyFileError as error:
-                self._policy_seen = policy_file.version(self._policy_file)
                 log.error("policy file not applied: %s", error)
 
-    def _follow_policy_file(self) -> None:
-        seen = policy_file.version(self._policy_file)
-        if seen == self._policy_seen:
+    def _apply_saved_policy(self) -> None:
+        saved = self._policy_file.changed()
+        if saved is None:
             return
-        saved = policy_file.load(self._policy_file)
-        if saved is not None:
-            try:
-                self._placer.update_policy(**_policy_changes(saved, []))
-            except InvalidArgument as error:
-                raise policy_file.PolicyFileError(
-                    f"the policy file {self._policy_file} holds an invalid policy: {error}"
-                ) from None
-            log.info("policy read from its file", extra={"policy_file": self._policy_file})
-        self._policy_seen = seen
+        try:
+            self._placer.update_policy(**_policy_changes(saved, []))
+        except InvalidArgument as error:
+            raise policy_file.PolicyFileError(
+                f"the policy file {self._policy_file.path} holds an invalid policy: {error}"
+            ) from None
+        log.info("policy read from its file", extra={"policy_file": self._policy_file.path})
 
 
 def _request_of(message, data_size: int, deadline_s: float | None) -> Request:
