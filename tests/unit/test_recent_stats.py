@@ -12,14 +12,15 @@ def filled(stats: RecentStats) -> types_pb2.InstanceReport:
 
 def test_service_time_per_size_bucket_excludes_queueing_and_cold_start():
     stats = RecentStats()
-    for i in range(20):  # small requests: 0.10 .. 0.29 s of service, after 1 s in a queue
+    for i in range(40):  # small requests: 0.10 .. 0.49 s of service, after 1 s in a queue
         stats.record(1_000, total_s=1.10 + i / 100, queued_s=1.0, cold_start_s=0.0)
     stats.record(2_000_000, total_s=3.0, queued_s=0.0, cold_start_s=2.0)
     small, large = filled(stats).service_times
-    assert (small.max_bytes, small.count, large.max_bytes, large.count) == (16_384, 20, 4 << 20, 1)
-    assert small.median.ToNanoseconds() / 1e9 == pytest.approx(0.195)
-    assert small.p95.ToNanoseconds() / 1e9 == pytest.approx(0.29)  # the 20th of 20
-    assert large.median.ToNanoseconds() == large.p95.ToNanoseconds() == 10**9
+    assert (small.max_bytes, small.count, large.max_bytes, large.count) == (16_384, 40, 4 << 20, 1)
+    assert small.median.ToNanoseconds() / 1e9 == pytest.approx(0.295)
+    assert small.p95.ToNanoseconds() / 1e9 == pytest.approx(0.48)  # the 39th of 40
+    assert small.slowest.ToNanoseconds() / 1e9 == pytest.approx(0.49)
+    assert large.median.ToNanoseconds() == large.slowest.ToNanoseconds() == 10**9
 
 
 def test_failures_are_counted_once_per_report():

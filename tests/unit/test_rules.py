@@ -30,18 +30,19 @@ def state(
     queue_room=0,
     p95=0.0,
     service=0.02,
-    service_p95=None,
+    slowest=None,
     cold_start=1.0,
 ):
     """A platform with one instance; `warm` free slots are warm (default: all free ones);
-    one size bucket whose median service time is `service` (and its p95 too, by default)."""
+    one size bucket whose median service time is `service` (and its slowest too, by default)."""
     stats = InstanceStats(
         recent_latency_p95_s=p95,
         recent_latency_p50_s=service,
         recent_cold_start_s=cold_start,
         service_time_bounds=(2**64,),
         service_time_medians_s=(service,),
-        service_time_p95s_s=(service if service_p95 is None else service_p95,),
+        service_time_slowest_s=(service if slowest is None else slowest,),
+        service_time_counts=(20,) if service else (),
     )
     instance = Instance(
         platform.name.lower(),
@@ -73,11 +74,20 @@ def inputs(*states, f_t=COLD_TRAFFIC, r_d=SMALL, objective=None, deadline=None):
     return Inputs(f_t, r_d, F, D, by_platform, objective, deadline)
 
 
-def predicted(*states, r_d=SMALL, objective=0.3, deadline=None, settings=None):
+def predicted(
+    *states, r_d=SMALL, objective=0.3, deadline=None, settings=None, rate_rps=1.0, now=0.0
+):
     """Inputs with every platform's prediction filled, as the placer does for the SLO rule."""
     for s in states:
-        prediction.predict(s, r_d, (settings or DEFAULT_PLATFORM_SETTINGS)[s.platform])
+        settings_of = (settings or DEFAULT_PLATFORM_SETTINGS)[s.platform]
+        predict(s, r_d, settings_of, objective, rate_rps, now)
     return inputs(*states, r_d=r_d, objective=objective, deadline=deadline)
+
+
+def predict(platform_state, r_d, settings, objective=0.3, rate_rps=1.0, now=0.0):
+    prediction.predict(
+        platform_state, r_d, settings, prediction.Objective(objective, rate_rps, now)
+    )
 
 
 def decide(kind, request_inputs):
@@ -176,36 +186,36 @@ def test_a_rule_is_one_class_and_one_registry_line():
 def test_a_free_warm_slot_costs_the_service_time_and_the_transfer():
     flask = state(FLASK, free=2, service=0.05)
     settings = PlatformSettings(network_round_trip_s=0.01, bandwidth_bytes_per_s=1_000_000)
-    prediction.predict(flask, 10_000, settings)
+    predict(flask, 10_000, settings)
     assert flask.predicted_latency_s == pytest.approx(0.05 + 0.01 + 0.01)
 
 
 def test_a_free_slot_that_is_not_warm_pays_the_cold_start():
     docker = state(DOCKER, free=2, warm=0, service=0.05, cold_start=2.0)
-    prediction.predict(docker, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    predict(docker, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
     assert docker.predicted_latency_s == pytest.approx(2.05)
 
 
 def test_a_full_platform_with_queue_room_predicts_the_wait_of_the_queue_ahead():
     # 3 waiting + this one, drained by 2 slots at 0.1 s each: 0.2 s of wait, 0.1 s of service.
     flask = state(FLASK, free=0, total=2, queue_depth=3, queue_room=2, service=0.1)
-    prediction.predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
     assert flask.predicted_latency_s == pytest.approx(0.3)
 
 
 def test_a_full_platform_without_queue_room_cannot_take_the_request():
     serverless = state(SERVERLESS, free=0, queue_room=0)
-    prediction.predict(serverless, SMALL, DEFAULT_PLATFORM_SETTINGS[SERVERLESS])
+    predict(serverless, SMALL, DEFAULT_PLATFORM_SETTINGS[SERVERLESS])
     assert serverless.predicted_latency_s is None
 
 
 def test_a_full_platform_not_measured_yet_is_not_queued_behind():
     # With nothing measured its wait would be predicted as none, and its queue would fill.
     flask = state(FLASK, free=0, total=2, queue_room=2, service=0.0)
-    prediction.predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
     assert flask.predicted_latency_s is None
     flask.free_slots = flask.warm_free_slots = 1
-    prediction.predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
     assert flask.predicted_latency_s == pytest.approx(0.0, abs=1e-6)
 
 
@@ -222,7 +232,7 @@ def test_an_unmeasured_platform_takes_one_request_at_a_time_while_another_can_ta
 
 def test_a_request_over_the_platforms_limit_cannot_go_there():
     serverless = state(SERVERLESS)
-    prediction.predict(serverless, 7_000_000, DEFAULT_PLATFORM_SETTINGS[SERVERLESS])
+    predict(serverless, 7_000_000, DEFAULT_PLATFORM_SETTINGS[SERVERLESS])
     assert serverless.predicted_latency_s is None
 
 
@@ -237,39 +247,26 @@ def test_service_time_comes_from_the_requests_size_bucket():
     assert InstanceStats().service_time_s(100) == 0.0
 
 
-def test_the_p95_service_time_comes_from_the_same_bucket_and_else_the_recent_p95():
+def test_the_slowest_service_time_comes_from_the_same_bucket_and_else_the_recent_p95():
     stats = InstanceStats(
         service_time_bounds=(16_384, 2**64),
         service_time_medians_s=(0.01, 0.4),
-        service_time_p95s_s=(0.02, 0.7),
+        service_time_slowest_s=(0.02, 0.7),
     )
-    assert [stats.service_time_p95_s(size) for size in (100, 10**6)] == [0.02, 0.7]
-    assert InstanceStats(recent_latency_p95_s=0.09).service_time_p95_s(100) == 0.09
+    assert [stats.slowest_service_time_s(size) for size in (100, 10**6)] == [0.02, 0.7]
+    assert InstanceStats(recent_latency_p95_s=0.09).slowest_service_time_s(100) == 0.09
 
 
-def test_a_bucket_of_a_few_requests_predicts_its_slowest():
-    # Three requests, one of them slow: their "p95" is that one, and it stands (cautious; the
-    # adapter forgets it after 30 s, so it cannot keep the platform out for long).
-    few = InstanceStats(
-        service_time_bounds=(2**64,),
-        service_time_medians_s=(0.2,),
-        service_time_p95s_s=(0.9,),
-        service_time_counts=(3,),
-    )
-    assert few.service_time_p95_s(100) == 0.9
-
-
-def test_the_prediction_is_the_p95_service_time_while_the_queue_drains_at_the_median():
-    # 3 waiting + this one, drained by 2 slots at the median 0.1 s: 0.2 s; then its p95, 0.25 s.
-    flask = state(
-        FLASK, free=0, total=2, queue_depth=3, queue_room=2, service=0.1, service_p95=0.25
-    )
-    prediction.predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+def test_the_prediction_is_the_slowest_service_time_while_the_queue_drains_at_the_median():
+    # 3 waiting + this one, drained by 2 slots at the median 0.1 s: 0.2 s; then the slowest,
+    # 0.25 s.
+    flask = state(FLASK, free=0, total=2, queue_depth=3, queue_room=2, service=0.1, slowest=0.25)
+    predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
     assert flask.predicted_latency_s == pytest.approx(0.45)
 
 
-def test_slo_a_platform_whose_median_meets_the_objective_but_not_its_p95_is_passed_over():
-    docker = state(DOCKER, service=0.25, service_p95=0.42)
+def test_slo_a_platform_whose_median_meets_the_objective_but_not_its_slowest_is_passed_over():
+    docker = state(DOCKER, service=0.25, slowest=0.42)
     decision = decide(Rule.SLO_AWARE, predicted(docker, state(SERVERLESS, service=0.2)))
     assert (decision.platform, decision.branch) == (SERVERLESS, Branch.CHEAPEST_WITHIN_OBJECTIVE)
 

@@ -69,12 +69,7 @@ class RecentStats:
             report.recent_cold_start.CopyFrom(duration(statistics.median(cold_starts)))
         bounds = (*SIZE_BUCKETS, 0)
         report.service_times.extend(
-            types_pb2.ServiceTimeBySize(
-                max_bytes=bound,
-                median=duration(statistics.median(times)),
-                p95=duration(_p95(sorted(times))),
-                count=len(times),
-            )
+            _service_times(bound, sorted(times))
             for bound, times in zip(bounds, by_size, strict=True)
             if times
         )
@@ -85,6 +80,16 @@ def _since(samples: deque[tuple[float, float]], since: float) -> list[float]:
     while samples and samples[0][0] < since:
         samples.popleft()
     return [value for _, value in samples]
+
+
+def _service_times(bound: int, ordered: list[float]) -> types_pb2.ServiceTimeBySize:
+    return types_pb2.ServiceTimeBySize(
+        max_bytes=bound,
+        median=duration(statistics.median(ordered)),
+        p95=duration(_p95(ordered)),
+        slowest=duration(ordered[-1]),
+        count=len(ordered),
+    )
 
 
 def _p95(ordered: list[float]) -> float:

@@ -28,6 +28,7 @@ from straightline_placer.algorithm import Branch, Decision, Platform, platform_l
 from straightline_placer.frequency import FrequencyWindow
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import MAX_REQUEST_BYTES, Policy
+from straightline_placer.prediction import Objective
 from straightline_placer.registry import Instance, InstanceRegistry, PlatformState
 from straightline_placer.rules import Inputs, Need, PlacementRule
 
@@ -137,6 +138,7 @@ class Placer:
         self.registry = InstanceRegistry(policy.heartbeat_timeout_s, clock)
         self._forwarder = forwarder
         self._metrics = metrics
+        self._clock = clock
 
     # Policy ----------------------------------------------------------------------------------
 
@@ -212,18 +214,20 @@ class Placer:
         rule: PlacementRule,
         platforms: dict[Platform, PlatformState],
     ) -> Inputs:
+        f_t = self.frequency.record(request.model_name)
         objective = deadline = None
         if Need.PREDICTIONS in rule.needs:
-            for platform, state in platforms.items():
-                prediction.predict(
-                    state, request.data_size_bytes, policy.platform_settings[platform]
-                )
             objective = request.latency_objective_s or policy.latency_objective_s(
                 request.model_name
             )
+            judged_by = Objective(objective, f_t, self._clock())
+            for platform, state in platforms.items():
+                prediction.predict(
+                    state, request.data_size_bytes, policy.platform_settings[platform], judged_by
+                )
             deadline = request.deadline_s
         return Inputs(
-            self.frequency.record(request.model_name),
+            f_t,
             request.data_size_bytes,
             policy.frequency_threshold_rps,
             policy.data_size_threshold_bytes,

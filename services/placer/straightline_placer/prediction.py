@@ -4,14 +4,14 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
     latency = wait for a slot + service time for the request's size + transfer
               + probability of a cold start x cold-start time
 
-- service time: the 95th percentile the instance reports for requests of about this size
-  (its size bucket, else the nearest bucket with requests, else its recent p95; of a bucket
-  of fewer than 20 requests, their slowest). A percentile, not the median: an objective is
-  met or missed per request, and a platform whose median is just within it misses it for
-  nearly half of them. Adapters forget requests after 30 s, so a platform the rule stopped
-  choosing reports nothing and is measured again: unmeasured, it is predicted at no service
-  time, and while one request (a probe) is on its way there it is marked `probing`: the rule
-  sends it another only when no other platform can take the request;
+- service time: the slowest of the requests of about this size the instance reports (its size
+  bucket, else the nearest bucket with requests, else its recent p95). The slowest, not a
+  median or a percentile: an objective is met or missed per request, and a platform whose
+  recent requests were not all within it will not keep every next one within it either.
+  Adapters forget requests after 30 s; the placer then recalls the figures it last saw
+  (`recollection.py`), and an instance without any is predicted at no service time: while
+  one request (a probe) is on its way there it is marked `probing`, and the rule sends it
+  another only when no other platform can take the request;
 - wait: none while the platform has a free slot; otherwise the requests ahead of it in the
   queue of the instance it would go to (the one with most queue room), drained by that
   instance's slots at one median service time each; a full platform without queue room (Lambda at
@@ -26,17 +26,31 @@ plus the instance-hour apportioned to the request's share of the instance (its t
 the instance's slots).
 """
 
+from dataclasses import dataclass
+
 from straightline_placer.policy import PlatformSettings
-from straightline_placer.registry import PlatformState
+from straightline_placer.registry import Instance, InstanceStats, PlatformState
 
 
-def predict(state: PlatformState, size: int, settings: PlatformSettings) -> None:
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """The request's latency objective, and what the recollection of figures found too slow
+    for it needs: the model's request rate and the time."""
+
+    seconds: float
+    rate_rps: float
+    now: float
+
+
+def predict(
+    state: PlatformState, size: int, settings: PlatformSettings, objective: Objective
+) -> None:
     """Fills the state's predicted latency (None when it cannot take the request) and cost."""
     if size > settings.max_request_bytes:
         state.predicted_latency_s = None
         return
-    stats = state.instance.stats
-    state.probing = not stats.measured and _probe_in_flight(state)
+    state.probing = not state.instance.stats.measured and _probe_in_flight(state)
+    stats = _figures(state.instance, size, settings, objective)
     service = stats.service_time_s(size)
     if state.free_slots > 0:
         wait = 0.0
@@ -47,9 +61,37 @@ def predict(state: PlatformState, size: int, settings: PlatformSettings) -> None
     else:
         state.predicted_latency_s = None
         return
-    transfer = settings.network_round_trip_s + size / settings.bandwidth_bytes_per_s
-    state.predicted_latency_s = wait + stats.service_time_p95_s(size) + transfer + cold
+    transfer = _transfer_s(size, settings)
+    state.predicted_latency_s = wait + stats.slowest_service_time_s(size) + transfer + cold
     state.predicted_cost_usd = cost(service + cold, state.instance.capacity_total, settings)
+
+
+def _figures(
+    instance: Instance, size: int, settings: PlatformSettings, objective: Objective
+) -> InstanceStats:
+    """The instance's figures as it reports them, or, once its adapter has forgotten them,
+    as the placer recalls them."""
+    fresh, memory = instance.stats, instance.recollection
+    rate, now = objective.rate_rps, objective.now
+    if fresh.measured:
+        memory.remember(fresh, _too_slow(fresh, size, settings, objective), rate, now)
+        return fresh
+    recalled = memory.stats
+    if recalled is None:
+        return fresh
+    too_slow = _too_slow(recalled, size, settings, objective)
+    return recalled if memory.recalls(too_slow, rate, now) else fresh
+
+
+def _too_slow(
+    stats: InstanceStats, size: int, settings: PlatformSettings, objective: Objective
+) -> bool:
+    """Whether the platform misses the objective even with a free, warm slot."""
+    return stats.slowest_service_time_s(size) + _transfer_s(size, settings) > objective.seconds
+
+
+def _transfer_s(size: int, settings: PlatformSettings) -> float:
+    return settings.network_round_trip_s + size / settings.bandwidth_bytes_per_s
 
 
 def _probe_in_flight(state: PlatformState) -> bool:

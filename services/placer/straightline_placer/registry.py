@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 
 from straightline_common.errors import AlreadyExists, NotFound, PermissionDenied
 from straightline_placer.algorithm import Platform
+from straightline_placer.recollection import Recollection
 
 
 class _HasPlatform(Protocol):
@@ -47,11 +48,11 @@ class InstanceStats:
     recent_latency_p50_s: float = 0.0
     recent_latency_p95_s: float = 0.0  # 0 until it has served something
     recent_cold_start_s: float = 0.0
-    # Upper bounds of the size buckets (bytes; the last has no bound), their medians and p95s,
-    # and how many requests each is over.
+    # Upper bounds of the size buckets (bytes; the last has no bound), their medians and
+    # slowest, and how many requests each is over.
     service_time_bounds: tuple[int, ...] = ()
     service_time_medians_s: tuple[float, ...] = ()
-    service_time_p95s_s: tuple[float, ...] = ()
+    service_time_slowest_s: tuple[float, ...] = ()
     service_time_counts: tuple[int, ...] = ()
 
     @property
@@ -64,12 +65,11 @@ class InstanceStats:
         nearest bucket with requests, or the recent median; 0 when nothing was measured."""
         return self._by_size(self.service_time_medians_s, size, self.recent_latency_p50_s)
 
-    def service_time_p95_s(self, size: int) -> float:
-        """The same for the 95th percentile (the median where an adapter reports no p95). Of
-        a bucket of fewer than 20 requests it is their slowest: a cautious estimate, which
-        cannot keep a platform out for long, since adapters forget requests after 30 s."""
+    def slowest_service_time_s(self, size: int) -> float:
+        """The same for the slowest recent request (from adapters that report no slowest:
+        their p95 or median; without buckets, the recent p95)."""
         recent = max(self.recent_latency_p95_s, self.recent_latency_p50_s)
-        return self._by_size(self.service_time_p95s_s, size, recent)
+        return self._by_size(self.service_time_slowest_s, size, recent)
 
     def _bucket(self, size: int, buckets: int) -> int:
         return min(bisect.bisect_left(self.service_time_bounds, size), buckets - 1)
@@ -102,6 +102,7 @@ class Instance:
     # Outlier ejection: failures in a row, and until when it is out of the placer's choices.
     ejections: int = 0
     ejected_until: float = 0.0
+    recollection: Recollection[InstanceStats] = field(default_factory=Recollection)
 
     @property
     def effective_free(self) -> int:

@@ -3,7 +3,7 @@
 import logging
 import threading
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.auth import READERS, Identity, Role, access_of, current_identity
@@ -265,11 +265,17 @@ def stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
         recent_cold_start_s=seconds(report.recent_cold_start),
         service_time_bounds=tuple(b.max_bytes or _UNBOUNDED for b in buckets),
         service_time_medians_s=tuple(seconds(b.median) for b in buckets),
-        service_time_p95s_s=tuple(
-            seconds(b.p95 if b.HasField("p95") else b.median) for b in buckets
-        ),
+        service_time_slowest_s=tuple(seconds(_slowest(b)) for b in buckets),
         service_time_counts=tuple(b.count for b in buckets),
     )
+
+
+def _slowest(bucket: types_pb2.ServiceTimeBySize) -> duration_pb2.Duration:
+    """The bucket's slowest request; from adapters that predate it, its p95 or median."""
+    for field in ("slowest", "p95"):
+        if bucket.HasField(field):
+            return getattr(bucket, field)
+    return bucket.median
 
 
 def _check_report(report: types_pb2.InstanceReport, stream_instance_id: str | None) -> None:
