@@ -7,23 +7,28 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STUBS := libs/common/straightline/v1
 PROTOS := $(wildcard protos/straightline/v1/*.proto)
+OIP_PROTOS := protos/oip/inference/open_inference_grpc.proto
 
 .PHONY: setup proto lint format images test test-fast bench bench-inference evaluate demo clean
 
 setup: $(VENV)/.installed $(STUBS)/.generated $(BUF)
 
-$(VENV)/.installed: constraints.txt requirements-dev.txt $(wildcard */*/pyproject.toml)
+$(VENV)/.installed: constraints.txt requirements-dev.txt requirements-clients.txt $(wildcard */*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt -r requirements-clients.txt
 	touch $@
 
-# Generated stubs import each other by package path (straightline.v1.*), as protoc writes them.
-proto $(STUBS)/.generated: $(PROTOS) $(VENV)/.installed
-	rm -rf libs/common/straightline
+# Generated stubs import each other by package path (straightline.v1.*, inference.*), as
+# protoc writes them. The Open Inference Protocol is its own proto root (protos/oip).
+proto $(STUBS)/.generated: $(PROTOS) $(OIP_PROTOS) $(VENV)/.installed
+	rm -rf libs/common/straightline libs/common/inference
 	mkdir -p libs/common
 	$(PY) -m grpc_tools.protoc -I protos --python_out=libs/common --pyi_out=libs/common \
 		--grpc_python_out=libs/common $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I protos/oip --python_out=libs/common --pyi_out=libs/common \
+		--grpc_python_out=libs/common $(OIP_PROTOS)
 	touch $(STUBS)/.generated
 
 $(BUF): package.json package-lock.json
@@ -48,7 +53,7 @@ images: setup
 # engine the Docker tests are skipped, unless STRAIGHTLINE_REQUIRE_DOCKER=1).
 test: lint
 	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory images; fi
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=20
 
 # The fast loop: no Docker engine, no TensorFlow.
 test-fast: setup
@@ -69,4 +74,4 @@ demo: setup
 	$(PY) -m scripts.demo
 
 clean:
-	rm -rf $(VENV) node_modules libs/common/straightline
+	rm -rf $(VENV) node_modules libs/common/straightline libs/common/inference

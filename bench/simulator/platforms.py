@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from straightline.v1 import types_pb2
-from straightline_inference.adapter.platform import Capacity, fill_capacity
+from straightline_inference.adapter.backend import Capacity, fill_capacity
 from straightline_inference.stats import RecentStats
 from straightline_placer.algorithm import Platform
 

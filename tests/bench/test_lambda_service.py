@@ -15,8 +15,8 @@ import pytest
 from bench.lambda_service.calibration import MODELS, Calibration
 from bench.lambda_service.service import Function, LambdaService, serve
 from straightline_common.errors import ResourceExhausted
-from straightline_inference.adapter.platform import PredictCall
-from straightline_inference.adapter.serverless_platform import AwsServerless, init_seconds
+from straightline_inference.adapter.backend import PredictCall
+from straightline_inference.adapter.serverless_backend import AwsServerless, init_seconds
 
 IMAGE = b"\xff\xd8 an image"
 ANSWER = {

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -470,6 +471,14 @@ def test_restart_keeps_finished_jobs_and_marks_running_ones_lost(workdir, channe
         assert stub.GetJob(S.GetJobRequest(job_id=running.job_id)).job.state == S.JOB_STATE_LOST
         replay = list(stub.WatchJob(S.WatchJobRequest(job_id=finished.job_id), timeout=30))
         assert replay[-1].state_change.state == S.JOB_STATE_FAILED
+        # The metrics come from the records, so the restarted devrunner reports both jobs.
+        url = f"http://127.0.0.1:{second.ports['metrics']}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        for state in ("failed", "lost"):
+            assert f'straightline_devrunner_jobs{{kind="train",state="{state}"}} 1.0' in text
+        assert (
+            'straightline_devrunner_job_duration_seconds_count{kind="train",state="failed"}' in text
+        )
     finally:
         second.terminate()
 
@@ -549,5 +558,7 @@ def test_fuzzed_devrunner_requests_get_actionable_statuses(
 ):
     channel = channels(devrunner.address)
 
-    assert_fuzzed_answers_are_actionable(channel, "DevRunnerService", method, shape, request_class)
+    assert_fuzzed_answers_are_actionable(
+        channel, "straightline.v1.DevRunnerService", method, shape, request_class
+    )
     assert health_status(devrunner.address) == 1

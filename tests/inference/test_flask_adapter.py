@@ -1,5 +1,8 @@
 """The adapter in front of Flask: a real model server child process, over real gRPC."""
 
+import re
+import urllib.request
+
 import grpc
 import pytest
 
@@ -39,6 +42,17 @@ def test_predict_reports_the_answer_and_its_timings(stub):
     assert answer.timings.execution.ToNanoseconds() > 0
     assert answer.timings.total.ToNanoseconds() >= answer.timings.execution.ToNanoseconds()
     assert not answer.timings.cold_start_paid
+
+
+def test_metrics_count_the_answers_and_show_the_capacity(stub, flask_adapter):
+    stub.Predict(predict_request(), timeout=30)
+    url = f"http://127.0.0.1:{flask_adapter.ports['metrics']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    answered = re.search(
+        r'^straightline_adapter_requests_total\{outcome="ok",platform="flask"\} (\S+)$', text, re.M
+    )
+    assert answered and float(answered.group(1)) >= 1
+    assert 'straightline_adapter_capacity_slots{platform="flask"} 2.0' in text
 
 
 def test_metadata_and_status(stub):

@@ -15,7 +15,7 @@ from straightline_common.modelstore import METADATA_FILE, ModelStore
 from straightline_common.processes import dying_with_parent
 from straightline_common.s3models import S3Models
 from straightline_inference.adapter.containers import free_ports
-from straightline_inference.adapter.serverless_platform import (
+from straightline_inference.adapter.serverless_backend import (
     emulator_arguments,
     local_function_command,
 )

@@ -108,7 +108,8 @@ FUZZ = settings(
 
 
 def call(channel, service: str, method: str, shape: str, message) -> grpc.StatusCode:
-    path, serialize = f"/straightline.v1.{service}/{method}", type(message).SerializeToString
+    """`service`: its full name (straightline.v1.PlacerService, inference.GRPCInferenceService)."""
+    path, serialize = f"/{service}/{method}", type(message).SerializeToString
     try:
         if shape == "unary":
             channel.unary_unary(path, serialize, bytes)(message, timeout=5)

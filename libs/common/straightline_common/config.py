@@ -40,6 +40,30 @@ def add_settings(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -
         )
 
 
+def read_settings(
+    prog: str,
+    description: str,
+    tables: Mapping[str, Iterable[Setting]],
+    config_env: str,
+    argv: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """A service's command line: its settings by table (a table of the TOML file each), and
+    the config file's path (`--config`, else the `config_env` variable; None without one)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    names = ", ".join(f"[{table}]" for table in tables)
+    parser.add_argument("--config", help=f"TOML file with {names} (env {config_env})")
+    add_settings(parser, [setting for settings in tables.values() for setting in settings])
+    flags = parser.parse_args(argv)
+    environ = os.environ if environ is None else environ
+    path = flags.config or environ.get(config_env)
+    values = {
+        table: resolve(settings, flags, read_toml(path, table), environ)
+        for table, settings in tables.items()
+    }
+    return values, path
+
+
 def resolve(
     settings: Iterable[Setting],
     flags: argparse.Namespace,

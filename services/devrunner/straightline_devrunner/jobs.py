@@ -75,6 +75,28 @@ class JobStore:
             )
             self._changed.notify_all()
 
+    def set_state(
+        self, job_id: str, state: int, message: str, *, started=False, ended=False
+    ) -> None:
+        """Records a state change as an event and on the job (with its start or end time)."""
+        self.append(job_id, state_change=devrunner_pb2.StateChange(state=state, message=message))
+        job = self.get(job_id)
+        job.state, job.message = state, message
+        if started:
+            job.start_time.CopyFrom(now())
+        if ended:
+            job.end_time.CopyFrom(now())
+        self.save(job)
+
+    def passed_verification(self, name: str, version: str) -> bool:
+        """Whether a verify job of this model version has succeeded and passed."""
+        verifications, _ = self.page(
+            0, 1_000_000, devrunner_pb2.JOB_KIND_VERIFY, devrunner_pb2.JOB_STATE_SUCCEEDED
+        )
+        return any(
+            j.passed and (j.model.name, j.model.version) == (name, version) for j in verifications
+        )
+
     def page(self, offset: int, limit: int, kind: int = 0, state: int = 0):
         """Newest first; returns (jobs, whether more follow)."""
         rows = self._db.execute("SELECT job FROM jobs ORDER BY created DESC, job_id").fetchall()
@@ -82,10 +104,12 @@ class JobStore:
         jobs = [j for j in jobs if (not kind or j.kind == kind) and (not state or j.state == state)]
         return jobs[offset : offset + limit], len(jobs) > offset + limit
 
-    def unfinished(self) -> list[devrunner_pb2.Job]:
+    def all(self) -> list[devrunner_pb2.Job]:
         rows = self._db.execute("SELECT job FROM jobs").fetchall()
-        jobs = [devrunner_pb2.Job.FromString(row[0]) for row in rows]
-        return [job for job in jobs if job.state not in FINISHED]
+        return [devrunner_pb2.Job.FromString(row[0]) for row in rows]
+
+    def unfinished(self) -> list[devrunner_pb2.Job]:
+        return [job for job in self.all() if job.state not in FINISHED]
 
     def last_event_time(self, job_id: str) -> float:
         """When the job's last event was recorded, in seconds since the epoch."""

@@ -1,9 +1,9 @@
 """Where jobs run: a container through the Docker SDK, or a local process without an engine.
 
 A runner starts the trainer with a job's arguments and environment (the job's trace context)
-and hands every output line to the job (`on_line(stream, text)`); `wait()` returns the exit
-status; `stop()` ends it early. Either
-way, nothing is left once `wait()` has returned: the container is removed.
+and hands every output line to the job (`on_line(stream, text)`); the run's `wait()` returns
+the exit status, `stop()` ends it early. Either way, nothing is left once `wait()` has
+returned: the container is removed.
 """
 
 import logging
@@ -11,8 +11,11 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+from straightline.v1 import devrunner_pb2
 from straightline_common.errors import FailedPrecondition, Unavailable
 from straightline_common.processes import dying_with_parent
 
@@ -22,15 +25,49 @@ LABEL_JOB = "straightline.job"
 LABEL_ROLE = "straightline.role"
 
 
+OnLine = Callable[[str, str], None]
+
+
 @dataclass(frozen=True)
-class Placement:
-    """What a job runs with: where its data is, and the resources granted."""
+class JobResources:
+    """What a job runs with: where its data is on this host, and the resources granted."""
 
     dataset: str
     store: str
     gpus: int
     cpus: float
     memory_bytes: int
+
+
+class Run(Protocol):
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit status, or None if the job is still running after `timeout`."""
+
+    def stop(self) -> None: ...
+
+
+class Runner(Protocol):
+    kind: int  # devrunner_pb2.Runner
+    name: str
+
+    def has_gpus(self) -> bool: ...
+
+    def job_paths(self, resources: JobResources) -> tuple[str, str]:
+        """Where the job sees its dataset and the model store."""
+
+    def start(
+        self,
+        job_id: str,
+        arguments: list[str],
+        resources: JobResources,
+        image: str,
+        on_line: OnLine,
+        environment: dict[str, str],
+    ) -> Run: ...
+
+    def reattach(self, job_id: str, on_line: OnLine, since: float) -> Run | None:
+        """After a devrunner restart: the job's run, followed from just after `since`, if
+        it still exists."""
 
 
 class LocalRun:
@@ -75,25 +112,29 @@ def _pump(stream, name: str, on_line) -> None:
 
 
 class LocalRunner:
-    kind = "local"
+    kind = devrunner_pb2.RUNNER_LOCAL
+    name = "local"
 
     def has_gpus(self) -> bool:
         return False
 
-    def find(self, job_id: str) -> None:
-        """Local jobs die with the devrunner: there is nothing to re-attach to."""
-        return None
+    def job_paths(self, resources: JobResources) -> tuple[str, str]:
+        return resources.dataset, resources.store
 
     def start(
         self,
         job_id: str,
         arguments: list[str],
-        placement: Placement,
+        resources: JobResources,
         image: str,
-        on_line,
+        on_line: OnLine,
         environment: dict[str, str],
     ) -> LocalRun:
         return LocalRun(job_id, arguments, on_line, environment)
+
+    def reattach(self, job_id: str, on_line: OnLine, since: float) -> None:
+        """Local jobs die with the devrunner: there is nothing to re-attach to."""
+        return None
 
 
 class ContainerRun:
@@ -144,7 +185,8 @@ class DockerRunner:
     """Jobs as containers: no network, CPU and memory limits, GPUs through device requests,
     the dataset read-only and the model store read-write, labels naming the job."""
 
-    kind = "docker"
+    kind = devrunner_pb2.RUNNER_DOCKER
+    name = "docker"
 
     def __init__(self, client, store_volume: str = ""):
         self._client = client
@@ -153,13 +195,16 @@ class DockerRunner:
     def has_gpus(self) -> bool:
         return "nvidia" in (self._client.info().get("Runtimes") or {})
 
+    def job_paths(self, resources: JobResources) -> tuple[str, str]:
+        return "/data", "/models"
+
     def start(
         self,
         job_id: str,
         arguments: list[str],
-        placement: Placement,
+        resources: JobResources,
         image: str,
-        on_line,
+        on_line: OnLine,
         environment: dict[str, str],
     ) -> ContainerRun:
         import docker
@@ -169,20 +214,20 @@ class DockerRunner:
             "labels": {LABEL_JOB: job_id, LABEL_ROLE: "job"},
             "network_mode": "none",
             "volumes": {
-                placement.dataset: {"bind": "/data", "mode": "ro"},
-                self._store_volume or placement.store: {"bind": "/models", "mode": "rw"},
+                resources.dataset: {"bind": "/data", "mode": "ro"},
+                self._store_volume or resources.store: {"bind": "/models", "mode": "rw"},
             },
             "user": f"{os.getuid()}:{os.getgid()}",
             "environment": environment,
             "detach": True,
         }
-        if placement.cpus:
-            options["nano_cpus"] = int(placement.cpus * 1e9)
-        if placement.memory_bytes:
-            options["mem_limit"] = placement.memory_bytes
-        if placement.gpus:
+        if resources.cpus:
+            options["nano_cpus"] = int(resources.cpus * 1e9)
+        if resources.memory_bytes:
+            options["mem_limit"] = resources.memory_bytes
+        if resources.gpus:
             options["device_requests"] = [
-                docker.types.DeviceRequest(count=placement.gpus, capabilities=[["gpu"]])
+                docker.types.DeviceRequest(count=resources.gpus, capabilities=[["gpu"]])
             ]
         try:
             container = self._client.containers.run(
@@ -190,21 +235,19 @@ class DockerRunner:
             )
         except APIError as error:
             self.remove_job_containers(job_id)  # a failed start leaves the container behind
-            if placement.gpus:
+            if resources.gpus:
                 raise FailedPrecondition(
                     f"the engine could not give the job GPUs: {error}"
                 ) from None
             raise Unavailable(f"could not start the job's container: {error}") from None
         return ContainerRun(container, on_line)
 
-    def find(self, job_id: str):
-        """The job's container, if it still exists (after a devrunner restart)."""
+    def reattach(self, job_id: str, on_line: OnLine, since: float) -> ContainerRun | None:
+        """The job's container, found by its label, followed from just after `since`."""
         found = self._client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"})
-        return found[0] if found else None
-
-    def attach(self, container, on_line, since: float) -> ContainerRun:
-        """Follows a container started before a restart, from just after `since`."""
-        return ContainerRun(container, on_line, since=since + 0.001 if since else None)
+        if not found:
+            return None
+        return ContainerRun(found[0], on_line, since=since + 0.001 if since else None)
 
     def remove_job_containers(self, job_id: str) -> None:
         for container in self._client.containers.list(

@@ -2,7 +2,7 @@
 
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
 from straightline_common.auth import READERS, Role, access_of
-from straightline_devrunner.service import DevRunner
+from straightline_devrunner.core import DevRunner
 
 SERVICE_NAME = devrunner_pb2.DESCRIPTOR.services_by_name["DevRunnerService"].full_name
 _OPERATOR = frozenset({Role.OPERATOR})

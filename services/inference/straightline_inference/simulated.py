@@ -1,33 +1,103 @@
-"""A simulated adapter instance: the real v1 InferenceService and real heartbeats, with the
-model replaced by a fixed service time. For the placer's tests, benchmark and demo.
+"""A simulated platform: a backend whose model is a fixed service time, behind the real adapter
+core, servicer, gRPC server and heartbeats. For the placer's tests, benchmark and demo.
 
-It refuses payloads not declared as images.
-
-It behaves like a platform with `capacity` slots, whose recent latency (reported once it has
-served a request) is its service time: requests beyond them wait in a queue of
-`queue_limit` places, beyond which it answers RESOURCE_EXHAUSTED. Its answer names the class
-whose index is the payload's length modulo the number of classes, so callers can check that
-the answer belongs to the request.
+It behaves like a platform with `capacity` slots: requests beyond them wait in a queue of
+`queue_limit` places, beyond which it answers RESOURCE_EXHAUSTED. It refuses payloads not
+declared as images. Its answer gives the class whose index is the payload's length modulo the
+number of classes a score of 1 (the others 0, after it, up to top_k), so callers can check
+that the answer belongs to the request.
 """
 
 import time
 import uuid
 
-from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
+from straightline.v1 import inference_pb2_grpc, types_pb2
+from straightline_common import tensors
 from straightline_common.errors import InvalidArgument, NotFound, ResourceExhausted
 from straightline_common.grpcserver import GrpcServer
-from straightline_common.timeconv import duration
 from straightline_common.tls import tls_from_environ
+from straightline_inference.adapter.backend import Answer, Capacity, PredictCall
+from straightline_inference.adapter.core import Adapter
 from straightline_inference.adapter.gate import SlotGate
-from straightline_inference.adapter.platform import fill_capacity
-from straightline_inference.adapter.servicer import ACCESS, SERVICE_NAME
+from straightline_inference.adapter.metrics import AdapterMetrics
+from straightline_inference.adapter.servicer import ACCESS, SERVICE_NAME, InferenceServicer
 from straightline_inference.heartbeat import Heartbeats
-from straightline_inference.stats import RecentStats
 
 CLASS_NAMES = ("cat", "chook", "dog", "horse")
 
 
-class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
+class SimulatedBackend:
+    """Counts what it serves and refuses, and the timeout the last request came with."""
+
+    def __init__(
+        self, kind: int, *, capacity: int, queue_limit: int, service_time_s: float, models, name
+    ):
+        self.kind = kind
+        self.service_time_s = service_time_s
+        self.served = 0
+        self.refused = 0
+        self.last_timeout_s: float | None = None
+        self._models = tuple(models)
+        self._gate = SlotGate(capacity, queue_limit, name=name)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def capacity(self) -> Capacity:
+        return self._gate.capacity_report(warm=True)
+
+    def models(self) -> list[tuple[str, str]]:
+        return [(name, "1") for name in self._models]
+
+    def metadata(self, name: str, version: str) -> dict:
+        self._check_served(name)
+        return {
+            "name": name,
+            "version": "1",
+            "class_names": list(CLASS_NAMES),
+            "input_size": [71, 71],
+            "format": "simulated",
+        }
+
+    def predict(self, call: PredictCall, timeout: float) -> Answer:
+        self._check_served(call.model_name)
+        if not call.content_type.startswith(("image/", tensors.MEDIA_TYPE)):
+            raise InvalidArgument(
+                f"content type {call.content_type!r} is not an image; send image/jpeg, "
+                f"image/png or {tensors.MEDIA_TYPE}"
+            )
+        self.last_timeout_s = timeout
+        try:
+            with self._gate.slot(timeout=3600) as queued:
+                time.sleep(self.service_time_s)
+                self.served += 1
+        except ResourceExhausted:
+            self.refused += 1
+            raise
+        index = len(call.payload) % len(CLASS_NAMES)
+        ranked = [index, *(i for i in range(len(CLASS_NAMES)) if i != index)]
+        return Answer(
+            {"name": call.model_name, "version": "1"},
+            [
+                {"label": CLASS_NAMES[i], "index": i, "score": 1.0 if i == index else 0.0}
+                for i in ranked[: call.top_k or 1]
+            ],
+            queue_seconds=queued,
+            execution_seconds=self.service_time_s,
+        )
+
+    def _check_served(self, name: str) -> None:
+        if name not in self._models:
+            raise NotFound(f"model {name!r} is not served by this simulated platform")
+
+
+class SimulatedAdapter:
+    """An adapter instance of a simulated platform, serving on a loopback port and reporting to
+    the placer."""
+
     def __init__(
         self,
         platform: int,
@@ -42,20 +112,23 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
     ):
         self.platform = platform
         self.instance_id = instance_id or f"sim-{uuid.uuid4().hex[:8]}"
-        self.capacity = capacity
-        self.queue_limit = queue_limit
-        self.service_time_s = service_time_s
-        self.models = models
-        self.served = 0
-        self.refused = 0
-        self.last_time_remaining: float | None = None  # the deadline the last request came with
-        self._gate = SlotGate(capacity, queue_limit, name=self.instance_id)
-        self._stats = RecentStats()
+        self.backend = SimulatedBackend(
+            platform,
+            capacity=capacity,
+            queue_limit=queue_limit,
+            service_time_s=service_time_s,
+            models=models,
+            name=self.instance_id,
+        )
+        adapter = Adapter(
+            self.backend, self.instance_id, AdapterMetrics(types_pb2.Platform.Name(platform))
+        )
+        self._servicer = InferenceServicer(adapter, address="")
         self._server = GrpcServer(
             "127.0.0.1:0",
             [
                 lambda server: inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-                    self, server
+                    self._servicer, server
                 )
             ],
             [SERVICE_NAME],
@@ -63,14 +136,30 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
             tls_files=tls_from_environ(),
             max_workers=capacity + queue_limit + 4,
         )
-        self._heartbeats = Heartbeats(placer_address, self.report, interval_s=heartbeat_interval_s)
+        self._heartbeats = Heartbeats(
+            placer_address, self._servicer.report, interval_s=heartbeat_interval_s
+        )
 
     @property
     def address(self) -> str:
         return self._server.address
 
+    @property
+    def served(self) -> int:
+        return self.backend.served
+
+    @property
+    def refused(self) -> int:
+        return self.backend.refused
+
+    @property
+    def last_time_remaining(self) -> float | None:
+        """The deadline the last request came with (as the servicer passed it on)."""
+        return self.backend.last_timeout_s
+
     def start(self) -> "SimulatedAdapter":
         self._server.start()
+        self._servicer.address = self._server.address
         self._server.mark_serving()
         self._heartbeats.start()
         return self
@@ -94,66 +183,4 @@ class SimulatedAdapter(inference_pb2_grpc.InferenceServiceServicer):
         return self._heartbeats.wait_connected(timeout)
 
     def report(self) -> types_pb2.InstanceReport:
-        report = types_pb2.InstanceReport(
-            instance_id=self.instance_id,
-            platform=self.platform,
-            address=self.address,
-            models=[types_pb2.ModelRef(name=name, version="1") for name in self.models],
-        )
-        fill_capacity(report, self._gate.capacity_report(warm=True))
-        self._stats.fill(report)
-        return report
-
-    # InferenceService ----------------------------------------------------------------------
-
-    def Predict(self, request, context):
-        if request.model.name not in self.models:
-            raise NotFound(f"model {request.model.name!r} is not served by {self.instance_id}")
-        if not request.content_type.startswith("image/"):
-            raise InvalidArgument(
-                f"content type {request.content_type!r} is not an image; send image/jpeg or "
-                "image/png"
-            )
-        self.last_time_remaining = context.time_remaining()
-        arrived = time.perf_counter()
-        try:
-            with self._gate.slot(timeout=3600) as queued:
-                time.sleep(self.service_time_s)
-                self.served += 1
-        except ResourceExhausted:
-            self.refused += 1
-            self._stats.record_failure()
-            raise
-        # Its service time is exactly the one it was given, so callers can rely on the figure.
-        self._stats.record(
-            len(request.payload), queued + self.service_time_s, queued, cold_start_s=0.0
-        )
-        index = len(request.payload) % len(CLASS_NAMES)
-        return inference_pb2.PredictResponse(
-            request_id=request.request_id,
-            model=types_pb2.ModelRef(name=request.model.name, version="1"),
-            classes=[types_pb2.ClassScore(label=CLASS_NAMES[index], index=index, score=1.0)],
-            timings=types_pb2.PlatformTimings(
-                queue=duration(queued),
-                execution=duration(self.service_time_s),
-                total=duration(time.perf_counter() - arrived),
-            ),
-            platform=self.platform,
-            instance_id=self.instance_id,
-        )
-
-    def GetModelMetadata(self, request, context):
-        if request.model.name not in self.models:
-            raise NotFound(f"model {request.model.name!r} is not served by {self.instance_id}")
-        return inference_pb2.GetModelMetadataResponse(
-            metadata=inference_pb2.ModelMetadata(
-                model=types_pb2.ModelRef(name=request.model.name, version="1"),
-                class_names=CLASS_NAMES,
-                input_width=71,
-                input_height=71,
-                format="simulated",
-            )
-        )
-
-    def GetStatus(self, request, context):
-        return inference_pb2.GetStatusResponse(report=self.report())
+        return self._servicer.report()

@@ -1,23 +1,21 @@
 """The placer's configuration: flags, STRAIGHTLINE_PLACER_* variables, a TOML file."""
 
-import argparse
 import dataclasses
-import os
 from dataclasses import dataclass
 
 from straightline_common.auth import TOKENS_FILE_SETTING
 from straightline_common.config import (
     ConfigError,
     Setting,
-    add_settings,
     parse_address,
     parse_bool,
     parse_non_negative_int,
     parse_positive_int,
+    read_settings,
     read_toml,
-    resolve,
 )
 from straightline_common.errors import InvalidArgument
+from straightline_common.metrics import metrics_listen_setting
 from straightline_common.tls import TLS_SETTINGS, tls_files
 from straightline_placer.algorithm import Platform, Rule
 from straightline_placer.policy import PlatformSettings, Policy
@@ -49,13 +47,7 @@ SERVER_SETTINGS = (
         "127.0.0.1:50051",
         "gRPC address to serve on",
     ),
-    Setting(
-        "metrics_listen",
-        "STRAIGHTLINE_PLACER_METRICS_LISTEN",
-        str,
-        "127.0.0.1:9464",
-        "address of the Prometheus /metrics endpoint, or 'off'",
-    ),
+    metrics_listen_setting("STRAIGHTLINE_PLACER_METRICS_LISTEN", "127.0.0.1:9464"),
     Setting(
         "max_workers",
         "STRAIGHTLINE_PLACER_MAX_WORKERS",
@@ -192,29 +184,20 @@ class PlacerConfig:
     tls_client_ca: str
     log_level: str
     policy: Policy
+    service_name = "straightline-placer"
 
 
 def load(argv: list[str] | None = None, environ=None) -> PlacerConfig:
     """Reads and validates the configuration; raises ConfigError with a clear message."""
-    parser = argparse.ArgumentParser(
-        prog="straightline-placer",
-        description="Places inference requests on Flask, Docker or serverless by Algorithm 1.",
+    tables, config_path = read_settings(
+        "straightline-placer",
+        "Places inference requests on Flask, Docker or serverless by Algorithm 1.",
+        {"server": SERVER_SETTINGS, "policy": POLICY_SETTINGS},
+        "STRAIGHTLINE_PLACER_CONFIG",
+        argv,
+        environ,
     )
-    parser.add_argument(
-        "--config",
-        help="TOML file with [server] and [policy] tables (env STRAIGHTLINE_PLACER_CONFIG)",
-    )
-    add_settings(parser, SERVER_SETTINGS + POLICY_SETTINGS)
-    flags = parser.parse_args(argv)
-    environ = os.environ if environ is None else environ
-    config_path = flags.config or environ.get("STRAIGHTLINE_PLACER_CONFIG")
-    server = resolve(SERVER_SETTINGS, flags, read_toml(config_path, "server"), environ)
-    policy_values = resolve(POLICY_SETTINGS, flags, read_toml(config_path, "policy"), environ)
-    if server["metrics_listen"] != "off":
-        try:
-            parse_address(server["metrics_listen"])
-        except ValueError as error:
-            raise ConfigError(f"metrics_listen is invalid: {error}, or 'off'") from None
+    server, policy_values = tables["server"], tables["policy"]
     tls_files(server)  # all three or none, and readable
     if server["forward_timeout_s"] <= 0:
         raise ConfigError("forward_timeout_s must be positive")

@@ -18,6 +18,7 @@ from opentelemetry import trace
 from straightline_common.errors import (
     DeadlineExceeded,
     InvalidArgument,
+    NotFound,
     ResourceExhausted,
     ServiceError,
     Unavailable,
@@ -29,7 +30,7 @@ from straightline_placer.frequency import FrequencyWindow
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import MAX_REQUEST_BYTES, Policy
 from straightline_placer.prediction import Objective
-from straightline_placer.registry import Instance, InstanceRegistry, PlatformState
+from straightline_placer.registry import Instance, InstanceRegistry, PlatformState, unserved
 from straightline_placer.rules import Inputs, Need, PlacementRule
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ class Forwarder(Protocol):
 
     def check_adapter(self, address: str) -> None:
         """Raises FailedPrecondition unless an adapter serves at `address`."""
+
+    def metadata(self, instance: Instance, name: str, version: str, timeout: float):
+        """The instance's metadata of a model version (the adapter's ModelMetadata)."""
 
 
 class Placer:
@@ -388,6 +392,14 @@ class Placer:
             )
 
     # Heartbeats ------------------------------------------------------------------------------
+
+    def model_metadata(self, name: str, version: str, timeout: float):
+        """A served model's metadata (class names, input size), from a live instance that
+        serves it; NotFound when none does."""
+        for instance in self.registry.live():
+            if instance.serves(name, version):
+                return self._forwarder.metadata(instance, name, version, timeout)
+        raise NotFound(unserved(name, version))
 
     def check_advertised(self, address: str) -> None:
         """Raises FailedPrecondition unless an adapter answers at `address`: nothing is placed

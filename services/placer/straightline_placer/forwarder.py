@@ -6,7 +6,7 @@ import threading
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from straightline.v1 import inference_pb2, inference_pb2_grpc
+from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common import errors
 from straightline_common.auth import Role, Tokens
 from straightline_common.channels import open_channel
@@ -76,6 +76,20 @@ class GrpcForwarder:
         try:
             return self._stub(instance).Predict(
                 request, timeout=timeout, metadata=metadata_with_context()
+            )
+        except grpc.RpcError as error:
+            raise _domain_error(instance, error, timeout) from None
+
+    def metadata(self, instance: Instance, name: str, version: str, timeout: float):
+        """The adapter's metadata of a model version."""
+        request = inference_pb2.GetModelMetadataRequest(
+            model=types_pb2.ModelRef(name=name, version=version)
+        )
+        try:
+            return (
+                self._stub(instance)
+                .GetModelMetadata(request, timeout=timeout, metadata=metadata_with_context())
+                .metadata
             )
         except grpc.RpcError as error:
             raise _domain_error(instance, error, timeout) from None

@@ -3,7 +3,7 @@
 import time
 from collections import Counter as Tally
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from straightline_placer.algorithm import Branch, Platform, platform_label
 
@@ -66,8 +66,3 @@ class PlacerMetrics:
         counts = Tally(instance.platform for instance in instances)
         for platform in Platform:
             self.live_instances.labels(platform.name.lower()).set(counts[platform])
-
-    def serve(self, host: str, port: int) -> int:
-        """Starts the /metrics endpoint; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server.server_address[1]

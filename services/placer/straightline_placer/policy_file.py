@@ -13,9 +13,10 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from straightline.v1 import placer_pb2
+from straightline_common.config import ConfigError
 
 
-class PolicyFileError(Exception):
+class PolicyFileError(ConfigError):
     """The file exists but is not a policy this placer can read."""
 
 

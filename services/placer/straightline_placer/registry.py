@@ -325,7 +325,7 @@ class InstanceRegistry:
         with self._changed:
             states = self._survey(name, version, now, order)
             if not states:
-                raise NotFound(_unserved(name, version))
+                raise NotFound(unserved(name, version))
             choice = choose(states)
             state = None if choice.platform is None else states.get(choice.platform)
             instance = None if state is None else state.instance
@@ -431,7 +431,7 @@ class InstanceRegistry:
         self._changed.notify_all()
 
 
-def _unserved(name: str, version: str) -> str:
+def unserved(name: str, version: str) -> str:
     model = f"{name!r} version {version!r}" if version else repr(name)
     return (
         f"no live instance serves model {model}; check the name, or that an adapter "

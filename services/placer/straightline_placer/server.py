@@ -1,18 +1,24 @@
-"""The placer as a running server: gRPC, metrics, the sweep (instances whose heartbeats
+"""The placer as a running server: gRPC (PlacerService and the Open Inference Protocol on one
+port), metrics, the sweep (instances whose heartbeats
 stopped, quiet heartbeat streams, the policy file another placer changed), start and stop."""
 
 import logging
 import threading
 
+from inference import open_inference_grpc_pb2_grpc as oip_grpc
+
 from straightline.v1 import placer_pb2_grpc
 from straightline_common.auth import server_tokens
 from straightline_common.grpcserver import GrpcServer
+from straightline_common.metrics import serve_metrics
 from straightline_common.processes import write_port_file
 from straightline_common.tls import tls_files
+from straightline_placer import oip
 from straightline_placer.config import PlacerConfig
 from straightline_placer.core import Placer
 from straightline_placer.forwarder import GrpcForwarder
 from straightline_placer.metrics import PlacerMetrics
+from straightline_placer.oip import OipServicer
 from straightline_placer.policy import MAX_PAYLOAD_BYTES
 from straightline_placer.servicer import ACCESS, SERVICE_NAME, PlacerServicer
 
@@ -39,15 +45,19 @@ class PlacerServer:
             self.placer, config.forward_timeout_s, self._stopping, config.policy_file
         )
         self._servicer.restore_policy()
+        self._oip = OipServicer(self.placer, config.forward_timeout_s)
         self._grpc = GrpcServer(
             config.listen,
             [
                 lambda server: placer_pb2_grpc.add_PlacerServiceServicer_to_server(
                     self._servicer, server
-                )
+                ),
+                lambda server: oip_grpc.add_GRPCInferenceServiceServicer_to_server(
+                    self._oip, server
+                ),
             ],
-            [SERVICE_NAME],
-            ACCESS,
+            [SERVICE_NAME, oip.SERVICE_NAME],
+            {**ACCESS, **oip.ACCESS},
             tokens,
             tls,
             max_workers=config.max_workers,
@@ -66,9 +76,7 @@ class PlacerServer:
     def start(self) -> None:
         """Serves gRPC and metrics; reports SERVING once both are up."""
         self._grpc.start()
-        if self.config.metrics_listen != "off":
-            host, _, port = self.config.metrics_listen.rpartition(":")
-            self.metrics_port = self.metrics.serve(host, int(port))
+        self.metrics_port = serve_metrics(self.metrics.registry, self.config.metrics_listen)
         self._sweeper.start()
         self._grpc.mark_serving()
         if self.config.port_file:
@@ -89,6 +97,7 @@ class PlacerServer:
         log.info("placer stopping", extra={"grace_s": grace})
         self._stopping.set()
         self._grpc.stop(grace)
+        self._oip.close()
         self._forwarder.close()
 
     def _sweep(self) -> None:

@@ -1,22 +1,21 @@
 """The adapter's configuration: flags, STRAIGHTLINE_ADAPTER_* variables, a TOML file."""
 
-import argparse
 import os
 import uuid
+from dataclasses import dataclass
 
 from straightline_common.auth import TOKENS_FILE_SETTING
 from straightline_common.config import (
     ConfigError,
     Setting,
-    add_settings,
     parse_address,
     parse_addresses,
     parse_bool,
     parse_non_negative_int,
     parse_positive_int,
-    read_toml,
-    resolve,
+    read_settings,
 )
+from straightline_common.metrics import metrics_listen_setting
 from straightline_common.names import check_id
 from straightline_common.tls import TLS_SETTINGS, tls_files
 
@@ -114,27 +113,62 @@ SETTINGS = (
         "auto",
         "serverless, local: environments as containers or processes",
     ),
-    _setting("port_file", str, "", "write the bound port here as JSON once serving"),
+    metrics_listen_setting("STRAIGHTLINE_ADAPTER_METRICS_LISTEN", "127.0.0.1:0"),
+    _setting("port_file", str, "", "write the bound ports here as JSON once serving"),
     TOKENS_FILE_SETTING,
     *TLS_SETTINGS,
     Setting("log_level", "STRAIGHTLINE_LOG_LEVEL", str, "info", "log level"),
 )
 
 
-def load(argv: list[str] | None = None, environ=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="straightline-adapter",
-        description="Serves the v1 InferenceService in front of one platform and reports its "
-        "capacity to the placer.",
+@dataclass(frozen=True)
+class AdapterConfig:
+    platform: str
+    listen: str
+    advertise: str
+    placer: str
+    instance_id: str
+    name: str
+    store: str
+    threads: int
+    model_server_url: str
+    image: str
+    models_in_image: bool
+    store_volume: str
+    container_network: str
+    max_containers: int
+    threads_per_container: int
+    queue_limit: int
+    idle_timeout_s: float
+    min_warm: int
+    function_name: str
+    endpoint_url: str
+    concurrency: int
+    runner: str
+    metrics_listen: str
+    port_file: str
+    tokens_file: str
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+    log_level: str
+
+    @property
+    def service_name(self) -> str:
+        return f"straightline-adapter-{self.platform}"
+
+
+def load(argv: list[str] | None = None, environ=None) -> AdapterConfig:
+    tables, _ = read_settings(
+        "straightline-adapter",
+        "Serves the v1 InferenceService in front of one platform and reports its capacity to "
+        "the placer.",
+        {"adapter": SETTINGS},
+        "STRAIGHTLINE_ADAPTER_CONFIG",
+        argv,
+        environ,
     )
-    parser.add_argument(
-        "--config", help="TOML file with an [adapter] table (env STRAIGHTLINE_ADAPTER_CONFIG)"
-    )
-    add_settings(parser, SETTINGS)
-    flags = parser.parse_args(argv)
-    environ = os.environ if environ is None else environ
-    config_path = flags.config or environ.get("STRAIGHTLINE_ADAPTER_CONFIG")
-    settings = resolve(SETTINGS, flags, read_toml(config_path, "adapter"), environ)
+    settings = tables["adapter"]
     if not os.path.isdir(settings["store"]):
         raise ConfigError(f"store: {settings['store']} is not a directory")
     if settings["idle_timeout_s"] <= 0:
@@ -161,4 +195,4 @@ def load(argv: list[str] | None = None, environ=None) -> dict:
     if not settings["image"]:
         image = "lambda" if settings["platform"] == "serverless" else "model-server"
         settings["image"] = f"straightline/{image}:dev"
-    return settings
+    return AdapterConfig(**settings)

@@ -89,12 +89,13 @@ class Sharing:
     models: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "Sharing":
-        if settings["models_in_image"]:
+    def of(cls, config) -> "Sharing":
+        """From an adapter's configuration (`AdapterConfig`)."""
+        if config.models_in_image:
             models = None
         else:
-            models = settings["store_volume"] or os.path.abspath(settings["store"])
-        return cls(settings["container_network"], models)
+            models = config.store_volume or os.path.abspath(config.store)
+        return cls(config.container_network, models)
 
 
 def run(

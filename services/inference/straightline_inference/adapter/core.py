@@ -1,4 +1,4 @@
-"""The adapter's core: checks a request, runs it on the platform, keeps recent statistics."""
+"""The adapter's core: checks a request, runs it on the backend, keeps recent statistics."""
 
 import time
 from dataclasses import dataclass
@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from straightline.v1 import types_pb2
 from straightline_common.errors import InvalidArgument, ServiceError
 from straightline_common.names import check_model
-from straightline_inference.adapter.platform import Answer, Platform, PredictCall, fill_capacity
+from straightline_inference.adapter.backend import Answer, Backend, PredictCall, fill_capacity
+from straightline_inference.adapter.metrics import AdapterMetrics
 from straightline_inference.stats import RecentStats
 
 
@@ -17,10 +18,11 @@ class Served:
 
 
 class Adapter:
-    def __init__(self, platform: Platform, instance_id: str):
-        self.platform = platform
+    def __init__(self, backend: Backend, instance_id: str, metrics: AdapterMetrics):
+        self.backend = backend
         self.instance_id = instance_id
         self.stats = RecentStats()
+        self.metrics = metrics
 
     def predict(self, call: PredictCall, timeout: float) -> Served:
         if not call.model_name:
@@ -30,15 +32,17 @@ class Adapter:
             raise InvalidArgument("the payload is empty; send the image's bytes")
         started = time.perf_counter()
         try:
-            answer = self.platform.predict(call, timeout)
-        except ServiceError:
+            answer = self.backend.predict(call, timeout)
+        except ServiceError as error:
             self.stats.record_failure()
+            self.metrics.count_failure(error)
             raise
         total = time.perf_counter() - started
         self.stats.record(len(call.payload), total, answer.queue_seconds, answer.cold_start_seconds)
+        self.metrics.observe_answer(answer, total)
         return Served(answer, total)
 
     def fill_report(self, report: types_pb2.InstanceReport) -> None:
         """Capacity and recent statistics, as the heartbeat carries them."""
-        fill_capacity(report, self.platform.capacity())
+        fill_capacity(report, self.backend.capacity())
         self.stats.fill(report)

@@ -5,7 +5,7 @@ import time
 from contextlib import contextmanager
 
 from straightline_common.errors import DeadlineExceeded, ResourceExhausted
-from straightline_inference.adapter.platform import Capacity
+from straightline_inference.adapter.backend import Capacity
 
 
 class SlotGate:

@@ -8,7 +8,7 @@ from opentelemetry import propagate
 
 from straightline_common.errors import DeadlineExceeded, Unavailable, from_code_name
 from straightline_common.tls import TlsFiles, https_client_context
-from straightline_inference.adapter.platform import Answer, PredictCall
+from straightline_inference.adapter.backend import Answer, PredictCall
 
 # How long a readiness probe waits for /healthz (behind the requests in the workers' queue).
 PROBE_TIMEOUT_S = 2.0

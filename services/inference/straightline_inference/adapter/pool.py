@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from straightline_common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
-from straightline_inference.adapter.platform import Capacity
+from straightline_inference.adapter.backend import Capacity
 
 log = logging.getLogger(__name__)
 E = TypeVar("E")

@@ -3,8 +3,8 @@
 from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.auth import READERS, Role, access_of
 from straightline_common.timeconv import duration
+from straightline_inference.adapter.backend import PredictCall
 from straightline_inference.adapter.core import Adapter
-from straightline_inference.adapter.platform import PredictCall
 
 DEFAULT_TIMEOUT_S = 60.0
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -45,12 +45,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 total=duration(served.total_seconds),
                 cold_start_paid=answer.cold_start_seconds > 0,
             ),
-            platform=self._adapter.platform.kind,
+            platform=self._adapter.backend.kind,
             instance_id=self._adapter.instance_id,
         )
 
     def GetModelMetadata(self, request, context):
-        metadata = self._adapter.platform.metadata(request.model.name, request.model.version)
+        metadata = self._adapter.backend.metadata(request.model.name, request.model.version)
         height, width = metadata["input_size"]
         return inference_pb2.GetModelMetadataResponse(
             metadata=inference_pb2.ModelMetadata(
@@ -69,10 +69,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def report(self) -> types_pb2.InstanceReport:
         report = types_pb2.InstanceReport(
             instance_id=self._adapter.instance_id,
-            platform=self._adapter.platform.kind,
+            platform=self._adapter.backend.kind,
             address=self.address,
             models=[
-                types_pb2.ModelRef(name=n, version=v) for n, v in self._adapter.platform.models()
+                types_pb2.ModelRef(name=n, version=v) for n, v in self._adapter.backend.models()
             ],
         )
         self._adapter.fill_report(report)

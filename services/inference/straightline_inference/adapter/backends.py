@@ -1,0 +1,71 @@
+"""The backends an adapter can front, by the name its `platform` setting gives: each a
+function from the adapter's configuration to a backend. A new backend is one class and one
+entry here. The model servers a backend starts serve HTTPS with the adapter's certificate when
+it has one."""
+
+from collections.abc import Callable
+
+from straightline_common.tls import tls_files
+from straightline_inference.adapter import containers
+from straightline_inference.adapter.backend import Backend
+from straightline_inference.adapter.config import AdapterConfig
+from straightline_inference.adapter.docker_backend import DockerBackend
+from straightline_inference.adapter.flask_backend import FlaskBackend
+from straightline_inference.adapter.serverless_backend import AwsServerless, LocalServerless
+
+
+def flask(config: AdapterConfig) -> Backend:
+    return FlaskBackend(
+        store=config.store,
+        threads=config.threads,
+        url=config.model_server_url,
+        tls=tls_files(vars(config)),
+    )
+
+
+def docker(config: AdapterConfig) -> Backend:
+    return DockerBackend(
+        store=config.store,
+        image=config.image,
+        owner=config.name,
+        max_containers=config.max_containers,
+        threads_per_container=config.threads_per_container,
+        queue_limit=config.queue_limit,
+        idle_timeout_s=config.idle_timeout_s,
+        min_warm=config.min_warm,
+        sharing=containers.Sharing.of(config),
+        tls=tls_files(vars(config)),
+    )
+
+
+def serverless(config: AdapterConfig) -> Backend:
+    """AWS Lambda when a function is named, else environments under the runtime emulator."""
+    if config.function_name:
+        return AwsServerless(
+            store=config.store,
+            function_name=config.function_name,
+            concurrency=config.concurrency,
+            endpoint_url=config.endpoint_url or None,
+        )
+    return LocalServerless(
+        store=config.store,
+        image=config.image,
+        runner=config.runner,
+        owner=config.name,
+        concurrency=config.concurrency,
+        idle_timeout_s=config.idle_timeout_s,
+        min_warm=config.min_warm,
+        sharing=containers.Sharing.of(config),
+    )
+
+
+BACKENDS: dict[str, Callable[[AdapterConfig], Backend]] = {
+    "flask": flask,
+    "docker": docker,
+    "serverless": serverless,
+}
+
+
+def make_backend(config: AdapterConfig) -> Backend:
+    """The backend of the configured platform (`config.load` checked that there is one)."""
+    return BACKENDS[config.platform](config)

@@ -1,0 +1,218 @@
+"""The Open Inference Protocol's REST API (KServe v2) on the model server, beside its own v1
+API, with the binary tensor data extension:
+
+    GET  /v2/health/live                 GET  /v2/health/ready
+    GET  /v2/models/<name>[/versions/<version>]            metadata
+    GET  /v2/models/<name>[/versions/<version>]/ready      200 ready, 404 not served
+    POST /v2/models/<name>[/versions/<version>]/infer      inference
+
+An infer request is JSON (`inputs`, `outputs`, `id`, `parameters`), or, with the binary data
+extension, JSON of `Inference-Header-Content-Length` bytes followed by each input's bytes
+(its `binary_data_size` parameter). Tensors are those of the placer's OIP front door
+(`straightline_common/oip_tensors.py`): the images as BYTES (JPEG, PNG; in JSON, each element
+base64), or UINT8 / FP32 pixels [N, H, W, 3]; the `scores` output, or top-k labels with the
+`classification` parameter. An output with `binary_data: true` comes back binary the same
+way. Errors are {"error": "<sentence>"} with a 4xx (400, 404, 409) or 5xx.
+"""
+
+import base64
+import json
+
+from flask import Blueprint, Response, jsonify, request
+from inference import open_inference_grpc_pb2 as oip
+
+from straightline_common import errors, oip_tensors
+from straightline_inference.model import ModelSet
+from straightline_inference.modelserver.status import HTTP_STATUS
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_ALL_CLASSES = 100_000
+_JSON_DATATYPES = {"BOOL", "UINT8", "FP32", "BYTES"}
+
+
+def oip_blueprint(models: ModelSet) -> Blueprint:
+    v2 = Blueprint("oip", __name__)
+
+    @v2.get("/v2/health/live")
+    def live():
+        return jsonify(live=True)
+
+    @v2.get("/v2/health/ready")
+    def ready():
+        return jsonify(ready=True)
+
+    @v2.get("/v2/models/<name>")
+    @v2.get("/v2/models/<name>/versions/<version>")
+    def metadata(name: str, version: str = ""):
+        model = models.get(name, version)
+        return jsonify(
+            name=model.version.name,
+            versions=[model.version.version],
+            platform="straightline",
+            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1]}],
+            outputs=[
+                {
+                    "name": oip_tensors.SCORES,
+                    "datatype": "FP32",
+                    "shape": [-1, len(model.class_names)],
+                }
+            ],
+        )
+
+    @v2.get("/v2/models/<name>/ready")
+    @v2.get("/v2/models/<name>/versions/<version>/ready")
+    def model_ready(name: str, version: str = ""):
+        models.get(name, version)  # NotFound (404) when it is not served
+        return jsonify(name=name, ready=True)
+
+    @v2.errorhandler(errors.ServiceError)
+    def service_error(error: errors.ServiceError):
+        """The protocol's error shape: {"error": "<sentence>"}."""
+        return jsonify(error=str(error)), HTTP_STATUS.get(errors.code_name(error), 500)
+
+    @v2.post("/v2/models/<name>/infer")
+    @v2.post("/v2/models/<name>/versions/<version>/infer")
+    def infer(name: str, version: str = ""):
+        model = models.get(name, version)
+        message, binary_outputs = _infer_request(request.get_data(), request.headers)
+        answers = [
+            _scored(model.predict(image.payload, image.content_type, _ALL_CLASSES))
+            for image in oip_tensors.images_of(message)
+        ]
+        response = oip.ModelInferResponse(
+            model_name=model.version.name, model_version=model.version.version, id=message.id
+        )
+        oip_tensors.fill_outputs(response, oip_tensors.requested_outputs(message), answers)
+        return _infer_response(response, binary_outputs)
+
+    return v2
+
+
+def _scored(prediction) -> oip_tensors.Scored:
+    return oip_tensors.Scored([(c.label, c.index, c.score) for c in prediction.classes])
+
+
+def _infer_request(body: bytes, headers) -> tuple[oip.ModelInferRequest, set[str]]:
+    """The request as the gRPC message (binary inputs as raw contents), and the outputs asked
+    for as binary."""
+    length = headers.get(HEADER_LENGTH)
+    if length is not None:
+        if not length.isdigit() or int(length) > len(body):
+            raise errors.InvalidArgument(
+                f"{HEADER_LENGTH} must be the JSON header's length in bytes, at most the body's"
+            )
+        header, binary = body[: int(length)], body[int(length) :]
+    else:
+        header, binary = body, b""
+    try:
+        document = json.loads(header)
+    except (ValueError, RecursionError):
+        raise errors.InvalidArgument("the request is not JSON (nor JSON and binary data)") from None
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise errors.InvalidArgument('the request must be a JSON object with an "inputs" list')
+    message = oip.ModelInferRequest(id=str(document.get("id", "")))
+    offset, raw = 0, []
+    for tensor in document["inputs"]:
+        entry = _tensor(tensor)
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise errors.InvalidArgument("an input's binary_data_size runs past the body")
+            raw.append(binary[offset : offset + size])
+            offset += size
+        else:
+            _fill_contents(entry, tensor.get("data"))
+        message.inputs.append(entry)
+    if raw and len(raw) != len(message.inputs):
+        raise errors.InvalidArgument("either every input is binary or none is")
+    message.raw_input_contents.extend(raw)
+    binary_outputs = set()
+    for output in document.get("outputs") or []:
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise errors.InvalidArgument('each output must be an object with a "name"')
+        requested = message.outputs.add(name=output["name"])
+        parameters = output.get("parameters") or {}
+        if "classification" in parameters:
+            requested.parameters["classification"].int64_param = _integer(
+                parameters["classification"], "classification"
+            )
+        if parameters.get("binary_data"):
+            binary_outputs.add(output["name"])
+    return message, binary_outputs
+
+
+def _tensor(tensor) -> oip.ModelInferRequest.InferInputTensor:
+    if not isinstance(tensor, dict):
+        raise errors.InvalidArgument("each input must be a JSON object")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+        raise errors.InvalidArgument("each input needs a shape: a list of integers")
+    datatype = tensor.get("datatype")
+    if datatype not in _JSON_DATATYPES:
+        raise errors.InvalidArgument(
+            f"input datatype {datatype!r}: send BYTES (encoded images), UINT8 or FP32 (pixels)"
+        )
+    return oip.ModelInferRequest.InferInputTensor(
+        name=str(tensor.get("name", "")), datatype=datatype, shape=shape
+    )
+
+
+def _fill_contents(entry, data) -> None:
+    """JSON data, flattened: base64 strings for BYTES, numbers for pixels."""
+    if not isinstance(data, list):
+        raise errors.InvalidArgument('each input needs "data" (or binary_data_size)')
+    flat = _flatten(data)
+    if entry.datatype == "BYTES":
+        try:
+            entry.contents.bytes_contents.extend(base64.b64decode(e, validate=True) for e in flat)
+        except (TypeError, ValueError):
+            raise errors.InvalidArgument("BYTES data in JSON must be base64 strings") from None
+    elif entry.datatype == "UINT8":
+        entry.contents.uint_contents.extend(_integer(v, "UINT8 data") for v in flat)
+    else:
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+            raise errors.InvalidArgument("FP32 data must be numbers")
+        entry.contents.fp32_contents.extend(flat)
+
+
+def _flatten(data: list) -> list:
+    """Nested lists in row-major order (the body's size limit bounds them)."""
+    flat, stack = [], [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _integer(value, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise errors.InvalidArgument(f"{what} must be non-negative integers")
+    return value
+
+
+def _infer_response(response: oip.ModelInferResponse, binary_outputs: set[str]) -> Response:
+    outputs, blobs = [], []
+    for output, raw in zip(response.outputs, response.raw_output_contents, strict=True):
+        entry = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
+        if output.name in binary_outputs:
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = oip_tensors.values_of(output.datatype, raw)
+        outputs.append(entry)
+    header = json.dumps(
+        {
+            "model_name": response.model_name,
+            "model_version": response.model_version,
+            "id": response.id,
+            "outputs": outputs,
+        }
+    ).encode()
+    if not blobs:
+        return Response(header, mimetype="application/json")
+    reply = Response(header + b"".join(blobs), mimetype="application/octet-stream")
+    reply.headers[HEADER_LENGTH] = str(len(header))
+    return reply

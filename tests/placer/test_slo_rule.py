@@ -1,0 +1,124 @@
+"""The SLO-aware rule through the real placer process and adapters that heartbeat to it."""
+
+import threading
+
+import grpc
+
+from scripts.localstack import set_policy
+from straightline.v1 import placer_pb2, types_pb2
+from straightline_common.timeconv import duration, seconds
+from tests.placer.conftest import FLASK, SERVERLESS
+from tests.placer.test_placer import infer, place
+from tests.support.waiting import wait_until
+
+OBJECTIVE_S = 0.3
+
+
+def predicted_s(placement, platform) -> float | None:
+    for state in placement.inputs.platforms:
+        if state.platform == platform and state.HasField("predicted_latency"):
+            return seconds(state.predicted_latency)
+    return None
+
+
+def predicted_ms(placement, platform) -> float | None:
+    latency = predicted_s(placement, platform)
+    return None if latency is None else round(latency * 1e3)
+
+
+def measured(stub, adapters):
+    """Flask: 2 slots, 6 queue places, 100 ms a request; serverless: 8 environments, 150 ms.
+    Each serves once, so that its heartbeats carry its service time."""
+    adapters(FLASK, capacity=2, queue_limit=6, service_time_s=0.1)
+    adapters(SERVERLESS, capacity=8, service_time_s=0.15)
+    for platform in (FLASK, SERVERLESS):
+        set_policy(stub, pinned_platform=platform)
+        infer(stub)
+    set_policy(
+        stub,
+        pinned_platform=types_pb2.PLATFORM_UNSPECIFIED,
+        placement_rule=types_pb2.PLACEMENT_RULE_SLO_AWARE,
+        default_latency_objective=duration(OBJECTIVE_S),
+    )
+    # The service time measured, as the adapter times it: the simulated 150 ms and a little.
+    assert wait_until(lambda: 150 <= (predicted_ms(place(stub), SERVERLESS) or 0) <= 153)
+
+
+def test_idle_the_cheapest_platform_within_the_objective_serves(stub, adapters):
+    measured(stub, adapters)
+    placement = place(stub)
+    assert (placement.platform, placement.branch) == (
+        FLASK,
+        types_pb2.BRANCH_CHEAPEST_WITHIN_OBJECTIVE,
+    )
+    assert 100 <= predicted_ms(placement, FLASK) <= 103
+    assert round(seconds(placement.inputs.latency_objective) * 1e3) == OBJECTIVE_S * 1e3
+    flask, serverless = placement.inputs.platforms
+    assert 0 < flask.predicted_cost_usd < serverless.predicted_cost_usd
+
+
+def test_a_burst_that_saturates_flask_moves_to_serverless_and_back(stub, adapters):
+    measured(stub, adapters)
+    # 14 at once: 2 run on Flask and its queue takes those still predicted within 300 ms
+    # (100 ms each, drained two at a time); the rest go where the prediction is 150 ms.
+    answers, errors = [], []
+    start = threading.Barrier(14)
+
+    def one():
+        start.wait()
+        try:
+            answers.append(infer(stub))
+        except grpc.RpcError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=one) for _ in range(14)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    served = [answer.served_platform for answer in answers]
+    assert 2 <= served.count(FLASK) <= 8 and served.count(SERVERLESS) >= 6
+    assert not any(answer.fell_back for answer in answers)
+    moved = [a.placement for a in answers if a.served_platform == SERVERLESS]
+    assert all(p.branch == types_pb2.BRANCH_CHEAPEST_WITHIN_OBJECTIVE for p in moved)
+    assert all((predicted_s(p, FLASK) or OBJECTIVE_S + 1) > OBJECTIVE_S for p in moved)
+    # Once Flask has drained and said so, requests go back to it.
+    assert wait_until(lambda: place(stub).platform == FLASK)
+    assert infer(stub).served_platform == FLASK
+
+
+def test_a_deadline_no_platform_can_meet_is_refused_before_anything_is_sent(stub, adapters):
+    measured(stub, adapters)
+    request = placer_pb2.InferRequest(
+        model=types_pb2.ModelRef(name="demo"), payload=b"x" * 100, content_type="image/jpeg"
+    )
+    try:
+        stub.Infer(request, timeout=0.05)
+        raise AssertionError("a 50 ms deadline was accepted against 100 ms predictions")
+    except grpc.RpcError as refused:
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "flask 100 ms, serverless 150 ms" in refused.details()
+    placement = stub.Place(
+        placer_pb2.PlaceRequest(
+            model=types_pb2.ModelRef(name="demo"), data_size_bytes=100, deadline=duration(0.05)
+        )
+    ).placement
+    assert placement.branch == types_pb2.BRANCH_DEADLINE_UNMEETABLE
+    assert placement.platform == types_pb2.PLATFORM_UNSPECIFIED
+
+
+def test_a_requests_own_objective_overrides_the_policys(stub, adapters):
+    measured(stub, adapters)
+    placement = stub.Place(
+        placer_pb2.PlaceRequest(
+            model=types_pb2.ModelRef(name="demo"),
+            data_size_bytes=100,
+            latency_objective=duration(0.05),
+        )
+    ).placement
+    # Nothing meets 50 ms: the fastest prediction wins.
+    assert (placement.platform, placement.branch) == (
+        FLASK,
+        types_pb2.BRANCH_LOWEST_PREDICTED_LATENCY,
+    )
