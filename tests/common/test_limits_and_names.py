@@ -6,8 +6,8 @@ import os
 import stat
 
 import pytest
-from inference import open_inference_grpc_pb2 as oip
 
+from inference import open_inference_grpc_pb2 as oip
 from straightline.v1 import devrunner_pb2, placer_pb2, types_pb2
 from straightline_common import auth, limits, names
 from straightline_common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated

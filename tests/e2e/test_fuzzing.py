@@ -4,8 +4,8 @@ descriptors (a bounded number each): whatever arrives, the answer is a status a 
 act on, never INTERNAL or UNKNOWN, and the service keeps serving with its instance."""
 
 import pytest
-from inference import open_inference_grpc_pb2 as oip
 
+from inference import open_inference_grpc_pb2 as oip
 from straightline.v1 import inference_pb2, placer_pb2, types_pb2
 from straightline_common.auth import Role
 from straightline_common.processes import health_status

@@ -7,9 +7,9 @@ import struct
 import grpc
 import numpy as np
 import pytest
+
 from inference import open_inference_grpc_pb2 as oip
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
-
 from straightline_common.auth import Role
 from straightline_inference.simulated import CLASS_NAMES
 from tests.placer.conftest import FLASK, SERVERLESS

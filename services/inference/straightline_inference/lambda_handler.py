@@ -5,8 +5,11 @@ Importing the module is Lambda's init phase: the models are loaded and warmed th
 first invocation of an execution environment pays the cold start once.
 
 Event:  {"request_id", "model": {"name", "version"}, "payload_b64", "content_type", "top_k"}
-        or {"warmup": true}, which only makes sure the environment is initialised.
+        or {"warmup": true}, which only makes sure the environment is initialised,
+        or {"model": {"name", "version"}, "oip": <an Open Inference Protocol infer request,
+        JSON>} (BYTES elements base64; `straightline_inference.oip_json`).
 Answer: {"model": {...}, "classes": [{"label", "index", "score"}], "timings": {...}}
+        or, to an OIP event, the protocol's infer response (JSON),
         or {"error": {"code", "message"}} for bad input (INVALID_ARGUMENT, NOT_FOUND).
 Any other failure raises, and Lambda reports it as a function error.
 Trace context travels in the invocation's client context: {"custom": {"traceparent": ...}}.
@@ -16,6 +19,7 @@ from S3 into it (on AWS, point the store at /tmp/models: the image is read-only 
 
 import base64
 import binascii
+import json
 import os
 import time
 
@@ -25,6 +29,7 @@ from straightline_common import errors
 from straightline_common.logs import configure_logging
 from straightline_common.modelstore import open_store
 from straightline_common.telemetry import configure_tracing
+from straightline_inference import oip_json
 from straightline_inference.model import ModelSet
 
 configure_logging("lambda", os.environ.get("STRAIGHTLINE_LOG_LEVEL", "info"))
@@ -50,12 +55,20 @@ def handler(event: dict, context) -> dict:
             "lambda.invoke", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
         ):
             try:
-                return _predict(event)
+                return _infer_oip(event) if "oip" in event else _predict(event)
             except (errors.InvalidArgument, errors.NotFound) as error:
                 return {"error": {"code": errors.code_name(error), "message": str(error)}}
     finally:
         if _tracer_provider is not None:
             _tracer_provider.force_flush(1000)  # the environment may freeze after return
+
+
+def _infer_oip(event: dict) -> dict:
+    """An OIP infer request in the event (JSON: no binary extension in a Lambda event)."""
+    model_ref = event.get("model") or {}
+    model = _MODELS.get(model_ref.get("name", ""), model_ref.get("version", ""))
+    body, _ = oip_json.infer(model, json.dumps(event["oip"]).encode(), None)
+    return json.loads(body)
 
 
 def _predict(event: dict) -> dict:

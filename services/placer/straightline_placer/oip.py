@@ -13,12 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from inference import open_inference_grpc_pb2 as oip
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
-
 from straightline.v1 import placer_pb2, types_pb2
+from straightline_common import oip_tensors
 from straightline_common.auth import READERS, access_of
 from straightline_common.errors import NotFound
 from straightline_common.names import check_id, check_model
-from straightline_placer import oip_tensors
 from straightline_placer.algorithm import platform_label
 from straightline_placer.core import InferResult, Placer, Request
 

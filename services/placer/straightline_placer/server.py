@@ -6,7 +6,6 @@ import logging
 import threading
 
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
-
 from straightline.v1 import placer_pb2_grpc
 from straightline_common.auth import server_tokens
 from straightline_common.grpcserver import GrpcServer

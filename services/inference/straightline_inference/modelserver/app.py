@@ -6,17 +6,26 @@
     GET  /v1/models/<name>[/versions/<version>]             metadata
     GET  /healthz                                            200 once the models are warm
 
-Answers are JSON; errors are {"error": {"code": ..., "message": ...}} with a 4xx or 5xx.
-A `traceparent` header continues the caller's trace.
+and the Open Inference Protocol's REST API (KServe v2; `straightline_inference.oip_json`):
+
+    GET  /v2/health/live    GET /v2/health/ready
+    GET  /v2/models/<name>[/versions/<version>]             metadata
+    GET  /v2/models/<name>[/versions/<version>]/ready       200 ready, 404 not served
+    POST /v2/models/<name>[/versions/<version>]/infer       JSON, or the binary extension
+
+Answers are JSON; errors are {"error": {"code": ..., "message": ...}} with a 4xx or 5xx (on
+/v2, the protocol's {"error": "<sentence>"}). A `traceparent` header continues the caller's
+trace.
 """
 
 import time
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from opentelemetry import propagate, trace
 from werkzeug.exceptions import HTTPException
 
 from straightline_common import errors
+from straightline_inference import oip_json
 from straightline_inference.imaging import MAX_IMAGE_BYTES
 from straightline_inference.model import ModelSet
 
@@ -69,10 +78,50 @@ def create_app(models: ModelSet) -> Flask:
     def health():
         return jsonify(status="SERVING")
 
+    @app.get("/v2/health/live")
+    def oip_live():
+        return jsonify(live=True)
+
+    @app.get("/v2/health/ready")
+    def oip_ready():
+        return jsonify(ready=True)
+
+    @app.get("/v2/models/<name>")
+    @app.get("/v2/models/<name>/versions/<version>")
+    def oip_metadata(name: str, version: str = ""):
+        return jsonify(oip_json.metadata(models.get(name, version)))
+
+    @app.get("/v2/models/<name>/ready")
+    @app.get("/v2/models/<name>/versions/<version>/ready")
+    def oip_model_ready(name: str, version: str = ""):
+        models.get(name, version)  # NotFound (404) when it is not served
+        return jsonify(name=name, ready=True)
+
+    @app.post("/v2/models/<name>/infer")
+    @app.post("/v2/models/<name>/versions/<version>/infer")
+    def oip_infer(name: str, version: str = ""):
+        context = propagate.extract(request.headers)
+        with tracer.start_as_current_span(
+            f"POST {request.url_rule.rule}", context=context, kind=trace.SpanKind.SERVER
+        ):
+            body, header_length = oip_json.infer(
+                models.get(name, version),
+                request.get_data(),
+                request.headers.get(oip_json.HEADER_LENGTH),
+            )
+        if header_length is None:
+            return Response(body, mimetype="application/json")
+        reply = Response(body, mimetype="application/octet-stream")
+        reply.headers[oip_json.HEADER_LENGTH] = header_length
+        return reply
+
     @app.errorhandler(errors.ServiceError)
     def service_error(error: errors.ServiceError):
         code = errors.code_name(error)
-        return jsonify(error={"code": code, "message": str(error)}), HTTP_STATUS.get(code, 500)
+        status = HTTP_STATUS.get(code, 500)
+        if request.path.startswith("/v2/"):
+            return jsonify(error=str(error)), status  # the protocol's error shape
+        return jsonify(error={"code": code, "message": str(error)}), status
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

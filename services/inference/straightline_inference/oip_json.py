@@ -1,101 +1,62 @@
-"""The Open Inference Protocol's REST API (KServe v2) on the model server, beside its own v1
-API, with the binary tensor data extension:
+"""The Open Inference Protocol's JSON (KServe v2 REST) infer request and response, with the
+binary tensor data extension, and the one decode-and-predict path behind the model server's
+`/v2/.../infer` and the Lambda handler's OIP event.
 
-    GET  /v2/health/live                 GET  /v2/health/ready
-    GET  /v2/models/<name>[/versions/<version>]            metadata
-    GET  /v2/models/<name>[/versions/<version>]/ready      200 ready, 404 not served
-    POST /v2/models/<name>[/versions/<version>]/infer      inference
-
-An infer request is JSON (`inputs`, `outputs`, `id`, `parameters`), or, with the binary data
-extension, JSON of `Inference-Header-Content-Length` bytes followed by each input's bytes
-(its `binary_data_size` parameter). Tensors are those of the placer's OIP front door
-(`straightline_common/oip_tensors.py`): the images as BYTES (JPEG, PNG; in JSON, each element
-base64), or UINT8 / FP32 pixels [N, H, W, 3]; the `scores` output, or top-k labels with the
-`classification` parameter. An output with `binary_data: true` comes back binary the same
-way. Errors are {"error": "<sentence>"} with a 4xx (400, 404, 409) or 5xx.
+A request is JSON (`inputs`, `outputs`, `id`), or, with the binary data extension, JSON of
+`Inference-Header-Content-Length` bytes followed by each input's bytes (its
+`binary_data_size` parameter). It is read into the gRPC message, so that its tensors are
+checked and turned into images by the placer's own code (`straightline_common/oip_tensors.py`):
+the images as BYTES (JPEG, PNG; in JSON, each element base64), or UINT8 / FP32 pixels
+[N, H, W, 3]; the `scores` output, or top-k labels with the `classification` parameter. An
+output asked for with `binary_data: true` comes back binary the same way.
 """
 
 import base64
 import json
 
-from flask import Blueprint, Response, jsonify, request
 from inference import open_inference_grpc_pb2 as oip
-
-from straightline_common import errors, oip_tensors
-from straightline_inference.model import ModelSet
-from straightline_inference.modelserver.status import HTTP_STATUS
+from straightline_common import errors, limits, oip_tensors
+from straightline_inference.model import LoadedModel
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _ALL_CLASSES = 100_000
-_JSON_DATATYPES = {"BOOL", "UINT8", "FP32", "BYTES"}
+_JSON_DATATYPES = {"UINT8", "FP32", "BYTES"}
 
 
-def oip_blueprint(models: ModelSet) -> Blueprint:
-    v2 = Blueprint("oip", __name__)
+def infer(model: LoadedModel, body: bytes, header_length: str | None) -> tuple[bytes, str | None]:
+    """Runs an infer request on the model: the response body, and its header length when it
+    carries binary outputs (None: plain JSON)."""
+    message, binary_outputs = _infer_request(body, header_length)
+    answers = [
+        _scored(model.predict(image.payload, image.content_type, _ALL_CLASSES))
+        for image in oip_tensors.images_of(message)
+    ]
+    response = oip.ModelInferResponse(
+        model_name=model.version.name, model_version=model.version.version, id=message.id
+    )
+    oip_tensors.fill_outputs(response, oip_tensors.requested_outputs(message), answers)
+    return _infer_response(response, binary_outputs)
 
-    @v2.get("/v2/health/live")
-    def live():
-        return jsonify(live=True)
 
-    @v2.get("/v2/health/ready")
-    def ready():
-        return jsonify(ready=True)
-
-    @v2.get("/v2/models/<name>")
-    @v2.get("/v2/models/<name>/versions/<version>")
-    def metadata(name: str, version: str = ""):
-        model = models.get(name, version)
-        return jsonify(
-            name=model.version.name,
-            versions=[model.version.version],
-            platform="straightline",
-            inputs=[{"name": "image", "datatype": "BYTES", "shape": [-1]}],
-            outputs=[
-                {
-                    "name": oip_tensors.SCORES,
-                    "datatype": "FP32",
-                    "shape": [-1, len(model.class_names)],
-                }
-            ],
-        )
-
-    @v2.get("/v2/models/<name>/ready")
-    @v2.get("/v2/models/<name>/versions/<version>/ready")
-    def model_ready(name: str, version: str = ""):
-        models.get(name, version)  # NotFound (404) when it is not served
-        return jsonify(name=name, ready=True)
-
-    @v2.errorhandler(errors.ServiceError)
-    def service_error(error: errors.ServiceError):
-        """The protocol's error shape: {"error": "<sentence>"}."""
-        return jsonify(error=str(error)), HTTP_STATUS.get(errors.code_name(error), 500)
-
-    @v2.post("/v2/models/<name>/infer")
-    @v2.post("/v2/models/<name>/versions/<version>/infer")
-    def infer(name: str, version: str = ""):
-        model = models.get(name, version)
-        message, binary_outputs = _infer_request(request.get_data(), request.headers)
-        answers = [
-            _scored(model.predict(image.payload, image.content_type, _ALL_CLASSES))
-            for image in oip_tensors.images_of(message)
-        ]
-        response = oip.ModelInferResponse(
-            model_name=model.version.name, model_version=model.version.version, id=message.id
-        )
-        oip_tensors.fill_outputs(response, oip_tensors.requested_outputs(message), answers)
-        return _infer_response(response, binary_outputs)
-
-    return v2
+def metadata(model: LoadedModel) -> dict:
+    return {
+        "name": model.version.name,
+        "versions": [model.version.version],
+        "platform": "straightline",
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [
+            {"name": oip_tensors.SCORES, "datatype": "FP32", "shape": [-1, len(model.class_names)]}
+        ],
+    }
 
 
 def _scored(prediction) -> oip_tensors.Scored:
     return oip_tensors.Scored([(c.label, c.index, c.score) for c in prediction.classes])
 
 
-def _infer_request(body: bytes, headers) -> tuple[oip.ModelInferRequest, set[str]]:
+def _infer_request(body: bytes, length: str | None) -> tuple[oip.ModelInferRequest, set[str]]:
     """The request as the gRPC message (binary inputs as raw contents), and the outputs asked
     for as binary."""
-    length = headers.get(HEADER_LENGTH)
     if length is not None:
         if not length.isdigit() or int(length) > len(body):
             raise errors.InvalidArgument(
@@ -114,7 +75,7 @@ def _infer_request(body: bytes, headers) -> tuple[oip.ModelInferRequest, set[str
     offset, raw = 0, []
     for tensor in document["inputs"]:
         entry = _tensor(tensor)
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(tensor).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise errors.InvalidArgument("an input's binary_data_size runs past the body")
@@ -131,14 +92,22 @@ def _infer_request(body: bytes, headers) -> tuple[oip.ModelInferRequest, set[str
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise errors.InvalidArgument('each output must be an object with a "name"')
         requested = message.outputs.add(name=output["name"])
-        parameters = output.get("parameters") or {}
+        parameters = _parameters(output)
         if "classification" in parameters:
             requested.parameters["classification"].int64_param = _integer(
                 parameters["classification"], "classification"
             )
         if parameters.get("binary_data"):
             binary_outputs.add(output["name"])
+    limits.check_message(message)  # the limits every gRPC request keeps
     return message, binary_outputs
+
+
+def _parameters(entry: dict) -> dict:
+    parameters = entry.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise errors.InvalidArgument('"parameters" must be a JSON object')
+    return parameters
 
 
 def _tensor(tensor) -> oip.ModelInferRequest.InferInputTensor:
@@ -193,7 +162,9 @@ def _integer(value, what: str) -> int:
     return value
 
 
-def _infer_response(response: oip.ModelInferResponse, binary_outputs: set[str]) -> Response:
+def _infer_response(
+    response: oip.ModelInferResponse, binary_outputs: set[str]
+) -> tuple[bytes, str | None]:
     outputs, blobs = [], []
     for output, raw in zip(response.outputs, response.raw_output_contents, strict=True):
         entry = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
@@ -212,7 +183,5 @@ def _infer_response(response: oip.ModelInferResponse, binary_outputs: set[str]) 
         }
     ).encode()
     if not blobs:
-        return Response(header, mimetype="application/json")
-    reply = Response(header + b"".join(blobs), mimetype="application/octet-stream")
-    reply.headers[HEADER_LENGTH] = str(len(header))
-    return reply
+        return header, None
+    return header + b"".join(blobs), str(len(header))

@@ -1,5 +1,6 @@
 """The Open Inference Protocol's tensors, for image classifiers: the images a ModelInfer
-request carries, and the class scores its response returns. Pure: no gRPC, no placement.
+request carries, and the class scores its response returns: the placer's front door and the
+model servers' read and write them alike. Pure: no gRPC, no placement, no model.
 
 Inputs (one tensor): a BYTES tensor of encoded images (JPEG or PNG), shape [N] or [N, 1]; or
 a UINT8 or FP32 tensor of RGB pixels in [0, 255], shape [N, H, W, 3] or [H, W, 3]; each in
@@ -19,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inference import open_inference_grpc_pb2 as oip
-
 from straightline_common import tensors
 from straightline_common.errors import InvalidArgument
 from straightline_common.names import shown
@@ -81,7 +81,7 @@ def _encoded_images(tensor, raw: bytes | None) -> list[Image]:
     return [Image(element, _image_type(element, i)) for i, element in enumerate(elements)]
 
 
-def _bytes_elements(raw: bytes) -> list[bytes]:
+def _bytes_elements(raw: bytes, limit: int | None = MAX_IMAGES) -> list[bytes]:
     elements, offset = [], 0
     while offset < len(raw):
         if offset + 4 > len(raw):
@@ -92,8 +92,8 @@ def _bytes_elements(raw: bytes) -> list[bytes]:
             raise InvalidArgument("raw BYTES input ends inside an element (its length says more)")
         elements.append(raw[offset : offset + length])
         offset += length
-        if len(elements) > MAX_IMAGES:
-            raise InvalidArgument(f"a request holds at most {MAX_IMAGES} images; split it")
+        if limit is not None and len(elements) > limit:
+            raise InvalidArgument(f"a request holds at most {limit} images; split it")
     return elements
 
 
@@ -191,6 +191,16 @@ def fill_outputs(
                 scores.byteswap()
             response.outputs.add(name=name, datatype="FP32", shape=[len(answers), classes])
             response.raw_output_contents.append(scores.tobytes())
+
+
+def values_of(datatype: str, raw: bytes) -> list:
+    """An output's raw contents as the flat values a JSON body carries (BYTES as text)."""
+    if datatype == "BYTES":
+        return [element.decode() for element in _bytes_elements(raw, limit=None)]
+    values = array("f", raw)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values.tolist()
 
 
 def _best(answer: Scored, k: int):
