@@ -8,6 +8,9 @@ BUF := node_modules/.bin/buf
 STUBS := libs/common/straightline/v1
 PROTOS := $(wildcard protos/straightline/v1/*.proto)
 OIP_PROTOS := protos/oip/inference/open_inference_grpc.proto
+# Type-checked by `make lint` (pyproject.toml: [tool.mypy]).
+TYPED := libs/common/straightline_common services/placer/straightline_placer \
+	services/inference/straightline_inference services/devrunner/straightline_devrunner
 
 .PHONY: setup proto lint format images test test-fast bench bench-inference evaluate demo clean
 
@@ -40,6 +43,7 @@ lint: setup
 	scripts/buf-breaking.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(TYPED)
 
 format: setup
 	$(VENV)/bin/ruff format .

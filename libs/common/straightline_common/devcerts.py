@@ -38,8 +38,8 @@ IDENTITIES = {
     "operator": "operator/operator",
     "client": "client/client",
 }
-HOSTS = ("localhost", "placer", "placer-2", "devrunner", "adapter-flask", "adapter-docker")
-HOSTS += ("adapter-serverless",)
+HOSTS: tuple[str, ...] = ("localhost", "placer", "placer-2", "devrunner", "adapter-flask")
+HOSTS += ("adapter-docker", "adapter-serverless")
 # Every certificate serves and calls (the placer is both).
 _BOTH_ENDS = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 
@@ -97,7 +97,7 @@ def make_leaf(
     start, end = sorted((now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)))
     if days < 0:
         start = end - datetime.timedelta(days=1)
-    names = [x509.UniformResourceIdentifier(SPIFFE_PREFIX + identity)]
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(SPIFFE_PREFIX + identity)]
     for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))

@@ -188,7 +188,7 @@ def _parsed(parse, data: bytes):
 def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception):
     if isinstance(error, errors.ServiceError):
         code, message = status_of(error), str(error)
-    elif context.code() not in (None, grpc.StatusCode.OK) or not context.is_active():
+    elif context.code() not in (None, grpc.StatusCode.OK) or not context.is_active():  # type: ignore[attr-defined]
         raise error  # already aborted by the servicer, or the client went away
     else:
         log.exception("unexpected error in %s", type(error).__name__)

@@ -30,9 +30,10 @@ def check_message(message: Message, path: str = "") -> None:
         name = f"{path}{field.name}"
         if _is_map(field):
             _check_count(name, value)
+            entry = field.message_type.fields_by_name  # type: ignore[union-attr]
             for key, item in value.items():
-                _check_value(f"{name} key", field.message_type.fields_by_name["key"], key)
-                _check_value(f"{name}[…]", field.message_type.fields_by_name["value"], item)
+                _check_value(f"{name} key", entry["key"], key)
+                _check_value(f"{name}[…]", entry["value"], item)
         elif field.is_repeated and field.type in _ITEMS_CHECKED:
             _check_count(name, value)
             for item in value:
@@ -66,5 +67,6 @@ def _is_map(field: FieldDescriptor) -> bool:
     return (
         field.type == FieldDescriptor.TYPE_MESSAGE
         and field.is_repeated
+        and field.message_type is not None
         and field.message_type.GetOptions().map_entry
     )

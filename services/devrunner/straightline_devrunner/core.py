@@ -246,7 +246,9 @@ class DevRunner:
             )
         self._jobs.set_state(job_id, devrunner_pb2.JOB_STATE_SUCCEEDED, "done", ended=True)
 
-    def _grant(self, kind: int, asked: devrunner_pb2.Resources) -> devrunner_pb2.Resources:
+    def _grant(
+        self, kind: devrunner_pb2.JobKind, asked: devrunner_pb2.Resources
+    ) -> devrunner_pb2.Resources:
         specs.check_resource_ranges(asked)
         default_gpus = (
             self._defaults.train_gpus
@@ -270,6 +272,6 @@ class DevRunner:
 
 
 class _Ended(Exception):
-    def __init__(self, state: int, message: str):
+    def __init__(self, state: devrunner_pb2.JobState, message: str):
         super().__init__(message)
         self.state, self.message = state, message

@@ -46,7 +46,7 @@ class JobStore:
         self._db.executescript(_SCHEMA)
         self._changed = threading.Condition()
 
-    def create(self, spec: devrunner_pb2.JobSpec, kind: int) -> devrunner_pb2.Job:
+    def create(self, spec: devrunner_pb2.JobSpec, kind: devrunner_pb2.JobKind) -> devrunner_pb2.Job:
         job = devrunner_pb2.Job(
             job_id=uuid.uuid4().hex[:12],
             kind=kind,
@@ -76,7 +76,13 @@ class JobStore:
             self._changed.notify_all()
 
     def set_state(
-        self, job_id: str, state: int, message: str, *, started=False, ended=False
+        self,
+        job_id: str,
+        state: devrunner_pb2.JobState,
+        message: str,
+        *,
+        started=False,
+        ended=False,
     ) -> None:
         """Records a state change as an event and on the job (with its start or end time)."""
         self.append(job_id, state_change=devrunner_pb2.StateChange(state=state, message=message))

@@ -31,7 +31,10 @@ class TrainerOutput:
             event = json.loads(text) if text.startswith("{") else None
         except ValueError:
             event = None
-        kind = event.pop("event", None) if isinstance(event, dict) else None
+        if not isinstance(event, dict):
+            self._log(stream, text)
+            return
+        kind = event.pop("event", None)
         if kind == "epoch":
             self._record_epoch(event)
         elif kind == "phase":
@@ -41,9 +44,12 @@ class TrainerOutput:
         elif kind == "result":
             self._record_result(event)
         elif kind != "start":
-            self._last_lines.append(text)
-            del self._last_lines[:-LAST_LOG_LINES]
-            self._jobs.append(self._job_id, log=devrunner_pb2.LogLine(stream=stream, text=text))
+            self._log(stream, text)
+
+    def _log(self, stream: str, text: str) -> None:
+        self._last_lines.append(text)
+        del self._last_lines[:-LAST_LOG_LINES]
+        self._jobs.append(self._job_id, log=devrunner_pb2.LogLine(stream=stream, text=text))
 
     def _record_epoch(self, event: dict) -> None:
         epoch = devrunner_pb2.EpochMetrics(elapsed=duration(event.pop("elapsed_s", 0.0)), **event)

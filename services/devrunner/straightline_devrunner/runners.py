@@ -47,8 +47,11 @@ class Run(Protocol):
 
 
 class Runner(Protocol):
-    kind: int  # devrunner_pb2.Runner
-    name: str
+    @property
+    def kind(self) -> devrunner_pb2.Runner: ...
+
+    @property
+    def name(self) -> str: ...
 
     def has_gpus(self) -> bool: ...
 

@@ -33,7 +33,7 @@ _KINDS = {
 }
 
 
-def kind_of(spec: devrunner_pb2.JobSpec) -> int:
+def kind_of(spec: devrunner_pb2.JobSpec) -> devrunner_pb2.JobKind:
     which = spec.WhichOneof("spec")
     if which is None:
         raise InvalidArgument("the job spec has no train, verify or package part")
@@ -71,13 +71,13 @@ class TrainerCommands:
         self._datasets = datasets
         self._store = store
 
-    def dataset(self, kind: int, spec: devrunner_pb2.JobSpec) -> str:
+    def dataset(self, kind: devrunner_pb2.JobKind, spec: devrunner_pb2.JobSpec) -> str:
         """The job's dataset directory on this host, checked."""
         part = spec.train if kind == devrunner_pb2.JOB_KIND_TRAIN else spec.verify
         return self._dataset_directory(part.dataset_path)
 
     def arguments(
-        self, kind: int, spec: devrunner_pb2.JobSpec, dataset: str, store: str
+        self, kind: devrunner_pb2.JobKind, spec: devrunner_pb2.JobSpec, dataset: str, store: str
     ) -> list[str]:
         """The trainer's arguments; `dataset` and `store`: where the job sees them."""
         if kind == devrunner_pb2.JOB_KIND_TRAIN:

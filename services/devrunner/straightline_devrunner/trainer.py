@@ -244,6 +244,7 @@ def fit_best_fold(args, images):
         val_accuracy = history.history["val_accuracy"][-1]
         if best is None or val_accuracy > best[0]:
             best = (val_accuracy, model, {k: v[-1] for k, v in history.history.items()})
+    assert best is not None  # k_folds >= 2: at least one fold ran
     _, model, metrics = best
     return model, metrics
 

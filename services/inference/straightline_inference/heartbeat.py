@@ -78,8 +78,8 @@ class HeartbeatSender:
             ) as channel:
                 stub = placer_pb2_grpc.PlacerServiceStub(channel)
                 try:
-                    self._call = stub.Heartbeat(self._reports())
-                    for ack in self._call:
+                    self._call = call = stub.Heartbeat(self._reports())
+                    for ack in call:
                         self.interval_s = seconds(ack.interval) or 1.0
                         self.connected.set()
                         backoff = 0.1

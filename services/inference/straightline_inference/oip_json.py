@@ -146,7 +146,8 @@ def _fill_contents(entry, data) -> None:
 
 def _flatten(data: list) -> list:
     """Nested lists in row-major order (the body's size limit bounds them)."""
-    flat, stack = [], [data]
+    flat: list = []
+    stack: list = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, list):
@@ -167,7 +168,11 @@ def _infer_response(
 ) -> tuple[bytes, str | None]:
     outputs, blobs = [], []
     for output, raw in zip(response.outputs, response.raw_output_contents, strict=True):
-        entry = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
+        entry: dict[str, object] = {
+            "name": output.name,
+            "datatype": output.datatype,
+            "shape": list(output.shape),
+        }
         if output.name in binary_outputs:
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)

@@ -32,7 +32,9 @@ class RecentStats:
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_age_s: float = MAX_AGE_S):
         # (when, seconds) pairs, oldest first.
         self._latencies: deque[tuple[float, float]] = deque(maxlen=_RECENT)
-        self._by_size = [deque(maxlen=_RECENT_PER_BUCKET) for _ in range(len(SIZE_BUCKETS) + 1)]
+        self._by_size: list[deque[tuple[float, float]]] = [
+            deque(maxlen=_RECENT_PER_BUCKET) for _ in range(len(SIZE_BUCKETS) + 1)
+        ]
         # Cold starts do not expire: they are rare, and a platform's do not change with load.
         self._cold_starts: deque[float] = deque(maxlen=_RECENT_COLD_STARTS)
         self._clock = clock

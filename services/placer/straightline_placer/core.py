@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
@@ -81,7 +81,7 @@ class AttemptRecord:
 @dataclass
 class InferResult:
     placement: Placement
-    answer: object
+    answer: Any  # what the forwarder returned (the adapter's PredictResponse)
     served_platform: Platform
     served_instance_id: str
     attempts: list[AttemptRecord] = field(default_factory=list)
@@ -302,7 +302,7 @@ class Placer:
             ticket = self.registry.reserve_with_capacity(
                 platform, request.model_name, request.model_version
             )
-            if ticket is not None:
+            if ticket is not None and placement.platform is not None:
                 self._metrics.count_fallback(placement.platform, platform)
                 yield platform, ticket.instance, ticket
 
@@ -316,6 +316,8 @@ class Placer:
 
     def _fallback_order(self, placement: Placement, policy: Policy) -> list[Platform]:
         """The chosen platform, then the others in the policy's order of preference after it."""
+        if placement.platform is None:
+            return []
         if not _falls_back(policy):
             return [placement.platform]
         order = policy.preference_order

@@ -10,6 +10,7 @@ import mimetypes
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2, json_format
@@ -56,7 +57,7 @@ def enum_value_name(enum_type, text: str) -> str:
     raise UsageError(f"{text!r} is not one of: {choices}, none")
 
 
-def json_value(field: FieldDescriptor, text: str):
+def json_value(field: Any, text: str):
     """The command line's text as protobuf's JSON mapping wants it for `field`."""
     if field.enum_type is not None:
         return enum_value_name(field.enum_type, text)
@@ -71,7 +72,7 @@ def json_value(field: FieldDescriptor, text: str):
 def policy_update(assignments: list[str]) -> placer_pb2.UpdatePolicyRequest:
     """`field=value` pairs (field names of the Policy message) as an UpdatePolicyRequest that
     changes those fields only."""
-    values = {}
+    values: dict[str, Any] = {}
     for assignment in assignments:
         name, equals, text = assignment.partition("=")
         field_name, dot, model = name.strip().partition(".")

@@ -106,10 +106,14 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             if len(images) == 1
             else [f"{request.id}-{i}" if request.id else "" for i in range(len(images))]
         )
+        deadline = context.time_remaining()
         results = list(
             self._images.map(
-                lambda args: self._infer(name, version, *args, timeout, context.time_remaining()),
-                zip(images, ids, strict=True),
+                lambda image, request_id: self._infer(
+                    name, version, image, request_id, timeout, deadline
+                ),
+                images,
+                ids,
             )
         )
         response = oip.ModelInferResponse(
@@ -136,7 +140,7 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
         return any(instance.serves(name, version) for instance in self._placer.registry.live())
 
     def _versions(self, name: str) -> list[str]:
-        versions = set()
+        versions: set[str] = set()
         for instance in self._placer.registry.live():
             versions |= instance.models.get(name, frozenset())
         versions.discard("")

@@ -26,7 +26,8 @@ from straightline_placer.recollection import Recollection
 
 
 class _HasPlatform(Protocol):
-    platform: Platform | None
+    @property
+    def platform(self) -> Platform | None: ...
 
 
 C = TypeVar("C", bound=_HasPlatform)

@@ -2,6 +2,7 @@
 
 import logging
 import threading
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -92,12 +93,12 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             model=answer.model,
             classes=answer.classes,
             placement=_placement_message(result.placement),
-            served_platform=result.served_platform,
+            served_platform=_wire(result.served_platform),
             served_instance_id=result.served_instance_id,
             fell_back=result.fell_back,
             attempts=[
                 placer_pb2.Attempt(
-                    platform=attempt.platform,
+                    platform=_wire(attempt.platform),
                     instance_id=attempt.instance_id,
                     status_code=_status_code(attempt.error),
                     status_message=str(attempt.error or ""),
@@ -112,6 +113,8 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
     def Heartbeat(self, request_iterator, context):
         owner = object()
         identity = current_identity()
+        if identity is None:  # the interceptor authenticates every call first
+            raise PermissionDenied("heartbeats need an adapter's identity")
         instance_id = checked_address = None
         self._heartbeats.touch(context)
         try:
@@ -206,16 +209,17 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                 log.error("policy file not applied: %s", error)
 
     def _apply_saved_policy(self) -> None:
-        saved = self._policy_file.changed()
-        if saved is None:
+        saved_in = self._policy_file
+        saved = None if saved_in is None else saved_in.changed()
+        if saved_in is None or saved is None:
             return
         try:
             self._placer.update_policy(**_policy_changes(saved, []))
         except InvalidArgument as error:
             raise policy_file.PolicyFileError(
-                f"the policy file {self._policy_file.path} holds an invalid policy: {error}"
+                f"the policy file {saved_in.path} holds an invalid policy: {error}"
             ) from None
-        log.info("policy read from its file", extra={"policy_file": self._policy_file.path})
+        log.info("policy read from its file", extra={"policy_file": saved_in.path})
 
 
 def _request_of(message, data_size: int, deadline_s: float | None) -> Request:
@@ -268,6 +272,11 @@ def stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
         service_time_slowest_s=tuple(seconds(_slowest(b)) for b in buckets),
         service_time_counts=tuple(b.count for b in buckets),
     )
+
+
+def _wire(value: int) -> Any:
+    """One of the core's IntEnums (Platform, Branch, Rule) as its proto enum: the same numbers."""
+    return value
 
 
 def _slowest(bucket: types_pb2.ServiceTimeBySize) -> duration_pb2.Duration:
@@ -385,16 +394,16 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
         data_size_threshold_bytes=policy.data_size_threshold_bytes,
         frequency_window=duration(policy.frequency_window_s),
         heartbeat_timeout=duration(policy.heartbeat_timeout_s),
-        pinned_platform=policy.pinned_platform or 0,
+        pinned_platform=_wire(policy.pinned_platform or 0),
         fallback_enabled=policy.fallback_enabled,
-        placement_rule=policy.placement_rule,
+        placement_rule=_wire(policy.placement_rule),
         latency_objectives={
             model: duration(objective) for model, objective in policy.latency_objectives.items()
         },
         default_latency_objective=duration(policy.default_latency_objective_s),
         platform_settings=[
             placer_pb2.PlatformSettings(
-                platform=platform,
+                platform=_wire(platform),
                 price_per_instance_hour=settings.price_per_instance_hour,
                 price_per_gb_second=settings.price_per_gb_second,
                 price_per_request=settings.price_per_request,
@@ -431,10 +440,10 @@ def _placement_message(placement: Placement) -> types_pb2.Placement:
     inputs = placement.inputs
     return types_pb2.Placement(
         request_id=placement.request_id,
-        platform=placement.platform or 0,
+        platform=_wire(placement.platform or 0),
         instance_id=placement.instance_id,
         instance_address=placement.instance_address,
-        branch=placement.branch,
+        branch=_wire(placement.branch),
         inputs=types_pb2.PlacementInputs(
             request_frequency_rps=inputs.f_t,
             data_size_bytes=inputs.r_d,
@@ -454,7 +463,7 @@ def _placement_message(placement: Placement) -> types_pb2.Placement:
 
 def _platform_state_message(state: PlatformState, service_time_s: float) -> types_pb2.PlatformState:
     return types_pb2.PlatformState(
-        platform=state.platform,
+        platform=_wire(state.platform),
         free_slots=state.free_slots,
         capacity_total=state.capacity_total,
         queue_depth=state.queue_depth,
@@ -474,14 +483,14 @@ def _optional_duration(value: float | None):
 def _deprecated_inputs(platforms: dict[Platform, PlatformState], branch) -> dict:
     """PlacementInputs' per-platform fields of before `platforms`, filled for v1 clients: free
     slots and availability, and the latencies the latency-aware rule compared."""
-    fields = {}
+    fields: dict[str, object] = {}
     for platform, state in platforms.items():
         name = platform_label(platform)
         fields[f"{name}_free_slots"] = state.free_slots
         if branch == Branch.FASTEST_FREE and state.free_slots > 0:
             fields[f"{name}_recent_latency_p95"] = duration(state.recent_latency_p95_s)
     for name in ("flask", "docker"):
-        fields[f"{name}_available"] = fields.get(f"{name}_free_slots", 0) > 0
+        fields[f"{name}_available"] = bool(fields.get(f"{name}_free_slots"))
     return fields
 
 

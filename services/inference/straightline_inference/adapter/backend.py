@@ -57,7 +57,9 @@ def fill_capacity(report, capacity: Capacity) -> None:
 
 
 class Backend(Protocol):
-    kind: int  # a straightline.v1.Platform value
+    @property
+    def kind(self) -> int:
+        """A straightline.v1.Platform value."""
 
     def start(self) -> None:
         """Gets ready to serve (may take a cold start); raises when it cannot."""

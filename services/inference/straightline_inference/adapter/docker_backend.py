@@ -4,6 +4,7 @@ is real), kept warm while used, stopped and removed when idle or when the adapte
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from docker.errors import DockerException
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModelServerContainer:
-    container: object
+    container: Any  # a docker Container
     client: ModelServerClient
 
 
@@ -67,7 +68,7 @@ class DockerBackend(PooledBackend):
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         started = time.monotonic()
-        with self._pool.lease(timeout) as lease:
+        with self._started_pool().lease(timeout) as lease:
             remaining = timeout - (time.monotonic() - started)
             try:
                 answer = lease.environment.client.predict(call, remaining)

@@ -88,7 +88,7 @@ class FlaskBackend(ServesStore):
             raise Unavailable(self._supervisor.down_reason)
         with self._gate.slot(timeout) as queued:
             try:
-                answer = self._client.predict(call, timeout)
+                answer = self._started_client().predict(call, timeout)
             except (Unavailable, DeadlineExceeded):
                 self._supervisor.suspect()
                 raise
@@ -106,7 +106,7 @@ class FlaskBackend(ServesStore):
             if self._health is not None:
                 self._health.probe(HEALTH_PROBE_TIMEOUT_S)
             else:
-                self._client.probe()
+                self._started_client().probe()
         except (Unavailable, DeadlineExceeded) as error:
             return Problem(str(error))
         return None
@@ -120,7 +120,13 @@ class FlaskBackend(ServesStore):
             self._process.terminate(timeout=2)  # SIGKILL after 2 s: a stopped one too
             new = self._ready_client(self._start_model_server(), self._start_timeout_s)
         old, self._client = self._client, new
-        old.close()
+        if old is not None:
+            old.close()
+
+    def _started_client(self) -> ModelServerClient:
+        if self._client is None:
+            raise Unavailable("the Flask model server has not started yet")
+        return self._client
 
     def _ready_client(self, url: str, timeout: float) -> ModelServerClient:
         client = ModelServerClient(url, connections=self._threads, tls=self._tls)

@@ -19,8 +19,10 @@ class ModelServerClient:
 
     def __init__(self, base_url: str, connections: int = 8, tls: TlsFiles | None = None):
         self.base_url = base_url.rstrip("/")
-        https = {} if tls is None else {"ssl_context": https_client_context(tls)}
-        self._http = urllib3.PoolManager(maxsize=connections, block=False, retries=False, **https)
+        context = None if tls is None else https_client_context(tls)
+        self._http = urllib3.PoolManager(
+            maxsize=connections, block=False, retries=False, ssl_context=context
+        )
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         path = f"/v1/models/{call.model_name}"
@@ -83,6 +85,6 @@ class ModelServerClient:
                 f"the model server at {self.base_url} answered {response.status} without JSON"
             ) from None
         if response.status >= 400:
-            error = body.get("error", {})
-            raise from_code_name(error.get("code", ""), error.get("message", str(body)))
+            refusal = body.get("error", {})
+            raise from_code_name(refusal.get("code", ""), refusal.get("message", str(body)))
         return body

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from straightline_common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from straightline_inference.adapter.backend import Capacity
@@ -31,6 +31,11 @@ class _Slotted(Generic[E]):
     busy: int = 0
     last_used: float = field(default_factory=time.monotonic)
     broken: bool = False
+
+
+def _placeholder(busy: int = 0) -> "_Slotted[Any]":
+    """The slot of an environment still starting (its environment set once started)."""
+    return _Slotted(None, busy=busy)
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ class EnvironmentPool(Generic[E]):
             with self._changed:
                 if len(self._ready) + len(self._starting) >= self.min_environments:
                     return
-                placeholder = _Slotted(None)
+                placeholder = _placeholder()
                 self._starting.append(placeholder)
             self._start_environment(placeholder)
 
@@ -149,7 +154,7 @@ class EnvironmentPool(Generic[E]):
                         slotted.busy += 1
                         return slotted, False
                     if len(self._ready) + len(self._starting) < self.max_environments:
-                        placeholder = _Slotted(None, busy=1)
+                        placeholder = _placeholder(busy=1)
                         self._starting.append(placeholder)
                         return placeholder, True
                     if not queued:
@@ -231,9 +236,11 @@ class EnvironmentPool(Generic[E]):
 
     def _remove_dead(self, unused: list[_Slotted[E]]) -> int:
         """Probes environments nobody uses; removes and stops the dead ones; how many."""
-        removed = 0
+        removed, probe = 0, self._probe
+        if probe is None:
+            return 0
         for slotted in unused:
-            cause = self._probe(slotted.environment)
+            cause = probe(slotted.environment)
             if cause is None:
                 continue
             with self._changed:

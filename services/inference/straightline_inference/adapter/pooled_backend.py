@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from straightline_common.errors import Unavailable
 from straightline_common.modelstore import ModelStore
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.backend import Capacity, ServesStore
@@ -47,7 +48,12 @@ class PooledBackend(ServesStore):
         self._engine = None  # a Docker client, when the environments are containers
 
     def capacity(self) -> Capacity:
-        return self._pool.capacity()
+        return self._started_pool().capacity()
+
+    def _started_pool(self) -> EnvironmentPool:
+        if self._pool is None:
+            raise Unavailable("the backend has not started: its environments are not running")
+        return self._pool
 
     def _open_engine(self) -> None:
         """Connects to the Docker engine, checks the image is there, and removes the

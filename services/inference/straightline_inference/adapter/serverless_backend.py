@@ -276,7 +276,7 @@ class LocalServerless(PooledBackend):
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         started = time.perf_counter()
-        with self._pool.lease(0) as lease:
+        with self._started_pool().lease(0) as lease:
             invoked = time.perf_counter()
             try:
                 body = lease.environment.function.invoke(_event(call))

@@ -1,5 +1,7 @@
 """The v1 InferenceService of an adapter, and the report it sends in its heartbeats."""
 
+from typing import Any
+
 from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.auth import READERS, Role, access_of
 from straightline_common.timeconv import duration
@@ -13,6 +15,11 @@ _CALLERS = READERS | {Role.PLACER}
 ACCESS = access_of(
     SERVICE_NAME, {"Predict": _CALLERS, "GetModelMetadata": _CALLERS, "GetStatus": _CALLERS}
 )
+
+
+def _wire(kind: int) -> Any:
+    """A backend's kind, a straightline.v1.Platform number."""
+    return kind
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -45,7 +52,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 total=duration(served.total_seconds),
                 cold_start_paid=answer.cold_start_seconds > 0,
             ),
-            platform=self._adapter.backend.kind,
+            platform=_wire(self._adapter.backend.kind),
             instance_id=self._adapter.instance_id,
         )
 
@@ -69,7 +76,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def report(self) -> types_pb2.InstanceReport:
         report = types_pb2.InstanceReport(
             instance_id=self._adapter.instance_id,
-            platform=self._adapter.backend.kind,
+            platform=_wire(self._adapter.backend.kind),
             address=self.address,
             models=[
                 types_pb2.ModelRef(name=n, version=v) for n, v in self._adapter.backend.models()

@@ -48,10 +48,7 @@ def create_app(models: ModelSet) -> Flask:
     @app.post("/v1/models/<name>/versions/<version>/predict")
     def predict(name: str, version: str = ""):
         arrived = time.perf_counter()
-        context = propagate.extract(request.headers)
-        with tracer.start_as_current_span(
-            f"POST {request.url_rule.rule}", context=context, kind=trace.SpanKind.SERVER
-        ):
+        with _server_span():
             top_k = _top_k(request.args.get("top_k", "0"))
             model = models.get(name, version)
             prediction = model.predict(request.get_data(), request.content_type or "", top_k)
@@ -100,10 +97,7 @@ def create_app(models: ModelSet) -> Flask:
     @app.post("/v2/models/<name>/infer")
     @app.post("/v2/models/<name>/versions/<version>/infer")
     def oip_infer(name: str, version: str = ""):
-        context = propagate.extract(request.headers)
-        with tracer.start_as_current_span(
-            f"POST {request.url_rule.rule}", context=context, kind=trace.SpanKind.SERVER
-        ):
+        with _server_span():
             body, header_length = oip_json.infer(
                 models.get(name, version),
                 request.get_data(),
@@ -130,12 +124,21 @@ def create_app(models: ModelSet) -> Flask:
             if error.code == 413
             else error.description
         )
+        status = error.code or 500
         code = {404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 413: "INVALID_ARGUMENT"}
-        return jsonify(error={"code": code.get(error.code, "INTERNAL"), "message": message}), (
-            error.code
-        )
+        return jsonify(error={"code": code.get(status, "INTERNAL"), "message": message}), status
 
     return app
+
+
+def _server_span():
+    """The request's SERVER span, continuing the caller's trace (`traceparent`)."""
+    rule = request.url_rule.rule if request.url_rule is not None else request.path
+    return tracer.start_as_current_span(
+        f"{request.method} {rule}",
+        context=propagate.extract(request.headers),
+        kind=trace.SpanKind.SERVER,
+    )
 
 
 def _top_k(text: str) -> int:

@@ -43,8 +43,11 @@ class PlacementRule(Protocol):
     """Decides where one request goes. `needs` names what the placer must compute for it;
     `falls_back` whether a refused request may be tried on other platforms."""
 
-    needs: frozenset[Need]
-    falls_back: bool
+    @property
+    def needs(self) -> frozenset[Need]: ...
+
+    @property
+    def falls_back(self) -> bool: ...
 
     def decide(self, inputs: Inputs) -> Decision: ...
 
