@@ -35,14 +35,30 @@ def test_health_and_reflection(placer, channels):
     service = "straightline.v1.PlacerService"
     assert health_status(placer.address) == health_pb2.HealthCheckResponse.SERVING
     assert health_status(placer.address, service) == health_pb2.HealthCheckResponse.SERVING
-    reflection = reflection_pb2_grpc.ServerReflectionStub(channels(placer.address))
-    answer = next(
-        reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-        )
+    channel = channels(placer.address)
+    v1alpha = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo
+    v1 = channel.stream_stream(  # the same messages on the wire, another service name
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        reflection_pb2.ServerReflectionRequest.SerializeToString,
+        reflection_pb2.ServerReflectionResponse.FromString,
     )
-    names = {s.name for s in answer.list_services_response.service}
-    assert {service, "grpc.health.v1.Health"} <= names
+    for reflect in (v1alpha, v1):
+        listed, described = reflect(
+            iter(
+                [
+                    reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(
+                        file_containing_symbol="inference.GRPCInferenceService"
+                    ),
+                ]
+            ),
+            timeout=5,
+        )
+        names = {s.name for s in listed.list_services_response.service}
+        assert {service, "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+        assert "grpc.reflection.v1.ServerReflection" in names
+        files = described.file_descriptor_response.file_descriptor_proto
+        assert any(b"GRPCInferenceService" in f for f in files)
 
 
 def test_placements_follow_algorithm_1_as_capacity_changes(stub, adapters):

@@ -17,7 +17,7 @@ from functools import partial
 import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -26,6 +26,9 @@ from straightline_common.telemetry import context_from_metadata
 
 log = logging.getLogger(__name__)
 
+# Server reflection v1, which grpcurl and current clients ask for first; grpcio-reflection
+# serves only v1alpha, whose messages are the same on the wire, so its servicer answers both.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 # Open to every caller, untraced: health checks and reflection.
 _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
@@ -273,9 +276,9 @@ class GrpcServer:
         for add in register:
             add(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        names = (*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection((*names, REFLECTION_V1), self._server)
+        self._server.add_generic_rpc_handlers((_reflection_v1(names),))
         self.port = 0
 
     @property
@@ -310,6 +313,20 @@ class GrpcServer:
     def _set_health(self, status) -> None:
         for name in ("", *self._service_names):
             self._health.set(name, status)
+
+
+def _reflection_v1(service_names) -> grpc.GenericRpcHandler:
+    servicer = reflection.ReflectionServicer((*service_names, REFLECTION_V1))
+    return grpc.method_handlers_generic_handler(
+        REFLECTION_V1,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
 
 
 class ShutdownSignal:

@@ -107,15 +107,14 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             else [f"{request.id}-{i}" if request.id else "" for i in range(len(images))]
         )
         deadline = context.time_remaining()
-        results = list(
-            self._images.map(
-                lambda image, request_id: self._infer(
-                    name, version, image, request_id, timeout, deadline
-                ),
-                images,
-                ids,
-            )
-        )
+
+        def infer_one(image: oip_tensors.Image, request_id: str) -> InferResult:
+            return self._infer(name, version, image, request_id, timeout, deadline)
+
+        if len(images) == 1:  # no thread hop for a single image
+            results = [infer_one(images[0], ids[0])]
+        else:
+            results = list(self._images.map(infer_one, images, ids))
         response = oip.ModelInferResponse(
             model_name=name,
             model_version=results[0].answer.model.version,
