@@ -5,7 +5,7 @@
 //   node placer_client.js [--placer HOST:PORT] policy
 //   node placer_client.js place --model NAME --bytes N
 //   node placer_client.js infer --model NAME --image FILE [--content-type image/png] [--top-k K]
-//   node placer_client.js watch [--count N]
+//   node placer_client.js watch [--count N] [--timeout S]    (S seconds at most; default 30)
 //   node placer_client.js register --instance-id ID --platform FLASK|DOCKER|SERVERLESS
 //       --address HOST:PORT --capacity N --model NAME [--seconds S]
 //
@@ -119,7 +119,9 @@ const COMMANDS = {
 
   async watch(client, options) {
     const wanted = Number(options.count);
-    const stream = client.WatchResources({ min_interval: { nanos: 100000000 } });
+    const seconds = Number(options.timeout);
+    const deadline = new Date(Date.now() + seconds * 1000);
+    const stream = client.WatchResources({ min_interval: { nanos: 100000000 } }, { deadline });
     let seen = 0;
     await new Promise((resolve, reject) => {
       stream.on("data", (snapshot) => {
@@ -130,9 +132,15 @@ const COMMANDS = {
           resolve();
         }
       });
-      stream.on("error", (error) =>
-        error.code === grpc.status.CANCELLED ? resolve() : reject(error),
-      );
+      stream.on("error", (error) => {
+        if (error.code === grpc.status.CANCELLED) {
+          resolve();
+        } else if (error.code === grpc.status.DEADLINE_EXCEEDED) {
+          reject(new Error(`${seen} of ${wanted} snapshot(s) within ${seconds} s; is the placer changing?`));
+        } else {
+          reject(error);
+        }
+      });
     });
   },
 
@@ -176,6 +184,7 @@ async function main() {
       "content-type": { type: "string", default: "image/jpeg" },
       "top-k": { type: "string", default: "3" },
       count: { type: "string", default: "1" },
+      timeout: { type: "string", default: "30" },
       "instance-id": { type: "string", default: "node-instance" },
       platform: { type: "string", default: "FLASK" },
       address: { type: "string", default: "127.0.0.1:0" },

@@ -107,6 +107,17 @@ def test_an_adapter_in_node_registers_over_the_heartbeat_stream(placer, stub, ad
     assert [i.report.instance_id for i in left] == [flask.instance_id]
 
 
+def test_watch_ends_at_its_deadline_on_a_quiet_placer(placer):
+    result = subprocess.run(
+        node_command(placer, "watch", "--count", "1000", "--timeout", "1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "of 1000 snapshot(s) within 1 s" in result.stderr
+
+
 def test_an_unknown_command_is_refused_with_a_sentence(placer):
     result = subprocess.run(
         node_command(placer, "teleport"), capture_output=True, text=True, timeout=60
