@@ -63,7 +63,7 @@ def test_the_policy_is_shown_and_changed_field_by_field(placerctl, stub):
         ("frequency_threshold_rps=-1", 1, "INVALID_ARGUMENT"),
         ("data_size_threshold_bytes=7000000", 1, "INVALID_ARGUMENT"),
         ("frequency_window=10", 2, 'Duration must end with letter "s"'),
-        ("pinned_platform=gpu", 2, "'gpu' is not one of: flask, docker, serverless, none"),
+        ("pinned_platform=gpu", 2, "'gpu' is not one of: flask, docker, serverless, oip, none"),
         ("fallback_enabled=maybe", 2, "fallback_enabled: 'maybe' is not true or false"),
         ("threshold=3", 2, "is not field=value with a field of the policy"),
         ("frequency_threshold_rps", 2, "is not field=value"),

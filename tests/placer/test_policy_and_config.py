@@ -39,7 +39,10 @@ from straightline_placer.policy import SERVERLESS_PAYLOAD_LIMIT_BYTES, PlatformS
             {"platform_settings": {Platform.DOCKER: PlatformSettings(bandwidth_bytes_per_s=0)}},
             "bandwidth_bytes_per_second must be positive",
         ),
-        ({"preference_order": (Platform.FLASK,)}, "preference_order must list every platform"),
+        (
+            {"preference_order": (Platform.FLASK, Platform.FLASK)},
+            "preference_order must list each platform at most once",
+        ),
     ],
 )
 def test_invalid_policies_are_refused_with_a_sentence(changes, message):

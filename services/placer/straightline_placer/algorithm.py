@@ -27,6 +27,7 @@ class Platform(enum.IntEnum):
     FLASK = 1
     DOCKER = 2
     SERVERLESS = 3
+    OIP = 4
 
 
 class Branch(enum.IntEnum):

@@ -66,13 +66,12 @@ class PlatformSettings:
             )
 
 
-# An on-demand instance of 2 vCPUs (about $0.085 an hour) runs a Flask server or a Docker
-# host; Lambda's x86 prices, at 2 GB.
+# An on-demand instance of 2 vCPUs (about $0.085 an hour) runs a Flask server, a Docker host
+# or an OIP endpoint; Lambda's x86 prices, at 2 GB.
 _INSTANCE_HOUR_USD = 0.085
 DEFAULT_PLATFORM_SETTINGS = MappingProxyType(
     {
-        Platform.FLASK: PlatformSettings(price_per_instance_hour=_INSTANCE_HOUR_USD),
-        Platform.DOCKER: PlatformSettings(price_per_instance_hour=_INSTANCE_HOUR_USD),
+        **{p: PlatformSettings(price_per_instance_hour=_INSTANCE_HOUR_USD) for p in Platform},
         Platform.SERVERLESS: PlatformSettings(
             price_per_gb_second=0.0000166667,
             price_per_request=0.0000002,
@@ -103,11 +102,13 @@ class Policy:
     platform_settings: Mapping[Platform, PlatformSettings] = field(
         default_factory=lambda: DEFAULT_PLATFORM_SETTINGS
     )
-    # The paper's order (lines 11, 15, 18), which fallback follows and views are listed in.
-    preference_order: tuple[Platform, ...] = (Platform.FLASK, Platform.DOCKER, Platform.SERVERLESS)
+    # The paper's order (lines 11, 15, 18), which fallback follows and views are listed in;
+    # platforms the paper does not have come after its three.
+    preference_order: tuple[Platform, ...] = tuple(Platform)
 
     def validated(self) -> "Policy":
-        """Returns self, or raises InvalidArgument naming the first invalid field."""
+        """Returns the policy (its preference order followed by the platforms it leaves out),
+        or raises InvalidArgument naming the first invalid field."""
         f = self.frequency_threshold_rps
         if not (math.isfinite(f) and f > 0):
             raise InvalidArgument(
@@ -131,9 +132,11 @@ class Policy:
             raise InvalidArgument("platform_settings must hold every platform")
         for platform, settings in self.platform_settings.items():
             settings.check(platform)
-        if sorted(self.preference_order) != sorted(Platform):
-            raise InvalidArgument("preference_order must list every platform once")
-        return self
+        order = self.preference_order
+        if len(set(order)) != len(order) or not set(order) <= set(Platform):
+            raise InvalidArgument("preference_order must list each platform at most once")
+        unlisted = tuple(platform for platform in Platform if platform not in order)
+        return dataclasses.replace(self, preference_order=order + unlisted) if unlisted else self
 
     def _check_objectives(self) -> None:
         _check_seconds(

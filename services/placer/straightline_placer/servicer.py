@@ -480,11 +480,20 @@ def _optional_duration(value: float | None):
     return None if value is None else duration(value)
 
 
+# The platforms the deprecated named fields (flask_free_slots, ...) were made for; a platform
+# added since is in `platforms` only.
+_NAMED_FIELD_PLATFORMS = (Platform.FLASK, Platform.DOCKER, Platform.SERVERLESS)
+
+
+def _with_named_fields(platforms: dict[Platform, PlatformState]):
+    return ((p, state) for p, state in platforms.items() if p in _NAMED_FIELD_PLATFORMS)
+
+
 def _deprecated_inputs(platforms: dict[Platform, PlatformState], branch) -> dict:
     """PlacementInputs' per-platform fields of before `platforms`, filled for v1 clients: free
     slots and availability, and the latencies the latency-aware rule compared."""
     fields: dict[str, object] = {}
-    for platform, state in platforms.items():
+    for platform, state in _with_named_fields(platforms):
         name = platform_label(platform)
         fields[f"{name}_free_slots"] = state.free_slots
         if branch == Branch.FASTEST_FREE and state.free_slots > 0:
@@ -519,7 +528,7 @@ def _resource_view(instances, order) -> placer_pb2.WatchResourcesResponse:
         ],
         **{
             f"{platform_label(platform)}_free_slots": state.free_slots
-            for platform, state in platforms.items()
+            for platform, state in _with_named_fields(platforms)
         },
     )
 

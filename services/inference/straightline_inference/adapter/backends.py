@@ -5,12 +5,14 @@ it has one."""
 
 from collections.abc import Callable
 
+from straightline_common.names import check_model
 from straightline_common.tls import tls_files
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.backend import Backend
 from straightline_inference.adapter.config import AdapterConfig
 from straightline_inference.adapter.docker_backend import DockerBackend
 from straightline_inference.adapter.flask_backend import FlaskBackend
+from straightline_inference.adapter.oip_backend import OipBackend
 from straightline_inference.adapter.serverless_backend import AwsServerless, LocalServerless
 
 
@@ -59,10 +61,25 @@ def serverless(config: AdapterConfig) -> Backend:
     )
 
 
+def oip(config: AdapterConfig) -> Backend:
+    return OipBackend(
+        url=config.oip_url,
+        models=[_model_ref(m) for m in config.oip_models.split(",") if m.strip()],
+        concurrency=config.concurrency,
+        queue_limit=config.queue_limit,
+    )
+
+
+def _model_ref(text: str) -> tuple[str, str]:
+    name, _, version = text.strip().partition(":")
+    return check_model(name, version)
+
+
 BACKENDS: dict[str, Callable[[AdapterConfig], Backend]] = {
     "flask": flask,
     "docker": docker,
     "serverless": serverless,
+    "oip": oip,
 }
 
 

@@ -36,9 +36,9 @@ def _setting(name, parse, default, help_text):
 SETTINGS = (
     _setting(
         "platform",
-        _choice("flask", "docker", "serverless"),
+        _choice("flask", "docker", "serverless", "oip"),
         "flask",
-        "the platform this adapter fronts",
+        "the platform this adapter fronts (oip: an Open Inference Protocol endpoint elsewhere)",
     ),
     _setting("listen", parse_address, "127.0.0.1:50061", "gRPC address to serve on"),
     _setting("advertise", str, "", "host:port the placer should dial (default: the bound one)"),
@@ -106,7 +106,20 @@ SETTINGS = (
         "function_name", str, "", "serverless: an AWS Lambda function (default: local emulator)"
     ),
     _setting("endpoint_url", str, "", "serverless: Lambda API endpoint override"),
-    _setting("concurrency", parse_positive_int, 4, "serverless: concurrent executions at most"),
+    _setting(
+        "concurrency",
+        parse_positive_int,
+        4,
+        "serverless: concurrent executions at most; oip: requests sent at once",
+    ),
+    _setting("oip_url", str, "", "oip: the endpoint's REST base URL, e.g. http://127.0.0.1:8000"),
+    _setting(
+        "oip_models",
+        str,
+        "",
+        "oip: the models it serves, comma-separated NAME or NAME:VERSION (the protocol has no "
+        "listing)",
+    ),
     _setting(
         "runner",
         _choice("auto", "container", "process"),
@@ -144,6 +157,8 @@ class AdapterConfig:
     function_name: str
     endpoint_url: str
     concurrency: int
+    oip_url: str
+    oip_models: str
     runner: str
     metrics_listen: str
     port_file: str
@@ -180,6 +195,8 @@ def load(argv: list[str] | None = None, environ=None) -> AdapterConfig:
             f"min_warm ({settings['min_warm']}) is more than the environments this adapter "
             f"may start ({most})"
         )
+    if settings["platform"] == "oip" and not (settings["oip_url"] and settings["oip_models"]):
+        raise ConfigError("platform oip needs oip_url and oip_models: the endpoint and its models")
     network = settings["container_network"]
     if network != "host" and not network.startswith("container:"):
         raise ConfigError(

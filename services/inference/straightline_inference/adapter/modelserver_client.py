@@ -14,8 +14,9 @@ from straightline_inference.adapter.backend import Answer, PredictCall
 PROBE_TIMEOUT_S = 2.0
 
 
-class ModelServerClient:
-    """`tls`: over HTTPS, presenting this process's certificate (the server requires one)."""
+class HttpEndpoint:
+    """A pooled HTTP(S) client of one server, its network failures as domain errors.
+    `tls`: over HTTPS, presenting this process's certificate (the server requires one)."""
 
     def __init__(self, base_url: str, connections: int = 8, tls: TlsFiles | None = None):
         self.base_url = base_url.rstrip("/")
@@ -23,6 +24,31 @@ class ModelServerClient:
         self._http = urllib3.PoolManager(
             maxsize=connections, block=False, retries=False, ssl_context=context
         )
+
+    def close(self) -> None:
+        self._http.clear()
+
+    def send(self, method: str, path: str, timeout: float, **options):
+        """The response; Unavailable when the server cannot be reached, DeadlineExceeded when
+        it does not answer in time."""
+        try:
+            return self._http.request(
+                method, self.base_url + path, timeout=urllib3.Timeout(total=timeout), **options
+            )
+        except urllib3.exceptions.NewConnectionError:  # (a ConnectTimeoutError in urllib3 2)
+            raise Unavailable(f"the server at {self.base_url} refuses connections") from None
+        except urllib3.exceptions.TimeoutError:
+            raise DeadlineExceeded(
+                f"the server at {self.base_url} did not answer in {timeout:.1f} s"
+            ) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise Unavailable(
+                f"the server at {self.base_url} cannot be reached: {type(error).__name__}"
+            ) from None
+
+
+class ModelServerClient(HttpEndpoint):
+    """StraightLine's REST model server (its v1 API)."""
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         path = f"/v1/models/{call.model_name}"
@@ -60,24 +86,8 @@ class ModelServerClient:
                     raise
                 time.sleep(0.1)
 
-    def close(self) -> None:
-        self._http.clear()
-
     def _request(self, method: str, path: str, timeout: float, **options) -> dict:
-        try:
-            response = self._http.request(
-                method, self.base_url + path, timeout=urllib3.Timeout(total=timeout), **options
-            )
-        except urllib3.exceptions.NewConnectionError:  # (a ConnectTimeoutError in urllib3 2)
-            raise Unavailable(f"the model server at {self.base_url} refuses connections") from None
-        except urllib3.exceptions.TimeoutError:
-            raise DeadlineExceeded(
-                f"the model server at {self.base_url} did not answer in {timeout:.1f} s"
-            ) from None
-        except urllib3.exceptions.HTTPError as error:
-            raise Unavailable(
-                f"the model server at {self.base_url} cannot be reached: {type(error).__name__}"
-            ) from None
+        response = self.send(method, path, timeout, **options)
         try:
             body = json.loads(response.data)
         except ValueError:
