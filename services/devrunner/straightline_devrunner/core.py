@@ -29,7 +29,7 @@ from straightline_devrunner import specs
 from straightline_devrunner.jobs import FINISHED, JobStore
 from straightline_devrunner.output import TrainerOutput
 from straightline_devrunner.package_jobs import PackageJobs
-from straightline_devrunner.runners import JobResources, OnLine, Run, Runner
+from straightline_devrunner.runners import JobResources, JobRunner, OnLine, Run
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("straightline.devrunner")
@@ -55,7 +55,7 @@ class DevRunner:
         self,
         jobs: JobStore,
         store: ModelStore,
-        runner: Runner,
+        runner: JobRunner,
         *,
         engine=None,
         datasets: Path,

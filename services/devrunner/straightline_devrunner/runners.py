@@ -46,7 +46,7 @@ class Run(Protocol):
     def stop(self) -> None: ...
 
 
-class Runner(Protocol):
+class JobRunner(Protocol):
     @property
     def kind(self) -> devrunner_pb2.Runner: ...
 

@@ -17,7 +17,7 @@ from straightline_devrunner.config import DevRunnerConfig
 from straightline_devrunner.core import DevRunner
 from straightline_devrunner.jobs import JobStore
 from straightline_devrunner.metrics import devrunner_metrics
-from straightline_devrunner.runners import DockerRunner, LocalRunner, Runner
+from straightline_devrunner.runners import DockerRunner, JobRunner, LocalRunner
 from straightline_devrunner.servicer import ACCESS, SERVICE_NAME, DevRunnerServicer
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def engine():
         return None
 
 
-def make_runner(config: DevRunnerConfig, docker_engine) -> Runner:
+def make_runner(config: DevRunnerConfig, docker_engine) -> JobRunner:
     if config.runner == "local":
         log.warning("jobs run as local processes, not in containers (runner=local)")
         return LocalRunner()
