@@ -183,3 +183,60 @@ def test_the_lambda_handler_answers_an_oip_event_as_the_model_server_does(
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     (scores,) = answer["outputs"]
     assert scores["data"] == pytest.approx(v1_scores(model_server, RED, "image/jpeg"), abs=1e-6)
+
+
+# Triton's own HTTP client, unchanged ----------------------------------------------------------
+
+
+@pytest.fixture
+def triton_http(model_server, tmp_path):
+    """Runs a command of tests/support/tritonclient_calls.py against the model server."""
+    (tmp_path / "red.jpg").write_bytes(RED)
+    (tmp_path / "green.png").write_bytes(GREEN)
+
+    def run(command: str, *files: str) -> dict:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.tritonclient_calls",
+                f"127.0.0.1:{model_server.ports['http']}",
+                "-",
+                command,
+                *(str(tmp_path / f) for f in files),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    return run
+
+
+def test_tritonclient_http_checks_health_and_metadata(triton_http):
+    answer = triton_http("http_health")
+    assert (answer["live"], answer["ready"], answer["tiny_ready"]) == (True, True, True)
+    assert answer["absent_ready"] is False
+    assert answer["metadata"]["name"] == "tiny"
+
+
+def test_tritonclient_http_infers_with_binary_data_the_models_own_scores(triton_http, model_server):
+    rows = triton_http("http_infer_images", "red.jpg", "green.png")["scores"]
+    expected = [
+        v1_scores(model_server, RED, "image/jpeg"),
+        v1_scores(model_server, GREEN, "image/png"),
+    ]
+    for row, scores in zip(rows, expected, strict=True):
+        assert row == pytest.approx(scores, abs=1e-6)
+
+
+def test_tritonclient_http_sends_fp32_json_and_gets_labels(triton_http):
+    labels = [entry.split(":") for entry in triton_http("http_infer_fp32_top_2")["labels"]]
+    assert len(labels) == 2 and all(label in CLASSES for _, _, label in labels)
+
+
+def test_tritonclient_http_sees_a_bad_image_as_400(triton_http):
+    status, message = triton_http("http_errors")["not_an_image"]
+    assert status == "400" and "neither a JPEG nor a PNG" in message
