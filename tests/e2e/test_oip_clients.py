@@ -3,10 +3,6 @@
 placer's Open Inference Protocol front door, in front of a real Flask adapter and model, and
 gets the model's own answer."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from straightline.v1 import inference_pb2, inference_pb2_grpc, placer_pb2_grpc, types_pb2
@@ -14,6 +10,7 @@ from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from tests.support.models import CLASSES, image_bytes
 from tests.support.stack import placer_process, wait_for_instances
+from tests.support.triton_runner import run_tritonclient
 
 pytestmark = pytest.mark.tensorflow
 IMAGES = {"red.jpg": image_bytes((200, 40, 40)), "green.png": image_bytes((30, 160, 90), fmt="PNG")}
@@ -53,22 +50,8 @@ def triton(stack, tokens, tmp_path):
         (tmp_path / name).write_bytes(data)
 
     def run(command: str, *files: str) -> dict:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.support.tritonclient_calls",
-                placer.address,
-                tokens.of(Role.CLIENT),
-                command,
-                *(str(tmp_path / f) for f in files),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        token = tokens.of(Role.CLIENT)
+        return run_tritonclient(placer.address, token, command, *(tmp_path / f for f in files))
 
     return run
 

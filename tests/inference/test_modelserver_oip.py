@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from tests.support.models import CLASSES, image_bytes
+from tests.support.triton_runner import run_tritonclient
 
 pytestmark = pytest.mark.tensorflow
 RED, GREEN = image_bytes((200, 40, 40)), image_bytes((30, 160, 90), fmt="PNG")
@@ -195,22 +196,8 @@ def triton_http(model_server, tmp_path):
     (tmp_path / "green.png").write_bytes(GREEN)
 
     def run(command: str, *files: str) -> dict:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.support.tritonclient_calls",
-                f"127.0.0.1:{model_server.ports['http']}",
-                "-",
-                command,
-                *(str(tmp_path / f) for f in files),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+        address = f"127.0.0.1:{model_server.ports['http']}"
+        return run_tritonclient(address, "-", command, *(tmp_path / f for f in files))
 
     return run
 
