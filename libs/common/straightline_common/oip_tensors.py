@@ -25,6 +25,9 @@ from straightline_common.errors import InvalidArgument
 from straightline_common.names import shown
 
 MAX_IMAGES = 64  # per request: each is placed on its own
+ALL_CLASSES = 100_000  # a top k that asks a model for every class's score
+# The binary tensor data extension: the JSON header's length, before the binary data.
+HEADER_LENGTH = "Inference-Header-Content-Length"
 SCORES = "scores"
 _JPEG, _PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 # OIP datatype -> (raw tensor dtype, typed contents field, array typecode)
@@ -182,7 +185,7 @@ def fill_outputs(
             width = len(labels[0]) if labels else 0
             response.outputs.add(name=name, datatype="BYTES", shape=[len(answers), width])
             response.raw_output_contents.append(
-                b"".join(_with_length(text.encode()) for row in labels for text in row)
+                b"".join(with_length(text.encode()) for row in labels for text in row)
             )
         else:
             classes = max(1 + index for answer in answers for _, index, _ in answer.classes)
@@ -214,5 +217,6 @@ def _scores(answer: Scored, classes: int) -> list[float]:
     return scores
 
 
-def _with_length(element: bytes) -> bytes:
+def with_length(element: bytes) -> bytes:
+    """A BYTES element as the protocol's binary form has it: after its 4-byte length."""
     return struct.pack("<I", len(element)) + element

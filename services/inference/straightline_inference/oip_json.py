@@ -18,8 +18,7 @@ from inference import open_inference_grpc_pb2 as oip
 from straightline_common import errors, limits, oip_tensors
 from straightline_inference.model import LoadedModel
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
-_ALL_CLASSES = 100_000
+HEADER_LENGTH = oip_tensors.HEADER_LENGTH
 _JSON_DATATYPES = {"UINT8", "FP32", "BYTES"}
 
 
@@ -28,7 +27,7 @@ def infer(model: LoadedModel, body: bytes, header_length: str | None) -> tuple[b
     carries binary outputs (None: plain JSON)."""
     message, binary_outputs = _infer_request(body, header_length)
     answers = [
-        _scored(model.predict(image.payload, image.content_type, _ALL_CLASSES))
+        _scored(model.predict(image.payload, image.content_type, oip_tensors.ALL_CLASSES))
         for image in oip_tensors.images_of(message)
     ]
     response = oip.ModelInferResponse(

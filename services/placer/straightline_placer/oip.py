@@ -36,8 +36,6 @@ ACCESS = access_of(
         READERS,
     ),
 )
-# Every class, in index order: the scores output holds them all.
-_ALL_CLASSES = 100_000
 _METADATA_TIMEOUT_S = 5.0
 
 
@@ -130,7 +128,7 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             model=types_pb2.ModelRef(name=name, version=version),
             payload=image.payload,
             content_type=image.content_type,
-            top_k=_ALL_CLASSES,
+            top_k=oip_tensors.ALL_CLASSES,
         )
         request = Request(request_id, name, version, len(image.payload), None, deadline)
         return self._placer.infer(request, message, timeout)

@@ -7,11 +7,10 @@ support it). Its capacity is this adapter's setting: `concurrency` requests at o
 `queue_limit` behind them. Health: `/v2/health/ready`, at start and while idle."""
 
 import json
-import struct
 import time
 
 from straightline.v1 import types_pb2
-from straightline_common import tensors
+from straightline_common import oip_tensors, tensors
 from straightline_common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -24,7 +23,7 @@ from straightline_inference.adapter.backend import Answer, Capacity, PredictCall
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.modelserver_client import HttpEndpoint
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
+HEADER_LENGTH = oip_tensors.HEADER_LENGTH
 _ERRORS = {400: InvalidArgument, 404: NotFound, 409: FailedPrecondition, 429: ResourceExhausted}
 _PIXELS = {"uint8": "UINT8", "float32": "FP32"}
 _START_TIMEOUT_S = 60.0
@@ -122,7 +121,7 @@ def _infer_body(call: PredictCall) -> tuple[bytes, bytes]:
         data = call.payload
     else:
         tensor = {"datatype": "BYTES", "shape": [1]}
-        data = struct.pack("<I", len(call.payload)) + call.payload
+        data = oip_tensors.with_length(call.payload)
     header = {
         "id": call.request_id,
         "inputs": [{"name": "image", **tensor, "parameters": {"binary_data_size": len(data)}}],
@@ -141,26 +140,19 @@ def _answer(response, call: PredictCall) -> dict:
     try:
         body = json.loads(response.data[: int(length)] if length else response.data)
         (output,) = body["outputs"]
-        entries = output.get("data") or _binary_strings(response.data[int(length or 0) :])
+        entries = output.get("data") or oip_tensors.values_of(
+            "BYTES", response.data[int(length or 0) :]
+        )
         classes = []
         for entry in entries[: max(1, call.top_k)]:
             score, index, label = str(entry).split(":", 2)
             classes.append({"label": label, "index": int(index), "score": float(score)})
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, InvalidArgument) as error:
         raise Unavailable(
             f"the OIP endpoint answered without classification results ({error}); it must "
             "support the classification parameter"
         ) from None
     return {"model_name": body.get("model_name", call.model_name), **body, "classes": classes}
-
-
-def _binary_strings(data: bytes) -> list[str]:
-    strings, offset = [], 0
-    while offset + 4 <= len(data):
-        (length,) = struct.unpack_from("<I", data, offset)
-        strings.append(data[offset + 4 : offset + 4 + length].decode())
-        offset += 4 + length
-    return strings
 
 
 def _error(response) -> Exception:
