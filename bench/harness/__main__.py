@@ -44,7 +44,7 @@ from bench.harness import (
 )
 from bench.harness.cpu import CpuSampler
 from scripts import localstack
-from straightline.v1 import placer_pb2_grpc, types_pb2
+from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from straightline_common.modelstore import ModelStore
@@ -99,6 +99,16 @@ def docker_ready() -> bool:
     return containers.engine_reachable()
 
 
+def on_this_host(stub, testbed: str) -> list:
+    """The platforms that run on this machine, as sharing its cores (the SLO-aware rule's
+    predictions stretch with the requests running on them); remote serverless has its own."""
+    settings = stub.GetPolicy(placer_pb2.GetPolicyRequest()).policy.platform_settings
+    for platform in settings:
+        if testbed == "local" or platform.platform != types_pb2.PLATFORM_SERVERLESS:
+            platform.host, platform.host_cores = "this-machine", os.cpu_count() or 1
+    return list(settings)
+
+
 def run_model(args, model: str, testbed: str, workdir: Path, pool: list, phases: str) -> dict:
     store = ModelStore(workdir / "models")
     make_model(store, model)
@@ -141,7 +151,11 @@ def run_model(args, model: str, testbed: str, workdir: Path, pool: list, phases:
             objective_ms,
             slo.Costing({localstack.PLATFORM_NAMES[r.platform]: r.capacity_total for r in reports}),
         )
-        localstack.set_policy(stub, latency_objectives={model: duration(objective_ms / 1e3)})
+        localstack.set_policy(
+            stub,
+            latency_objectives={model: duration(objective_ms / 1e3)},
+            platform_settings=on_this_host(stub, testbed),
+        )
         runs = {}
         for policy in policies:
             localstack.set_policy(stub, **POLICIES[policy])

@@ -175,6 +175,21 @@ def test_duplicate_instance_id_is_refused(stub, adapter_stub, registered):
             "platform_settings of serverless: memory_mb",
         ),
         (
+            {
+                "platform_settings": [
+                    placer_pb2.PlatformSettings(
+                        platform=1,
+                        memory_mb=2048,
+                        bandwidth_bytes_per_second=1,
+                        max_request_bytes=1,
+                        host="a/b",
+                    )
+                ]
+            },
+            ["platform_settings"],
+            "platform_settings of flask: host 'a/b' is not valid",
+        ),
+        (
             {"platform_settings": [placer_pb2.PlatformSettings(platform=0)]},
             ["platform_settings"],
             "each entry must name a platform",

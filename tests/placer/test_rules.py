@@ -2,6 +2,7 @@
 
 import pytest
 
+from straightline_common.errors import InvalidArgument
 from straightline_placer import prediction, rules
 from straightline_placer.algorithm import Branch, Decision, Platform, Rule
 from straightline_placer.policy import DEFAULT_PLATFORM_SETTINGS, PlatformSettings
@@ -269,6 +270,56 @@ def test_slo_a_platform_whose_median_meets_the_objective_but_not_its_slowest_is_
     docker = state(DOCKER, service=0.25, slowest=0.42)
     decision = decide(Rule.SLO_AWARE, predicted(docker, state(SERVERLESS, service=0.2)))
     assert (decision.platform, decision.branch) == (SERVERLESS, Branch.CHEAPEST_WITHIN_OBJECTIVE)
+
+
+def on_host(cores: int, **fields) -> PlatformSettings:
+    return PlatformSettings(bandwidth_bytes_per_s=10**12, host="local", host_cores=cores, **fields)
+
+
+def test_platforms_on_one_host_stretch_each_others_service_time_by_the_requests_running_there():
+    # Two cores; Flask runs 2 of its 3 slots, Docker 1 of its 2: with this request 4 running
+    # on 2 cores, each twice as slow as alone. Serverless has a host of its own.
+    flask = state(FLASK, free=1, total=3, service=0.1, slowest=0.12)
+    docker = state(DOCKER, free=1, total=2, service=0.1, slowest=0.3)
+    lambda_ = state(SERVERLESS, service=0.1)
+    settings = {
+        FLASK: on_host(2),
+        DOCKER: on_host(2),
+        SERVERLESS: PlatformSettings(bandwidth_bytes_per_s=10**12),
+    }
+    prediction.predict_all(
+        {FLASK: flask, DOCKER: docker, SERVERLESS: lambda_},
+        SMALL,
+        settings,
+        prediction.Objective(0.3, 1.0, 0.0),
+    )
+    assert flask.predicted_latency_s == pytest.approx(0.2)  # the median stretched: 0.1 x 2
+    assert docker.predicted_latency_s == pytest.approx(0.3)  # its slowest is slower still
+    assert lambda_.predicted_latency_s == pytest.approx(0.1)
+    assert flask.predicted_cost_usd == pytest.approx(prediction.cost(0.2, 3, settings[FLASK]))
+
+
+def test_a_host_with_cores_to_spare_stretches_nothing():
+    flask = state(FLASK, free=2, total=2, service=0.1)
+    docker = state(DOCKER, free=1, total=2, service=0.1)
+    platforms = {FLASK: flask, DOCKER: docker}
+    objective = prediction.Objective(0.3, 1.0, 0.0)
+    prediction.predict_all(platforms, SMALL, {FLASK: on_host(4), DOCKER: on_host(4)}, objective)
+    assert flask.predicted_latency_s == docker.predicted_latency_s == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"host_cores": 2}, "host_cores needs a host"),
+        ({"host": "local"}, "host_cores must be between 1 and 1024"),
+        ({"host": "local", "host_cores": 1025}, "host_cores must be between 1 and 1024"),
+        ({"host": "../x", "host_cores": 2}, "host '../x' is not valid"),
+    ],
+)
+def test_a_shared_host_is_named_by_a_valid_id_with_its_cores(fields, message):
+    with pytest.raises(InvalidArgument, match=message):
+        PlatformSettings(**fields).check(FLASK)
 
 
 def test_cost_is_per_request_plus_gb_seconds_plus_the_instance_share():

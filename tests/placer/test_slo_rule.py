@@ -122,3 +122,24 @@ def test_a_requests_own_objective_overrides_the_policys(stub, adapters):
         FLASK,
         types_pb2.BRANCH_LOWEST_PREDICTED_LATENCY,
     )
+
+
+def test_platforms_named_on_one_host_are_kept_and_predicted_alone_while_it_is_idle(stub, adapters):
+    shared = [
+        placer_pb2.PlatformSettings(
+            platform=platform,
+            memory_mb=2048,
+            bandwidth_bytes_per_second=10**9,
+            max_request_bytes=10**6,
+            host="edge-1",
+            host_cores=1,
+        )
+        for platform in (FLASK, SERVERLESS)
+    ]
+    policy = set_policy(stub, platform_settings=shared)
+    kept = {s.platform: (s.host, s.host_cores) for s in policy.platform_settings}
+    assert kept[FLASK] == kept[SERVERLESS] == ("edge-1", 1)
+    assert kept[types_pb2.PLATFORM_DOCKER] == ("", 0)
+    measured(stub, adapters)
+    # Nothing runs on the host: one request on one core takes what it took alone.
+    assert 100 <= predicted_ms(place(stub), FLASK) <= 103

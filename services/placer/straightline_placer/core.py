@@ -225,10 +225,9 @@ class Placer:
                 request.model_name
             )
             judged_by = Objective(objective, f_t, self._clock())
-            for platform, state in platforms.items():
-                prediction.predict(
-                    state, request.data_size_bytes, policy.platform_settings[platform], judged_by
-                )
+            prediction.predict_all(
+                platforms, request.data_size_bytes, policy.platform_settings, judged_by
+            )
             deadline = request.deadline_s
         return Inputs(
             f_t,

@@ -138,6 +138,7 @@ def _settings(settings: placer_pb2.PlatformSettings) -> str:
         f"/GB-s, ${settings.price_per_request:g}/request, {settings.memory_mb} MB, round trip "
         f"{milliseconds(settings.network_round_trip)} ms, at most "
         f"{settings.max_request_bytes:,} bytes"
+        + (f", on host {settings.host} ({settings.host_cores} cores)" if settings.host else "")
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from straightline_common.errors import InvalidArgument
+from straightline_common.names import check_id
 from straightline_placer import rules
 from straightline_placer.algorithm import Platform, Rule
 
@@ -31,6 +32,7 @@ _SECONDS_RANGE = (0.1, 3600.0)
 _OBJECTIVE_RANGE = (0.001, 3600.0)
 _MEMORY_MB_RANGE = (128, 10240)  # Lambda's
 _MAX_ROUND_TRIP_S = 60.0
+_MAX_HOST_CORES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,9 @@ class PlatformSettings:
     network_round_trip_s: float = 0.0
     bandwidth_bytes_per_s: int = 1_000_000_000
     max_request_bytes: int = MAX_REQUEST_BYTES
+    # Platforms naming the same host share its cores (empty: a host of its own).
+    host: str = ""
+    host_cores: int = 0
 
     def check(self, platform: Platform) -> None:
         where = f"platform_settings of {platform.name.lower()}"
@@ -63,6 +68,18 @@ class PlatformSettings:
         if not 0 < self.max_request_bytes <= MAX_REQUEST_BYTES:
             raise InvalidArgument(
                 f"{where}: max_request_bytes must be above 0 and at most {MAX_REQUEST_BYTES}"
+            )
+        self._check_host(where)
+
+    def _check_host(self, where: str) -> None:
+        if not self.host:
+            if self.host_cores:
+                raise InvalidArgument(f"{where}: host_cores needs a host to be named")
+            return
+        check_id(self.host, f"{where}: host")
+        if not 1 <= self.host_cores <= _MAX_HOST_CORES:
+            raise InvalidArgument(
+                f"{where}: host_cores must be between 1 and {_MAX_HOST_CORES} with a host named"
             )
 
 

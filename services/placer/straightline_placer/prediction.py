@@ -19,15 +19,23 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   prediction (an unmeasured platform is tried with free slots only, never with a queue);
 - cold start: certain when the free slot is not in a warm environment (a new container or
   Lambda environment must start), none otherwise; its time is the instance's recent median;
-- transfer: the platform's network round trip plus the payload at its bandwidth.
+- transfer: the platform's network round trip plus the payload at its bandwidth;
+- shared cores: platforms whose settings name the same host (Flask and Docker on one machine)
+  slow each other down. A request there is predicted at the larger of the slowest recent
+  service time and the median one stretched by the host's load: (the requests running on the
+  host's platforms, as the placer's view counts them, plus this one) / the host's cores, at
+  least 1. The slowest already holds the contention of the recent past; the stretch adds the
+  contention the request will meet now.
 
 Cost: per request, plus per GB-second of the platform's memory for the time it runs (Lambda),
 plus the instance-hour apportioned to the request's share of the instance (its time on one of
 the instance's slots).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from straightline_placer.algorithm import Platform
 from straightline_placer.policy import PlatformSettings
 from straightline_placer.registry import Instance, InstanceStats, PlatformState
 
@@ -42,16 +50,49 @@ class Objective:
     now: float
 
 
-def predict(
-    state: PlatformState, size: int, settings: PlatformSettings, objective: Objective
+def predict_all(
+    platforms: Mapping[Platform, PlatformState],
+    size: int,
+    settings: Mapping[Platform, PlatformSettings],
+    objective: Objective,
 ) -> None:
-    """Fills the state's predicted latency (None when it cannot take the request) and cost."""
+    """Fills every platform's prediction for a request of `size` bytes."""
+    running = _running_per_host(platforms, settings)
+    for platform, state in platforms.items():
+        platform_settings = settings[platform]
+        stretch = 1.0
+        if platform_settings.host:
+            stretch = max(1.0, (running[platform_settings.host] + 1) / platform_settings.host_cores)
+        predict(state, size, platform_settings, objective, stretch)
+
+
+def _running_per_host(
+    platforms: Mapping[Platform, PlatformState], settings: Mapping[Platform, PlatformSettings]
+) -> dict[str, int]:
+    """Requests running on each named host: its platforms' busy slots."""
+    running: dict[str, int] = {}
+    for platform, state in platforms.items():
+        host = settings[platform].host
+        if host:
+            running[host] = running.get(host, 0) + state.capacity_total - state.free_slots
+    return running
+
+
+def predict(
+    state: PlatformState,
+    size: int,
+    settings: PlatformSettings,
+    objective: Objective,
+    stretch: float = 1.0,
+) -> None:
+    """Fills the state's predicted latency (None when it cannot take the request) and cost;
+    `stretch` is how much slower than alone the host's shared cores make a request now."""
     if size > settings.max_request_bytes:
         state.predicted_latency_s = None
         return
     state.probing = not state.instance.stats.measured and _probe_in_flight(state)
     stats = _figures(state.instance, size, settings, objective)
-    service = stats.service_time_s(size)
+    service = stats.service_time_s(size) * stretch
     if state.free_slots > 0:
         wait = 0.0
         cold = 0.0 if state.warm_free_slots > 0 else stats.recent_cold_start_s
@@ -62,7 +103,8 @@ def predict(
         state.predicted_latency_s = None
         return
     transfer = _transfer_s(size, settings)
-    state.predicted_latency_s = wait + stats.slowest_service_time_s(size) + transfer + cold
+    slowest = max(stats.slowest_service_time_s(size), service)
+    state.predicted_latency_s = wait + slowest + transfer + cold
     state.predicted_cost_usd = cost(service + cold, state.instance.capacity_total, settings)
 
 

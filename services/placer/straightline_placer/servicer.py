@@ -411,6 +411,8 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
                 network_round_trip=duration(settings.network_round_trip_s),
                 bandwidth_bytes_per_second=settings.bandwidth_bytes_per_s,
                 max_request_bytes=settings.max_request_bytes,
+                host=settings.host,
+                host_cores=settings.host_cores,
             )
             for platform, settings in policy.platform_settings.items()
         ],
@@ -432,6 +434,8 @@ def _platform_settings(messages) -> dict[Platform, PlatformSettings]:
             network_round_trip_s=seconds(message.network_round_trip),
             bandwidth_bytes_per_s=message.bandwidth_bytes_per_second,
             max_request_bytes=message.max_request_bytes,
+            host=message.host,
+            host_cores=message.host_cores,
         )
     return settings
 
