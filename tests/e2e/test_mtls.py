@@ -2,9 +2,6 @@
 adapter with an adapter's, clients with an operator's or a client's; and the attacker's
 certificates (expired, from another CA, of the wrong role). Loopback only."""
 
-import socket
-import ssl
-
 import grpc
 import pytest
 from cryptography import x509
@@ -17,6 +14,7 @@ from straightline_common.channels import open_channel
 from straightline_common.processes import health_status
 from straightline_inference.simulated import SimulatedAdapter
 from tests.placer.conftest import DOCKER, FLASK
+from tests.support.certs import rotate, served_certificate
 from tests.support.waiting import wait_until
 
 MODEL = types_pb2.ModelRef(name="demo")
@@ -160,25 +158,8 @@ def test_an_adapter_certificate_reports_only_its_own_platform(
 
 def test_a_rotated_certificate_is_served_without_a_restart(placer, flask, certs, channels):
     own = certs[0]
-    before = served_certificate(placer, files(own, "client"))
-    placer_key = devcerts.serialization.load_pem_private_key((own / "ca.key").read_bytes(), None)
-    ca_cert = x509.load_pem_x509_certificate((own / "ca.pem").read_bytes())
-    key, cert = devcerts.make_leaf(placer_key, ca_cert, "placer/placer", ["127.0.0.1"], days=1)
-    devcerts.write_key(own / "placer.key", key)
-    devcerts.write_cert(own / "placer.pem", cert)
-    after = served_certificate(placer, files(own, "client"))
+    before = served_certificate(placer.address, files(own, "client"), alpn="h2")
+    cert = rotate(own, "placer")
+    after = served_certificate(placer.address, files(own, "client"), alpn="h2")
     assert before.serial_number != after.serial_number == cert.serial_number
     assert infer(stub_as(channels, placer, files(own, "client"))).served_instance_id == "flask-1"
-
-
-def served_certificate(placer, client: tls.TlsFiles) -> x509.Certificate:
-    """The certificate the placer presents to a new connection."""
-    context = ssl.create_default_context(cafile=str(client.ca))
-    context.load_cert_chain(str(client.cert), str(client.key))
-    context.set_alpn_protocols(["h2"])
-    host, _, port = placer.address.rpartition(":")
-    with (
-        socket.create_connection((host, int(port)), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname=host) as secured,
-    ):
-        return x509.load_der_x509_certificate(secured.getpeercert(binary_form=True))

@@ -13,6 +13,7 @@ from straightline_common import devcerts
 from straightline_common.processes import ServiceProcess
 from straightline_common.tls import TlsFiles, https_client_context, tls_flags
 from tests.inference.test_flask_adapter import predict_request
+from tests.support.certs import rotate, served_certificate
 from tests.support.models import image_bytes
 from tests.support.procfs import children, command_line
 
@@ -91,3 +92,14 @@ def test_a_flask_adapter_with_a_certificate_serves_through_an_https_model_server
     assert "--tls-cert" in command and "--tls-client-ca" in command
     status = stub.GetStatus(inference_pb2.GetStatusRequest(), timeout=10).report
     assert status.capacity_total == 1 and not status.unavailable_reason
+
+
+def test_a_rotated_certificate_is_served_from_the_next_connection(https_model_server, certs):
+    address = f"127.0.0.1:{https_model_server.ports['http']}"
+    client = own(certs[0], "client")
+    before = served_certificate(address, client)
+    cert = rotate(certs[0], "adapter-flask")
+    after = served_certificate(address, client)
+    assert before.serial_number != after.serial_number == cert.serial_number
+    status, _ = predict(https_model_server, https_client_context(client))
+    assert status == 200

@@ -4,6 +4,7 @@ with its state unchanged. Real placer process, simulated adapters, loopback only
 
 import signal
 import threading
+import time
 
 import grpc
 import pytest
@@ -11,9 +12,11 @@ from google.protobuf import duration_pb2, field_mask_pb2
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.auth import Role
+from straightline_common.channels import with_token
 from straightline_common.processes import health_status
 from tests.placer.conftest import DOCKER, FLASK
 from tests.support.callers import caller_channel
+from tests.support.throttle import ThrottlingProxy
 from tests.support.waiting import wait_until
 
 MODEL = types_pb2.ModelRef(name="demo")
@@ -302,3 +305,28 @@ def test_an_address_that_is_not_an_adapter_is_never_registered(placer, channels,
         placer_pb2.InferRequest(model=MODEL, payload=b"abc", content_type="image/png"), timeout=10
     )
     assert answer.served_instance_id == docker.instance_id and not answer.fell_back
+
+
+def test_clients_that_send_their_requests_slowly_hold_no_thread(placer, stub, tokens, registered):
+    # 150 connections, each an Infer of 64 KB arriving at 2 KB/s (half a minute), past the
+    # placer's 64 unary calls and all its threads: health checks and other callers must not
+    # wait for them.
+    body = placer_pb2.InferRequest(model=MODEL, payload=b"\xff" * 65536, content_type="image/png")
+    with ThrottlingProxy(placer.address) as proxy:
+        slow_channels = [
+            with_token(
+                proxy.address, tokens.of(Role.CLIENT), [("grpc.use_local_subchannel_pool", 1)]
+            )
+            for _ in range(150)
+        ]
+        calls = [placer_pb2_grpc.PlacerServiceStub(c).Infer.future(body) for c in slow_channels]
+        try:
+            time.sleep(2)  # every connection is open and sending
+            assert not any(call.done() for call in calls)
+            assert [health_status(placer.address) for _ in range(3)] == [1] * 3  # SERVING
+            assert_still_serving(placer, stub, registered)
+        finally:
+            for call in calls:
+                call.cancel()
+            for channel in slow_channels:
+                channel.close()

@@ -10,8 +10,10 @@ certificate needs no restart: new connections use the new one. Without these set
 traffic is plaintext and identities are proved by bearer tokens (loopback development).
 """
 
+import logging
 import os
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from cryptography import x509
 from straightline_common.auth import Identity, identity_from_uri
 from straightline_common.config import ConfigError, Setting
 from straightline_common.errors import Unauthenticated
+
+log = logging.getLogger(__name__)
 
 CERT_ENV, KEY_ENV, CA_ENV = (
     "STRAIGHTLINE_TLS_CERT",
@@ -115,6 +119,30 @@ def https_server_context(files: TlsFiles) -> ssl.SSLContext:
     context.load_verify_locations(files.ca)
     context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+class RotatingHttpsContext:
+    """The HTTPS server context of these files, made again when they change, so that a
+    rotated certificate is served from the next handshake without a restart. Files caught
+    half-written keep the previous context until they load."""
+
+    def __init__(self, files: TlsFiles):
+        self._files = files
+        self._stamp = files.stamp()
+        self._context = https_server_context(files)
+        self._lock = threading.Lock()
+
+    def current(self) -> ssl.SSLContext:
+        """The context for the next handshake."""
+        with self._lock:
+            try:
+                stamp = self._files.stamp()
+                if stamp != self._stamp:
+                    self._context, self._stamp = https_server_context(self._files), stamp
+                    log.info("TLS files changed; new connections get the new certificate")
+            except (OSError, ssl.SSLError) as error:
+                log.warning("TLS files changed but do not load (%s); kept the previous ones", error)
+            return self._context
 
 
 def https_client_context(files: TlsFiles) -> ssl.SSLContext:

@@ -10,7 +10,7 @@ import waitress
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from straightline_common.tls import TlsFiles, https_server_context
+from straightline_common.tls import RotatingHttpsContext, TlsFiles
 
 IDENT = "straightline-modelserver"
 # Connections waiting to be accepted (cheroot's default, 5, refuses a burst).
@@ -35,8 +35,19 @@ def https_server(app, host: str, port: int, threads: int, tls: TlsFiles) -> Boun
     server = wsgi.Server(
         (host, port), app, numthreads=threads, server_name=IDENT, request_queue_size=_BACKLOG
     )
-    adapter = BuiltinSSLAdapter(str(tls.cert), str(tls.key))
-    adapter.context = https_server_context(tls)
-    server.ssl_adapter = adapter
+    server.ssl_adapter = _RotatingSSLAdapter(tls)
     server.prepare()  # binds
     return Bound(server.bind_addr[1], server.serve, server.stop)
+
+
+class _RotatingSSLAdapter(BuiltinSSLAdapter):
+    """cheroot's TLS with the deployment's context, read again when its files change."""
+
+    def __init__(self, tls: TlsFiles):
+        super().__init__(str(tls.cert), str(tls.key))
+        self._contexts = RotatingHttpsContext(tls)
+        self.context = self._contexts.current()
+
+    def wrap(self, sock):
+        self.context = self._contexts.current()
+        return super().wrap(sock)
