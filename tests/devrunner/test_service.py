@@ -21,6 +21,7 @@ from tests.support.callers import caller_channel
 from tests.support.fuzzing import assert_fuzzed_answers_are_actionable
 from tests.support.models import make_image_folders
 from tests.support.otlp import assert_job_trace
+from tests.support.procfs import children, state_of
 from tests.support.s3 import BUCKET
 from tests.support.stack import (
     adapter_process,
@@ -28,6 +29,7 @@ from tests.support.stack import (
     tracing_env,
     wait_for_instances,
 )
+from tests.support.waiting import wait_until
 
 S3_URL = f"s3://{BUCKET}/devrunner"
 S = devrunner_pb2
@@ -479,6 +481,48 @@ def test_restart_keeps_finished_jobs_and_marks_running_ones_lost(workdir, channe
         assert (
             'straightline_devrunner_job_duration_seconds_count{kind="train",state="failed"}' in text
         )
+    finally:
+        second.terminate()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    "runner",
+    ["local", pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.tensorflow])],
+)
+def test_kill_9_of_the_devrunner_mid_job(workdir, channels, runner):
+    """A local job dies with its devrunner and is LOST after the restart; a job in a container
+    outlives it and is re-attached, then cancelled; nothing is left either way."""
+    state = f"kill-{runner}.sqlite"
+    first = start_devrunner(workdir, f"kill-{runner}-1", state, runner)
+    stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(first.address))
+    job = submit(stub, train_spec(workdir, epochs=50))
+    wait_state(stub, job.job_id, {S.JOB_STATE_RUNNING})
+    trainers = children(first.process.pid)
+    first.process.kill()
+    first.process.wait()
+    first.terminate()
+    second = start_devrunner(workdir, f"kill-{runner}-2", state, runner)
+    try:
+        stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(second.address))
+        after = stub.GetJob(S.GetJobRequest(job_id=job.job_id)).job
+        if runner == "local":
+            assert after.state == S.JOB_STATE_LOST
+            assert trainers, "the job's trainer was expected to be the devrunner's child"
+            assert all(wait_until(lambda t=t: state_of(t) in ("", "Z")) for t in trainers)
+        else:
+            assert after.state == S.JOB_STATE_RUNNING
+            stub.CancelJob(S.CancelJobRequest(job_id=job.job_id))
+            wait_state(stub, job.job_id, {S.JOB_STATE_CANCELLED}, timeout=60)
+            import docker
+
+            engine = docker.from_env()
+            try:
+                assert job_containers(engine, job.job_id) == []
+            finally:
+                for leftover in job_containers(engine, job.job_id):
+                    leftover.remove(force=True)
+                engine.close()
     finally:
         second.terminate()
 
