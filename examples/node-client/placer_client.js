@@ -27,6 +27,9 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
 const PROTOS = path.resolve(__dirname, "..", "..", "protos");
+// Round robin over several placers, a call that finds one down retried on another: the
+// service config every StraightLine client uses (deploy/placers.service-config.json).
+const SEVERAL_PLACERS = path.resolve(__dirname, "..", "..", "deploy", "placers.service-config.json");
 
 function tokensFile() {
   if (process.env.STRAIGHTLINE_TOKENS_FILE) {
@@ -71,7 +74,22 @@ function placerClient(address, role) {
   });
   const { PlacerService } = grpc.loadPackageDefinition(definition).straightline.v1;
   const { channel, options } = credentials(role);
-  return new PlacerService(address, channel, options);
+  const [target, channelOptions] = targetOf(address);
+  return new PlacerService(target, channel, { ...options, ...channelOptions });
+}
+
+// One placer, or several ("a:1,b:2", IP literals) that gRPC balances over itself.
+function targetOf(address) {
+  // Back within half a second of a placer's return (the default backoff grows to 2 min).
+  const reconnect = {
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 500,
+  };
+  if (!address.includes(",")) {
+    return [address, reconnect];
+  }
+  const serviceConfig = fs.readFileSync(SEVERAL_PLACERS, "utf8");
+  return [`ipv4:${address}`, { ...reconnect, "grpc.service_config": serviceConfig }];
 }
 
 function unary(client, method, request, timeoutSeconds = 30) {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from straightline.v1 import placer_pb2, types_pb2
-from straightline_inference.simulated import CLASS_NAMES
+from straightline_inference.simulated import CLASS_NAMES, SimulatedAdapter
 from tests.support.stack import wait_for_instances
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,3 +124,22 @@ def test_an_unknown_command_is_refused_with_a_sentence(placer):
     )
     assert result.returncode == 1
     assert "name a command: policy, place, infer, watch, register" in result.stderr
+
+
+def test_node_balances_over_two_placers_and_passes_over_a_dead_one(start_placer, channels):
+    alive = start_placer()
+    dead = start_placer()
+    flask = SimulatedAdapter(FLASK, f"{alive.address},{dead.address}").start()
+    try:
+        assert flask.wait_registered(10)
+        dead.process.kill()
+        dead.process.wait()
+        both = f"{dead.address},{alive.address}"
+        for _ in range(3):  # each run a new channel, which may try the dead placer first
+            command = ["node", str(CLIENT), "--placer", both, "place", "--bytes", "1000"]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+            [placement] = [json.loads(line) for line in result.stdout.splitlines()]
+            assert placement["platform"] == "PLATFORM_FLASK"
+    finally:
+        flask.stop()
