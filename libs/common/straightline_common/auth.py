@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +77,14 @@ def current_identity() -> Identity | None:
     return _current.get()
 
 
-def set_current_identity(identity: Identity | None) -> contextvars.Token:
+def set_current_identity(identity: Identity | None) -> contextvars.Token[Identity | None]:
     return _current.set(identity)
 
 
 class Tokens:
     """The deployment's bearer tokens, one per role."""
 
-    def __init__(self, by_role: Mapping[Role, str]):
+    def __init__(self, by_role: Mapping[Role, str]) -> None:
         self._by_role = dict(by_role)
 
     def of(self, role: Role) -> str:
@@ -149,7 +149,7 @@ def _create_tokens_file(path: Path) -> None:
         os.unlink(draft)
 
 
-def bearer_token(metadata) -> str | None:
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             return value.removeprefix("Bearer ")

@@ -11,11 +11,17 @@ backoff grows to two minutes)."""
 
 import collections
 import json
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
 from straightline_common.auth import Role, Tokens, load_tokens
 from straightline_common.tls import TlsFiles, channel_credentials, tls_from_environ
+
+# gRPC channel options, and an interceptor's next step.
+Options = Sequence[tuple[str, Any]]
+Continuation = Callable[..., Any]
 
 
 class _CallDetails(
@@ -29,15 +35,15 @@ class _CallDetails(
 
 
 class _BearerToken(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
 ):
-    def __init__(self, token: str):
+    def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
 
-    def _with_token(self, details):
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         return _CallDetails(
             details.method,
             details.timeout,
@@ -47,23 +53,31 @@ class _BearerToken(
             details.compression,
         )
 
-    def intercept_unary_unary(self, continuation, details, request):
+    def intercept_unary_unary(
+        self, continuation: Continuation, details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._with_token(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):
+    def intercept_unary_stream(
+        self, continuation: Continuation, details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._with_token(details), request)
 
-    def intercept_stream_unary(self, continuation, details, request_iterator):
-        return continuation(self._with_token(details), request_iterator)
+    def intercept_stream_unary(
+        self, continuation: Continuation, details: grpc.ClientCallDetails, requests: Any
+    ) -> Any:
+        return continuation(self._with_token(details), requests)
 
-    def intercept_stream_stream(self, continuation, details, request_iterator):
-        return continuation(self._with_token(details), request_iterator)
+    def intercept_stream_stream(
+        self, continuation: Continuation, details: grpc.ClientCallDetails, requests: Any
+    ) -> Any:
+        return continuation(self._with_token(details), requests)
 
 
 def open_channel(
     address: str,
     role: Role,
-    options=(),
+    options: Options = (),
     tokens: Tokens | None = None,
     tls: TlsFiles | None = None,
 ) -> grpc.Channel:
@@ -85,7 +99,7 @@ def transport_channel(address: str) -> grpc.Channel:
     return grpc.insecure_channel(*_target(address, ()))
 
 
-def with_token(address: str, token: str, options=()) -> grpc.Channel:
+def with_token(address: str, token: str, options: Options = ()) -> grpc.Channel:
     """A channel to `address` whose calls carry `token`."""
     return grpc.intercept_channel(
         grpc.insecure_channel(*_target(address, options)), _BearerToken(token)
@@ -117,7 +131,7 @@ _SEVERAL_SERVERS_CONFIG = json.dumps(
 )
 
 
-def _target(address: str, options) -> tuple[str, list]:
+def _target(address: str, options: Options) -> tuple[str, list[tuple[str, Any]]]:
     """gRPC's target and channel options for `address` (one server, or several)."""
     options = [*options, *_RECONNECT_OPTIONS]
     if "," in address:
@@ -127,7 +141,7 @@ def _target(address: str, options) -> tuple[str, list]:
     return address, options
 
 
-def _secure(address: str, tls: TlsFiles, options) -> grpc.Channel:
+def _secure(address: str, tls: TlsFiles, options: Options) -> grpc.Channel:
     target, options = _target(address, options)
     if "," in address:
         # Every server of the list is checked against the first one's host (the same IP).

@@ -85,7 +85,12 @@ def resolve(
     return values
 
 
-def _raw_value(setting, flags, file_values, environ) -> tuple[Any, str]:
+def _raw_value(
+    setting: Setting,
+    flags: argparse.Namespace,
+    file_values: Mapping[str, Any],
+    environ: Mapping[str, str],
+) -> tuple[Any, str]:
     if getattr(flags, setting.name, None) is not None:
         return getattr(flags, setting.name), f"flag {setting.flag}"
     if setting.env in environ:
@@ -116,7 +121,7 @@ def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """One of the parsers below as an argparse type, so that a bad value on a command line is
     reported with the parser's sentence."""
 
-    def checked(text: str):
+    def checked(text: str) -> Any:
         try:
             return parse(text)
         except ValueError as error:

@@ -48,7 +48,7 @@ def make_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def write_key(path: Path, key) -> None:
+def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -89,7 +89,11 @@ def make_ca(days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 
 def make_leaf(
-    ca_key, ca_cert: x509.Certificate, identity: str, hosts: list[str], days: float
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    identity: str,
+    hosts: list[str],
+    days: float,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A certificate for `identity` (role/name); `days` may be negative (an expired one)."""
     key = make_key()

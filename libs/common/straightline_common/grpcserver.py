@@ -9,22 +9,31 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from functools import partial
+from types import FrameType
+from typing import Any, NoReturn, TypeAlias, cast
 
 import grpc
 from google.protobuf.message import Message
+from grpc import ServicerContext
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from straightline_common import auth, errors, limits, tls
 from straightline_common.telemetry import context_from_metadata
 
 log = logging.getLogger(__name__)
+
+# A servicer method as gRPC calls it: (request or request iterator, context).
+Behaviour = Callable[..., Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
 
 # Server reflection v1, which grpcurl and current clients ask for first; grpcio-reflection
 # serves only v1alpha, whose messages are the same on the wire, so its servicer answers both.
@@ -43,13 +52,13 @@ class CallSlots:
     that held ones cannot take the threads of unary calls and health checks, unary calls so
     that a burst is refused at once instead of queueing for threads."""
 
-    def __init__(self, kind: str, total: int, per_peer: int):
+    def __init__(self, kind: str, total: int, per_peer: int) -> None:
         self.kind, self.total, self.per_peer = kind, total, per_peer
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def held(self, peer: str):
+    def held(self, peer: str) -> Iterator[None]:
         with self._lock:
             if sum(self._open.values()) >= self.total:
                 raise errors.ResourceExhausted(
@@ -74,7 +83,7 @@ def _peer_host(peer: str) -> str:
     return peer.rpartition(":")[0] or peer
 
 
-class _CallInterceptor(grpc.ServerInterceptor):
+class _CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Around every RPC but health and reflection: a SERVER span (parented by the caller's
     W3C context), the caller's identity checked against the service's access table, every
     request message checked against the limits, and errors mapped to status codes."""
@@ -86,14 +95,18 @@ class _CallInterceptor(grpc.ServerInterceptor):
         tokens: auth.Tokens | None,
         unary: CallSlots,
         streams: CallSlots,
-    ):
+    ) -> None:
         self._tracer = tracer
         self._access = access
         self._tokens = tokens
         self._calls = unary
         self._streams = streams
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
@@ -109,14 +122,16 @@ class _CallInterceptor(grpc.ServerInterceptor):
         elif handler.stream_stream:
             wrap = grpc.stream_stream_rpc_method_handler
             wrapped = self._streaming(handler.stream_stream, streamed_requests=True)
-        else:
+        elif handler.stream_unary:
             wrap = grpc.stream_unary_rpc_method_handler
             wrapped = self._unary(handler.stream_unary, streamed_requests=True)
+        else:
+            return handler
         # Requests arrive as bytes and are parsed in _admit: a message that does not parse is
         # INVALID_ARGUMENT there, not an INTERNAL (and a wedged call) inside gRPC.
         return wrap(partial(wrapped, call), None, handler.response_serializer)
 
-    def _span(self, call: "_Call"):
+    def _span(self, call: "_Call") -> contextlib.AbstractContextManager[trace.Span]:
         service, _, name = call.method.lstrip("/").partition("/")
         return self._tracer.start_as_current_span(
             call.method.lstrip("/"),
@@ -127,10 +142,13 @@ class _CallInterceptor(grpc.ServerInterceptor):
             set_status_on_exception=False,
         )
 
-    def _admit(self, call: "_Call", context, request, streamed_requests: bool):
+    def _admit(
+        self, call: "_Call", context: ServicerContext, request: Any, streamed_requests: bool
+    ) -> Any:
         """The caller's identity, authorized; the request (or each of its stream) parsed and
         limit-checked."""
-        identity = tls.peer_identity(context.auth_context())
+        # gRPC gives each auth property as a list of values; its type stubs say bytes.
+        identity = tls.peer_identity(cast(Mapping[str, list[bytes]], context.auth_context()))
         if identity is None and self._tokens is not None:
             token = auth.bearer_token(call.metadata)
             identity = self._tokens.identify(token) if token else None
@@ -139,8 +157,8 @@ class _CallInterceptor(grpc.ServerInterceptor):
             return (_parsed(call.parse, data) for data in request)
         return _parsed(call.parse, request)
 
-    def _unary(self, behaviour, streamed_requests=False):
-        def traced(call, request, context):
+    def _unary(self, behaviour: Behaviour, streamed_requests: bool = False) -> Behaviour:
+        def traced(call: _Call, request: Any, context: ServicerContext) -> Any:
             with self._span(call) as span:
                 try:
                     request = self._admit(call, context, request, streamed_requests)
@@ -151,8 +169,8 @@ class _CallInterceptor(grpc.ServerInterceptor):
 
         return traced
 
-    def _streaming(self, behaviour, streamed_requests=False):
-        def traced(call, request, context):
+    def _streaming(self, behaviour: Behaviour, streamed_requests: bool = False) -> Behaviour:
+        def traced(call: _Call, request: Any, context: ServicerContext) -> Iterator[Any]:
             with self._span(call) as span:
                 try:
                     request = self._admit(call, context, request, streamed_requests)
@@ -167,11 +185,11 @@ class _CallInterceptor(grpc.ServerInterceptor):
 @dataclass(frozen=True)
 class _Call:
     method: str
-    metadata: tuple
+    metadata: tuple[tuple[str, str | bytes], ...]
     parse: Callable[[bytes], object] | None
 
 
-def _parsed(parse, data: bytes):
+def _parsed(parse: Callable[[bytes], object] | None, data: bytes) -> object:
     """The request message of `data`, limit-checked (raw bytes for handlers without a
     deserializer)."""
     if parse is None:
@@ -188,7 +206,7 @@ def _parsed(parse, data: bytes):
     return message
 
 
-def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception):
+def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception) -> NoReturn:
     if isinstance(error, errors.ServiceError):
         code, message = status_of(error), str(error)
     elif context.code() not in (None, grpc.StatusCode.OK) or not context.is_active():  # type: ignore[attr-defined]
@@ -245,7 +263,7 @@ class GrpcServer:
         max_concurrent_rpcs: int | None = None,
         max_streams: int = 64,
         max_streams_per_peer: int = 16,
-    ):
+    ) -> None:
         self._requested_address = address
         self._tls_files = tls_files
         self._service_names = tuple(service_names)
@@ -310,12 +328,12 @@ class GrpcServer:
     def wait(self, timeout: float | None = None) -> bool:
         return self._server.wait_for_termination(timeout)
 
-    def _set_health(self, status) -> None:
+    def _set_health(self, status: int) -> None:
         for name in ("", *self._service_names):
             self._health.set(name, status)
 
 
-def _reflection_v1(service_names) -> grpc.GenericRpcHandler:
+def _reflection_v1(service_names: Iterable[str]) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
     servicer = reflection.ReflectionServicer((*service_names, REFLECTION_V1))
     return grpc.method_handlers_generic_handler(
         REFLECTION_V1,
@@ -334,16 +352,18 @@ class ShutdownSignal:
     before starting the service: a signal that arrives while it starts, once its port is
     known, then shuts it down cleanly instead of killing it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._received = threading.Event()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
 
-    def _on_signal(self, signum, _frame) -> None:
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         self._received.set()
 
-    def wait_then_stop(self, stop: Callable[[], None], tracer_provider=None) -> None:
+    def wait_then_stop(
+        self, stop: Callable[[], None], tracer_provider: TracerProvider | None = None
+    ) -> None:
         """Blocks until a signal has come, then calls `stop` and flushes the tracer
         provider's last spans (when there is one)."""
         self._received.wait()

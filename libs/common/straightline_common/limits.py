@@ -10,6 +10,8 @@ tensor's contents) are bounded by the server's message size limit instead. A ref
 field and the limit, and never quotes the value.
 """
 
+from collections.abc import Sized
+
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -30,24 +32,23 @@ def check_message(message: Message, path: str = "") -> None:
         name = f"{path}{field.name}"
         if _is_map(field):
             _check_count(name, value)
-            entry = field.message_type.fields_by_name  # type: ignore[union-attr]
             for key, item in value.items():
-                _check_value(f"{name} key", entry["key"], key)
-                _check_value(f"{name}[…]", entry["value"], item)
+                _check_value(f"{name} key", key)
+                _check_value(f"{name}[…]", item)
         elif field.is_repeated and field.type in _ITEMS_CHECKED:
             _check_count(name, value)
             for item in value:
-                _check_value(name, field, item)
+                _check_value(name, item)
         elif field.is_repeated:
             continue  # numbers: the message size bounds them
         else:
-            _check_value(name, field, value)
+            _check_value(name, value)
 
 
-def _check_value(name: str, field: FieldDescriptor, value) -> None:
-    if field.type == FieldDescriptor.TYPE_STRING:
+def _check_value(name: str, value: object) -> None:
+    if isinstance(value, str):
         check_string(name, value)
-    elif field.type == FieldDescriptor.TYPE_MESSAGE:
+    elif isinstance(value, Message):
         check_message(value, f"{name}.")
 
 
@@ -58,7 +59,7 @@ def check_string(name: str, value: str, limit: int = MAX_STRING_CHARS) -> None:
         raise InvalidArgument(f"{name} contains a control character; send printable text")
 
 
-def _check_count(name: str, entries) -> None:
+def _check_count(name: str, entries: Sized) -> None:
     if len(entries) > MAX_ENTRIES:
         raise InvalidArgument(f"{name} has {len(entries)} entries, over the limit of {MAX_ENTRIES}")
 

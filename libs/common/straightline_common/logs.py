@@ -13,7 +13,7 @@ _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({})))
 class JsonFormatter(logging.Formatter):
     """Formats a record as JSON with its `extra` fields and the active trace context."""
 
-    def __init__(self, service: str):
+    def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
 

@@ -16,10 +16,14 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from straightline_common.config import Setting, parse_s3_url
 from straightline_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from straightline_common.names import check_model, check_model_name, inside
+
+if TYPE_CHECKING:  # s3models imports this module
+    from straightline_common.s3models import S3Models
 
 MODEL_FILE = "model.h5"
 METADATA_FILE = "metadata.json"
@@ -30,7 +34,7 @@ class ModelVersion:
     name: str
     version: str
     directory: Path
-    metadata: dict
+    metadata: dict[str, Any]
 
     @property
     def model_path(self) -> Path:
@@ -67,7 +71,7 @@ def open_store(root: str | Path, s3_url: str = "") -> "ModelStore":
 
 
 class ModelStore:
-    def __init__(self, root: str | Path, remote=None):
+    def __init__(self, root: str | Path, remote: "S3Models | None" = None) -> None:
         self.root = Path(root)
         self.remote = remote
 
@@ -98,7 +102,7 @@ class ModelStore:
                 f"model {name!r} has no version {chosen!r}; it has {', '.join(versions)}"
             )
         directory = inside(self.root, name, chosen)
-        if chosen not in self._local_versions(name):
+        if chosen not in self._local_versions(name) and self.remote is not None:
             self.remote.fetch(name, chosen, self.root)
         metadata = json.loads((directory / METADATA_FILE).read_text())
         return ModelVersion(name, chosen, directory, metadata)
@@ -111,7 +115,7 @@ class ModelStore:
         versions = self.versions(name)
         return str(int(versions[-1]) + 1) if versions else "1"
 
-    def add(self, name: str, model_file: Path, metadata: dict) -> ModelVersion:
+    def add(self, name: str, model_file: Path, metadata: dict[str, Any]) -> ModelVersion:
         """Stores a new version of `name` (the file is moved in); returns it."""
         version = self.next_version(name)
         directory = inside(self.root, name, version)

@@ -24,6 +24,8 @@ from straightline_common import tensors
 from straightline_common.errors import InvalidArgument
 from straightline_common.names import shown
 
+Tensor = oip.ModelInferRequest.InferInputTensor
+
 MAX_IMAGES = 64  # per request: each is placed on its own
 ALL_CLASSES = 100_000  # a top k that asks a model for every class's score
 # The binary tensor data extension: the JSON header's length, before the binary data.
@@ -71,7 +73,7 @@ def images_of(request: oip.ModelInferRequest) -> list[Image]:
     )
 
 
-def _encoded_images(tensor, raw: bytes | None) -> list[Image]:
+def _encoded_images(tensor: Tensor, raw: bytes | None) -> list[Image]:
     shape = list(tensor.shape)
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
         raise InvalidArgument(f"a BYTES input's shape must be [N] or [N, 1], not {shape}")
@@ -108,7 +110,7 @@ def _image_type(element: bytes, index: int) -> str:
     raise InvalidArgument(f"image {index} of the BYTES input is neither a JPEG nor a PNG")
 
 
-def _pixel_images(tensor, raw: bytes | None) -> list[Image]:
+def _pixel_images(tensor: Tensor, raw: bytes | None) -> list[Image]:
     dtype, field, typecode = _PIXEL_TYPES[tensor.datatype]
     shape = list(tensor.shape)
     if len(shape) == 3:
@@ -135,7 +137,7 @@ def _pixel_images(tensor, raw: bytes | None) -> list[Image]:
     return [Image(data[i * size : (i + 1) * size], content_type) for i in range(count)]
 
 
-def _typed_bytes(contents, field: str, typecode: str) -> bytes:
+def _typed_bytes(contents: oip.InferTensorContents, field: str, typecode: str) -> bytes:
     """Typed contents as the little-endian bytes raw contents would hold."""
     try:
         values = array(typecode, getattr(contents, field))
@@ -196,7 +198,7 @@ def fill_outputs(
             response.raw_output_contents.append(scores.tobytes())
 
 
-def values_of(datatype: str, raw: bytes) -> list:
+def values_of(datatype: str, raw: bytes) -> list[str] | list[float]:
     """An output's raw contents as the flat values a JSON body carries (BYTES as text)."""
     if datatype == "BYTES":
         return [element.decode() for element in _bytes_elements(raw, limit=None)]
@@ -206,7 +208,7 @@ def values_of(datatype: str, raw: bytes) -> list:
     return values.tolist()
 
 
-def _best(answer: Scored, k: int):
+def _best(answer: Scored, k: int) -> list[tuple[str, int, float]]:
     return sorted(answer.classes, key=lambda c: (-c[2], c[1]))[:k]
 
 

@@ -23,7 +23,7 @@ def dying_with_parent(command: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
-def write_port_file(path: str, ports: dict) -> None:
+def write_port_file(path: str, ports: dict[str, int]) -> None:
     """Writes the bound ports as JSON, atomically: a reader never sees half a file."""
     with open(f"{path}.part", "w") as file:
         json.dump(ports, file)
@@ -34,7 +34,9 @@ class ServiceProcess:
     """A service started with `python -m module ...`, bound to port 0, which writes its ports
     to a file once serving."""
 
-    def __init__(self, module: str, args: list[str], workdir: Path, env: dict | None = None):
+    def __init__(
+        self, module: str, args: list[str], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port_file = workdir / f"{module}.ports.json"
         self.log_path = workdir / f"{module}.log"
@@ -48,7 +50,7 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        self.ports: dict = {}
+        self.ports: dict[str, int] = {}
 
     def wait_ready(self, timeout: float = 15.0) -> "ServiceProcess":
         deadline = time.monotonic() + timeout
@@ -82,4 +84,4 @@ class ServiceProcess:
 def health_status(address: str, service: str = "") -> int:
     with transport_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)

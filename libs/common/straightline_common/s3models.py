@@ -12,7 +12,9 @@ endpoint). metadata.json is written last and read first: a version without it is
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import boto3
@@ -29,9 +31,11 @@ from straightline_common.errors import (
 )
 from straightline_common.modelstore import METADATA_FILE, MODEL_FILE, file_sha256
 
+T = TypeVar("T")
+
 
 class S3Models:
-    def __init__(self, url: str, client=None):
+    def __init__(self, url: str, client: Any = None) -> None:
         """`url`: s3://BUCKET[/PREFIX] (ValueError otherwise)."""
         parsed = urlparse(parse_s3_url(url))
         if not parsed.netloc:
@@ -107,7 +111,7 @@ class S3Models:
             lambda: [entry["Key"] for page in pages for entry in page.get("Contents", [])]
         )
 
-    def _call(self, action, *args, **kwargs):
+    def _call(self, action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Calls `action` (of boto3), turning boto3's errors into domain errors."""
         where = f"s3://{self.bucket}/{self.prefix}"
         try:

@@ -13,9 +13,10 @@ hop); what leaves the process is chosen by the standard variables:
 
 import importlib.metadata
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -29,7 +30,9 @@ from straightline_common.errors import InvalidArgument
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
-def configure_tracing(service_name: str, environ=os.environ) -> TracerProvider | None:
+def configure_tracing(
+    service_name: str, environ: Mapping[str, str] = os.environ
+) -> TracerProvider | None:
     """Install the global tracer provider for a service; returns it (None when disabled)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
@@ -56,7 +59,7 @@ def _version() -> str:
         return "unknown"
 
 
-def _exporter_from_environment(environ) -> SpanExporter | None:
+def _exporter_from_environment(environ: Mapping[str, str]) -> SpanExporter | None:
     has_endpoint = any(environ.get(name) for name in _ENDPOINT_VARIABLES)
     choice = environ.get("OTEL_TRACES_EXPORTER", "otlp" if has_endpoint else "none")
     choice = choice.strip().lower()
@@ -73,7 +76,7 @@ def _exporter_from_environment(environ) -> SpanExporter | None:
     )
 
 
-def context_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None):
+def context_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Context:
     """The trace context carried by incoming gRPC metadata (W3C traceparent/tracestate)."""
     carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
     return propagate.extract(carrier)

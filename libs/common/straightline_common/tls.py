@@ -83,19 +83,22 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     """Requires client certificates signed by the CA; re-reads the files when they change."""
     loaded = {"stamp": files.stamp()}
 
-    def configuration():
+    def configuration() -> grpc.ServerCertificateConfiguration:
         cert, key, ca = files.read()
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
-    def fetch():  # called on every handshake: None keeps the current configuration
+    def fetch() -> grpc.ServerCertificateConfiguration | None:  # on every handshake
         stamp = files.stamp()
         if stamp == loaded["stamp"]:
             return None
         loaded["stamp"] = stamp
         return configuration()
 
+    # gRPC takes None from `fetch` as "keep the current one"; its type stubs do not say so.
     return grpc.dynamic_ssl_server_credentials(
-        configuration(), fetch, require_client_authentication=True
+        configuration(),
+        fetch,  # type: ignore[arg-type]
+        require_client_authentication=True,
     )
 
 
@@ -126,7 +129,7 @@ class RotatingHttpsContext:
     rotated certificate is served from the next handshake without a restart. Files caught
     half-written keep the previous context until they load."""
 
-    def __init__(self, files: TlsFiles):
+    def __init__(self, files: TlsFiles) -> None:
         self._files = files
         self._stamp = files.stamp()
         self._context = https_server_context(files)

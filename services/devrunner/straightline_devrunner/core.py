@@ -61,7 +61,7 @@ class DevRunner:
         datasets: Path,
         allowed_images: frozenset[str],
         defaults: Defaults = Defaults(),
-    ):
+    ) -> None:
         self._jobs = jobs
         self._store = store
         self._runner = runner
@@ -272,6 +272,6 @@ class DevRunner:
 
 
 class _Ended(Exception):
-    def __init__(self, state: devrunner_pb2.JobState, message: str):
+    def __init__(self, state: devrunner_pb2.JobState, message: str) -> None:
         super().__init__(message)
         self.state, self.message = state, message

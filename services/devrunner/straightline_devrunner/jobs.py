@@ -41,7 +41,7 @@ def now() -> timestamp_pb2.Timestamp:
 
 
 class JobStore:
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.executescript(_SCHEMA)
         self._changed = threading.Condition()
@@ -81,8 +81,8 @@ class JobStore:
         state: devrunner_pb2.JobState,
         message: str,
         *,
-        started=False,
-        ended=False,
+        started: bool = False,
+        ended: bool = False,
     ) -> None:
         """Records a state change as an event and on the job (with its start or end time)."""
         self.append(job_id, state_change=devrunner_pb2.StateChange(state=state, message=message))

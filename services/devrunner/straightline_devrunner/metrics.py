@@ -24,7 +24,7 @@ def devrunner_metrics(jobs: JobStore) -> CollectorRegistry:
 
 
 class _JobsCollector(Collector):
-    def __init__(self, jobs: JobStore):
+    def __init__(self, jobs: JobStore) -> None:
         self._jobs = jobs
 
     def collect(self):

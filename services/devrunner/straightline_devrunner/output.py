@@ -15,7 +15,7 @@ LAST_LOG_LINES = 20
 
 
 class TrainerOutput:
-    def __init__(self, jobs: JobStore, job_id: str, span: trace.Span):
+    def __init__(self, jobs: JobStore, job_id: str, span: trace.Span) -> None:
         self._jobs = jobs
         self._job_id = job_id
         self._span = span

@@ -16,7 +16,7 @@ _BUILT = {types_pb2.PLATFORM_DOCKER: "docker", types_pb2.PLATFORM_SERVERLESS: "s
 
 
 class PackageJobs:
-    def __init__(self, jobs: JobStore, store: ModelStore, engine):
+    def __init__(self, jobs: JobStore, store: ModelStore, engine) -> None:
         self._jobs = jobs
         self._store = store
         self._engine = engine  # a Docker client (builds images); None without an engine

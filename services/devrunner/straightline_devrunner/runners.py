@@ -74,7 +74,9 @@ class JobRunner(Protocol):
 
 
 class LocalRun:
-    def __init__(self, job_id: str, arguments: list[str], on_line, environment: dict[str, str]):
+    def __init__(
+        self, job_id: str, arguments: list[str], on_line, environment: dict[str, str]
+    ) -> None:
         self.job_id = job_id
         self._process = subprocess.Popen(
             dying_with_parent([sys.executable, *TRAINER[1:], *arguments]),
@@ -141,7 +143,7 @@ class LocalRunner:
 
 
 class ContainerRun:
-    def __init__(self, container, on_line, since: float | None = None):
+    def __init__(self, container, on_line, since: float | None = None) -> None:
         self._container = container
         self._since = since
         self._pumps = [
@@ -191,7 +193,7 @@ class DockerRunner:
     kind = devrunner_pb2.RUNNER_DOCKER
     name = "docker"
 
-    def __init__(self, client, store_volume: str = ""):
+    def __init__(self, client, store_volume: str = "") -> None:
         self._client = client
         self._store_volume = store_volume  # mounted instead of the store's path, if given
 

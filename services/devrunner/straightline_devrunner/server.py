@@ -46,7 +46,7 @@ def make_runner(config: DevRunnerConfig, docker_engine) -> JobRunner:
 
 
 class DevRunnerServer:
-    def __init__(self, config: DevRunnerConfig):
+    def __init__(self, config: DevRunnerConfig) -> None:
         self.config = config
         docker_engine = engine()
         self.runner = make_runner(config, docker_engine)

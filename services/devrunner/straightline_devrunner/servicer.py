@@ -1,5 +1,7 @@
 """The v1 DevRunnerService over the devrunner's core."""
 
+from grpc import ServicerContext
+
 from straightline.v1 import devrunner_pb2, devrunner_pb2_grpc
 from straightline_common.auth import READERS, Role, access_of
 from straightline_devrunner.core import DevRunner
@@ -19,23 +21,23 @@ ACCESS = access_of(
 
 
 class DevRunnerServicer(devrunner_pb2_grpc.DevRunnerServiceServicer):
-    def __init__(self, devrunner: DevRunner):
+    def __init__(self, devrunner: DevRunner) -> None:
         self._devrunner = devrunner
 
-    def SubmitJob(self, request, context):
+    def SubmitJob(self, request, context: ServicerContext):
         return devrunner_pb2.SubmitJobResponse(job=self._devrunner.submit(request.spec))
 
-    def GetJob(self, request, context):
+    def GetJob(self, request, context: ServicerContext):
         return devrunner_pb2.GetJobResponse(job=self._devrunner.get(request.job_id))
 
-    def ListJobs(self, request, context):
+    def ListJobs(self, request, context: ServicerContext):
         jobs, next_token = self._devrunner.list_jobs(
             request.page_size, request.page_token, request.kind, request.state
         )
         return devrunner_pb2.ListJobsResponse(jobs=jobs, next_page_token=next_token)
 
-    def CancelJob(self, request, context):
+    def CancelJob(self, request, context: ServicerContext):
         return devrunner_pb2.CancelJobResponse(job=self._devrunner.cancel(request.job_id))
 
-    def WatchJob(self, request, context):
+    def WatchJob(self, request, context: ServicerContext):
         yield from self._devrunner.watch(request.job_id, context.is_active)

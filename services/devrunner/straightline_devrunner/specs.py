@@ -67,7 +67,7 @@ class TrainerCommands:
     """The trainer's command line for train and verify jobs, with the dataset and the model
     store where the runner's jobs see them (`job_paths`)."""
 
-    def __init__(self, datasets: Path, store: ModelStore):
+    def __init__(self, datasets: Path, store: ModelStore) -> None:
         self._datasets = datasets
         self._store = store
 

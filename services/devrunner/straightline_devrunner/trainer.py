@@ -128,7 +128,7 @@ def _calibration(train_data, batches: int):
     import tensorflow as tf
 
     class Calibrate(tf.keras.callbacks.Callback):
-        def on_test_begin(self, logs=None):
+        def on_test_begin(self, logs=None) -> None:
             calibrate_batch_norm(self.model, train_data.take(batches))
 
     return Calibrate()
@@ -145,11 +145,11 @@ def _reporter(epochs: int, fold: int, steps: int):
     import tensorflow as tf
 
     class Report(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
+        def on_epoch_begin(self, epoch, logs=None) -> None:
             self.started = time.perf_counter()
             self.epoch = epoch + 1
 
-        def on_train_batch_end(self, batch, logs=None):
+        def on_train_batch_end(self, batch, logs=None) -> None:
             emit(
                 "progress",
                 epoch=self.epoch,
@@ -159,7 +159,7 @@ def _reporter(epochs: int, fold: int, steps: int):
                 accuracy=float(logs.get("accuracy", 0)),
             )
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch, logs=None) -> None:
             emit(
                 "epoch",
                 epoch=epoch + 1,

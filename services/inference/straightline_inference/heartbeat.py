@@ -39,7 +39,7 @@ class HeartbeatSender:
         max_backoff_s: float = 0.5,  # a restarted placer sees the instance within a second
         tokens: Tokens | None = None,
         tls: TlsFiles | None = None,
-    ):
+    ) -> None:
         self._placer_address = placer_address
         self._tls = tls or tls_from_environ()
         self._tokens = tokens or (None if self._tls else load_tokens())
@@ -117,7 +117,7 @@ class Heartbeats:
     """One HeartbeatSender per placer of `placers` ("host:port" or several, comma-separated):
     every placer of an active-active set sees the instance."""
 
-    def __init__(self, placers: str, make_report, **options):
+    def __init__(self, placers: str, make_report, **options) -> None:
         self.senders = [
             HeartbeatSender(address.strip(), make_report, **options)
             for address in placers.split(",")

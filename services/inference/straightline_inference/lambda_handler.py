@@ -23,6 +23,7 @@ import json
 import os
 import time
 
+from grpc import ServicerContext
 from opentelemetry import propagate, trace
 
 from straightline_common import errors
@@ -46,7 +47,7 @@ INIT_SECONDS = time.perf_counter() - _started
 tracer = trace.get_tracer("straightline.lambda")
 
 
-def handler(event: dict, context) -> dict:
+def handler(event: dict, context: ServicerContext) -> dict:
     if event.get("warmup"):
         return {"warm": True, "init_seconds": INIT_SECONDS}
     carrier = dict(getattr(getattr(context, "client_context", None), "custom", None) or {})

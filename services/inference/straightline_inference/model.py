@@ -37,7 +37,7 @@ class Prediction:
 class LoadedModel:
     """One model version, loaded and warmed up; `predict` is safe from many threads."""
 
-    def __init__(self, version: ModelVersion):
+    def __init__(self, version: ModelVersion) -> None:
         import tensorflow as tf  # imported here: the adapter and placer never need it
 
         self.version = version
@@ -106,7 +106,7 @@ class ModelSet:
     the store again, so a restored file serves from the next request on.
     """
 
-    def __init__(self, store: ModelStore, wanted: list[str] | None = None):
+    def __init__(self, store: ModelStore, wanted: list[str] | None = None) -> None:
         self._store = store
         self._follows_store = not wanted
         versions = [store.resolve(*_split(entry)) for entry in wanted] if wanted else store.latest()

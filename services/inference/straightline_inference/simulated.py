@@ -31,7 +31,7 @@ class SimulatedBackend:
 
     def __init__(
         self, kind: int, *, capacity: int, queue_limit: int, service_time_s: float, models, name
-    ):
+    ) -> None:
         self.kind = kind
         self.service_time_s = service_time_s
         self.served = 0
@@ -109,7 +109,7 @@ class SimulatedAdapter:
         models: tuple[str, ...] = ("demo",),
         instance_id: str | None = None,
         heartbeat_interval_s: float = 0.2,
-    ):
+    ) -> None:
         self.platform = platform
         self.instance_id = instance_id or f"sim-{uuid.uuid4().hex[:8]}"
         self.backend = SimulatedBackend(

@@ -29,7 +29,9 @@ MAX_AGE_S = 30.0
 class RecentStats:
     """Thread-safe; `fill` writes a report's statistics fields and resets the failure count."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_age_s: float = MAX_AGE_S):
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, max_age_s: float = MAX_AGE_S
+    ) -> None:
         # (when, seconds) pairs, oldest first.
         self._latencies: deque[tuple[float, float]] = deque(maxlen=_RECENT)
         self._by_size: list[deque[tuple[float, float]]] = [

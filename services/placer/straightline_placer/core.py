@@ -112,7 +112,7 @@ class AttemptTimedOut(PlatformFailed):
 
 
 class Forwarder(Protocol):
-    def forward(self, instance: Instance, payload: object, timeout: float, request_id: str):
+    def forward(self, instance: Instance, payload: object, timeout: float, request_id: str) -> None:
         """Sends the request (its id: the placement's) to the instance and returns its answer;
         raises PlatformRefused when the request may be tried elsewhere, another ServiceError
         otherwise."""
@@ -123,7 +123,7 @@ class Forwarder(Protocol):
     def check_adapter(self, address: str) -> None:
         """Raises FailedPrecondition unless an adapter serves at `address`."""
 
-    def metadata(self, instance: Instance, name: str, version: str, timeout: float):
+    def metadata(self, instance: Instance, name: str, version: str, timeout: float) -> None:
         """The instance's metadata of a model version (the adapter's ModelMetadata)."""
 
 
@@ -134,7 +134,7 @@ class Placer:
         forwarder: Forwarder,
         metrics: PlacerMetrics,
         clock: Callable[[], float] = time.monotonic,
-    ):
+    ) -> None:
         """`clock` times the frequency window and heartbeats (the simulator's is virtual)."""
         self._policy = policy.validated()
         self._policy_lock = threading.Lock()
@@ -305,7 +305,9 @@ class Placer:
                 self._metrics.count_fallback(placement.platform, platform)
                 yield platform, ticket.instance, ticket
 
-    def _observe_prediction(self, placement: Placement, platform: Platform, observed: float):
+    def _observe_prediction(
+        self, placement: Placement, platform: Platform, observed: float
+    ) -> None:
         state = placement.inputs.platforms.get(platform)
         if state is not None and state.predicted_latency_s is not None:
             self._metrics.observe_prediction_error(platform, observed - state.predicted_latency_s)

@@ -53,7 +53,9 @@ _ADDRESS_CHECK_TIMEOUT_S = 3.0
 
 
 class GrpcForwarder:
-    def __init__(self, max_message_bytes: int, tokens: Tokens | None, tls: TlsFiles | None = None):
+    def __init__(
+        self, max_message_bytes: int, tokens: Tokens | None, tls: TlsFiles | None = None
+    ) -> None:
         self._tokens = tokens
         self._tls = tls
         self._options = [

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 
 class FrequencyWindow:
-    def __init__(self, window_seconds: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         if window_seconds <= 0:
             raise ValueError("the frequency window must be positive")
         self._window = window_seconds

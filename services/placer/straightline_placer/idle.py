@@ -18,7 +18,7 @@ class Cancellable(Protocol):
 class IdleStreams:
     """Open streams and when each last received a message. Thread-safe."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._last_message: dict[Cancellable, float] = {}
         self._lock = threading.Lock()

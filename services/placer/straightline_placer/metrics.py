@@ -9,7 +9,7 @@ from straightline_placer.algorithm import Branch, Platform, platform_label
 
 
 class PlacerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.placements = Counter(
             "straightline_placements",

@@ -11,6 +11,8 @@ value per image. Tensors: `oip_tensors.py`."""
 import importlib.metadata
 from concurrent.futures import ThreadPoolExecutor
 
+from grpc import ServicerContext
+
 from inference import open_inference_grpc_pb2 as oip
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
 from straightline.v1 import placer_pb2, types_pb2
@@ -40,7 +42,7 @@ _METADATA_TIMEOUT_S = 5.0
 
 
 class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, placer: Placer, default_timeout_s: float):
+    def __init__(self, placer: Placer, default_timeout_s: float) -> None:
         self._placer = placer
         self._default_timeout_s = default_timeout_s
         self._images = ThreadPoolExecutor(max_workers=16, thread_name_prefix="oip-image")
@@ -48,22 +50,22 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
     def close(self) -> None:
         self._images.shutdown(wait=False, cancel_futures=True)
 
-    def ServerLive(self, request, context):
+    def ServerLive(self, request, context: ServicerContext):
         return oip.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request, context):
+    def ServerReady(self, request, context: ServicerContext):
         return oip.ServerReadyResponse(ready=bool(self._placer.registry.live()))
 
-    def ServerMetadata(self, request, context):
+    def ServerMetadata(self, request, context: ServicerContext):
         return oip.ServerMetadataResponse(
             name="straightline", version=_version(), extensions=["classification"]
         )
 
-    def ModelReady(self, request, context):
+    def ModelReady(self, request, context: ServicerContext):
         name, version = check_model(request.name, request.version)
         return oip.ModelReadyResponse(ready=self._serves(name, version))
 
-    def ModelMetadata(self, request, context):
+    def ModelMetadata(self, request, context: ServicerContext):
         name, version = check_model(request.name, request.version)
         metadata = self._placer.model_metadata(name, version, _METADATA_TIMEOUT_S)
         height, width = metadata.input_height, metadata.input_width
@@ -90,7 +92,7 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             },
         )
 
-    def ModelInfer(self, request, context):
+    def ModelInfer(self, request, context: ServicerContext):
         name, version = check_model(request.model_name, request.model_version)
         if request.id:
             check_id(request.id, "id")

@@ -23,7 +23,7 @@ class PolicyFileError(ConfigError):
 class PolicyFile:
     """One placer's view of the file: which version of it the placer last read or wrote."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = path
         self._seen: tuple[int, int, int] | None = None
 

@@ -207,7 +207,9 @@ class Departure:
 
 
 class InstanceRegistry:
-    def __init__(self, heartbeat_timeout: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, heartbeat_timeout: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.heartbeat_timeout = heartbeat_timeout
         self._clock = clock
         self._instances: dict[str, Instance] = {}

@@ -32,7 +32,7 @@ _MAX_MESSAGE_BYTES = MAX_PAYLOAD_BYTES + 1024 * 1024
 
 
 class PlacerServer:
-    def __init__(self, config: PlacerConfig):
+    def __init__(self, config: PlacerConfig) -> None:
         self.config = config
         self.metrics = PlacerMetrics()
         tls = tls_files(vars(config))

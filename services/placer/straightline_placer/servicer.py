@@ -5,6 +5,7 @@ import threading
 from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
+from grpc import ServicerContext
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.auth import READERS, Identity, Role, access_of, current_identity
@@ -48,7 +49,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         default_timeout_s: float,
         stopping: threading.Event,
         policy_file_path: str = "",
-    ):
+    ) -> None:
         self._placer = placer
         self._default_timeout_s = default_timeout_s
         self._stopping = stopping
@@ -60,7 +61,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         """Cancels the Heartbeat streams quiet for longer than the policy's heartbeat timeout."""
         return self._heartbeats.close_idle(self._placer.policy.heartbeat_timeout_s)
 
-    def Place(self, request, context):
+    def Place(self, request, context: ServicerContext):
         return placer_pb2.PlaceResponse(
             placement=_placement_message(
                 self._placer.place(
@@ -69,13 +70,13 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             )
         )
 
-    def PlaceBatch(self, request, context):
+    def PlaceBatch(self, request, context: ServicerContext):
         placements = self._placer.place_batch(
             _request_of(r, r.data_size_bytes, _deadline(r)) for r in request.requests
         )
         return placer_pb2.PlaceBatchResponse(placements=map(_placement_message, placements))
 
-    def Infer(self, request, context):
+    def Infer(self, request, context: ServicerContext):
         if len(request.payload) > MAX_PAYLOAD_BYTES:
             raise InvalidArgument(
                 f"the payload is {len(request.payload)} bytes, over the limit of "
@@ -110,7 +111,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             total=duration(result.total_seconds),
         )
 
-    def Heartbeat(self, request_iterator, context):
+    def Heartbeat(self, request_iterator, context: ServicerContext):
         owner = object()
         identity = current_identity()
         if identity is None:  # the interceptor authenticates every call first
@@ -162,7 +163,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             identity=str(identity),
         )
 
-    def WatchResources(self, request, context):
+    def WatchResources(self, request, context: ServicerContext):
         interval = _watch_interval(request)
         ended = threading.Event()  # the caller cancelled or its deadline passed
         context.add_callback(ended.set)
@@ -175,10 +176,10 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                 yield _resource_view(registry.live(), self._placer.policy.preference_order)
                 ended.wait(interval)
 
-    def GetPolicy(self, request, context):
+    def GetPolicy(self, request, context: ServicerContext):
         return placer_pb2.GetPolicyResponse(policy=_policy_message(self._placer.policy))
 
-    def UpdatePolicy(self, request, context):
+    def UpdatePolicy(self, request, context: ServicerContext):
         changes = _policy_changes(request.policy, request.update_mask.paths)
         if self._policy_file is None:
             updated = self._placer.update_policy(**changes)

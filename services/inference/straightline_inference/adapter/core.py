@@ -18,7 +18,7 @@ class Served:
 
 
 class Adapter:
-    def __init__(self, backend: Backend, instance_id: str, metrics: AdapterMetrics):
+    def __init__(self, backend: Backend, instance_id: str, metrics: AdapterMetrics) -> None:
         self.backend = backend
         self.instance_id = instance_id
         self.stats = RecentStats()

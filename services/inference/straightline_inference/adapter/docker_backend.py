@@ -42,7 +42,7 @@ class DockerBackend(PooledBackend):
         sharing: containers.Sharing,
         start_timeout_s: float = 120.0,
         tls: TlsFiles | None = None,
-    ):
+    ) -> None:
         super().__init__(
             store=store,
             image=image,

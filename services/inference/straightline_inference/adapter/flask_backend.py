@@ -38,7 +38,7 @@ class FlaskBackend(ServesStore):
         queue_limit: int = 0,
         start_timeout_s: float = 120.0,
         tls: TlsFiles | None = None,
-    ):
+    ) -> None:
         self._store = ModelStore(store)
         self._tls = tls  # the adapter's own: the model server it starts serves HTTPS with it
         self._threads = threads

@@ -9,7 +9,7 @@ from straightline_inference.adapter.backend import Capacity
 
 
 class SlotGate:
-    def __init__(self, capacity: int, queue_limit: int = 0, name: str = "the platform"):
+    def __init__(self, capacity: int, queue_limit: int = 0, name: str = "the platform") -> None:
         self.capacity = capacity
         self.queue_limit = queue_limit
         self._name = name

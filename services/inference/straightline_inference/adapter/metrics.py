@@ -24,7 +24,7 @@ _CAPACITY = (
 
 
 class AdapterMetrics:
-    def __init__(self, platform: str, registry: CollectorRegistry | None = None):
+    def __init__(self, platform: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.platform = platform
         self.requests = Counter(
@@ -66,7 +66,7 @@ class AdapterMetrics:
 
 
 class _CapacityCollector(Collector):
-    def __init__(self, platform: str, backend: Backend):
+    def __init__(self, platform: str, backend: Backend) -> None:
         self._platform = platform
         self._backend = backend
 

@@ -18,7 +18,7 @@ class HttpEndpoint:
     """A pooled HTTP(S) client of one server, its network failures as domain errors.
     `tls`: over HTTPS, presenting this process's certificate (the server requires one)."""
 
-    def __init__(self, base_url: str, connections: int = 8, tls: TlsFiles | None = None):
+    def __init__(self, base_url: str, connections: int = 8, tls: TlsFiles | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         context = None if tls is None else https_client_context(tls)
         self._http = urllib3.PoolManager(

@@ -34,7 +34,7 @@ class OipBackend:
 
     def __init__(
         self, *, url: str, models: list[tuple[str, str]], concurrency: int, queue_limit: int = 0
-    ):
+    ) -> None:
         self._endpoint = HttpEndpoint(url, connections=concurrency)
         self._models = models
         self._gate = SlotGate(concurrency, queue_limit, name=f"the OIP endpoint {url}")

@@ -63,7 +63,7 @@ class EnvironmentPool(Generic[E]):
         min_environments: int = 0,
         name: str = "the pool",
         probe: Callable[[E], str | None] | None = None,
-    ):
+    ) -> None:
         if not 0 <= min_environments <= max_environments:
             raise ValueError("min_environments must be between 0 and max_environments")
         self._start, self._stop = start, stop

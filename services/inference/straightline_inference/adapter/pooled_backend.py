@@ -37,7 +37,7 @@ class PooledBackend(ServesStore):
         sharing: containers.Sharing,
         pool: PoolSettings,
         start_timeout_s: float,
-    ):
+    ) -> None:
         self._store = ModelStore(store)
         self._image = image
         self._owner = owner

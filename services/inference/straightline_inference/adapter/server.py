@@ -21,7 +21,7 @@ _MAX_MESSAGE_BYTES = 20 * 1024 * 1024
 
 
 class AdapterServer:
-    def __init__(self, config: AdapterConfig):
+    def __init__(self, config: AdapterConfig) -> None:
         self.config = config
         self.backend = make_backend(config)
         self.metrics = AdapterMetrics(config.platform)

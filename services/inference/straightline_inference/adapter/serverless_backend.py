@@ -52,7 +52,7 @@ class LambdaFunction:
     `tail_logs`, each invocation asks for its REPORT line (LogType=Tail), from which
     `invoke_timed` reads the cold start AWS paid for it (0 when the environment was warm)."""
 
-    def __init__(self, client, function_name: str, *, tail_logs: bool = False):
+    def __init__(self, client, function_name: str, *, tail_logs: bool = False) -> None:
         self._client = client
         self._function_name = function_name
         self._options = {"LogType": "Tail"} if tail_logs else {}
@@ -146,7 +146,7 @@ class AwsServerless(ServesStore):
 
     def __init__(
         self, *, function_name: str, store: str, concurrency: int, endpoint_url: str | None = None
-    ):
+    ) -> None:
         self._function = LambdaFunction(
             _lambda_client(endpoint_url, max_pool_connections=concurrency),
             function_name,
@@ -186,7 +186,7 @@ class WarmEstimate:
     """How many environments AWS keeps warm for the function: the most that ran at once in
     the last `window_s` (AWS does not say; cold starts show in the REPORT lines)."""
 
-    def __init__(self, window_s: float, clock=time.monotonic):
+    def __init__(self, window_s: float, clock=time.monotonic) -> None:
         self._window_s, self._clock = window_s, clock
         self._peaks: list[tuple[float, int]] = []  # (when, running), running decreasing
         self._lock = threading.Lock()
@@ -241,7 +241,7 @@ class LocalServerless(PooledBackend):
         min_warm: int,
         sharing: containers.Sharing,
         start_timeout_s: float = 120.0,
-    ):
+    ) -> None:
         super().__init__(
             store=store,
             image=image,

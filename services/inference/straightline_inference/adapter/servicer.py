@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from grpc import ServicerContext
+
 from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common.auth import READERS, Role, access_of
 from straightline_common.timeconv import duration
@@ -23,11 +25,11 @@ def _wire(kind: int) -> Any:
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, adapter: Adapter, address: str):
+    def __init__(self, adapter: Adapter, address: str) -> None:
         self._adapter = adapter
         self.address = address
 
-    def Predict(self, request, context):
+    def Predict(self, request, context: ServicerContext):
         timeout = context.time_remaining() or DEFAULT_TIMEOUT_S
         served = self._adapter.predict(
             PredictCall(
@@ -56,7 +58,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             instance_id=self._adapter.instance_id,
         )
 
-    def GetModelMetadata(self, request, context):
+    def GetModelMetadata(self, request, context: ServicerContext):
         metadata = self._adapter.backend.metadata(request.model.name, request.model.version)
         height, width = metadata["input_size"]
         return inference_pb2.GetModelMetadataResponse(
@@ -70,7 +72,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             )
         )
 
-    def GetStatus(self, request, context):
+    def GetStatus(self, request, context: ServicerContext):
         return inference_pb2.GetStatusResponse(report=self.report())
 
     def report(self) -> types_pb2.InstanceReport:

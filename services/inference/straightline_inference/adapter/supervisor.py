@@ -39,7 +39,7 @@ class Supervisor:
         failures_to_restart: int,
         failures_to_report: int = 2,
         interval_s: float = PROBE_INTERVAL_S,
-    ):
+    ) -> None:
         self._name = name
         self._probe = probe
         self._restart = restart

@@ -9,7 +9,7 @@ _BODY = b'{"status": "SERVING"}'
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
+    def do_GET(self) -> None:
         found = self.path == "/healthz"
         self.send_response(200 if found else 404)
         self.send_header("Content-Type", "application/json")
@@ -18,7 +18,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
         if found:
             self.wfile.write(_BODY)
 
-    def log_message(self, *_):  # probes every second: not worth a log line each
+    def log_message(self, *_) -> None:  # probes every second: not worth a log line each
         pass
 
 

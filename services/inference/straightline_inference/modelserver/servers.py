@@ -43,7 +43,7 @@ def https_server(app, host: str, port: int, threads: int, tls: TlsFiles) -> Boun
 class _RotatingSSLAdapter(BuiltinSSLAdapter):
     """cheroot's TLS with the deployment's context, read again when its files change."""
 
-    def __init__(self, tls: TlsFiles):
+    def __init__(self, tls: TlsFiles) -> None:
         super().__init__(str(tls.cert), str(tls.key))
         self._contexts = RotatingHttpsContext(tls)
         self.context = self._contexts.current()
