@@ -5,6 +5,8 @@
 `ShutdownSignal`). Domain errors become gRPC status codes here and nowhere else.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import signal
@@ -131,7 +133,7 @@ class _CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         # INVALID_ARGUMENT there, not an INTERNAL (and a wedged call) inside gRPC.
         return wrap(partial(wrapped, call), None, handler.response_serializer)
 
-    def _span(self, call: "_Call") -> contextlib.AbstractContextManager[trace.Span]:
+    def _span(self, call: _Call) -> contextlib.AbstractContextManager[trace.Span]:
         service, _, name = call.method.lstrip("/").partition("/")
         return self._tracer.start_as_current_span(
             call.method.lstrip("/"),
@@ -143,7 +145,7 @@ class _CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         )
 
     def _admit(
-        self, call: "_Call", context: ServicerContext, request: Any, streamed_requests: bool
+        self, call: _Call, context: ServicerContext, request: Any, streamed_requests: bool
     ) -> Any:
         """The caller's identity, authorized; the request (or each of its stream) parsed and
         limit-checked."""
