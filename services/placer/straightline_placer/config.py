@@ -1,7 +1,9 @@
 """The placer's configuration: flags, STRAIGHTLINE_PLACER_* variables, a TOML file."""
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from straightline_common.auth import TOKENS_FILE_SETTING
 from straightline_common.config import (
@@ -187,7 +189,7 @@ class PlacerConfig:
     service_name = "straightline-placer"
 
 
-def load(argv: list[str] | None = None, environ=None) -> PlacerConfig:
+def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> PlacerConfig:
     """Reads and validates the configuration; raises ConfigError with a clear message."""
     tables, config_path = read_settings(
         "straightline-placer",
@@ -211,7 +213,7 @@ def load(argv: list[str] | None = None, environ=None) -> PlacerConfig:
     return PlacerConfig(policy=policy, **server)
 
 
-def _objectives(policy_table: dict) -> dict[str, float]:
+def _objectives(policy_table: dict[str, Any]) -> dict[str, float]:
     """[policy.latency_objectives]: model name = seconds."""
     table = policy_table.get("latency_objectives", {})
     if not isinstance(table, dict) or not all(isinstance(v, int | float) for v in table.values()):
@@ -219,7 +221,7 @@ def _objectives(policy_table: dict) -> dict[str, float]:
     return {model: float(seconds) for model, seconds in table.items()}
 
 
-def _platform_settings(policy_table: dict) -> dict[Platform, PlatformSettings]:
+def _platform_settings(policy_table: dict[str, Any]) -> dict[Platform, PlatformSettings]:
     """[policy.platforms.NAME] tables over the defaults: a platform's prices and network."""
     tables = policy_table.get("platforms", {})
     settings = dict(_DEFAULT_POLICY.platform_settings)

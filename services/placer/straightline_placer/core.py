@@ -9,12 +9,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from straightline.v1 import inference_pb2
 from straightline_common.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -30,7 +31,13 @@ from straightline_placer.frequency import FrequencyWindow
 from straightline_placer.metrics import PlacerMetrics
 from straightline_placer.policy import MAX_REQUEST_BYTES, Policy
 from straightline_placer.prediction import Objective
-from straightline_placer.registry import Instance, InstanceRegistry, PlatformState, unserved
+from straightline_placer.registry import (
+    Instance,
+    InstanceRegistry,
+    PlatformState,
+    Ticket,
+    unserved,
+)
 from straightline_placer.rules import Inputs, Need, PlacementRule
 
 log = logging.getLogger(__name__)
@@ -112,7 +119,9 @@ class AttemptTimedOut(PlatformFailed):
 
 
 class Forwarder(Protocol):
-    def forward(self, instance: Instance, payload: object, timeout: float, request_id: str) -> None:
+    def forward(
+        self, instance: Instance, payload: Any, timeout: float, request_id: str
+    ) -> inference_pb2.PredictResponse:
         """Sends the request (its id: the placement's) to the instance and returns its answer;
         raises PlatformRefused when the request may be tried elsewhere, another ServiceError
         otherwise."""
@@ -123,7 +132,9 @@ class Forwarder(Protocol):
     def check_adapter(self, address: str) -> None:
         """Raises FailedPrecondition unless an adapter serves at `address`."""
 
-    def metadata(self, instance: Instance, name: str, version: str, timeout: float) -> None:
+    def metadata(
+        self, instance: Instance, name: str, version: str, timeout: float
+    ) -> inference_pb2.ModelMetadata:
         """The instance's metadata of a model version (the adapter's ModelMetadata)."""
 
 
@@ -150,7 +161,7 @@ class Placer:
     def policy(self) -> Policy:
         return self._policy
 
-    def update_policy(self, **changes) -> Policy:
+    def update_policy(self, **changes: Any) -> Policy:
         with self._policy_lock:
             policy = self._policy.with_changes(**changes)
             self.frequency.resize(policy.frequency_window_s)
@@ -176,7 +187,9 @@ class Placer:
             )
         return [self.place(request) for request in requests]
 
-    def _decide(self, request: Request, *, reserve: bool):
+    def _decide(
+        self, request: Request, *, reserve: bool
+    ) -> tuple[Placement, Instance | None, Ticket | None]:
         _check_request(request)
         policy = self._policy
         rule = rules.rule_for(policy.placement_rule, policy.pinned_platform)
@@ -256,7 +269,7 @@ class Placer:
         # Another platform serves the model, and the policy lets the request go there.
         may_fall_back = len(placement.inputs.platforms) > 1 and _falls_back(self._policy)
         for platform, instance, ticket in candidates:
-            if instance is None:
+            if instance is None or ticket is None:
                 attempts.append(AttemptRecord(platform, "", _no_instance(platform), 0.0))
                 continue
             answer = self._attempt(
@@ -285,12 +298,14 @@ class Placer:
             raise DeadlineExceeded(_too_late(attempts))
         raise Unavailable(_nothing_took(request, attempts))
 
-    def admit(self, request: Request):
+    def admit(self, request: Request) -> tuple[Placement, Instance | None, Ticket | None]:
         """Places the request and reserves a slot on the chosen instance: (placement,
         instance or None, ticket or None). Hand the ticket to `registry.finish` when done."""
         return self._decide(request, reserve=True)
 
-    def fallbacks(self, placement: Placement, request: Request):
+    def fallbacks(
+        self, placement: Placement, request: Request
+    ) -> Iterator[tuple[Platform, Instance, Ticket]]:
         """After the chosen platform refused the request: (platform, instance, ticket) for each
         other platform in the fallback order that takes its size and has a free slot, the slot
         reserved as it is reached."""
@@ -325,7 +340,16 @@ class Placer:
         start = order.index(placement.platform)
         return [*order[start:], *order[:start]]
 
-    def _attempt(self, instance, ticket, payload, deadline, attempts, request_id, may_fall_back):
+    def _attempt(
+        self,
+        instance: Instance,
+        ticket: Ticket,
+        payload: Any,
+        deadline: float,
+        attempts: list[AttemptRecord],
+        request_id: str,
+        may_fall_back: bool,
+    ) -> inference_pb2.PredictResponse | None:
         """One try on one instance: the answer, or None when it refused the request."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -377,7 +401,7 @@ class Placer:
         )
         return answer
 
-    def _record_refusal(self, instance: Instance, ticket, refusal: PlatformRefused) -> None:
+    def _record_refusal(self, instance: Instance, ticket: Ticket, refusal: PlatformRefused) -> None:
         """A failed instance may have run the request (its slot counts as freed) and is ejected
         for a while; one that refused it never ran it (no slot was freed)."""
         failed = isinstance(refusal, PlatformFailed)
@@ -396,7 +420,9 @@ class Placer:
 
     # Heartbeats ------------------------------------------------------------------------------
 
-    def model_metadata(self, name: str, version: str, timeout: float):
+    def model_metadata(
+        self, name: str, version: str, timeout: float
+    ) -> inference_pb2.ModelMetadata:
         """A served model's metadata (class names, input size), from a live instance that
         serves it; NotFound when none does."""
         for instance in self.registry.live():
@@ -488,7 +514,7 @@ _PLATFORM_KEYS = {
 }
 
 
-def _placement_attributes(request: Request, placement: Placement) -> dict:
+def _placement_attributes(request: Request, placement: Placement) -> dict[str, Any]:
     inputs = placement.inputs
     attributes = {
         "straightline.request_id": placement.request_id,

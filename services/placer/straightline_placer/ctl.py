@@ -9,12 +9,14 @@ import argparse
 import mimetypes
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import field_mask_pb2, json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf import duration_pb2, field_mask_pb2, json_format
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from opentelemetry import trace
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
@@ -29,6 +31,9 @@ from straightline_common.telemetry import (
 )
 from straightline_common.timeconv import seconds
 
+# The generated stub has no annotations.
+PlacerStub = Any
+
 POLICY_FIELDS = placer_pb2.Policy.DESCRIPTOR.fields_by_name
 SETTABLE = [name for name, f in POLICY_FIELDS.items() if not f.is_repeated]
 
@@ -37,12 +42,12 @@ class UsageError(Exception):
     """A command line that cannot be turned into a request."""
 
 
-def enum_prefix(enum_descriptor) -> str:
+def enum_prefix(enum_descriptor: EnumDescriptor) -> str:
     """What every value's name starts with: PLATFORM_ of PLATFORM_UNSPECIFIED."""
     return enum_descriptor.values[0].name.removesuffix("UNSPECIFIED")
 
 
-def enum_value_name(enum_type, text: str) -> str:
+def enum_value_name(enum_type: EnumDescriptor, text: str) -> str:
     """An enum value by its full name or by its name without the type's prefix, any case,
     '-' for '_' (`docker` for PLATFORM_DOCKER); `none` for the unset value."""
     wanted = text.strip().upper().replace("-", "_")
@@ -57,7 +62,7 @@ def enum_value_name(enum_type, text: str) -> str:
     raise UsageError(f"{text!r} is not one of: {choices}, none")
 
 
-def json_value(field: Any, text: str):
+def json_value(field: Any, text: str) -> Any:
     """The command line's text as protobuf's JSON mapping wants it for `field`."""
     if field.enum_type is not None:
         return enum_value_name(field.enum_type, text)
@@ -96,7 +101,7 @@ def policy_update(assignments: list[str]) -> placer_pb2.UpdatePolicyRequest:
     )
 
 
-def short_name(enum_type, number: int) -> str:
+def short_name(enum_type: EnumTypeWrapper, number: int) -> str:
     return enum_type.Name(number).removeprefix(enum_prefix(enum_type.DESCRIPTOR)).lower()
 
 
@@ -124,7 +129,7 @@ def format_policy(policy: placer_pb2.Policy) -> str:
     return "\n".join(f"{name:<31}{value}" for name, value in rows)
 
 
-def free_slots(platforms) -> str:
+def free_slots(platforms: Iterable[types_pb2.PlatformState]) -> str:
     """ "flask 3, docker 1, serverless 0": the free slots of a list of PlatformState."""
     return ", ".join(
         f"{short_name(types_pb2.Platform, state.platform)} {state.free_slots}"
@@ -201,7 +206,7 @@ def format_predictions(inputs: types_pb2.PlacementInputs) -> str:
     )
 
 
-def milliseconds(duration) -> str:
+def milliseconds(duration: duration_pb2.Duration) -> str:
     return f"{seconds(duration) * 1e3:.1f}"
 
 
@@ -221,16 +226,16 @@ def format_answer(answer: placer_pb2.InferResponse, trace_id: str) -> str:
     return "\n".join(lines)
 
 
-def show_policy(stub, args) -> str:
+def show_policy(stub: PlacerStub, args: argparse.Namespace) -> str:
     return format_policy(stub.GetPolicy(placer_pb2.GetPolicyRequest(), timeout=args.timeout).policy)
 
 
-def set_policy(stub, args) -> str:
+def set_policy(stub: PlacerStub, args: argparse.Namespace) -> str:
     request = policy_update(args.assignments)
     return format_policy(stub.UpdatePolicy(request, timeout=args.timeout).policy)
 
 
-def show_instances(stub, args) -> str:
+def show_instances(stub: PlacerStub, args: argparse.Namespace) -> str:
     stream = stub.WatchResources(placer_pb2.WatchResourcesRequest(), timeout=args.timeout)
     try:
         return format_instances(next(stream))
@@ -238,7 +243,7 @@ def show_instances(stub, args) -> str:
         stream.cancel()
 
 
-def place(stub, args) -> str:
+def place(stub: PlacerStub, args: argparse.Namespace) -> str:
     request = placer_pb2.PlaceRequest(
         model=types_pb2.ModelRef(name=args.model, version=args.version),
         data_size_bytes=args.bytes,
@@ -246,7 +251,7 @@ def place(stub, args) -> str:
     return format_placement(stub.Place(request, timeout=args.timeout).placement)
 
 
-def infer(stub, args) -> str:
+def infer(stub: PlacerStub, args: argparse.Namespace) -> str:
     image = Path(args.image)
     try:
         payload = image.read_bytes()

@@ -2,6 +2,7 @@
 checks that an advertised address is an adapter before anything is placed there."""
 
 import threading
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,6 +11,7 @@ from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common import errors
 from straightline_common.auth import Role, Tokens
 from straightline_common.channels import open_channel
+from straightline_common.errors import ServiceError
 from straightline_common.telemetry import metadata_with_context
 from straightline_common.tls import TlsFiles
 from straightline_placer.core import (
@@ -66,7 +68,9 @@ class GrpcForwarder:
         self._stubs = {}
         self._lock = threading.Lock()
 
-    def forward(self, instance: Instance, payload, timeout: float, request_id: str):
+    def forward(
+        self, instance: Instance, payload: Any, timeout: float, request_id: str
+    ) -> inference_pb2.PredictResponse:
         """`payload` is the placer's InferRequest; returns the adapter's PredictResponse."""
         request = inference_pb2.PredictRequest(
             request_id=request_id,
@@ -76,23 +80,25 @@ class GrpcForwarder:
             top_k=payload.top_k,
         )
         try:
-            return self._stub(instance).Predict(
+            answer: inference_pb2.PredictResponse = self._stub(instance).Predict(
                 request, timeout=timeout, metadata=metadata_with_context()
             )
+            return answer
         except grpc.RpcError as error:
             raise _domain_error(instance, error, timeout) from None
 
-    def metadata(self, instance: Instance, name: str, version: str, timeout: float):
+    def metadata(
+        self, instance: Instance, name: str, version: str, timeout: float
+    ) -> inference_pb2.ModelMetadata:
         """The adapter's metadata of a model version."""
         request = inference_pb2.GetModelMetadataRequest(
             model=types_pb2.ModelRef(name=name, version=version)
         )
         try:
-            return (
-                self._stub(instance)
-                .GetModelMetadata(request, timeout=timeout, metadata=metadata_with_context())
-                .metadata
+            answer: inference_pb2.GetModelMetadataResponse = self._stub(instance).GetModelMetadata(
+                request, timeout=timeout, metadata=metadata_with_context()
             )
+            return answer.metadata
         except grpc.RpcError as error:
             raise _domain_error(instance, error, timeout) from None
 
@@ -147,7 +153,7 @@ class GrpcForwarder:
             return stub
 
 
-def _domain_error(instance: Instance, error: grpc.RpcError, timeout: float):
+def _domain_error(instance: Instance, error: grpc.RpcError, timeout: float) -> ServiceError:
     code, details = error.code(), error.details()
     where = f"{instance.platform.name.lower()} instance {instance.instance_id}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -2,10 +2,12 @@
 
 import time
 from collections import Counter as Tally
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from straightline_placer.algorithm import Branch, Platform, platform_label
+from straightline_placer.registry import Instance
 
 
 class PlacerMetrics:
@@ -62,7 +64,7 @@ class PlacerMetrics:
     def observe_prediction_error(self, platform: Platform, error_s: float) -> None:
         self.prediction_error.labels(platform_label(platform)).observe(error_s)
 
-    def set_live_instances(self, instances) -> None:
+    def set_live_instances(self, instances: Iterable[Instance]) -> None:
         counts = Tally(instance.platform for instance in instances)
         for platform in Platform:
             self.live_instances.labels(platform.name.lower()).set(counts[platform])

@@ -10,6 +10,7 @@ value per image. Tensors: `oip_tensors.py`."""
 
 import importlib.metadata
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from grpc import ServicerContext
 
@@ -50,22 +51,32 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
     def close(self) -> None:
         self._images.shutdown(wait=False, cancel_futures=True)
 
-    def ServerLive(self, request, context: ServicerContext):
+    def ServerLive(
+        self, request: oip.ServerLiveRequest, context: ServicerContext
+    ) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request, context: ServicerContext):
+    def ServerReady(
+        self, request: oip.ServerReadyRequest, context: ServicerContext
+    ) -> oip.ServerReadyResponse:
         return oip.ServerReadyResponse(ready=bool(self._placer.registry.live()))
 
-    def ServerMetadata(self, request, context: ServicerContext):
+    def ServerMetadata(
+        self, request: oip.ServerMetadataRequest, context: ServicerContext
+    ) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(
             name="straightline", version=_version(), extensions=["classification"]
         )
 
-    def ModelReady(self, request, context: ServicerContext):
+    def ModelReady(
+        self, request: oip.ModelReadyRequest, context: ServicerContext
+    ) -> oip.ModelReadyResponse:
         name, version = check_model(request.name, request.version)
         return oip.ModelReadyResponse(ready=self._serves(name, version))
 
-    def ModelMetadata(self, request, context: ServicerContext):
+    def ModelMetadata(
+        self, request: oip.ModelMetadataRequest, context: ServicerContext
+    ) -> oip.ModelMetadataResponse:
         name, version = check_model(request.name, request.version)
         metadata = self._placer.model_metadata(name, version, _METADATA_TIMEOUT_S)
         height, width = metadata.input_height, metadata.input_width
@@ -92,7 +103,9 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             },
         )
 
-    def ModelInfer(self, request, context: ServicerContext):
+    def ModelInfer(
+        self, request: oip.ModelInferRequest, context: ServicerContext
+    ) -> oip.ModelInferResponse:
         name, version = check_model(request.model_name, request.model_version)
         if request.id:
             check_id(request.id, "id")
@@ -124,7 +137,15 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
         _fill_placements(response.parameters, results)
         return response
 
-    def _infer(self, name, version, image, request_id, timeout, deadline) -> InferResult:
+    def _infer(
+        self,
+        name: str,
+        version: str,
+        image: oip_tensors.Image,
+        request_id: str,
+        timeout: float,
+        deadline: float | None,
+    ) -> InferResult:
         message = placer_pb2.InferRequest(
             request_id=request_id,
             model=types_pb2.ModelRef(name=name, version=version),
@@ -152,7 +173,7 @@ def _scored(result: InferResult) -> oip_tensors.Scored:
     return oip_tensors.Scored([(c.label, c.index, c.score) for c in result.answer.classes])
 
 
-def _fill_placements(parameters, results: list[InferResult]) -> None:
+def _fill_placements(parameters: Any, results: list[InferResult]) -> None:
     """Each image's placement, one value per image in order, comma-separated."""
     columns = {
         "straightline.request_id": [r.placement.request_id for r in results],

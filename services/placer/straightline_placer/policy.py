@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from straightline_common.errors import InvalidArgument
 from straightline_common.names import check_id
@@ -172,7 +173,7 @@ class Policy:
                 )
             _check_seconds("a latency objective", objective, _OBJECTIVE_RANGE)
 
-    def with_changes(self, **changes) -> "Policy":
+    def with_changes(self, **changes: Any) -> "Policy":
         """A new, validated policy. `platform_settings` holds the platforms to change; the
         others keep theirs."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -40,7 +41,7 @@ class PolicyFile:
         save(self.path, policy)
         self._seen = version(self.path)
 
-    def locked(self):
+    def locked(self) -> contextlib.AbstractContextManager[None]:
         return locked(self.path)
 
 
@@ -85,7 +86,7 @@ def version(path: str) -> tuple[int, int, int] | None:
 
 
 @contextlib.contextmanager
-def locked(path: str):
+def locked(path: str) -> Iterator[None]:
     """Holds FILE.lock exclusively: one placer's read-change-write at a time."""
     lock_path = Path(f"{path}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)

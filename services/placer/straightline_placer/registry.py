@@ -316,7 +316,7 @@ class InstanceRegistry:
         order: Iterable[Platform],
         *,
         reserve: bool,
-    ):
+    ) -> tuple[C, Instance | None, Ticket | None]:
         """Atomically: sums up each platform's live instances serving the model (free slots,
         queues, the instance a request would go to: the one with most free slots), in
         `order`, lets `choose` pick a platform from them (or none), and picks (and, if
@@ -335,7 +335,7 @@ class InstanceRegistry:
             ticket = self._reserve(instance) if reserve and instance is not None else None
             return choice, instance, ticket
 
-    def reserve_with_capacity(self, platform: Platform, name: str, version: str):
+    def reserve_with_capacity(self, platform: Platform, name: str, version: str) -> Ticket | None:
         """Reserves a slot on the instance of `platform` with most free capacity, if any has one."""
         now = self._clock()
         with self._changed:
@@ -364,7 +364,7 @@ class InstanceRegistry:
         one failure as the trigger); returns the interval."""
         with self._changed:
             instance.ejections += 1
-            interval = min(MAX_EJECTION_S, BASE_EJECTION_S * 2 ** (instance.ejections - 1))
+            interval = min(MAX_EJECTION_S, BASE_EJECTION_S * 2.0 ** (instance.ejections - 1))
             instance.ejected_until = self._clock() + interval
             self._bump()
             return interval
@@ -410,7 +410,9 @@ class InstanceRegistry:
                 "give every adapter instance its own id"
             )
 
-    def _survey(self, name: str, version: str, now: float, order: Iterable[Platform]):
+    def _survey(
+        self, name: str, version: str, now: float, order: Iterable[Platform]
+    ) -> dict[Platform, PlatformState]:
         """The platforms of the live instances serving the model, in `order`."""
         key = (name, version)
         serving = self._serving.get(key)

@@ -2,14 +2,15 @@
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import ServicerContext
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.auth import READERS, Identity, Role, access_of, current_identity
-from straightline_common.errors import InvalidArgument, PermissionDenied
+from straightline_common.errors import InvalidArgument, PermissionDenied, ServiceError
 from straightline_common.grpcserver import status_of
 from straightline_common.names import check_id, check_model, shown
 from straightline_common.timeconv import duration, seconds
@@ -18,7 +19,7 @@ from straightline_placer.algorithm import Branch, Platform, Rule, platform_label
 from straightline_placer.core import Placement, Placer, Request
 from straightline_placer.idle import IdleStreams
 from straightline_placer.policy import MAX_PAYLOAD_BYTES, PlatformSettings, Policy, rule_name
-from straightline_placer.registry import InstanceStats, PlatformState, summarize
+from straightline_placer.registry import Instance, InstanceStats, PlatformState, summarize
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         """Cancels the Heartbeat streams quiet for longer than the policy's heartbeat timeout."""
         return self._heartbeats.close_idle(self._placer.policy.heartbeat_timeout_s)
 
-    def Place(self, request, context: ServicerContext):
+    def Place(
+        self, request: placer_pb2.PlaceRequest, context: ServicerContext
+    ) -> placer_pb2.PlaceResponse:
         return placer_pb2.PlaceResponse(
             placement=_placement_message(
                 self._placer.place(
@@ -70,13 +73,17 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             )
         )
 
-    def PlaceBatch(self, request, context: ServicerContext):
+    def PlaceBatch(
+        self, request: placer_pb2.PlaceBatchRequest, context: ServicerContext
+    ) -> placer_pb2.PlaceBatchResponse:
         placements = self._placer.place_batch(
             _request_of(r, r.data_size_bytes, _deadline(r)) for r in request.requests
         )
         return placer_pb2.PlaceBatchResponse(placements=map(_placement_message, placements))
 
-    def Infer(self, request, context: ServicerContext):
+    def Infer(
+        self, request: placer_pb2.InferRequest, context: ServicerContext
+    ) -> placer_pb2.InferResponse:
         if len(request.payload) > MAX_PAYLOAD_BYTES:
             raise InvalidArgument(
                 f"the payload is {len(request.payload)} bytes, over the limit of "
@@ -111,7 +118,9 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             total=duration(result.total_seconds),
         )
 
-    def Heartbeat(self, request_iterator, context: ServicerContext):
+    def Heartbeat(
+        self, request_iterator: Iterator[placer_pb2.HeartbeatRequest], context: ServicerContext
+    ) -> Iterator[placer_pb2.HeartbeatResponse]:
         owner = object()
         identity = current_identity()
         if identity is None:  # the interceptor authenticates every call first
@@ -163,7 +172,9 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             identity=str(identity),
         )
 
-    def WatchResources(self, request, context: ServicerContext):
+    def WatchResources(
+        self, request: placer_pb2.WatchResourcesRequest, context: ServicerContext
+    ) -> Iterator[placer_pb2.WatchResourcesResponse]:
         interval = _watch_interval(request)
         ended = threading.Event()  # the caller cancelled or its deadline passed
         context.add_callback(ended.set)
@@ -176,10 +187,14 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                 yield _resource_view(registry.live(), self._placer.policy.preference_order)
                 ended.wait(interval)
 
-    def GetPolicy(self, request, context: ServicerContext):
+    def GetPolicy(
+        self, request: placer_pb2.GetPolicyRequest, context: ServicerContext
+    ) -> placer_pb2.GetPolicyResponse:
         return placer_pb2.GetPolicyResponse(policy=_policy_message(self._placer.policy))
 
-    def UpdatePolicy(self, request, context: ServicerContext):
+    def UpdatePolicy(
+        self, request: placer_pb2.UpdatePolicyRequest, context: ServicerContext
+    ) -> placer_pb2.UpdatePolicyResponse:
         changes = _policy_changes(request.policy, request.update_mask.paths)
         if self._policy_file is None:
             updated = self._placer.update_policy(**changes)
@@ -223,7 +238,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         log.info("policy read from its file", extra={"policy_file": saved_in.path})
 
 
-def _request_of(message, data_size: int, deadline_s: float | None) -> Request:
+def _request_of(message: Any, data_size: int, deadline_s: float | None) -> Request:
     objective = None
     if message.HasField("latency_objective"):
         objective = seconds(message.latency_objective)
@@ -284,7 +299,7 @@ def _slowest(bucket: types_pb2.ServiceTimeBySize) -> duration_pb2.Duration:
     """The bucket's slowest request; from adapters that predate it, its p95 or median."""
     for field in ("slowest", "p95"):
         if bucket.HasField(field):
-            return getattr(bucket, field)
+            return cast(duration_pb2.Duration, getattr(bucket, field))
     return bucket.median
 
 
@@ -339,7 +354,7 @@ MAX_CAPACITY = 100_000
 MAX_SERVICE_TIME_BUCKETS = 32
 _UNBOUNDED = 2**64
 
-_POLICY_FIELDS = {
+_POLICY_FIELDS: dict[str, tuple[str, Callable[[placer_pb2.Policy], Any]]] = {
     "frequency_threshold_rps": ("frequency_threshold_rps", lambda p: p.frequency_threshold_rps),
     "data_size_threshold_bytes": (
         "data_size_threshold_bytes",
@@ -371,7 +386,7 @@ _POLICY_FIELDS = {
 }
 
 
-def _policy_changes(message: placer_pb2.Policy, paths) -> dict:
+def _policy_changes(message: placer_pb2.Policy, paths: Iterable[str]) -> dict[str, Any]:
     paths = list(paths) or list(_POLICY_FIELDS)
     unknown = [path for path in paths if path not in _POLICY_FIELDS]
     if unknown:
@@ -420,7 +435,9 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
     )
 
 
-def _platform_settings(messages) -> dict[Platform, PlatformSettings]:
+def _platform_settings(
+    messages: Iterable[placer_pb2.PlatformSettings],
+) -> dict[Platform, PlatformSettings]:
     settings = {}
     for message in messages:
         if message.platform not in Platform._value2member_map_:
@@ -481,7 +498,7 @@ def _platform_state_message(state: PlatformState, service_time_s: float) -> type
     )
 
 
-def _optional_duration(value: float | None):
+def _optional_duration(value: float | None) -> duration_pb2.Duration | None:
     return None if value is None else duration(value)
 
 
@@ -490,11 +507,13 @@ def _optional_duration(value: float | None):
 _NAMED_FIELD_PLATFORMS = (Platform.FLASK, Platform.DOCKER, Platform.SERVERLESS)
 
 
-def _with_named_fields(platforms: dict[Platform, PlatformState]):
+def _with_named_fields(
+    platforms: dict[Platform, PlatformState],
+) -> Iterator[tuple[Platform, PlatformState]]:
     return ((p, state) for p, state in platforms.items() if p in _NAMED_FIELD_PLATFORMS)
 
 
-def _deprecated_inputs(platforms: dict[Platform, PlatformState], branch) -> dict:
+def _deprecated_inputs(platforms: dict[Platform, PlatformState], branch: Branch) -> dict[str, Any]:
     """PlacementInputs' per-platform fields of before `platforms`, filled for v1 clients: free
     slots and availability, and the latencies the latency-aware rule compared."""
     fields: dict[str, object] = {}
@@ -508,7 +527,9 @@ def _deprecated_inputs(platforms: dict[Platform, PlatformState], branch) -> dict
     return fields
 
 
-def _resource_view(instances, order) -> placer_pb2.WatchResourcesResponse:
+def _resource_view(
+    instances: list[Instance], order: Iterable[Platform]
+) -> placer_pb2.WatchResourcesResponse:
     now = timestamp_pb2.Timestamp()
     now.GetCurrentTime()
     views = []
@@ -517,7 +538,7 @@ def _resource_view(instances, order) -> placer_pb2.WatchResourcesResponse:
         last_report.FromNanoseconds(int(instance.last_report_time * 1e9))
         views.append(
             placer_pb2.InstanceView(
-                report=instance.report,
+                report=cast(types_pb2.InstanceReport, instance.report),  # kept as received
                 sent_since_report=max(0, instance.sent_since_report),
                 effective_free=instance.effective_free,
                 last_report_time=last_report,
@@ -538,5 +559,5 @@ def _resource_view(instances, order) -> placer_pb2.WatchResourcesResponse:
     )
 
 
-def _status_code(error) -> int:
+def _status_code(error: ServiceError | None) -> int:
     return 0 if error is None else status_of(error).value[0]
