@@ -15,7 +15,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, TextIO
 
 import grpc
 
@@ -48,7 +50,7 @@ def progress_line(
     )
 
 
-def watch(stub, job: S.Job, out=sys.stdout) -> S.Job:
+def watch(stub: Any, job: S.Job, out: TextIO = sys.stdout) -> S.Job:
     """Follows a job to its end, drawing its progress; returns the finished job."""
     epochs = job.spec.train.epochs or 20
     started, done_steps = time.monotonic(), 0
@@ -70,10 +72,11 @@ def watch(stub, job: S.Job, out=sys.stdout) -> S.Job:
                 f" {event.state_change.message}\n"
             )
         out.flush()
-    return stub.GetJob(S.GetJobRequest(job_id=job.job_id)).job
+    finished: S.Job = stub.GetJob(S.GetJobRequest(job_id=job.job_id)).job
+    return finished
 
 
-def table(jobs) -> str:
+def table(jobs: Iterable[S.Job]) -> str:
     rows = [("JOB", "KIND", "STATE", "MODEL", "RESULT", "CREATED")]
     for job in jobs:
         result = (
@@ -124,7 +127,7 @@ def save_curves(job: S.Job, path: str) -> None:
     plt.close(figure)
 
 
-def _spec(args) -> S.JobSpec:
+def _spec(args: argparse.Namespace) -> S.JobSpec:
     resources = S.Resources(gpus=args.gpus, allow_cpu_fallback=args.cpu_fallback)
     if args.command == "train":
         return S.JobSpec(

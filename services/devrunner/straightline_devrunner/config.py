@@ -1,6 +1,7 @@
 """The devrunner's configuration: flags, STRAIGHTLINE_DEVRUNNER_* variables, a TOML file's
 [devrunner] table."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from straightline_common.auth import TOKENS_FILE_SETTING
@@ -92,7 +93,9 @@ class DevRunnerConfig:
     service_name = "straightline-devrunner"
 
 
-def load(argv: list[str] | None = None, environ=None) -> DevRunnerConfig:
+def load(
+    argv: list[str] | None = None, environ: Mapping[str, str] | None = None
+) -> DevRunnerConfig:
     """Reads and validates the configuration; raises ConfigError with a clear message."""
     tables, _ = read_settings(
         "straightline-devrunner",

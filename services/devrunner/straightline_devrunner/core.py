@@ -9,9 +9,10 @@ images (`package_jobs.py`)."""
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import trace
 
@@ -57,7 +58,7 @@ class DevRunner:
         store: ModelStore,
         runner: JobRunner,
         *,
-        engine=None,
+        engine: Any = None,
         datasets: Path,
         allowed_images: frozenset[str],
         defaults: Defaults = Defaults(),
@@ -107,7 +108,9 @@ class DevRunner:
     def get(self, job_id: str) -> devrunner_pb2.Job:
         return self._jobs.get(job_id)
 
-    def list_jobs(self, page_size: int, page_token: str, kind: int, state: int):
+    def list_jobs(
+        self, page_size: int, page_token: str, kind: int, state: int
+    ) -> tuple[list[devrunner_pb2.Job], str]:
         if page_token and not (page_token.isascii() and page_token.isdigit()):
             raise InvalidArgument("page_token is not one this devrunner gave")
         offset = int(page_token or 0)
@@ -128,7 +131,9 @@ class DevRunner:
             run.stop()
         return self._jobs.get(job_id)
 
-    def watch(self, job_id: str, is_active):
+    def watch(
+        self, job_id: str, is_active: Callable[[], bool]
+    ) -> Iterator[devrunner_pb2.WatchJobResponse]:
         return self._jobs.follow(job_id, is_active)
 
     def recover(self) -> None:
@@ -144,7 +149,9 @@ class DevRunner:
             )
             remaining = max(1.0, timeout - (time.time() - job.start_time.seconds))
 
-            def reattach(on_line: OnLine, job_id=job.job_id, since=since) -> Run | None:
+            def reattach(
+                on_line: OnLine, job_id: str = job.job_id, since: float = since
+            ) -> Run | None:
                 return self._runner.reattach(job_id, on_line, since)
 
             self._run_in_background(job.job_id, reattach, remaining, reattached=True).wait(30)

@@ -6,12 +6,14 @@ k-fold cross-validation see the same data the same way.
 
 import hashlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from straightline_common.errors import InvalidArgument, NotFound
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+Files = list[tuple[Path, int]]  # (path, class index)
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,11 @@ class ImageSet:
             digest.update(f"{self.class_names[label]}/{path.name}:{path.stat().st_size}\n".encode())
         return digest.hexdigest()
 
-    def split(self, validation_fraction: float):
+    def split(self, validation_fraction: float) -> tuple[Files, Files]:
         cut = max(1, round(len(self.files) * validation_fraction))
         return self.files[cut:], self.files[:cut]
 
-    def folds(self, k: int):
+    def folds(self, k: int) -> Iterator[tuple[Files, Files]]:
         """(training, validation) file lists for each of k folds."""
         for fold in range(k):
             validation = self.files[fold::k]

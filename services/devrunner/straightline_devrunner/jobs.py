@@ -8,7 +8,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
@@ -103,7 +104,9 @@ class JobStore:
             j.passed and (j.model.name, j.model.version) == (name, version) for j in verifications
         )
 
-    def page(self, offset: int, limit: int, kind: int = 0, state: int = 0):
+    def page(
+        self, offset: int, limit: int, kind: int = 0, state: int = 0
+    ) -> tuple[list[devrunner_pb2.Job], bool]:
         """Newest first; returns (jobs, whether more follow)."""
         rows = self._db.execute("SELECT job FROM jobs ORDER BY created DESC, job_id").fetchall()
         jobs = [devrunner_pb2.Job.FromString(row[0]) for row in rows]
@@ -126,7 +129,7 @@ class JobStore:
             return 0.0
         return devrunner_pb2.WatchJobResponse.FromString(row[0]).time.ToNanoseconds() / 1e9
 
-    def append(self, job_id: str, **event) -> None:
+    def append(self, job_id: str, **event: Any) -> None:
         """Adds one event (a field of WatchJobResponse's `event` oneof) to the job's history."""
         with self._changed:
             (last,) = self._db.execute(
@@ -141,7 +144,9 @@ class JobStore:
             )
             self._changed.notify_all()
 
-    def follow(self, job_id: str, is_active) -> Iterator[devrunner_pb2.WatchJobResponse]:
+    def follow(
+        self, job_id: str, is_active: Callable[[], bool]
+    ) -> Iterator[devrunner_pb2.WatchJobResponse]:
         """The job's history from the start, then its new events, until it has finished (or
         `is_active()` turns false)."""
         self.get(job_id)

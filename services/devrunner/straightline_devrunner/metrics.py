@@ -4,10 +4,10 @@ survive a restart as the records do): jobs by kind and state, and how long finis
 
 import bisect
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -27,7 +27,7 @@ class _JobsCollector(Collector):
     def __init__(self, jobs: JobStore) -> None:
         self._jobs = jobs
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         jobs = self._jobs.all()
         by_state = GaugeMetricFamily(
             "straightline_devrunner_jobs", "Jobs by kind and state.", labels=["kind", "state"]

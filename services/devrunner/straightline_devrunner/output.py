@@ -3,6 +3,7 @@ lines are the trainer's events (epochs, progress, timed phases, the result), any
 log line, the last of which are kept for the message of a failure."""
 
 import json
+from typing import Any
 
 from opentelemetry import trace
 
@@ -51,7 +52,7 @@ class TrainerOutput:
         del self._last_lines[:-LAST_LOG_LINES]
         self._jobs.append(self._job_id, log=devrunner_pb2.LogLine(stream=stream, text=text))
 
-    def _record_epoch(self, event: dict) -> None:
+    def _record_epoch(self, event: dict[str, Any]) -> None:
         epoch = devrunner_pb2.EpochMetrics(elapsed=duration(event.pop("elapsed_s", 0.0)), **event)
         job = self._jobs.get(self._job_id)
         job.epochs.append(epoch)
@@ -61,7 +62,7 @@ class TrainerOutput:
         )
         self._jobs.append(self._job_id, epoch=epoch)
 
-    def _record_result(self, result: dict) -> None:
+    def _record_result(self, result: dict[str, Any]) -> None:
         job = self._jobs.get(self._job_id)
         job.model.CopyFrom(types_pb2.ModelRef(**result["model"]))
         for key in ("accuracy", "loss"):
@@ -74,7 +75,7 @@ class TrainerOutput:
         self._jobs.save(job)
 
 
-def _record_phase(job_span: trace.Span, event: dict) -> None:
+def _record_phase(job_span: trace.Span, event: dict[str, Any]) -> None:
     """A phase the trainer timed, as a child span of the job with the trainer's own times."""
     name = event.pop("name", "phase")
     start, end = event.pop("start_s", None), event.pop("end_s", None)

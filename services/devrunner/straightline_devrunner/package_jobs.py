@@ -2,6 +2,8 @@
 published to the model store's S3 location when it has one."""
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import trace
 
@@ -16,7 +18,7 @@ _BUILT = {types_pb2.PLATFORM_DOCKER: "docker", types_pb2.PLATFORM_SERVERLESS: "s
 
 
 class PackageJobs:
-    def __init__(self, jobs: JobStore, store: ModelStore, engine) -> None:
+    def __init__(self, jobs: JobStore, store: ModelStore, engine: Any) -> None:
         self._jobs = jobs
         self._store = store
         self._engine = engine  # a Docker client (builds images); None without an engine
@@ -68,7 +70,7 @@ class PackageJobs:
                 ended=True,
             )
 
-    def _build_log(self, job_id: str):
+    def _build_log(self, job_id: str) -> Callable[[str], None]:
         def on_line(text: str) -> None:
             self._jobs.append(job_id, log=devrunner_pb2.LogLine(stream="build", text=text))
 

@@ -9,7 +9,9 @@ so it runs anywhere without the model store (e.g. as an AWS Lambda container ima
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from straightline_common.errors import FailedPrecondition, Unavailable
 from straightline_common.modelstore import ModelVersion
@@ -22,11 +24,11 @@ COPY --chown=65534:65534 model /models/%s/%s
 
 
 def package(
-    client,
+    client: Any,
     version: ModelVersion,
     platforms: list[str],
     base_tag: str = "dev",
-    on_line=lambda text: None,
+    on_line: Callable[[str], None] = lambda text: None,
 ) -> dict[str, str]:
     """Builds one image per platform; returns the image tag by platform name."""
     from docker.errors import BuildError, DockerException, ImageNotFound

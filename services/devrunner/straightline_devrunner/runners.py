@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 from straightline.v1 import devrunner_pb2
 from straightline_common.errors import FailedPrecondition, Unavailable
@@ -75,7 +75,7 @@ class JobRunner(Protocol):
 
 class LocalRun:
     def __init__(
-        self, job_id: str, arguments: list[str], on_line, environment: dict[str, str]
+        self, job_id: str, arguments: list[str], on_line: OnLine, environment: dict[str, str]
     ) -> None:
         self.job_id = job_id
         self._process = subprocess.Popen(
@@ -111,7 +111,7 @@ class LocalRun:
             self._process.kill()
 
 
-def _pump(stream, name: str, on_line) -> None:
+def _pump(stream: IO[str], name: str, on_line: OnLine) -> None:
     for line in stream:
         on_line(name, line.rstrip("\n"))
 
@@ -143,7 +143,7 @@ class LocalRunner:
 
 
 class ContainerRun:
-    def __init__(self, container, on_line, since: float | None = None) -> None:
+    def __init__(self, container: Any, on_line: OnLine, since: float | None = None) -> None:
         self._container = container
         self._since = since
         self._pumps = [
@@ -153,7 +153,7 @@ class ContainerRun:
         for pump in self._pumps:
             pump.start()
 
-    def _follow_logs(self, stream: str, on_line) -> None:
+    def _follow_logs(self, stream: str, on_line: OnLine) -> None:
         buffered = ""
         chunks = self._container.logs(
             stream=True,
@@ -180,7 +180,7 @@ class ContainerRun:
         for pump in self._pumps:
             pump.join(5)
         self._container.remove(force=True)
-        return status
+        return int(status)
 
     def stop(self) -> None:
         self._container.stop(timeout=10)
@@ -193,7 +193,7 @@ class DockerRunner:
     kind = devrunner_pb2.RUNNER_DOCKER
     name = "docker"
 
-    def __init__(self, client, store_volume: str = "") -> None:
+    def __init__(self, client: Any, store_volume: str = "") -> None:
         self._client = client
         self._store_volume = store_volume  # mounted instead of the store's path, if given
 

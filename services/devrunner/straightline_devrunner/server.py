@@ -4,6 +4,7 @@ server in front of it; start and stop."""
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from straightline.v1 import devrunner_pb2_grpc
 from straightline_common.auth import server_tokens
@@ -23,7 +24,7 @@ from straightline_devrunner.servicer import ACCESS, SERVICE_NAME, DevRunnerServi
 log = logging.getLogger(__name__)
 
 
-def engine():
+def engine() -> Any:
     """A client of the Docker engine, or None when none answers."""
     import docker
     from docker.errors import DockerException
@@ -36,7 +37,7 @@ def engine():
         return None
 
 
-def make_runner(config: DevRunnerConfig, docker_engine) -> JobRunner:
+def make_runner(config: DevRunnerConfig, docker_engine: Any) -> JobRunner:
     if config.runner == "local":
         log.warning("jobs run as local processes, not in containers (runner=local)")
         return LocalRunner()

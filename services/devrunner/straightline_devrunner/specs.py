@@ -4,7 +4,10 @@ that become paths (through `straightline_common.names`), numbers against their r
 against their sizes."""
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from google.protobuf.message import Message
 
 from straightline.v1 import devrunner_pb2
 from straightline_common.errors import InvalidArgument, NotFound
@@ -40,7 +43,7 @@ def kind_of(spec: devrunner_pb2.JobSpec) -> devrunner_pb2.JobKind:
     return _KINDS[which]
 
 
-def check_labels(labels) -> None:
+def check_labels(labels: Mapping[str, str]) -> None:
     """Labels are kept with the job and listed with it: bounded, so that no job makes a
     ListJobs page too large to send."""
     if len(labels) > MAX_LABELS:
@@ -54,7 +57,9 @@ def check_resource_ranges(asked: devrunner_pb2.Resources) -> None:
     _check_ranges(asked, RESOURCE_RANGES, "resources.")
 
 
-def _check_ranges(message, ranges, prefix: str = "") -> None:
+def _check_ranges(
+    message: Message, ranges: Iterable[tuple[str, float, float]], prefix: str = ""
+) -> None:
     """Every number within what a run can use (0: the default); a negative number sent as
     unsigned arrives as a huge one, and NaN is in no range."""
     for name, low, high in ranges:

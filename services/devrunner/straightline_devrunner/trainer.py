@@ -30,23 +30,30 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from straightline_common.errors import InvalidArgument, NotFound, ServiceError
-from straightline_common.modelstore import ModelStore
+from straightline_common.modelstore import ModelStore, ModelVersion
 from straightline_common.names import check_model_name
 from straightline_devrunner import dataset
+from straightline_devrunner.dataset import Files, ImageSet
+
+# TensorFlow's objects (models, layers, datasets, tensors): it ships no type information.
+TF = Any
+Logs = Any  # Keras's dict of metrics
 
 SMALLEST_XCEPTION_INPUT = 71
 
 
-def emit(event: str, **fields) -> None:
+def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
 @contextmanager
-def phase(name: str, **attributes):
+def phase(name: str, **attributes: Any) -> Iterator[None]:
     started = time.time()
     yield
     emit("phase", name=name, start_s=started, end_s=time.time(), **attributes)
@@ -58,13 +65,15 @@ def _trace_id() -> str:
     return parts[1] if len(parts) == 4 else ""
 
 
-def _images(files, size: int, batch_size: int, classes: int, shuffle_seed=None):
+def _images(
+    files: Files, size: int, batch_size: int, classes: int, shuffle_seed: int | None = None
+) -> TF:
     import tensorflow as tf
 
     paths = [str(path) for path, _ in files]
     labels = tf.one_hot([label for _, label in files], classes)
 
-    def decode(path, label):
+    def decode(path: TF, label: TF) -> tuple[TF, TF]:
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         return tf.image.resize(tf.cast(image, tf.float32), (size, size)), label
 
@@ -74,7 +83,7 @@ def _images(files, size: int, batch_size: int, classes: int, shuffle_seed=None):
     return data.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
 
 
-def _xception(size: int, classes: int, args):
+def _xception(size: int, classes: int, args: argparse.Namespace) -> TF:
     import tensorflow as tf
 
     model = tf.keras.Sequential(
@@ -100,7 +109,7 @@ def _xception(size: int, classes: int, args):
     return model
 
 
-def _batch_norm_layers(layer):
+def _batch_norm_layers(layer: TF) -> Iterator[TF]:
     import tensorflow as tf
 
     for sublayer in getattr(layer, "layers", []):
@@ -109,7 +118,7 @@ def _batch_norm_layers(layer):
         yield from _batch_norm_layers(sublayer)
 
 
-def calibrate_batch_norm(model, batches) -> None:
+def calibrate_batch_norm(model: TF, batches: Iterable[tuple[TF, TF]]) -> None:
     """Sets every batch normalization layer's moving mean and variance to the average of its
     batch statistics over `batches` (forward passes in training mode; no weight changes)."""
     layers = list(_batch_norm_layers(model))
@@ -124,32 +133,32 @@ def calibrate_batch_norm(model, batches) -> None:
             layer.momentum = momentum
 
 
-def _calibration(train_data, batches: int):
+def _calibration(train_data: TF, batches: int) -> TF:
     import tensorflow as tf
 
-    class Calibrate(tf.keras.callbacks.Callback):
-        def on_test_begin(self, logs=None) -> None:
+    class Calibrate(tf.keras.callbacks.Callback):  # type: ignore[misc]
+        def on_test_begin(self, logs: Logs = None) -> None:
             calibrate_batch_norm(self.model, train_data.take(batches))
 
     return Calibrate()
 
 
-def _callbacks(args, fold: int, steps: int, train_data) -> list:
+def _callbacks(args: argparse.Namespace, fold: int, steps: int, train_data: TF) -> list[TF]:
     callbacks = [_reporter(args.epochs, fold, steps)]
     if args.bn_calibration_batches:
         callbacks.append(_calibration(train_data, args.bn_calibration_batches))
     return callbacks
 
 
-def _reporter(epochs: int, fold: int, steps: int):
+def _reporter(epochs: int, fold: int, steps: int) -> TF:
     import tensorflow as tf
 
-    class Report(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None) -> None:
+    class Report(tf.keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
             self.started = time.perf_counter()
             self.epoch = epoch + 1
 
-        def on_train_batch_end(self, batch, logs=None) -> None:
+        def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
             emit(
                 "progress",
                 epoch=self.epoch,
@@ -159,7 +168,7 @@ def _reporter(epochs: int, fold: int, steps: int):
                 accuracy=float(logs.get("accuracy", 0)),
             )
 
-        def on_epoch_end(self, epoch, logs=None) -> None:
+        def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
             emit(
                 "epoch",
                 epoch=epoch + 1,
@@ -175,7 +184,7 @@ def _reporter(epochs: int, fold: int, steps: int):
     return Report()
 
 
-def train(args) -> None:
+def train(args: argparse.Namespace) -> None:
     check_training_arguments(args)
     with phase("load_dataset"):
         images = dataset.load(args.dataset, args.seed)
@@ -194,7 +203,7 @@ def train(args) -> None:
     )
 
 
-def check_training_arguments(args) -> None:
+def check_training_arguments(args: argparse.Namespace) -> None:
     check_model_name(args.model_name)
     if args.input_size < SMALLEST_XCEPTION_INPUT:
         raise InvalidArgument(
@@ -210,7 +219,7 @@ def check_training_arguments(args) -> None:
         )
 
 
-def fit_best_fold(args, images):
+def fit_best_fold(args: argparse.Namespace, images: ImageSet) -> tuple[TF, dict[str, float]]:
     """Fits one model per fold (one fold: the validation split) and keeps the one with the
     best final validation accuracy, with its final metrics."""
     splits = (
@@ -263,7 +272,9 @@ TRAINING_PARAMETERS = (
 )
 
 
-def save_version(args, images, model, metrics):
+def save_version(
+    args: argparse.Namespace, images: ImageSet, model: TF, metrics: dict[str, float]
+) -> ModelVersion:
     """The model as a new version in the store, with what made it."""
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.h5"
@@ -287,7 +298,7 @@ def save_version(args, images, model, metrics):
         )
 
 
-def verify(args) -> None:
+def verify(args: argparse.Namespace) -> None:
     name, _, version = args.model.partition(":")
     stored = ModelStore(args.store).resolve(name, version)
     if not 0 <= args.threshold <= 1:
