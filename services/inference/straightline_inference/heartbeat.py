@@ -8,7 +8,8 @@ heartbeat timeout.
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -99,7 +100,7 @@ class HeartbeatSender:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self._max_backoff_s)
 
-    def _reports(self):
+    def _reports(self) -> Iterator[placer_pb2.HeartbeatRequest]:
         while not self._stop.is_set():
             yield placer_pb2.HeartbeatRequest(report=self._next_report())
             self._stop.wait(self.interval_s)
@@ -117,7 +118,9 @@ class Heartbeats:
     """One HeartbeatSender per placer of `placers` ("host:port" or several, comma-separated):
     every placer of an active-active set sees the instance."""
 
-    def __init__(self, placers: str, make_report, **options) -> None:
+    def __init__(
+        self, placers: str, make_report: Callable[[], types_pb2.InstanceReport], **options: Any
+    ) -> None:
         self.senders = [
             HeartbeatSender(address.strip(), make_report, **options)
             for address in placers.split(",")

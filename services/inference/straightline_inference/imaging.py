@@ -7,6 +7,7 @@ Besides JPEG and PNG, an image may come decoded: raw RGB pixels, uint8 or float3
 """
 
 import io
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -71,7 +72,9 @@ def decode(data: bytes, content_type: str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float32)
 
 
-def _decode_raw(data: bytes, dtype: str, shape: tuple[int, ...], size: tuple[int, int]):
+def _decode_raw(
+    data: bytes, dtype: str, shape: tuple[int, ...], size: tuple[int, int]
+) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Raw RGB pixels (height, width, 3), resized to `size` as a decoded JPEG is."""
     if len(shape) != 3 or shape[2] != 3 or min(shape) < 1:
         raise InvalidArgument(

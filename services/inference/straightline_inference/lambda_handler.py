@@ -22,8 +22,8 @@ import binascii
 import json
 import os
 import time
+from typing import Any
 
-from grpc import ServicerContext
 from opentelemetry import propagate, trace
 
 from straightline_common import errors
@@ -47,7 +47,7 @@ INIT_SECONDS = time.perf_counter() - _started
 tracer = trace.get_tracer("straightline.lambda")
 
 
-def handler(event: dict, context: ServicerContext) -> dict:
+def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     if event.get("warmup"):
         return {"warm": True, "init_seconds": INIT_SECONDS}
     carrier = dict(getattr(getattr(context, "client_context", None), "custom", None) or {})
@@ -64,15 +64,16 @@ def handler(event: dict, context: ServicerContext) -> dict:
             _tracer_provider.force_flush(1000)  # the environment may freeze after return
 
 
-def _infer_oip(event: dict) -> dict:
+def _infer_oip(event: dict[str, Any]) -> dict[str, Any]:
     """An OIP infer request in the event (JSON: no binary extension in a Lambda event)."""
     model_ref = event.get("model") or {}
     model = _MODELS.get(model_ref.get("name", ""), model_ref.get("version", ""))
     body, _ = oip_json.infer(model, json.dumps(event["oip"]).encode(), None)
-    return json.loads(body)
+    answer: dict[str, Any] = json.loads(body)
+    return answer
 
 
-def _predict(event: dict) -> dict:
+def _predict(event: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     model_ref = event.get("model") or {}
     try:

@@ -13,10 +13,11 @@ output asked for with `binary_data: true` comes back binary the same way.
 
 import base64
 import json
+from typing import Any
 
 from inference import open_inference_grpc_pb2 as oip
 from straightline_common import errors, limits, oip_tensors
-from straightline_inference.model import LoadedModel
+from straightline_inference.model import LoadedModel, Prediction
 
 HEADER_LENGTH = oip_tensors.HEADER_LENGTH
 _JSON_DATATYPES = {"UINT8", "FP32", "BYTES"}
@@ -37,7 +38,7 @@ def infer(model: LoadedModel, body: bytes, header_length: str | None) -> tuple[b
     return _infer_response(response, binary_outputs)
 
 
-def metadata(model: LoadedModel) -> dict:
+def metadata(model: LoadedModel) -> dict[str, Any]:
     return {
         "name": model.version.name,
         "versions": [model.version.version],
@@ -49,7 +50,7 @@ def metadata(model: LoadedModel) -> dict:
     }
 
 
-def _scored(prediction) -> oip_tensors.Scored:
+def _scored(prediction: Prediction) -> oip_tensors.Scored:
     return oip_tensors.Scored([(c.label, c.index, c.score) for c in prediction.classes])
 
 
@@ -102,14 +103,14 @@ def _infer_request(body: bytes, length: str | None) -> tuple[oip.ModelInferReque
     return message, binary_outputs
 
 
-def _parameters(entry: dict) -> dict:
+def _parameters(entry: dict[str, Any]) -> dict[str, Any]:
     parameters = entry.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise errors.InvalidArgument('"parameters" must be a JSON object')
     return parameters
 
 
-def _tensor(tensor) -> oip.ModelInferRequest.InferInputTensor:
+def _tensor(tensor: Any) -> oip.ModelInferRequest.InferInputTensor:
     if not isinstance(tensor, dict):
         raise errors.InvalidArgument("each input must be a JSON object")
     shape = tensor.get("shape")
@@ -125,7 +126,7 @@ def _tensor(tensor) -> oip.ModelInferRequest.InferInputTensor:
     )
 
 
-def _fill_contents(entry, data) -> None:
+def _fill_contents(entry: oip.ModelInferRequest.InferInputTensor, data: Any) -> None:
     """JSON data, flattened: base64 strings for BYTES, numbers for pixels."""
     if not isinstance(data, list):
         raise errors.InvalidArgument('each input needs "data" (or binary_data_size)')
@@ -143,10 +144,10 @@ def _fill_contents(entry, data) -> None:
         entry.contents.fp32_contents.extend(flat)
 
 
-def _flatten(data: list) -> list:
+def _flatten(data: list[Any]) -> list[Any]:
     """Nested lists in row-major order (the body's size limit bounds them)."""
-    flat: list = []
-    stack: list = [data]
+    flat: list[Any] = []
+    stack: list[Any] = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, list):
@@ -156,7 +157,7 @@ def _flatten(data: list) -> list:
     return flat
 
 
-def _integer(value, what: str) -> int:
+def _integer(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise errors.InvalidArgument(f"{what} must be non-negative integers")
     return value

@@ -10,6 +10,8 @@ that the answer belongs to the request.
 
 import time
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
 from straightline.v1 import inference_pb2_grpc, types_pb2
 from straightline_common import tensors
@@ -30,7 +32,14 @@ class SimulatedBackend:
     """Counts what it serves and refuses, and the timeout the last request came with."""
 
     def __init__(
-        self, kind: int, *, capacity: int, queue_limit: int, service_time_s: float, models, name
+        self,
+        kind: int,
+        *,
+        capacity: int,
+        queue_limit: int,
+        service_time_s: float,
+        models: Iterable[str],
+        name: str,
     ) -> None:
         self.kind = kind
         self.service_time_s = service_time_s
@@ -52,7 +61,7 @@ class SimulatedBackend:
     def models(self) -> list[tuple[str, str]]:
         return [(name, "1") for name in self._models]
 
-    def metadata(self, name: str, version: str) -> dict:
+    def metadata(self, name: str, version: str) -> dict[str, Any]:
         self._check_served(name)
         return {
             "name": name,

@@ -3,8 +3,9 @@ the capacity it reports. A backend runs the model on one platform (Flask, Docker
 serverless) behind the adapter's gRPC servicer."""
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from straightline.v1 import types_pb2
 from straightline_common.modelstore import ModelStore
 
 
@@ -22,8 +23,8 @@ class PredictCall:
 class Answer:
     """The model's answer (as the model server's JSON has it) and what the platform spent."""
 
-    model: dict  # {"name", "version"}
-    classes: list[dict]  # [{"label", "index", "score"}]
+    model: dict[str, str]  # {"name", "version"}
+    classes: list[dict[str, Any]]  # [{"label", "index", "score"}]
     queue_seconds: float = 0.0
     cold_start_seconds: float = 0.0
     execution_seconds: float = 0.0
@@ -44,7 +45,7 @@ class Capacity:
     unavailable_reason: str = ""
 
 
-def fill_capacity(report, capacity: Capacity) -> None:
+def fill_capacity(report: types_pb2.InstanceReport, capacity: Capacity) -> None:
     """Writes a platform's capacity into an InstanceReport."""
     report.capacity_total = capacity.total
     report.capacity_free = min(capacity.free, capacity.total)
@@ -72,7 +73,7 @@ class Backend(Protocol):
     def models(self) -> list[tuple[str, str]]:
         """(name, version) of every model it serves."""
 
-    def metadata(self, name: str, version: str) -> dict:
+    def metadata(self, name: str, version: str) -> dict[str, Any]:
         """The stored metadata of a served model version."""
 
     def predict(self, call: PredictCall, timeout: float) -> Answer: ...
@@ -86,5 +87,5 @@ class ServesStore:
     def models(self) -> list[tuple[str, str]]:
         return [(v.name, v.version) for v in self._store.latest()]
 
-    def metadata(self, name: str, version: str) -> dict:
+    def metadata(self, name: str, version: str) -> dict[str, Any]:
         return self._store.resolve(name, version).metadata

@@ -2,7 +2,9 @@
 
 import os
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from straightline_common.auth import TOKENS_FILE_SETTING
 from straightline_common.config import (
@@ -20,7 +22,7 @@ from straightline_common.names import check_id
 from straightline_common.tls import TLS_SETTINGS, tls_files
 
 
-def _choice(*allowed: str):
+def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}")
@@ -29,7 +31,7 @@ def _choice(*allowed: str):
     return parse
 
 
-def _setting(name, parse, default, help_text):
+def _setting(name: str, parse: Callable[[str], Any], default: Any, help_text: str) -> Setting:
     return Setting(name, f"STRAIGHTLINE_ADAPTER_{name.upper()}", parse, default, help_text)
 
 
@@ -173,7 +175,7 @@ class AdapterConfig:
         return f"straightline-adapter-{self.platform}"
 
 
-def load(argv: list[str] | None = None, environ=None) -> AdapterConfig:
+def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> AdapterConfig:
     tables, _ = read_settings(
         "straightline-adapter",
         "Serves the v1 InferenceService in front of one platform and reports its capacity to "

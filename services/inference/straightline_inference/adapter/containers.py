@@ -6,6 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound
@@ -89,7 +90,7 @@ class Sharing:
     models: str | None = None
 
     @classmethod
-    def of(cls, config) -> "Sharing":
+    def of(cls, config: Any) -> "Sharing":
         """From an adapter's configuration (`AdapterConfig`)."""
         if config.models_in_image:
             models = None
@@ -106,8 +107,8 @@ def run(
     owner: str,
     sharing: Sharing,
     files: tuple[Path, ...] = (),
-    **options,
-):
+    **options: Any,
+) -> Any:
     """Starts a detached container with what it shares with the adapter, and labels naming
     its role and the adapter instance that owns it. It runs as the adapter's own user, so it
     reads whatever model files the adapter can read; `files` (TLS certificates) are mounted
@@ -125,7 +126,7 @@ def run(
     )
 
 
-def problem_of(container, what: str) -> str | None:
+def problem_of(container: Any, what: str) -> str | None:
     """Why a container of ours cannot serve (gone, exited, paused), or None while it runs."""
     try:
         container.reload()
@@ -144,8 +145,8 @@ def remove_owned(client: docker.DockerClient, owner: str) -> int:
     return len(owned)
 
 
-def logs_tail(container, lines: int = 20) -> str:
+def logs_tail(container: Any, lines: int = 20) -> str:
     try:
-        return container.logs(tail=lines).decode(errors="replace")
+        return str(container.logs(tail=lines).decode(errors="replace"))
     except DockerException:
         return "(no logs)"

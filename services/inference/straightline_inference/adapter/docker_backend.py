@@ -115,7 +115,7 @@ class DockerBackend(PooledBackend):
             raise
         return ModelServerContainer(container, client)
 
-    def _wait_ready(self, container, client: ModelServerClient) -> None:
+    def _wait_ready(self, container: Any, client: ModelServerClient) -> None:
         deadline = time.monotonic() + self._start_timeout_s
         while True:
             try:

@@ -46,7 +46,7 @@ class FlaskBackend(ServesStore):
         self._start_timeout_s = start_timeout_s
         self._gate = SlotGate(threads, queue_limit, name="the Flask model server")
         self._process: ServiceProcess | None = None
-        self._workdir: tempfile.TemporaryDirectory | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._client: ModelServerClient | None = None
         self._health: ModelServerClient | None = None  # its health listener, if started here
         self._supervisor = Supervisor(

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from straightline_common.errors import DeadlineExceeded, ResourceExhausted
@@ -45,7 +46,7 @@ class SlotGate:
         )
 
     @contextmanager
-    def slot(self, timeout: float):
+    def slot(self, timeout: float) -> Iterator[float]:
         """Holds one slot for the block; yields the seconds spent waiting for it. Raises
         ResourceExhausted when every slot and queue place is taken, DeadlineExceeded when
         no slot frees up within `timeout`."""

@@ -2,8 +2,10 @@
 counted as they end; and its backend's capacity, queue and warm environments, read from the
 backend at each scrape."""
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from straightline_inference.adapter.backend import Answer, Backend
@@ -70,7 +72,7 @@ class _CapacityCollector(Collector):
         self._platform = platform
         self._backend = backend
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         capacity = self._backend.capacity()
         for name, field, documentation in _CAPACITY:
             family = GaugeMetricFamily(

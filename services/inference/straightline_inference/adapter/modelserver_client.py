@@ -2,6 +2,7 @@
 
 import json
 import time
+from typing import Any
 
 import urllib3
 from opentelemetry import propagate
@@ -28,7 +29,7 @@ class HttpEndpoint:
     def close(self) -> None:
         self._http.clear()
 
-    def send(self, method: str, path: str, timeout: float, **options):
+    def send(self, method: str, path: str, timeout: float, **options: Any) -> Any:
         """The response; Unavailable when the server cannot be reached, DeadlineExceeded when
         it does not answer in time."""
         try:
@@ -86,10 +87,10 @@ class ModelServerClient(HttpEndpoint):
                     raise
                 time.sleep(0.1)
 
-    def _request(self, method: str, path: str, timeout: float, **options) -> dict:
+    def _request(self, method: str, path: str, timeout: float, **options: Any) -> dict[str, Any]:
         response = self.send(method, path, timeout, **options)
         try:
-            body = json.loads(response.data)
+            body: dict[str, Any] = json.loads(response.data)
         except ValueError:
             raise Unavailable(
                 f"the model server at {self.base_url} answered {response.status} without JSON"

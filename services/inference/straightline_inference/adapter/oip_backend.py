@@ -8,6 +8,7 @@ support it). Its capacity is this adapter's setting: `concurrency` requests at o
 
 import json
 import time
+from typing import Any
 
 from straightline.v1 import types_pb2
 from straightline_common import oip_tensors, tensors
@@ -64,11 +65,11 @@ class OipBackend:
     def models(self) -> list[tuple[str, str]]:
         return list(self._models)
 
-    def metadata(self, name: str, version: str) -> dict:
+    def metadata(self, name: str, version: str) -> dict[str, Any]:
         """What the endpoint says of the model: its name and version, and an image input's
         size when its shape names one ([-1, H, W, 3]); class names are not in the protocol."""
         body = json.loads(self._get(_model_path(name, version), 5.0))
-        shape: list = next((i.get("shape", []) for i in body.get("inputs", [])), [])
+        shape: list[int] = next((i.get("shape", []) for i in body.get("inputs", [])), [])
         height, width = (shape[1], shape[2]) if len(shape) == 4 else (0, 0)
         return {
             "name": body.get("name", name),
@@ -105,7 +106,7 @@ class OipBackend:
         response = self._endpoint.send("GET", path, timeout)
         if response.status >= 400:
             raise _error(response)
-        return response.data
+        return bytes(response.data)
 
 
 def _model_path(name: str, version: str) -> str:
@@ -132,7 +133,7 @@ def _infer_body(call: PredictCall) -> tuple[bytes, bytes]:
     return json.dumps(header).encode(), data
 
 
-def _answer(response, call: PredictCall) -> dict:
+def _answer(response: Any, call: PredictCall) -> dict[str, Any]:
     """The endpoint's answer as the model's classes, best first."""
     if response.status >= 400:
         raise _error(response)
@@ -155,7 +156,7 @@ def _answer(response, call: PredictCall) -> dict:
     return {"model_name": body.get("model_name", call.model_name), **body, "classes": classes}
 
 
-def _error(response) -> Exception:
+def _error(response: Any) -> Exception:
     try:
         message = json.loads(response.data).get("error", "")
     except (ValueError, AttributeError):

@@ -13,7 +13,7 @@ its remains stopped), logged with the cause, and the minimum started again.
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -83,7 +83,7 @@ class EnvironmentPool(Generic[E]):
         self._reaper.start()
 
     @contextmanager
-    def lease(self, timeout: float):
+    def lease(self, timeout: float) -> Iterator[Lease[E]]:
         """Holds a slot of an environment for the block, starting one if needed."""
         started = time.perf_counter()
         slotted, must_start = self._acquire(timeout)

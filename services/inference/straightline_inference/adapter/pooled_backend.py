@@ -44,13 +44,13 @@ class PooledBackend(ServesStore):
         self._sharing = sharing
         self._pool_settings = pool
         self._start_timeout_s = start_timeout_s
-        self._pool: EnvironmentPool | None = None
+        self._pool: EnvironmentPool[Any] | None = None
         self._engine = None  # a Docker client, when the environments are containers
 
     def capacity(self) -> Capacity:
         return self._started_pool().capacity()
 
-    def _started_pool(self) -> EnvironmentPool:
+    def _started_pool(self) -> EnvironmentPool[Any]:
         if self._pool is None:
             raise Unavailable("the backend has not started: its environments are not running")
         return self._pool

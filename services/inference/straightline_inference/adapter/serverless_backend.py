@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 import botocore.config
@@ -39,6 +40,10 @@ from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.pooled_backend import PooledBackend, PoolSettings
 from straightline_inference.rie import ensure_rie
 
+Json = dict[str, Any]
+# How to stop an environment, and how to ask what is wrong with it (None: nothing).
+StopAndProbe = tuple[Callable[[], None], Callable[[], str | None]]
+
 log = logging.getLogger(__name__)
 
 # Lambda's limit on a synchronous invocation's request payload (the JSON event).
@@ -52,15 +57,15 @@ class LambdaFunction:
     `tail_logs`, each invocation asks for its REPORT line (LogType=Tail), from which
     `invoke_timed` reads the cold start AWS paid for it (0 when the environment was warm)."""
 
-    def __init__(self, client, function_name: str, *, tail_logs: bool = False) -> None:
+    def __init__(self, client: Any, function_name: str, *, tail_logs: bool = False) -> None:
         self._client = client
         self._function_name = function_name
         self._options = {"LogType": "Tail"} if tail_logs else {}
 
-    def invoke(self, event: dict, *, with_trace: bool = True) -> dict:
+    def invoke(self, event: Json, *, with_trace: bool = True) -> Json:
         return self.invoke_timed(event, with_trace=with_trace)[0]
 
-    def invoke_timed(self, event: dict, *, with_trace: bool = True) -> tuple[dict, float]:
+    def invoke_timed(self, event: Json, *, with_trace: bool = True) -> tuple[Json, float]:
         """The handler's answer and the cold start the invocation paid, in seconds."""
         payload = json.dumps(event).encode()
         if len(payload) > PAYLOAD_LIMIT_BYTES:
@@ -115,7 +120,7 @@ def _client_context() -> str:
     return base64.b64encode(json.dumps({"custom": carrier}).encode()).decode()
 
 
-def _event(call: PredictCall) -> dict:
+def _event(call: PredictCall) -> Json:
     return {
         "request_id": call.request_id,
         "model": {"name": call.model_name, "version": call.model_version},
@@ -125,11 +130,13 @@ def _event(call: PredictCall) -> dict:
     }
 
 
-def _answer(body: dict, **timings) -> Answer:
+def _answer(body: Json, **timings: float) -> Answer:
     return Answer(body["model"], body["classes"], **timings)
 
 
-def _lambda_client(endpoint_url: str | None, max_pool_connections: int = 10, **credentials):
+def _lambda_client(
+    endpoint_url: str | None, max_pool_connections: int = 10, **credentials: str
+) -> Any:
     config = botocore.config.Config(
         read_timeout=_INVOKE_TIMEOUT_S,
         connect_timeout=5,
@@ -186,7 +193,7 @@ class WarmEstimate:
     """How many environments AWS keeps warm for the function: the most that ran at once in
     the last `window_s` (AWS does not say; cold starts show in the REPORT lines)."""
 
-    def __init__(self, window_s: float, clock=time.monotonic) -> None:
+    def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._window_s, self._clock = window_s, clock
         self._peaks: list[tuple[float, int]] = []  # (when, running), running decreasing
         self._lock = threading.Lock()
@@ -322,7 +329,7 @@ class LocalServerless(PooledBackend):
                     raise
                 time.sleep(0.05)
 
-    def _start_container(self, emulator_arguments: list[str]):
+    def _start_container(self, emulator_arguments: list[str]) -> StopAndProbe:
         try:
             container = containers.run(
                 self._engine,
@@ -348,7 +355,7 @@ class LocalServerless(PooledBackend):
             lambda: containers.problem_of(container, "Lambda container"),
         )
 
-    def _start_process(self, emulator_arguments: list[str]):
+    def _start_process(self, emulator_arguments: list[str]) -> StopAndProbe:
         process = subprocess.Popen(
             dying_with_parent(local_function_command(emulator_arguments)),
             env={

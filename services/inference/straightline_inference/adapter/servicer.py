@@ -29,7 +29,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._adapter = adapter
         self.address = address
 
-    def Predict(self, request, context: ServicerContext):
+    def Predict(
+        self, request: inference_pb2.PredictRequest, context: ServicerContext
+    ) -> inference_pb2.PredictResponse:
         timeout = context.time_remaining() or DEFAULT_TIMEOUT_S
         served = self._adapter.predict(
             PredictCall(
@@ -58,7 +60,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             instance_id=self._adapter.instance_id,
         )
 
-    def GetModelMetadata(self, request, context: ServicerContext):
+    def GetModelMetadata(
+        self, request: inference_pb2.GetModelMetadataRequest, context: ServicerContext
+    ) -> inference_pb2.GetModelMetadataResponse:
         metadata = self._adapter.backend.metadata(request.model.name, request.model.version)
         height, width = metadata["input_size"]
         return inference_pb2.GetModelMetadataResponse(
@@ -72,7 +76,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             )
         )
 
-    def GetStatus(self, request, context: ServicerContext):
+    def GetStatus(
+        self, request: inference_pb2.GetStatusRequest, context: ServicerContext
+    ) -> inference_pb2.GetStatusResponse:
         return inference_pb2.GetStatusResponse(report=self.report())
 
     def report(self) -> types_pb2.InstanceReport:

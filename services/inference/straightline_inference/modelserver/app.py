@@ -19,8 +19,10 @@ trace.
 """
 
 import time
+from contextlib import AbstractContextManager
 
 from flask import Flask, Response, jsonify, request
+from flask.typing import ResponseReturnValue
 from opentelemetry import propagate, trace
 from werkzeug.exceptions import HTTPException
 
@@ -46,7 +48,7 @@ def create_app(models: ModelSet) -> Flask:
 
     @app.post("/v1/models/<name>/predict")
     @app.post("/v1/models/<name>/versions/<version>/predict")
-    def predict(name: str, version: str = ""):
+    def predict(name: str, version: str = "") -> ResponseReturnValue:
         arrived = time.perf_counter()
         with _server_span():
             top_k = _top_k(request.args.get("top_k", "0"))
@@ -63,40 +65,40 @@ def create_app(models: ModelSet) -> Flask:
             )
 
     @app.get("/v1/models")
-    def list_models():
+    def list_models() -> ResponseReturnValue:
         return jsonify(models=[{"name": n, "version": v} for n, v in models.refs()])
 
     @app.get("/v1/models/<name>")
     @app.get("/v1/models/<name>/versions/<version>")
-    def metadata(name: str, version: str = ""):
+    def metadata(name: str, version: str = "") -> ResponseReturnValue:
         return jsonify(models.get(name, version).version.metadata)
 
     @app.get("/healthz")
-    def health():
+    def health() -> ResponseReturnValue:
         return jsonify(status="SERVING")
 
     @app.get("/v2/health/live")
-    def oip_live():
+    def oip_live() -> ResponseReturnValue:
         return jsonify(live=True)
 
     @app.get("/v2/health/ready")
-    def oip_ready():
+    def oip_ready() -> ResponseReturnValue:
         return jsonify(ready=True)
 
     @app.get("/v2/models/<name>")
     @app.get("/v2/models/<name>/versions/<version>")
-    def oip_metadata(name: str, version: str = ""):
+    def oip_metadata(name: str, version: str = "") -> ResponseReturnValue:
         return jsonify(oip_json.metadata(models.get(name, version)))
 
     @app.get("/v2/models/<name>/ready")
     @app.get("/v2/models/<name>/versions/<version>/ready")
-    def oip_model_ready(name: str, version: str = ""):
+    def oip_model_ready(name: str, version: str = "") -> ResponseReturnValue:
         models.get(name, version)  # NotFound (404) when it is not served
         return jsonify(name=name, ready=True)
 
     @app.post("/v2/models/<name>/infer")
     @app.post("/v2/models/<name>/versions/<version>/infer")
-    def oip_infer(name: str, version: str = ""):
+    def oip_infer(name: str, version: str = "") -> ResponseReturnValue:
         with _server_span():
             body, header_length = oip_json.infer(
                 models.get(name, version),
@@ -110,7 +112,7 @@ def create_app(models: ModelSet) -> Flask:
         return reply
 
     @app.errorhandler(errors.ServiceError)
-    def service_error(error: errors.ServiceError):
+    def service_error(error: errors.ServiceError) -> ResponseReturnValue:
         code = errors.code_name(error)
         status = HTTP_STATUS.get(code, 500)
         if request.path.startswith("/v2/"):
@@ -118,7 +120,7 @@ def create_app(models: ModelSet) -> Flask:
         return jsonify(error={"code": code, "message": str(error)}), status
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
+    def http_error(error: HTTPException) -> ResponseReturnValue:
         message = (
             f"the image is over the limit of {MAX_IMAGE_BYTES} bytes"
             if error.code == 413
@@ -131,7 +133,7 @@ def create_app(models: ModelSet) -> Flask:
     return app
 
 
-def _server_span():
+def _server_span() -> AbstractContextManager[trace.Span]:
     """The request's SERVER span, continuing the caller's trace (`traceparent`)."""
     rule = request.url_rule.rule if request.url_rule is not None else request.path
     return tracer.start_as_current_span(

@@ -4,6 +4,7 @@ means a hung or stopped server, not load."""
 
 import http.server
 import threading
+from typing import Any
 
 _BODY = b'{"status": "SERVING"}'
 
@@ -18,7 +19,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
         if found:
             self.wfile.write(_BODY)
 
-    def log_message(self, *_) -> None:  # probes every second: not worth a log line each
+    def log_message(self, *_: Any) -> None:  # probes every second: not worth a log line each
         pass
 
 

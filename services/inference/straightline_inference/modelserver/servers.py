@@ -5,10 +5,12 @@ and is bound before it serves, so that port 0 picks a free port the caller can r
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import waitress
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+from flask import Flask
 
 from straightline_common.tls import RotatingHttpsContext, TlsFiles
 
@@ -24,13 +26,13 @@ class Bound:
     close: Callable[[], None]
 
 
-def http_server(app, host: str, port: int, threads: int) -> Bound:
+def http_server(app: Flask, host: str, port: int, threads: int) -> Bound:
     listener = socket.create_server((host, port), backlog=_BACKLOG)
     server = waitress.create_server(app, sockets=[listener], threads=threads, ident=IDENT)
     return Bound(listener.getsockname()[1], server.run, server.close)
 
 
-def https_server(app, host: str, port: int, threads: int, tls: TlsFiles) -> Bound:
+def https_server(app: Flask, host: str, port: int, threads: int, tls: TlsFiles) -> Bound:
     """HTTPS that requires a client certificate signed by the deployment's CA."""
     server = wsgi.Server(
         (host, port), app, numthreads=threads, server_name=IDENT, request_queue_size=_BACKLOG
@@ -48,6 +50,6 @@ class _RotatingSSLAdapter(BuiltinSSLAdapter):
         self._contexts = RotatingHttpsContext(tls)
         self.context = self._contexts.current()
 
-    def wrap(self, sock):
+    def wrap(self, sock: socket.socket) -> Any:
         self.context = self._contexts.current()
-        return super().wrap(sock)
+        return super().wrap(sock)  # type: ignore[no-untyped-call]
