@@ -12,7 +12,7 @@ OIP_PROTOS := protos/oip/inference/open_inference_grpc.proto
 TYPED := libs/common/straightline_common services/placer/straightline_placer \
 	services/inference/straightline_inference services/devrunner/straightline_devrunner
 
-.PHONY: setup proto lint format images test test-fast bench bench-inference evaluate demo clean
+.PHONY: setup proto lint format images test test-fast bench bench-inference bench-batching evaluate demo clean
 
 setup: $(VENV)/.installed $(STUBS)/.generated $(BUF)
 
@@ -69,6 +69,9 @@ bench: setup
 
 bench-inference: images
 	$(PY) -m bench.inference_bench
+
+bench-batching: setup
+	$(PY) -m bench.batching_bench
 
 evaluate: images
 	$(PY) -m bench.harness

@@ -12,6 +12,7 @@ from straightline_common.errors import FailedPrecondition, InvalidArgument, NotF
 from straightline_common.modelstore import ModelStore, ModelVersion
 from straightline_common.names import check_model
 from straightline_inference import imaging
+from straightline_inference.batching import DEFAULT_BATCHING, Batcher, BatchSettings
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("straightline.model")
@@ -37,7 +38,7 @@ class Prediction:
 class LoadedModel:
     """One model version, loaded and warmed up; `predict` is safe from many threads."""
 
-    def __init__(self, version: ModelVersion) -> None:
+    def __init__(self, version: ModelVersion, batching: BatchSettings = DEFAULT_BATCHING) -> None:
         import tensorflow as tf  # imported here: the adapter and placer never need it
 
         self.version = version
@@ -54,6 +55,8 @@ class LoadedModel:
             reduce_retracing=True,
         )
         self._forward(np.zeros((1, height, width, 3), np.float32))  # warm-up: build the graph
+        self.batching = _serving(version, batching)
+        self._batcher = Batcher(lambda images: self._forward(images).numpy(), self.batching)
         self.load_seconds = time.perf_counter() - started
         log.info(
             "model loaded",
@@ -67,14 +70,19 @@ class LoadedModel:
     def predict(self, data: bytes, content_type: str, top_k: int = 0) -> Prediction:
         top_k = _check_top_k(top_k, len(self.class_names))
         started = time.perf_counter()
-        with tracer.start_as_current_span("model.decode", attributes={"image.bytes": len(data)}):
-            pixels = imaging.decode(data, content_type, self.input_size)
-        decoded = time.perf_counter()
-        with tracer.start_as_current_span(
-            "model.infer",
-            attributes={"model.name": self.version.name, "model.version": self.version.version},
-        ):
-            probabilities = self._forward(pixels[np.newaxis]).numpy()[0]
+        with self._batcher.expect() as through_model:
+            with tracer.start_as_current_span(
+                "model.decode", attributes={"image.bytes": len(data)}
+            ):
+                pixels = imaging.decode(data, content_type, self.input_size)
+            decoded = time.perf_counter()
+            with tracer.start_as_current_span(
+                "model.infer",
+                attributes={"model.name": self.version.name, "model.version": self.version.version},
+            ) as span:
+                batched = through_model(pixels)
+                span.set_attribute("model.batch_size", batched.batch_size)
+        probabilities = batched.scores
         finished = time.perf_counter()
         best = np.argsort(probabilities)[::-1][:top_k]
         classes = [ClassScore(self.class_names[i], int(i), float(probabilities[i])) for i in best]
@@ -85,6 +93,18 @@ class LoadedModel:
             decoded - started,
             finished - decoded,
         )
+
+
+def _serving(version: ModelVersion, defaults: BatchSettings) -> BatchSettings:
+    """The model's own batching settings (metadata.json's "serving" table: max_batch_size,
+    max_queue_delay_ms) over the server's."""
+    serving = version.metadata.get("serving") or {}
+    if not isinstance(serving, dict):
+        raise InvalidArgument("metadata.json: serving must be a table")
+    delay_ms = serving.get("max_queue_delay_ms", defaults.max_queue_delay_s * 1e3)
+    return BatchSettings(
+        int(serving.get("max_batch_size", defaults.max_batch_size)), float(delay_ms) / 1e3
+    )
 
 
 def _check_top_k(top_k: int, classes: int) -> int:
@@ -101,12 +121,20 @@ class ModelSet:
     in the store again and loads what has appeared since (that request pays the load), the
     way a model server follows its model base path; an empty store is fine to start with.
 
+    `batching` is every model's adaptive batching unless its metadata says otherwise.
+
     A version whose files cannot be loaded (missing, corrupt) is left out and logged; the
     others serve. A request for it gets FAILED_PRECONDITION naming the cause, and looks in
     the store again, so a restored file serves from the next request on.
     """
 
-    def __init__(self, store: ModelStore, wanted: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        wanted: list[str] | None = None,
+        batching: BatchSettings = DEFAULT_BATCHING,
+    ) -> None:
+        self._batching = batching
         self._store = store
         self._follows_store = not wanted
         versions = [store.resolve(*_split(entry)) for entry in wanted] if wanted else store.latest()
@@ -151,7 +179,7 @@ class ModelSet:
         for version in {v.directory: v for v in versions}.values():
             key = (version.name, version.version)
             try:
-                loaded[key] = LoadedModel(version)
+                loaded[key] = LoadedModel(version, self._batching)
             except Exception as error:  # any failure to load: missing, corrupt, foreign files
                 self._broken[key] = _cannot_load(version, error)
                 log.error("model not loaded", extra={"cause": self._broken[key]})

@@ -26,6 +26,7 @@ from straightline_common.modelstore import open_store, s3_url_setting
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
 from straightline_common.tls import TLS_SETTINGS, tls_files
+from straightline_inference.batching import DEFAULT_BATCHING, BatchSettings
 from straightline_inference.model import ModelSet
 from straightline_inference.modelserver.app import create_app
 from straightline_inference.modelserver.health import serve_health
@@ -50,6 +51,21 @@ SETTINGS = (
         parse_positive_int,
         4,
         "worker threads: requests served at once",
+    ),
+    Setting(
+        "max_batch_size",
+        "STRAIGHTLINE_MODELSERVER_MAX_BATCH_SIZE",
+        parse_positive_int,
+        DEFAULT_BATCHING.max_batch_size,
+        "adaptive batching: the most requests that go through a model at once (1: off); a "
+        "model's metadata.json (serving.max_batch_size) overrides it",
+    ),
+    Setting(
+        "max_queue_delay_ms",
+        "STRAIGHTLINE_MODELSERVER_MAX_QUEUE_DELAY_MS",
+        float,
+        DEFAULT_BATCHING.max_queue_delay_s * 1e3,
+        "adaptive batching: the longest a batch waits for requests still decoding their image",
     ),
     Setting(
         "health_listen",
@@ -84,13 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = resolve(SETTINGS, flags, {})
         tls = tls_files(settings)
-    except ConfigError as error:
+        batching = BatchSettings(settings["max_batch_size"], settings["max_queue_delay_ms"] / 1e3)
+    except (ConfigError, ServiceError) as error:
         print(f"straightline-modelserver: configuration error: {error}", file=sys.stderr)
         return 2
     configure_logging("modelserver", settings["log_level"])
     configure_tracing("straightline-modelserver")
     try:
-        models = ModelSet(open_store(settings["store"], settings["model_s3_url"]), flags.model)
+        store = open_store(settings["store"], settings["model_s3_url"])
+        models = ModelSet(store, flags.model, batching)
     except ServiceError as error:
         log.error("cannot serve: %s", error)
         return 1
