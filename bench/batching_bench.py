@@ -47,13 +47,7 @@ def closed_loop(url: str, images: list[bytes], callers: int, seconds: float) -> 
                 latencies.append(time.perf_counter() - started)
             n += 1
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
+    elapsed = report.run_together(caller, callers)
     ordered = sorted(latencies)
     return {
         "rps": round(len(latencies) / elapsed, 1),

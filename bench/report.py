@@ -4,6 +4,8 @@ import json
 import os
 import platform
 import statistics
+import threading
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -28,6 +30,17 @@ def machine() -> dict:
         "grpcio": metadata.version("grpcio"),
         "opentelemetry-sdk": metadata.version("opentelemetry-sdk"),
     }
+
+
+def run_together(target, count: int) -> float:
+    """Runs `target(i)` on `count` threads at once; the seconds until the last has ended."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def summary(samples_s: list[float]) -> dict:

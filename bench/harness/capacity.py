@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+from bench import report
 from straightline.v1 import placer_pb2, types_pb2
 
 
@@ -45,13 +46,7 @@ def sustained(stub, model: str, image: bytes, content_type: str, callers: int, s
             with lock:
                 outcome[0] += 1
 
-    threads = [threading.Thread(target=call_until_deadline) for _ in range(callers)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
+    elapsed = report.run_together(lambda _: call_until_deadline(), callers)
     return {
         "callers": callers,
         "rps": round(answered[0] / elapsed, 1),
