@@ -71,7 +71,7 @@ def test_after_the_hold_a_platform_found_too_slow_is_measured_again():
     predicted(docker, serverless, now=0.0)
     forget(docker)
     decision = decide(Rule.SLO_AWARE, predicted(docker, serverless, now=BASE_HOLD_S + 1))
-    assert decision.platform == DOCKER  # unmeasured: a probe
+    assert (decision.platform, decision.mirror) == (SERVERLESS, (DOCKER,))  # measured by a copy
     assert docker.predicted_latency_s < 0.01
 
 
@@ -79,7 +79,8 @@ def test_when_the_load_goes_down_a_platform_found_too_slow_is_measured_again():
     docker, serverless = state(DOCKER, service=0.35), state(SERVERLESS, service=0.15)
     predicted(docker, serverless, now=0.0, rate_rps=20.0)
     forget(docker)
-    assert decide(Rule.SLO_AWARE, predicted(docker, serverless, rate_rps=10.0)).platform == DOCKER
+    decision = decide(Rule.SLO_AWARE, predicted(docker, serverless, rate_rps=10.0))
+    assert decision.mirror == (DOCKER,)
 
 
 def test_a_platform_within_the_objective_is_predicted_as_last_measured_after_its_adapter_forgets():

@@ -220,15 +220,35 @@ def test_a_full_platform_not_measured_yet_is_not_queued_behind():
     assert flask.predicted_latency_s == pytest.approx(0.0, abs=1e-6)
 
 
-def test_an_unmeasured_platform_takes_one_request_at_a_time_while_another_can_take_it():
+def test_an_unmeasured_platform_is_measured_by_a_copy_while_a_measured_one_serves():
     flask = state(FLASK, free=2, service=0.0)  # nothing measured in the last 30 s
     docker = state(DOCKER, free=2, service=0.25)
     first = decide(Rule.SLO_AWARE, predicted(flask, docker))
-    assert first.platform == FLASK  # a probe
-    flask.instance.sent_since_report = 1  # the probe is on its way
-    assert decide(Rule.SLO_AWARE, predicted(flask, docker)).platform == DOCKER
+    assert (first.platform, first.mirror) == (DOCKER, (FLASK,))
+    flask.instance.sent_since_report = 1  # the copy is on its way: no second one
+    second = decide(Rule.SLO_AWARE, predicted(flask, docker))
+    assert (second.platform, second.mirror) == (DOCKER, ())
+
+
+def test_with_nothing_measured_an_unmeasured_platform_takes_one_request_at_a_time():
+    flask = state(FLASK, free=2, service=0.0)
+    serverless = state(SERVERLESS, free=2, service=0.0)
+    first = decide(Rule.SLO_AWARE, predicted(flask, serverless))
+    assert (first.platform, first.mirror) == (FLASK, ())  # the cheapest, no copy
+    flask.instance.sent_since_report = 1
+    assert decide(Rule.SLO_AWARE, predicted(flask, serverless)).platform == SERVERLESS
     alone = decide(Rule.SLO_AWARE, predicted(flask))
     assert alone.platform == FLASK  # nothing else can take it: no refusal
+
+
+def test_a_deadline_no_measured_platform_meets_goes_to_an_unmeasured_one_not_a_refusal():
+    flask = state(FLASK, free=2, service=0.0)
+    docker = state(DOCKER, free=2, service=0.25)
+    tried = decide(Rule.SLO_AWARE, predicted(flask, docker, deadline=0.1))
+    assert (tried.platform, tried.mirror) == (FLASK, ())
+    flask.instance.sent_since_report = 1  # on its way: now nothing can meet 100 ms
+    refused = decide(Rule.SLO_AWARE, predicted(flask, docker, deadline=0.1))
+    assert (refused.platform, refused.branch) == (None, Branch.DEADLINE_UNMEETABLE)
 
 
 def test_a_request_over_the_platforms_limit_cannot_go_there():

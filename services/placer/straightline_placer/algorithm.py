@@ -60,6 +60,9 @@ class Decision:
     platform: Platform | None  # None: refused
     branch: Branch
     reason: str = ""  # why a request was refused, as the caller will read it
+    # Platforms not measured yet that get a copy of the request, so that they are measured
+    # without a user's request waiting on them (the copy's answer is dropped).
+    mirror: tuple[Platform, ...] = ()
 
 
 HIGH_FREQUENCY_SMALL_DATA = Decision(Platform.SERVERLESS, Branch.HIGH_FREQUENCY_SMALL_DATA)

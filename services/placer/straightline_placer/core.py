@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +46,8 @@ tracer = trace.get_tracer("straightline.placer")
 
 # The most requests one PlaceBatch may hold.
 MAX_BATCH = 10_000
+# Copies of requests sent at once to measure platforms (one per platform at a time).
+MIRRORS_AT_ONCE = 4
 # While a request may still fall back, one attempt may take at most this share of the time
 # left before its deadline (and at least MIN_ATTEMPT_S): a hung instance costs one attempt,
 # and the request still has time for another platform.
@@ -75,6 +78,7 @@ class Placement:
     instance_id: str
     instance_address: str
     decision_seconds: float
+    mirror: tuple[Platform, ...] = ()  # platforms that get a copy to be measured by
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,11 @@ class Placer:
         self._forwarder = forwarder
         self._metrics = metrics
         self._clock = clock
+        self._mirrors = ThreadPoolExecutor(MIRRORS_AT_ONCE, thread_name_prefix="mirror")
+
+    def close(self) -> None:
+        """Stops sending copies of requests (those on their way are not waited for)."""
+        self._mirrors.shutdown(wait=False, cancel_futures=True)
 
     # Policy ----------------------------------------------------------------------------------
 
@@ -216,6 +225,7 @@ class Placer:
                 instance_id=instance.instance_id if instance else "",
                 instance_address=instance.address if instance else "",
                 decision_seconds=time.perf_counter() - started,
+                mirror=choice.decision.mirror,
             )
             if span.is_recording():
                 span.set_attributes(_placement_attributes(request, placement))
@@ -262,6 +272,7 @@ class Placer:
         placement, instance, ticket = self.admit(request)
         if placement.platform is None:
             raise ResourceExhausted(f"model {request.model_name!r}: {placement.reason}")
+        self._send_mirrors(placement, request, payload, deadline)
         attempts: list[AttemptRecord] = []
         candidates = itertools.chain(
             [(placement.platform, instance, ticket)], self.fallbacks(placement, request)
@@ -319,6 +330,31 @@ class Placer:
             if ticket is not None and placement.platform is not None:
                 self._metrics.count_fallback(placement.platform, platform)
                 yield platform, ticket.instance, ticket
+
+    def _send_mirrors(
+        self, placement: Placement, request: Request, payload: Any, deadline: float
+    ) -> None:
+        """A copy of the request to each platform the rule wants measured, on a slot of its
+        own; the answer is dropped, and only the adapter's figures keep it."""
+        for platform in placement.mirror:
+            ticket = self.registry.reserve_with_capacity(
+                platform, request.model_name, request.model_version
+            )
+            if ticket is not None:
+                self._metrics.count_mirror(platform)
+                timeout = max(MIN_ATTEMPT_S, deadline - time.monotonic())
+                request_id = f"{placement.request_id}.mirror"
+                self._mirrors.submit(self._mirror, ticket, payload, timeout, request_id)
+
+    def _mirror(self, ticket: Ticket, payload: Any, timeout: float, request_id: str) -> None:
+        try:
+            self._forwarder.forward(ticket.instance, payload, timeout, request_id)
+        except PlatformRefused as refusal:
+            self._record_refusal(ticket.instance, ticket, refusal)
+            return
+        except ServiceError:
+            pass
+        self.registry.finish(ticket, ran=True)
 
     def _observe_prediction(
         self, placement: Placement, platform: Platform, observed: float

@@ -25,6 +25,12 @@ class PlacerMetrics:
             buckets=(1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3),
             registry=self.registry,
         )
+        self.mirrors = Counter(
+            "straightline_mirrors",
+            "Copies of requests sent to a platform to measure it (their answers dropped).",
+            ["platform"],
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "straightline_fallbacks",
             "Requests sent to another platform after the chosen one refused them.",
@@ -60,6 +66,9 @@ class PlacerMetrics:
 
     def count_fallback(self, chosen: Platform, used: Platform) -> None:
         self.fallbacks.labels(chosen.name.lower(), used.name.lower()).inc()
+
+    def count_mirror(self, platform: Platform) -> None:
+        self.mirrors.labels(platform_label(platform)).inc()
 
     def observe_prediction_error(self, platform: Platform, error_s: float) -> None:
         self.prediction_error.labels(platform_label(platform)).observe(error_s)

@@ -9,9 +9,10 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   median or a percentile: an objective is met or missed per request, and a platform whose
   recent requests were not all within it will not keep every next one within it either.
   Adapters forget requests after 30 s; the placer then recalls the figures it last saw
-  (`recollection.py`), and an instance without any is predicted at no service time: while
-  one request (a probe) is on its way there it is marked `probing`, and the rule sends it
-  another only when no other platform can take the request;
+  (`recollection.py`), and an instance without any is `unmeasured`, predicted at no service
+  time: the rule measures it with a copy of a request that a measured platform serves (a
+  mirror) and sends it a user's request only when no measured platform can take it; while a
+  request or its copy is on its way there it is marked `probing`;
 - wait: none while the platform has a free slot; otherwise the requests ahead of it in the
   queue of the instance it would go to (the one with most queue room), drained by that
   instance's slots at one median service time each; a full platform without queue room (Lambda at
@@ -90,8 +91,9 @@ def predict(
     if size > settings.max_request_bytes:
         state.predicted_latency_s = None
         return
-    state.probing = not state.instance.stats.measured and _probe_in_flight(state)
     stats = _figures(state.instance, size, settings, objective)
+    state.unmeasured = not stats.measured
+    state.probing = state.unmeasured and _probe_in_flight(state)
     service = stats.service_time_s(size) * stretch
     if state.free_slots > 0:
         wait = 0.0

@@ -147,6 +147,7 @@ class PlatformState:
     warm_free_slots: int = 0
     predicted_latency_s: float | None = None  # None: not predicted, or it cannot take it
     predicted_cost_usd: float = 0.0
+    unmeasured: bool = False  # no recent figures, reported or recalled
     probing: bool = False  # unmeasured, with a request already on its way there
     instance_queued: int = 0
     instance_queue_room: int = 0

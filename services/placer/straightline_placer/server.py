@@ -97,6 +97,7 @@ class PlacerServer:
         self._stopping.set()
         self._grpc.stop(grace)
         self._oip.close()
+        self.placer.close()
         self._forwarder.close()
 
     def _sweep(self) -> None:

@@ -2,6 +2,7 @@
 else the one predicted fastest; and a refusal at once when none can answer before the
 request's deadline. The predictions are the placer's (`prediction.py`)."""
 
+import dataclasses
 from collections.abc import Iterable
 
 from straightline_placer.algorithm import Branch, Decision, platform_label
@@ -19,10 +20,23 @@ class SloAwareRule:
             for position, state in enumerate(inputs.platforms.values())
             if state.predicted_latency_s is not None
         ]
-        # An unmeasured platform takes one request at a time while another can take it.
-        candidates = [c for c in candidates if not c[2].probing] or candidates
         if not candidates:
             return Decision(None, Branch.NO_CAPACITY, _nowhere(inputs))
+        # A platform not measured yet is measured by a copy of the request while a measured
+        # one serves it; when no measured one can, it takes one request at a time.
+        measured = [c for c in candidates if not c[2].unmeasured]
+        if measured:
+            decision = self._choose(inputs, measured)
+            if decision.platform is not None:
+                mirror = tuple(
+                    c[2].platform for c in candidates if c[2].unmeasured and not c[2].probing
+                )
+                return dataclasses.replace(decision, mirror=mirror) if mirror else decision
+        return self._choose(inputs, [c for c in candidates if not c[2].probing] or candidates)
+
+    def _choose(
+        self, inputs: Inputs, candidates: list[tuple[float, int, PlatformState]]
+    ) -> Decision:
         deadline = inputs.deadline_s if inputs.deadline_s is not None else float("inf")
         objective = min(deadline, inputs.latency_objective_s or float("inf"))
         within = [c for c in candidates if c[0] <= objective]
