@@ -147,9 +147,7 @@ def test_platforms_named_on_one_host_are_kept_and_predicted_alone_while_it_is_id
     assert 100 <= predicted_ms(place(stub), FLASK) <= 103
 
 
-def test_a_platform_not_measured_yet_is_measured_by_a_copy_not_by_a_users_request(
-    stub, adapters
-):
+def test_a_platform_not_measured_yet_is_measured_by_a_copy_not_by_a_users_request(stub, adapters):
     flask = adapters(FLASK, capacity=2, service_time_s=0.1)
     serverless = adapters(SERVERLESS, capacity=8, service_time_s=0.15)
     set_policy(stub, pinned_platform=FLASK)
