@@ -74,7 +74,9 @@ class Stack:
         return self.adapter_stubs[address].GetStatus(request, timeout=5).report
 
     def containers(self, name: str) -> list:
-        return self.engine.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={name}"})
+        return self.engine.containers.list(
+            all=True, filters={"label": f"{OWNER_LABEL}={name}"}, ignore_removed=True
+        )
 
     def running(self, name: str) -> list:
         return [c for c in self.containers(name) if c.status == "running"]
@@ -175,7 +177,7 @@ def record(scenario: str, load: OpenLoop, **figures) -> None:
 
 def assert_no_client_failure(load: OpenLoop) -> None:
     failed = load.failed()
-    assert len(load.outcomes) >= 20
+    assert len(load.outcomes) >= 10  # some before the fault, the rest through and after it
     assert failed == [], f"{len(failed)} of {len(load.outcomes)} failed: {failed[:3]}"
 
 
@@ -198,7 +200,7 @@ def test_kill_9_of_the_flask_model_server(stack):
         restarted = reported + seconds_until(
             lambda: not stack.status(FLASK).unavailable_reason, timeout=30
         )
-        time.sleep(2)
+        time.sleep(3)
     assert_no_client_failure(load)
     assert state_of(server) == ""  # reaped
     assert reported < 2 and restarted < 10
@@ -246,7 +248,7 @@ def test_docker_kill_of_a_model_server_container(stack):
             ),
             timeout=60,
         )
-        time.sleep(2)
+        time.sleep(3)
     assert_no_client_failure(load)
     assert len(stack.running("faults-docker")) >= 1
     record("docker kill of a model-server container", load, replaced_s=replaced)
@@ -262,7 +264,7 @@ def test_kill_9_of_the_docker_adapter_and_its_restart(stack):
         left = stack.containers("faults-docker")
         stack.adapters[DOCKER] = stack.start[DOCKER]()
         back = time.monotonic() - killed
-        time.sleep(2)
+        time.sleep(3)
     assert_no_client_failure(load)
     assert left, "the killed adapter's containers were expected to outlive it"
     now = {c.id for c in stack.containers("faults-docker")}
@@ -319,7 +321,7 @@ def test_kill_of_a_lambda_environment(stack):
             ),
             timeout=60,
         )
-        time.sleep(2)
+        time.sleep(3)
     assert_no_client_failure(load)
     record("docker kill of a Lambda environment", load, min_warm_refilled_s=refilled)
 

@@ -104,6 +104,17 @@ def test_a_refusal_falls_back_along_the_order_of_preference(forwarder):
     assert [a.error is None for a in result.attempts] == [False, True]
 
 
+def test_a_refusal_falls_back_into_the_queue_of_a_platform_without_a_free_slot(forwarder):
+    placer = make_placer(forwarder)
+    heartbeat(placer, FLASK)
+    heartbeat(placer, DOCKER, free=0, queue_limit=4)  # busy, with room in its queue
+    heartbeat(placer, SERVERLESS, free=0)  # busy, no queue (Lambda's concurrency)
+    forwarder.refusals[FLASK] = PlatformExhausted("flask is full")
+    result = placer.infer(request(), payload=b"x", timeout=5)
+    assert [platform for platform, _ in forwarder.calls] == [FLASK, DOCKER]
+    assert (result.served_platform, result.fell_back) == (DOCKER, True)
+
+
 def test_the_adapter_gets_the_request_id_the_placement_reports(forwarder):
     placer = make_placer(forwarder)
     all_platforms(placer)

@@ -15,6 +15,7 @@ class Outcome:
     sent: float  # time.monotonic() when it was sent
     code: grpc.StatusCode
     answer: placer_pb2.InferResponse | None  # None when it failed
+    details: str = ""  # why it failed
 
 
 class OpenLoop:
@@ -50,7 +51,7 @@ class OpenLoop:
             if error is None:
                 self.outcomes.append(Outcome(sent, grpc.StatusCode.OK, call.result()))
             else:
-                self.outcomes.append(Outcome(sent, error.code(), None))
+                self.outcomes.append(Outcome(sent, error.code(), None, error.details()))
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):

@@ -318,14 +318,14 @@ class Placer:
         self, placement: Placement, request: Request
     ) -> Iterator[tuple[Platform, Instance, Ticket]]:
         """After the chosen platform refused the request: (platform, instance, ticket) for each
-        other platform in the fallback order that takes its size and has a free slot, the slot
-        reserved as it is reached."""
+        other platform in the fallback order that takes its size and has a free slot or room in
+        its queue, the slot or place reserved as it is reached."""
         policy = self._policy
         for platform in self._fallback_order(placement, policy)[1:]:
             if request.data_size_bytes > policy.platform_settings[platform].max_request_bytes:
                 continue
             ticket = self.registry.reserve_with_capacity(
-                platform, request.model_name, request.model_version
+                platform, request.model_name, request.model_version, or_queue=True
             )
             if ticket is not None and placement.platform is not None:
                 self._metrics.count_fallback(placement.platform, platform)

@@ -336,12 +336,17 @@ class InstanceRegistry:
             ticket = self._reserve(instance) if reserve and instance is not None else None
             return choice, instance, ticket
 
-    def reserve_with_capacity(self, platform: Platform, name: str, version: str) -> Ticket | None:
-        """Reserves a slot on the instance of `platform` with most free capacity, if any has one."""
+    def reserve_with_capacity(
+        self, platform: Platform, name: str, version: str, *, or_queue: bool = False
+    ) -> Ticket | None:
+        """Reserves a slot on the instance of `platform` with most free capacity, if any has
+        one; with `or_queue`, else a place in the queue of the one with most queue room."""
         now = self._clock()
         with self._changed:
             state = self._survey(name, version, now, (platform,)).get(platform)
-            if state is None or state.instance.effective_free == 0:
+            if state is None:
+                return None
+            if state.instance.effective_free == 0 and not (or_queue and state.instance_queue_room):
                 return None
             return self._reserve(state.instance)
 

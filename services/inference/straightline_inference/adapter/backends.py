@@ -20,6 +20,7 @@ def flask(config: AdapterConfig) -> Backend:
     return FlaskBackend(
         store=config.store,
         threads=config.threads,
+        queue_limit=config.queue_limit,
         url=config.model_server_url,
         tls=tls_files(vars(config)),
     )

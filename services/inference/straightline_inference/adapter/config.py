@@ -95,7 +95,12 @@ SETTINGS = (
     _setting(
         "threads_per_container", parse_positive_int, 2, "docker: worker threads per container"
     ),
-    _setting("queue_limit", parse_non_negative_int, 8, "docker: requests that may wait for a slot"),
+    _setting(
+        "queue_limit",
+        parse_non_negative_int,
+        8,
+        "flask, docker, oip: requests that may wait for a slot (0: refuse when every slot is busy)",
+    ),
     _setting("idle_timeout_s", float, 60.0, "docker, serverless: stop environments idle this long"),
     _setting(
         "min_warm",
