@@ -308,7 +308,7 @@ def test_an_address_that_is_not_an_adapter_is_never_registered(placer, channels,
 
 
 def test_clients_that_send_their_requests_slowly_hold_no_thread(placer, stub, tokens, registered):
-    # 150 connections, each an Infer of 64 KB arriving at 2 KB/s (half a minute), past the
+    # 160 connections, each an Infer of 64 KB arriving at 2 KB/s (half a minute), past the
     # placer's 64 unary calls and all its threads: health checks and other callers must not
     # wait for them.
     body = placer_pb2.InferRequest(model=MODEL, payload=b"\xff" * 65536, content_type="image/png")
@@ -317,12 +317,15 @@ def test_clients_that_send_their_requests_slowly_hold_no_thread(placer, stub, to
             with_token(
                 proxy.address, tokens.of(Role.CLIENT), [("grpc.use_local_subchannel_pool", 1)]
             )
-            for _ in range(150)
+            for _ in range(160)
         ]
         calls = [placer_pb2_grpc.PlacerServiceStub(c).Infer.future(body) for c in slow_channels]
         try:
             time.sleep(2)  # every connection is open and sending
-            assert not any(call.done() for call in calls)
+            # More held than the placer has threads (64 unary + 64 stream + 4), whatever
+            # became of a few connections on a loaded machine.
+            ended = [call.exception() for call in calls if call.done()]
+            assert len(calls) - len(ended) > 132, f"{len(ended)} ended early: {ended[:2]}"
             assert [health_status(placer.address) for _ in range(3)] == [1] * 3  # SERVING
             assert_still_serving(placer, stub, registered)
         finally:

@@ -40,8 +40,10 @@ class ThrottlingProxy:
         self._server.close()
         for writer in list(self._writers):
             writer.close()
-        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        relays = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in relays:
             task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
 
     async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
         upstream_in, upstream_out = await asyncio.open_connection(self._host, self._port)
