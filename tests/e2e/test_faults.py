@@ -209,23 +209,27 @@ def test_kill_9_of_the_flask_model_server(stack):
     )
 
 
-def test_sigstop_of_the_flask_adapter(stack):
-    adapter = stack.adapters[FLASK]
-    with steered_load(stack, FLASK) as load:
+@pytest.mark.parametrize(
+    "platform", [FLASK, DOCKER, SERVERLESS], ids=["flask", "docker", "serverless"]
+)
+def test_sigstop_of_an_adapter(stack, platform):
+    adapter = stack.adapters[platform]
+    name = types_pb2.Platform.Name(platform).removeprefix("PLATFORM_").capitalize()
+    with steered_load(stack, platform) as load:
         time.sleep(1)
         adapter.process.send_signal(signal.SIGSTOP)
         stopped = time.monotonic()
         try:
-            out_of_view = seconds_until(lambda: FLASK not in stack.live_platforms(), timeout=10)
+            out_of_view = seconds_until(lambda: platform not in stack.live_platforms(), timeout=10)
             time.sleep(2)
         finally:
             adapter.process.send_signal(signal.SIGCONT)
-        back = seconds_until(lambda: FLASK in stack.live_platforms(), timeout=15)
+        back = seconds_until(lambda: platform in stack.live_platforms(), timeout=15)
         time.sleep(1)
     assert_no_client_failure(load)
     assert out_of_view < 3  # the heartbeat timeout (1 s) and a sweep, on a loaded machine
     record(
-        "SIGSTOP of the Flask adapter, SIGCONT after 2 s",
+        f"SIGSTOP of the {name} adapter, SIGCONT after 2 s",
         load,
         out_of_view_s=out_of_view,
         back_in_view_after_sigcont_s=back,
@@ -252,6 +256,35 @@ def test_docker_kill_of_a_model_server_container(stack):
     assert_no_client_failure(load)
     assert len(stack.running("faults-docker")) >= 1
     record("docker kill of a model-server container", load, replaced_s=replaced)
+
+
+def test_a_paused_model_server_container(stack):
+    """`docker pause`: a container that hangs. A request on it costs one attempt (half of what
+    is left of its 20 s deadline) and falls back; the others go to the adapter's other slots."""
+    with steered_load(stack, DOCKER) as load:
+        time.sleep(1)
+        [victim, *_] = stack.running("faults-docker")
+        victim.pause()
+        paused = time.monotonic()
+        try:
+            time.sleep(12)  # longer than an attempt may wait (half of the 20 s deadline)
+        finally:
+            victim.reload()
+            if victim.status == "paused":
+                victim.unpause()
+        time.sleep(2)
+    assert_no_client_failure(load)
+    waited = [
+        a.attempts[0].duration.ToTimedelta().total_seconds()
+        for a in load.served()
+        if a.fell_back and a.attempts[0].platform == DOCKER
+    ]
+    record(
+        "docker pause of a model-server container for 12 s",
+        load,
+        longest_failed_attempt_s=max(waited, default=0.0),
+        paused_for_s=time.monotonic() - paused,
+    )
 
 
 def test_kill_9_of_the_docker_adapter_and_its_restart(stack):
