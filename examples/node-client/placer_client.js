@@ -12,57 +12,18 @@
 // `register` is what an adapter written in any language does: a bidirectional Heartbeat
 // stream of reports, answered with acknowledgements, ended with a `leaving` report.
 //
-// Credentials as every StraightLine client: with STRAIGHTLINE_TLS_CERT, _KEY and _CLIENT_CA,
-// mutual TLS with that certificate (its role is in the certificate); otherwise the role's
-// bearer token (client; adapter for `register`) from the deployment's tokens file,
-// STRAIGHTLINE_TOKENS_FILE or $XDG_STATE_HOME/straightline/tokens.json.
+// Credentials and several placers as every StraightLine client in Node: channel.js.
 
 "use strict";
 
 const fs = require("fs");
-const os = require("os");
 const path = require("path");
 const { parseArgs } = require("util");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
+const { channelTo } = require("./channel");
 
 const PROTOS = path.resolve(__dirname, "..", "..", "protos");
-// Round robin over several placers, a call that finds one down retried on another: the
-// service config every StraightLine client uses (deploy/placers.service-config.json).
-const SEVERAL_PLACERS = path.resolve(__dirname, "..", "..", "deploy", "placers.service-config.json");
-
-function tokensFile() {
-  if (process.env.STRAIGHTLINE_TOKENS_FILE) {
-    return process.env.STRAIGHTLINE_TOKENS_FILE;
-  }
-  const state = process.env.XDG_STATE_HOME || path.join(os.homedir(), ".local", "state");
-  return path.join(state, "straightline", "tokens.json");
-}
-
-// Sends `authorization: Bearer <token>` with every call.
-function bearer(token) {
-  return (options, nextCall) =>
-    new grpc.InterceptingCall(nextCall(options), {
-      start(metadata, listener, next) {
-        metadata.set("authorization", `Bearer ${token}`);
-        next(metadata, listener);
-      },
-    });
-}
-
-function credentials(role) {
-  const { STRAIGHTLINE_TLS_CERT: cert, STRAIGHTLINE_TLS_KEY: key } = process.env;
-  const ca = process.env.STRAIGHTLINE_TLS_CLIENT_CA;
-  if (cert && key && ca) {
-    const read = (file) => fs.readFileSync(file);
-    return { channel: grpc.credentials.createSsl(read(ca), read(key), read(cert)), options: {} };
-  }
-  const token = JSON.parse(fs.readFileSync(tokensFile(), "utf8"))[role];
-  return {
-    channel: grpc.credentials.createInsecure(),
-    options: { interceptors: [bearer(token)] },
-  };
-}
 
 function placerClient(address, role) {
   const definition = protoLoader.loadSync("straightline/v1/placer.proto", {
@@ -73,23 +34,8 @@ function placerClient(address, role) {
     defaults: true,
   });
   const { PlacerService } = grpc.loadPackageDefinition(definition).straightline.v1;
-  const { channel, options } = credentials(role);
-  const [target, channelOptions] = targetOf(address);
-  return new PlacerService(target, channel, { ...options, ...channelOptions });
-}
-
-// One placer, or several ("a:1,b:2", IP literals) that gRPC balances over itself.
-function targetOf(address) {
-  // Back within half a second of a placer's return (the default backoff grows to 2 min).
-  const reconnect = {
-    "grpc.initial_reconnect_backoff_ms": 100,
-    "grpc.max_reconnect_backoff_ms": 500,
-  };
-  if (!address.includes(",")) {
-    return [address, reconnect];
-  }
-  const serviceConfig = fs.readFileSync(SEVERAL_PLACERS, "utf8");
-  return [`ipv4:${address}`, { ...reconnect, "grpc.service_config": serviceConfig }];
+  const { target, credentials, options } = channelTo(address, role);
+  return new PlacerService(target, credentials, options);
 }
 
 function unary(client, method, request, timeoutSeconds = 30) {

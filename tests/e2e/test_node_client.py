@@ -143,3 +143,22 @@ def test_node_balances_over_two_placers_and_passes_over_a_dead_one(start_placer,
             assert placement["platform"] == "PLATFORM_FLASK"
     finally:
         flask.stop()
+
+
+REFLECT = ROOT / "examples" / "node-client" / "reflect.js"
+
+
+def test_node_finds_and_calls_the_placer_by_reflection_alone(placer, stub, tokens):
+    def reflect(*args: str) -> list[dict]:
+        command = ["node", str(REFLECT), "--server", placer.address, *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    services = {line["service"] for line in reflect("services")}
+    assert {"straightline.v1.PlacerService", "inference.GRPCInferenceService"} <= services
+    [answer] = reflect("call", "straightline.v1.PlacerService/GetPolicy")
+    expected = stub.GetPolicy(placer_pb2.GetPolicyRequest()).policy
+    assert answer["policy"]["frequency_threshold_rps"] == expected.frequency_threshold_rps
+    [live] = reflect("call", "inference.GRPCInferenceService/ServerLive")
+    assert live == {"live": True}
