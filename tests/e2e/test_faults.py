@@ -260,7 +260,7 @@ def test_docker_kill_of_a_model_server_container(stack):
 
 def test_a_paused_model_server_container(stack):
     """`docker pause`: a container that hangs. A request on it costs one attempt (half of what
-    is left of its 20 s deadline) and falls back; the others go to the adapter's other slots."""
+    is left of its 20 s deadline) and falls back; its adapter's probe finds it hung."""
     with steered_load(stack, DOCKER) as load:
         time.sleep(1)
         [victim, *_] = stack.running("faults-docker")
@@ -269,9 +269,13 @@ def test_a_paused_model_server_container(stack):
         try:
             time.sleep(12)  # longer than an attempt may wait (half of the 20 s deadline)
         finally:
-            victim.reload()
-            if victim.status == "paused":
-                victim.unpause()
+            try:
+                victim.reload()
+                if victim.status == "paused":
+                    victim.unpause()
+                removed = False
+            except docker.errors.NotFound:
+                removed = True  # its adapter found it hung and removed it
         time.sleep(2)
     assert_no_client_failure(load)
     waited = [
@@ -283,6 +287,7 @@ def test_a_paused_model_server_container(stack):
         "docker pause of a model-server container for 12 s",
         load,
         longest_failed_attempt_s=max(waited, default=0.0),
+        removed_by_its_adapter=removed,
         paused_for_s=time.monotonic() - paused,
     )
 
