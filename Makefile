@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STUBS := libs/common/straightline/v1
+# MLServer (tests only) pins protobuf below 7: a virtual environment of its own.
+MLSERVER_VENV := .venv-mlserver
 PROTOS := $(wildcard protos/straightline/v1/*.proto)
 OIP_PROTOS := protos/oip/inference/open_inference_grpc.proto
 # Type-checked by `make lint` (pyproject.toml: [tool.mypy]).
@@ -14,13 +16,18 @@ TYPED := libs/common/straightline_common services/placer/straightline_placer \
 
 .PHONY: setup proto lint format images test test-fast bench bench-inference bench-batching evaluate demo clean
 
-setup: $(VENV)/.installed $(STUBS)/.generated $(BUF)
+setup: $(VENV)/.installed $(STUBS)/.generated $(BUF) $(MLSERVER_VENV)/.installed
 
 $(VENV)/.installed: constraints.txt requirements-dev.txt requirements-clients.txt $(wildcard */*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt -r requirements-clients.txt
+	touch $@
+
+$(MLSERVER_VENV)/.installed: requirements-mlserver.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet -r requirements-mlserver.txt
 	touch $@
 
 # Generated stubs import each other by package path (straightline.v1.*, inference.*), as
@@ -81,4 +88,4 @@ demo: setup
 	$(PY) -m scripts.demo
 
 clean:
-	rm -rf $(VENV) node_modules libs/common/straightline libs/common/inference
+	rm -rf $(VENV) $(MLSERVER_VENV) node_modules libs/common/straightline libs/common/inference

@@ -40,7 +40,7 @@ def configure_tracing(
         {
             SERVICE_NAME: environ.get("OTEL_SERVICE_NAME", service_name),
             SERVICE_NAMESPACE: "straightline",
-            SERVICE_VERSION: _version(),
+            SERVICE_VERSION: straightline_version(),
         }
     )
     provider = TracerProvider(resource=resource)
@@ -51,7 +51,7 @@ def configure_tracing(
     return provider
 
 
-def _version() -> str:
+def straightline_version() -> str:
     """StraightLine's version (its common library's, installed with every service)."""
     try:
         return importlib.metadata.version("straightline-common")

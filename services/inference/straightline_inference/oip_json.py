@@ -17,6 +17,7 @@ from typing import Any
 
 from inference import open_inference_grpc_pb2 as oip
 from straightline_common import errors, limits, oip_tensors
+from straightline_common.telemetry import straightline_version
 from straightline_inference.model import LoadedModel, Prediction
 
 HEADER_LENGTH = oip_tensors.HEADER_LENGTH
@@ -36,6 +37,15 @@ def infer(model: LoadedModel, body: bytes, header_length: str | None) -> tuple[b
     )
     oip_tensors.fill_outputs(response, oip_tensors.requested_outputs(message), answers)
     return _infer_response(response, binary_outputs)
+
+
+def server_metadata() -> dict[str, Any]:
+    """`GET /v2`: what the model server is and which protocol extensions it takes."""
+    return {
+        "name": "straightline-modelserver",
+        "version": straightline_version(),
+        "extensions": ["binary_tensor_data", "classification"],
+    }
 
 
 def metadata(model: LoadedModel) -> dict[str, Any]:

@@ -8,7 +8,6 @@ policy's rule exactly as `Infer` does (r_d: the image's bytes), runs them at onc
 answers in order; the placements go back in the response's parameters, one comma-separated
 value per image. Tensors: `oip_tensors.py`."""
 
-import importlib.metadata
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +20,7 @@ from straightline_common import oip_tensors
 from straightline_common.auth import READERS, access_of
 from straightline_common.errors import NotFound
 from straightline_common.names import check_id, check_model
+from straightline_common.telemetry import straightline_version
 from straightline_placer.algorithm import platform_label
 from straightline_placer.core import InferResult, Placer, Request
 
@@ -65,7 +65,7 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
         self, request: oip.ServerMetadataRequest, context: ServicerContext
     ) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(
-            name="straightline", version=_version(), extensions=["classification"]
+            name="straightline", version=straightline_version(), extensions=["classification"]
         )
 
     def ModelReady(
@@ -189,10 +189,3 @@ def _fill_placements(parameters: Any, results: list[InferResult]) -> None:
     }
     for key, values in columns.items():
         parameters[key].string_param = ",".join(values)
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("straightline-placer")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

@@ -1,14 +1,20 @@
 """An Open Inference Protocol endpoint the user already runs (a Triton, KServe, MLServer or
 StraightLine model server elsewhere) as a platform: requests go to its REST API (KServe v2,
-`/v2/models/<name>[/versions/<v>]/infer`) with the binary tensor data extension, the image as
-a BYTES input (JPEG, PNG) or its pixels as UINT8 / FP32, and the answer's top k classes asked
-for with the `classification` parameter (Triton's classification extension; the endpoint must
-support it). Its capacity is this adapter's setting: `concurrency` requests at once, a queue of
-`queue_limit` behind them. Health: `/v2/health/ready`, at start and while idle."""
+`/v2/models/<name>[/versions/<v>]/infer`), the image as a BYTES input (JPEG, PNG) or its
+pixels as UINT8 / FP32, and the answer's top k classes asked for with the `classification`
+parameter (Triton's classification extension; the endpoint, or its model, must answer it).
+With the binary tensor data extension when the endpoint lists it in its server metadata
+(`GET /v2`); otherwise in plain JSON, the image base64 in the BYTES input's data (parameter
+`content_type: base64`, MLServer's convention). Its capacity is this adapter's setting:
+`concurrency` requests at once, a queue of `queue_limit` behind them. Health:
+`/v2/health/ready`, at start and while idle."""
 
+import base64
 import json
 import time
 from typing import Any
+
+import numpy as np
 
 from straightline.v1 import types_pb2
 from straightline_common import oip_tensors, tensors
@@ -27,6 +33,7 @@ from straightline_inference.adapter.modelserver_client import HttpEndpoint
 HEADER_LENGTH = oip_tensors.HEADER_LENGTH
 _ERRORS = {400: InvalidArgument, 404: NotFound, 409: FailedPrecondition, 429: ResourceExhausted}
 _PIXELS = {"uint8": "UINT8", "float32": "FP32"}
+_BINARY_EXTENSION = "binary_tensor_data"
 _START_TIMEOUT_S = 60.0
 
 
@@ -40,6 +47,7 @@ class OipBackend:
         self._models = models
         self._gate = SlotGate(concurrency, queue_limit, name=f"the OIP endpoint {url}")
         self._ready = False
+        self._binary = False  # whether the endpoint takes the binary tensor data extension
 
     def start(self) -> None:
         """Waits until the endpoint says it is ready and serves every configured model."""
@@ -49,6 +57,7 @@ class OipBackend:
                 self._get("/v2/health/ready", 5.0)
                 for name, version in self._models:
                     self._get(_model_path(name, version) + "/ready", 5.0)
+                self._binary = _BINARY_EXTENSION in self._extensions()
                 self._ready = True
                 return
             except (Unavailable, DeadlineExceeded, NotFound):
@@ -82,16 +91,13 @@ class OipBackend:
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         with self._gate.slot(timeout) as queued:
             started = time.perf_counter()
-            header, data = _infer_body(call)
+            body, headers = _binary_body(call) if self._binary else _json_body(call)
             response = self._endpoint.send(
                 "POST",
                 _model_path(call.model_name, call.model_version) + "/infer",
                 timeout,
-                body=header + data,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    HEADER_LENGTH: str(len(header)),
-                },
+                body=body,
+                headers=headers,
             )
             answer = _answer(response, call)
             executed = time.perf_counter() - started
@@ -101,6 +107,14 @@ class OipBackend:
             queue_seconds=queued,
             execution_seconds=executed,
         )
+
+    def _extensions(self) -> list[str]:
+        """The protocol extensions the endpoint lists (none when it says nothing)."""
+        try:
+            extensions = json.loads(self._get("/v2", 5.0)).get("extensions")
+        except (NotFound, ValueError, AttributeError):
+            return []
+        return [str(e) for e in extensions] if isinstance(extensions, list) else []
 
     def _get(self, path: str, timeout: float) -> bytes:
         response = self._endpoint.send("GET", path, timeout)
@@ -113,24 +127,48 @@ def _model_path(name: str, version: str) -> str:
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
 
 
-def _infer_body(call: PredictCall) -> tuple[bytes, bytes]:
-    """The JSON header and the binary data of an infer request for one image."""
-    media_type = call.content_type.split(";")[0].strip().lower()
-    if media_type == tensors.MEDIA_TYPE:
+def _binary_body(call: PredictCall) -> tuple[bytes, dict[str, str]]:
+    """An infer request for one image: the JSON header, then the tensor's bytes."""
+    if _is_pixels(call):
         dtype, shape = tensors.parse_content_type(call.content_type)
-        tensor = {"datatype": _PIXELS[dtype], "shape": [1, *shape]}
+        tensor: dict[str, Any] = {"datatype": _PIXELS[dtype], "shape": [1, *shape]}
         data = call.payload
     else:
-        tensor = {"datatype": "BYTES", "shape": [1]}
-        data = oip_tensors.with_length(call.payload)
-    header = {
+        tensor, data = {"datatype": "BYTES", "shape": [1]}, oip_tensors.with_length(call.payload)
+    tensor["parameters"] = {"binary_data_size": len(data)}
+    header = _request(call, tensor)
+    headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+    return header + data, headers
+
+
+def _json_body(call: PredictCall) -> tuple[bytes, dict[str, str]]:
+    """An infer request for one image in plain JSON (endpoints without the extension)."""
+    if _is_pixels(call):
+        dtype, shape = tensors.parse_content_type(call.content_type)
+        pixels = np.frombuffer(call.payload, dtype=np.dtype(dtype).newbyteorder("<"))
+        tensor = {"datatype": _PIXELS[dtype], "shape": [1, *shape], "data": pixels.tolist()}
+    else:
+        tensor = {
+            "datatype": "BYTES",
+            "shape": [1],
+            "data": [base64.b64encode(call.payload).decode()],
+            "parameters": {"content_type": "base64"},
+        }
+    return _request(call, tensor), {"Content-Type": "application/json"}
+
+
+def _is_pixels(call: PredictCall) -> bool:
+    return call.content_type.split(";")[0].strip().lower() == tensors.MEDIA_TYPE
+
+
+def _request(call: PredictCall, tensor: dict[str, Any]) -> bytes:
+    """The JSON of an infer request with one input, asking for the top k classes."""
+    request = {
         "id": call.request_id,
-        "inputs": [{"name": "image", **tensor, "parameters": {"binary_data_size": len(data)}}],
-        "outputs": [
-            {"name": "scores", "parameters": {"classification": max(1, call.top_k)}},
-        ],
+        "inputs": [{"name": "image", **tensor}],
+        "outputs": [{"name": "scores", "parameters": {"classification": max(1, call.top_k)}}],
     }
-    return json.dumps(header).encode(), data
+    return json.dumps(request).encode()
 
 
 def _answer(response: Any, call: PredictCall) -> dict[str, Any]:

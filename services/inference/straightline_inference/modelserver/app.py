@@ -77,6 +77,10 @@ def create_app(models: ModelSet) -> Flask:
     def health() -> ResponseReturnValue:
         return jsonify(status="SERVING")
 
+    @app.get("/v2")
+    def oip_server_metadata() -> ResponseReturnValue:
+        return jsonify(oip_json.server_metadata())
+
     @app.get("/v2/health/live")
     def oip_live() -> ResponseReturnValue:
         return jsonify(live=True)
