@@ -319,6 +319,9 @@ def test_clients_that_send_their_requests_slowly_hold_no_thread(placer, stub, to
             )
             for _ in range(160)
         ]
+        connected = [grpc.channel_ready_future(c) for c in slow_channels]
+        for ready in connected:  # every connection made (HTTP/2 settings exchanged) first
+            ready.result(timeout=60)
         calls = [placer_pb2_grpc.PlacerServiceStub(c).Infer.future(body) for c in slow_channels]
         try:
             time.sleep(2)  # every connection is open and sending

@@ -22,7 +22,7 @@ class ThrottlingProxy:
 
     def __enter__(self) -> "ThrottlingProxy":
         self._thread.start()
-        self._server = self._run(asyncio.start_server(self._relay, "127.0.0.1", 0))
+        self._server = self._run(asyncio.start_server(self._relay, "127.0.0.1", 0, backlog=1024))
         self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
         return self
 
