@@ -1,4 +1,4 @@
-"""The fault suite (issue 16): the whole real stack (a placer, the Flask, Docker and serverless
+"""The fault suite (issue 16): the whole real stack (two placers, the Flask, Docker and serverless
 adapters with their model servers, containers and Lambda environments) under an open loop of
 real requests, while one part is killed, stopped or broken. Each scenario checks that no
 client sees a failure while another platform has capacity, that the broken part is found and
@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -28,6 +28,7 @@ from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from straightline_common.modelstore import MODEL_FILE, ModelStore
 from straightline_common.processes import ServiceProcess
+from straightline_inference.adapter.containers import free_ports
 from tests.support.load import OpenLoop
 from tests.support.models import image_bytes, make_classifier
 from tests.support.procfs import children, state_of
@@ -56,7 +57,8 @@ FIGURES: dict[str, dict] = {}
 
 @dataclass
 class Stack:
-    placer: ServiceProcess
+    placers: list[ServiceProcess]  # the first answers `stub`; adapters heartbeat to both
+    start_placer: Callable[[int], ServiceProcess]  # the placer of that index again, same port
     stub: placer_pb2_grpc.PlacerServiceStub
     store: ModelStore
     adapters: dict
@@ -105,29 +107,42 @@ ADAPTER_ARGS = {
 def stack(tmp_path_factory, start_adapter, otlp_receiver):
     store = ModelStore(tmp_path_factory.mktemp("fault-models"))
     make_classifier(store, "tiny")
-    placer = placer_process(
-        tmp_path_factory.mktemp("fault-placer"),
-        otlp_receiver.endpoint,
-        "--heartbeat-timeout-s",
-        "1",
-    )
+    workdir = tmp_path_factory.mktemp("fault-placers")
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    placers: list[ServiceProcess] = []
+
+    def start_placer(index: int) -> ServiceProcess:
+        placer = placer_process(
+            workdir / f"placer-{index}-{len(placers)}",
+            otlp_receiver.endpoint,
+            *("--listen", addresses[index], "--heartbeat-timeout-s", "1"),
+            *("--policy-file", str(workdir / "policy.json")),
+        )
+        placers.append(placer)
+        return placer.wait_ready()
+
     engine = docker.from_env()
     with ExitStack() as channels:
         try:
-            placer.wait_ready()
+            first, second = start_placer(0), start_placer(1)
             start = {
                 platform: (
-                    lambda args=args: start_adapter(*args, placer=placer.address, store=store.root)
+                    lambda args=args: start_adapter(
+                        *args, placer=",".join(addresses), store=store.root
+                    )
                 )
                 for platform, args in ADAPTER_ARGS.items()
             }
             adapters = {platform: begin() for platform, begin in start.items()}
-            channel = channels.enter_context(open_channel(placer.address, Role.OPERATOR))
+            channel = channels.enter_context(open_channel(first.address, Role.OPERATOR))
             stub = placer_pb2_grpc.PlacerServiceStub(channel)
             wait_for_instances(stub, 3, timeout=120)
-            yield Stack(placer, stub, store, adapters, start, engine, channels)
+            yield Stack(
+                [first, second], start_placer, stub, store, adapters, start, engine, channels
+            )
         finally:
-            placer.terminate()
+            for placer in placers:
+                placer.terminate()
             for name in ("faults-docker", "faults-serverless"):
                 for container in engine.containers.list(
                     all=True, filters={"label": f"{OWNER_LABEL}={name}"}
@@ -362,6 +377,42 @@ def test_kill_of_a_lambda_environment(stack):
         time.sleep(3)
     assert_no_client_failure(load)
     record("docker kill of a Lambda environment", load, min_warm_refilled_s=refilled)
+
+
+# The placers ------------------------------------------------------------------------------------
+
+
+def test_kill_9_of_one_placer_of_two_and_its_return(stack):
+    """Clients balance over both placers (round robin, UNAVAILABLE retried on the other); one is
+    killed under load and started again on its port, from the policy file the other wrote."""
+    first, second = (placer.address for placer in stack.placers)
+    steered = set_policy(stack.stub, fallback_enabled=True, **STEER[FLASK])
+    with ExitStack() as channels:
+
+        def stub_of(target: str) -> placer_pb2_grpc.PlacerServiceStub:
+            channel = channels.enter_context(open_channel(target, Role.OPERATOR))
+            return placer_pb2_grpc.PlacerServiceStub(channel)
+
+        def policy_of(stub: placer_pb2_grpc.PlacerServiceStub) -> placer_pb2.Policy:
+            return stub.GetPolicy(placer_pb2.GetPolicyRequest(), timeout=5).policy
+
+        assert wait_until(lambda: policy_of(stub_of(second)) == steered, timeout=5)
+        with OpenLoop(stub_of(f"{first},{second}"), RATE_PER_S, request(), timeout_s=20) as load:
+            time.sleep(2)
+            stack.placers[1].process.kill()
+            stack.placers[1].process.wait()
+            time.sleep(4)
+            stack.placers[1] = stack.start_placer(1)
+            back = stub_of(second)
+            in_view = seconds_until(lambda: len(wait_for_instances(back, 3, 15).instances), 20)
+            time.sleep(2)
+        assert_no_client_failure(load)
+        assert policy_of(back) == steered, "the restarted placer lost the run-time policy"
+    record(
+        "kill -9 of one placer of two, back on its port after 4 s",
+        load,
+        adapters_in_new_view_s=in_view,
+    )
 
 
 def test_nothing_is_left_behind_once_the_adapters_stop(stack):

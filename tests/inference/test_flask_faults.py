@@ -47,11 +47,14 @@ def wait_restarted(stub, flask, old: int, timeout: float) -> float:
 def test_a_killed_model_server_is_reported_reaped_and_restarted(flask, stub):
     old = model_server_of(flask)
     os.kill(old, signal.SIGKILL)
+    started = time.monotonic()
     assert wait_until(lambda: status(stub).unavailable_reason, timeout=5)
+    print(f"killed model server reported down after {time.monotonic() - started:.2f} s")
     down = status(stub)
     assert "Flask model server cannot serve: its process exited (-9)" in down.unavailable_reason
     assert (down.capacity_free, down.queue_limit) == (0, 0)
-    wait_restarted(stub, flask, old, timeout=60)
+    restarted = wait_restarted(stub, flask, old, timeout=60)
+    print(f"killed model server serving again after {restarted:.2f} s more")
     assert state_of(old) == ""  # reaped, not a zombie
     assert stub.Predict(predict_request(), timeout=30).classes
     assert status(stub).capacity_free == 2
@@ -61,9 +64,11 @@ def test_a_stopped_model_server_is_found_hung_and_replaced(flask, stub):
     old = model_server_of(flask)
     os.kill(old, signal.SIGSTOP)
     try:
-        # Reported down at the first missed probe of its health listener (1 s), restarted at
-        # the second (the stopped one is killed).
+        # Reported down at the second missed probe of its health listener (0.5 s each, twice a
+        # second), restarted at the fourth (the stopped one is killed).
+        started = time.monotonic()
         assert wait_until(lambda: status(stub).unavailable_reason, timeout=15)
+        print(f"hung model server reported down after {time.monotonic() - started:.2f} s")
         assert "did not answer" in status(stub).unavailable_reason
         wait_restarted(stub, flask, old, timeout=60)
         assert state_of(old) == ""

@@ -10,9 +10,10 @@ import pytest
 
 from inference import open_inference_grpc_pb2 as oip
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
+from scripts.localstack import set_policy
 from straightline_common.auth import Role
 from straightline_inference.simulated import CLASS_NAMES
-from tests.placer.conftest import FLASK, SERVERLESS
+from tests.placer.conftest import DOCKER, FLASK, SERVERLESS
 
 JPEG = b"\xff\xd8\xff\xe0"  # what the placer sniffs; the simulated platform does not decode
 
@@ -98,6 +99,31 @@ def test_each_image_is_placed_by_the_rule_on_its_own(oip_stub, adapters):
     response = oip_stub.ModelInfer(encoded(*(jpeg(200 + i) for i in range(4))), timeout=10)
     platforms = parameter(response, "served_platform")
     assert platforms.count("flask") <= 1 and platforms.count("serverless") >= 3
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["apart", "together"])
+def test_the_policy_keeps_a_batch_together(oip_stub, stub, adapters, together):
+    """Each image is under D, the four together are over it: apart, Algorithm 1 sends each to
+    Flask (line 11); together, the batch is one request of their bytes and goes to Docker
+    (line 7), each image to that platform, the batch counted once in f_t."""
+    adapters(FLASK, capacity=8)
+    adapters(DOCKER, capacity=8)
+    set_policy(stub, data_size_threshold_bytes=500, keep_batches_together=together)
+    images = [jpeg(200 + i) for i in range(4)]
+    response = oip_stub.ModelInfer(encoded(*images), timeout=10)
+    assert [int(row.argmax()) for row in scores_of(response)] == [
+        len(i) % len(CLASS_NAMES) for i in images
+    ]
+    assert parameter(response, "request_id") == [f"batch-1-{i}" for i in range(4)]
+    if together:
+        assert parameter(response, "served_platform") == ["docker"] * 4
+        assert parameter(response, "branch") == ["large_data"] * 4
+        assert parameter(response, "r_d") == [str(sum(map(len, images)))] * 4
+        assert len(set(parameter(response, "f_t"))) == 1
+    else:
+        assert parameter(response, "served_platform") == ["flask"] * 4
+        assert parameter(response, "r_d") == [str(len(i)) for i in images]
+        assert len(set(parameter(response, "f_t"))) == 4
 
 
 @pytest.mark.parametrize(

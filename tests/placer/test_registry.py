@@ -1,3 +1,6 @@
+import threading
+import time
+
 import pytest
 
 from straightline_common.errors import AlreadyExists, NotFound
@@ -271,3 +274,22 @@ def test_a_slot_that_frees_up_goes_to_the_reported_queue_first(registry):
     assert (flask.free_slots, flask.queue_depth) == (0, 0)
     registry.finish(before[2], ran=True)  # the third frees a slot nobody waits for
     assert free_slots(registry) == (1, 0, 0)
+
+
+def test_while_the_view_gathers_a_request_waits_for_its_model_to_appear(clock):
+    """A restarted placer: the adapters' heartbeats arrive over its first heartbeat timeout; a
+    request for a model no instance serves yet waits for one, then is refused as unknown."""
+    registry = InstanceRegistry(heartbeat_timeout=3.0, clock=clock, gathering_s=0.5)
+    later = threading.Timer(0.1, lambda: report(registry, "f1", Platform.FLASK))
+    later.start()
+    try:
+        choice, instance, _ticket = decide(registry, choose(Platform.FLASK))
+    finally:
+        later.join()
+    assert (choice.platform, instance.instance_id) == (Platform.FLASK, "f1")
+    with pytest.raises(NotFound):
+        decide(registry, choose(Platform.FLASK), "nope")
+    started = time.monotonic()
+    with pytest.raises(NotFound):  # gathered: refused at once
+        decide(registry, choose(Platform.FLASK), "nope")
+    assert time.monotonic() - started < 0.3

@@ -150,6 +150,13 @@ POLICY_SETTINGS = (
         "fall back to another platform on refusal",
     ),
     Setting(
+        "keep_batches_together",
+        "STRAIGHTLINE_PLACER_KEEP_BATCHES_TOGETHER",
+        parse_bool,
+        _DEFAULT_POLICY.keep_batches_together,
+        "place the images of one OIP request once, together (false: each on its own)",
+    ),
+    Setting(
         "placement_rule",
         "STRAIGHTLINE_PLACER_PLACEMENT_RULE",
         _rule,

@@ -9,9 +9,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -149,12 +149,15 @@ class Placer:
         forwarder: Forwarder,
         metrics: PlacerMetrics,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        gathering_s: float = 0.0,
     ) -> None:
-        """`clock` times the frequency window and heartbeats (the simulator's is virtual)."""
+        """`clock` times the frequency window and heartbeats (the simulator's is virtual);
+        for `gathering_s` after start a request for a model not in view yet waits for it."""
         self._policy = policy.validated()
         self._policy_lock = threading.Lock()
         self.frequency = FrequencyWindow(policy.frequency_window_s, clock)
-        self.registry = InstanceRegistry(policy.heartbeat_timeout_s, clock)
+        self.registry = InstanceRegistry(policy.heartbeat_timeout_s, clock, gathering_s=gathering_s)
         self._forwarder = forwarder
         self._metrics = metrics
         self._clock = clock
@@ -269,10 +272,60 @@ class Placer:
         chosen instance refuses it before answering."""
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
+        placement, instance, ticket = self._admitted(request)
+        self._send_mirrors(placement, request, payload, deadline)
+        return self._serve(placement, request, instance, ticket, payload, deadline, started)
+
+    def infer_together(
+        self,
+        batch: Request,
+        parts: Sequence[tuple[Request, object]],
+        timeout: float,
+        run_all: Callable[[Callable[[int], InferResult], range], Iterable[InferResult]] = map,
+    ) -> list[InferResult]:
+        """A batch that stays together: placed once, as the one request `batch` (all its bytes,
+        one in f_t), then each part sent to the platform so chosen (a slot or a place in its
+        queue each), falling back part by part where that platform refuses one. `run_all` maps
+        the parts' sends (an executor's map sends them at once)."""
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        placement, _instance, ticket = self._admitted(batch)
+        tickets = [ticket, *(self._same_platform(placement, batch) for _ in parts[1:])]
+
+        def serve(index: int) -> InferResult:
+            request, payload = parts[index]
+            ticket = tickets[index]
+            part_id = request.request_id or f"{placement.request_id}-{index}"
+            part = replace(placement, request_id=part_id)
+            found = ticket.instance if ticket is not None else None
+            return self._serve(part, request, found, ticket, payload, deadline, started)
+
+        return list(run_all(serve, range(len(parts))))
+
+    def _admitted(self, request: Request) -> tuple[Placement, Instance | None, Ticket | None]:
         placement, instance, ticket = self.admit(request)
         if placement.platform is None:
             raise ResourceExhausted(f"model {request.model_name!r}: {placement.reason}")
-        self._send_mirrors(placement, request, payload, deadline)
+        return placement, instance, ticket
+
+    def _same_platform(self, placement: Placement, request: Request) -> Ticket | None:
+        assert placement.platform is not None
+        return self.registry.reserve_with_capacity(
+            placement.platform, request.model_name, request.model_version, or_queue=True
+        )
+
+    def _serve(
+        self,
+        placement: Placement,
+        request: Request,
+        instance: Instance | None,
+        ticket: Ticket | None,
+        payload: object,
+        deadline: float,
+        started: float,
+    ) -> InferResult:
+        """Sends a placed request to its instance, then along the fallback order."""
+        assert placement.platform is not None
         attempts: list[AttemptRecord] = []
         candidates = itertools.chain(
             [(placement.platform, instance, ticket)], self.fallbacks(placement, request)

@@ -115,6 +115,7 @@ def format_policy(policy: placer_pb2.Policy) -> str:
         ("heartbeat_timeout", f"{seconds(policy.heartbeat_timeout):g} s"),
         ("pinned_platform", "none (Algorithm 1 places)" if pinned == "unspecified" else pinned),
         ("fallback_enabled", str(policy.fallback_enabled).lower()),
+        ("keep_batches_together", str(policy.keep_batches_together).lower()),
         ("placement_rule", "paper" if rule == "unspecified" else rule.replace("_", "-")),
         ("default_latency_objective", f"{milliseconds(policy.default_latency_objective)} ms"),
         *(

@@ -120,14 +120,26 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             else [f"{request.id}-{i}" if request.id else "" for i in range(len(images))]
         )
         deadline = context.time_remaining()
-
-        def infer_one(image: oip_tensors.Image, request_id: str) -> InferResult:
-            return self._infer(name, version, image, request_id, timeout, deadline)
-
-        if len(images) == 1:  # no thread hop for a single image
-            results = [infer_one(images[0], ids[0])]
+        requests = [
+            Request(request_id, name, version, len(image.payload), None, deadline)
+            for image, request_id in zip(images, ids, strict=True)
+        ]
+        parts = [
+            (placed, self._message(placed, image))
+            for placed, image in zip(requests, images, strict=True)
+        ]
+        if len(parts) == 1:  # no thread hop for a single image
+            [(placed, message)] = parts
+            results = [self._placer.infer(placed, message, timeout)]
+        elif self._placer.policy.keep_batches_together:
+            batch = Request(
+                request.id, name, version, sum(r.data_size_bytes for r in requests), None, deadline
+            )
+            results = self._placer.infer_together(batch, parts, timeout, self._images.map)
         else:
-            results = list(self._images.map(infer_one, images, ids))
+            results = list(
+                self._images.map(lambda p: self._placer.infer(p[0], p[1], timeout), parts)
+            )
         response = oip.ModelInferResponse(
             model_name=name,
             model_version=results[0].answer.model.version,
@@ -137,24 +149,15 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
         _fill_placements(response.parameters, results)
         return response
 
-    def _infer(
-        self,
-        name: str,
-        version: str,
-        image: oip_tensors.Image,
-        request_id: str,
-        timeout: float,
-        deadline: float | None,
-    ) -> InferResult:
-        message = placer_pb2.InferRequest(
-            request_id=request_id,
-            model=types_pb2.ModelRef(name=name, version=version),
+    @staticmethod
+    def _message(request: Request, image: oip_tensors.Image) -> placer_pb2.InferRequest:
+        return placer_pb2.InferRequest(
+            request_id=request.request_id,
+            model=types_pb2.ModelRef(name=request.model_name, version=request.model_version),
             payload=image.payload,
             content_type=image.content_type,
             top_k=oip_tensors.ALL_CLASSES,
         )
-        request = Request(request_id, name, version, len(image.payload), None, deadline)
-        return self._placer.infer(request, message, timeout)
 
     def _serves(self, name: str, version: str) -> bool:
         return any(instance.serves(name, version) for instance in self._placer.registry.live())

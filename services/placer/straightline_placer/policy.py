@@ -113,6 +113,8 @@ class Policy:
     # None: Algorithm 1. A platform: every request goes there, without fallback (baselines).
     pinned_platform: Platform | None = None
     fallback_enabled: bool = True
+    # An OIP request's images placed once, together (True), or each on its own (False).
+    keep_batches_together: bool = False
     placement_rule: int = Rule.PAPER  # a Rule, or the key of a rule registered in rules
     # The SLO-aware rule's objective, seconds, per model name and for the others.
     latency_objectives: Mapping[str, float] = field(default_factory=dict)

@@ -209,10 +209,18 @@ class Departure:
 
 class InstanceRegistry:
     def __init__(
-        self, heartbeat_timeout: float, clock: Callable[[], float] = time.monotonic
+        self,
+        heartbeat_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        gathering_s: float = 0.0,
     ) -> None:
+        """For `gathering_s` of real time from now the view is still filling (a restarted
+        placer, its adapters reconnecting): a request for a model no instance serves waits
+        for one then, rather than being refused as unknown."""
         self.heartbeat_timeout = heartbeat_timeout
         self._clock = clock
+        self._gathering_until = time.monotonic() + gathering_s
         self._instances: dict[str, Instance] = {}
         # (model, version) -> the instances that serve it, live or not; rebuilt when an
         # instance comes, goes or changes what it serves. Only served models are kept.
@@ -328,6 +336,8 @@ class InstanceRegistry:
         now = self._clock()
         with self._changed:
             states = self._survey(name, version, now, order)
+            while not states and self._wait_while_gathering():
+                states = self._survey(name, version, self._clock(), order)
             if not states:
                 raise NotFound(unserved(name, version))
             choice = choose(states)
@@ -436,6 +446,14 @@ class InstanceRegistry:
     def _reserve(instance: Instance) -> Ticket:
         instance.sent_since_report += 1
         return Ticket(instance, instance.epoch)
+
+    def _wait_while_gathering(self) -> bool:
+        """Waits (holding no lock) for the view to change, if it is still gathering."""
+        left = self._gathering_until - time.monotonic()
+        if left <= 0:
+            return False
+        self._changed.wait(left)
+        return True
 
     def _bump(self) -> None:
         self.version += 1

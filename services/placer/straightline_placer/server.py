@@ -29,6 +29,9 @@ _SWEEP_INTERVAL_S = 0.25
 # The largest payload and the rest of an InferRequest; gRPC refuses a larger message with
 # RESOURCE_EXHAUSTED and a sentence naming the limit.
 _MAX_MESSAGE_BYTES = MAX_PAYLOAD_BYTES + 1024 * 1024
+# A started placer's view fills as its adapters' heartbeats arrive (each within a heartbeat
+# timeout): until then, up to this long, a request for a model not yet in view waits for it.
+MAX_GATHERING_S = 5.0
 
 
 class PlacerServer:
@@ -38,7 +41,12 @@ class PlacerServer:
         tls = tls_files(vars(config))
         tokens = None if tls else server_tokens(config.tokens_file)
         self._forwarder = GrpcForwarder(_MAX_MESSAGE_BYTES, tokens, tls)
-        self.placer = Placer(config.policy, self._forwarder, self.metrics)
+        self.placer = Placer(
+            config.policy,
+            self._forwarder,
+            self.metrics,
+            gathering_s=min(config.policy.heartbeat_timeout_s, MAX_GATHERING_S),
+        )
         self._stopping = threading.Event()
         self._servicer = PlacerServicer(
             self.placer, config.forward_timeout_s, self._stopping, config.policy_file

@@ -373,6 +373,7 @@ _POLICY_FIELDS: dict[str, tuple[str, Callable[[placer_pb2.Policy], Any]]] = {
         lambda p: Platform(p.pinned_platform) if p.pinned_platform else None,
     ),
     "fallback_enabled": ("fallback_enabled", lambda p: p.fallback_enabled),
+    "keep_batches_together": ("keep_batches_together", lambda p: p.keep_batches_together),
     "placement_rule": ("placement_rule", lambda p: p.placement_rule or Rule.PAPER),
     "latency_objectives": (
         "latency_objectives",
@@ -412,6 +413,7 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
         heartbeat_timeout=duration(policy.heartbeat_timeout_s),
         pinned_platform=_wire(policy.pinned_platform or 0),
         fallback_enabled=policy.fallback_enabled,
+        keep_batches_together=policy.keep_batches_together,
         placement_rule=_wire(policy.placement_rule),
         latency_objectives={
             model: duration(objective) for model, objective in policy.latency_objectives.items()

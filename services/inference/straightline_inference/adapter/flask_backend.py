@@ -16,14 +16,16 @@ from straightline_common.tls import TlsFiles, tls_flags
 from straightline_inference.adapter.backend import Answer, Capacity, PredictCall, ServesStore
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.modelserver_client import ModelServerClient
-from straightline_inference.adapter.supervisor import Problem, Supervisor
+from straightline_inference.adapter.supervisor import PROBE_INTERVAL_S, Problem, Supervisor
 
 log = logging.getLogger(__name__)
 
 # How long one wait for a model server this adapter did not start lasts before it retries.
 EXTERNAL_WAIT_S = 5.0
-# How long a probe of the health listener waits: it answers at once unless the server hangs.
-HEALTH_PROBE_TIMEOUT_S = 1.0
+# The health listener of a model server started here answers at once unless the server hangs:
+# it is probed twice a second and given half a second, so two misses find a hang in about 2 s.
+HEALTH_PROBE_INTERVAL_S = 0.5
+HEALTH_PROBE_TIMEOUT_S = 0.5
 
 
 class FlaskBackend(ServesStore):
@@ -53,11 +55,12 @@ class FlaskBackend(ServesStore):
             "Flask model server",
             self._probe,
             self._restart,
-            # Its own health listener answers at once even under load: two missed probes of
-            # 1 s report it down, three are a hang. A server elsewhere is probed behind its
-            # workers' queue, late under load: three of 2 s are both.
+            # Its own health listener answers at once even under load: two missed probes
+            # report it down, four are a hang. A server elsewhere is probed behind its
+            # workers' queue, late under load: three of 2 s, each a second apart, are both.
             failures_to_report=2 if not url else 3,
-            failures_to_restart=3,
+            failures_to_restart=4 if not url else 3,
+            interval_s=HEALTH_PROBE_INTERVAL_S if not url else PROBE_INTERVAL_S,
         )
 
     def start(self) -> None:
