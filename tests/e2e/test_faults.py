@@ -224,6 +224,37 @@ def test_kill_9_of_the_flask_model_server(stack):
     )
 
 
+def test_sigstop_of_the_flask_model_server(stack):
+    """A hung model server: found by its adapter's probes of its health listener, reported
+    down, killed and replaced; requests on it when it hung fall back."""
+    adapter = stack.adapters[FLASK]
+    with steered_load(stack, FLASK) as load:
+        time.sleep(1)
+        [server] = children(adapter.process.pid)
+        os.kill(server, signal.SIGSTOP)
+        try:
+            reported = seconds_until(lambda: stack.status(FLASK).unavailable_reason, timeout=10)
+            replaced = reported + seconds_until(
+                lambda: (
+                    children(adapter.process.pid) - {server}
+                    and not stack.status(FLASK).unavailable_reason
+                ),
+                timeout=60,
+            )
+        finally:
+            if state_of(server):
+                os.kill(server, signal.SIGKILL)
+        time.sleep(2)
+    assert_no_client_failure(load)
+    assert state_of(server) == ""  # killed and reaped by its adapter
+    record(
+        "SIGSTOP of the Flask model server",
+        load,
+        reported_down_s=reported,
+        serving_again_s=replaced,
+    )
+
+
 @pytest.mark.parametrize(
     "platform", [FLASK, DOCKER, SERVERLESS], ids=["flask", "docker", "serverless"]
 )
@@ -379,6 +410,38 @@ def test_kill_of_a_lambda_environment(stack):
     record("docker kill of a Lambda environment", load, min_warm_refilled_s=refilled)
 
 
+def test_a_paused_lambda_environment(stack):
+    """`docker pause` of a Lambda environment: a request on it costs one attempt and falls
+    back; its adapter's probe finds it hung, removes it and starts another."""
+    with steered_load(stack, SERVERLESS) as load:
+        time.sleep(1)
+        [victim, *_] = stack.running("faults-serverless")
+        victim.pause()
+        try:
+            removed = seconds_until(
+                lambda: victim.id not in [c.id for c in stack.containers("faults-serverless")],
+                timeout=30,
+            )
+        finally:
+            try:
+                victim.reload()
+                if victim.status == "paused":
+                    victim.unpause()
+            except docker.errors.NotFound:
+                pass
+        refilled = removed + seconds_until(
+            lambda: len(stack.running("faults-serverless")) == 2, timeout=60
+        )
+        time.sleep(2)
+    assert_no_client_failure(load)
+    record(
+        "docker pause of a Lambda environment",
+        load,
+        removed_by_its_adapter_s=removed,
+        min_warm_refilled_s=refilled,
+    )
+
+
 # The placers ------------------------------------------------------------------------------------
 
 
@@ -412,6 +475,37 @@ def test_kill_9_of_one_placer_of_two_and_its_return(stack):
         "kill -9 of one placer of two, back on its port after 4 s",
         load,
         adapters_in_new_view_s=in_view,
+    )
+
+
+def test_kill_9_of_every_placer_and_the_return_of_one(stack):
+    """No placer runs for 3 s: a request sent then waits for one within its deadline (the
+    service config's waitForReady), and is served as soon as one is back."""
+    first, second = (placer.address for placer in stack.placers)
+    set_policy(stack.stub, fallback_enabled=True, **STEER[FLASK])
+    with open_channel(f"{first},{second}", Role.OPERATOR) as channel:
+        stub = placer_pb2_grpc.PlacerServiceStub(channel)
+        with OpenLoop(stub, RATE_PER_S, request(), timeout_s=20) as load:
+            time.sleep(2)
+            for placer in stack.placers:
+                placer.process.kill()
+                placer.process.wait()
+            killed = time.monotonic()
+            time.sleep(3)
+            stack.placers[0] = stack.start_placer(0)
+            returned = time.monotonic()
+            time.sleep(4)
+    stack.placers[1] = stack.start_placer(1)
+    wait_for_instances(stack.stub, 3, timeout=30)
+    assert_no_client_failure(load)
+    waited = [o.done - returned for o in load.outcomes if killed <= o.sent <= returned]
+    assert waited, "no request was sent while no placer ran"
+    record(
+        "kill -9 of both placers, one back after 3 s",
+        load,
+        sent_while_none_ran=len(waited),
+        first_served_after_return_s=min(waited),
+        last_served_after_return_s=max(waited),
     )
 
 

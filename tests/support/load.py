@@ -13,6 +13,7 @@ from straightline.v1 import placer_pb2, types_pb2
 @dataclass(frozen=True)
 class Outcome:
     sent: float  # time.monotonic() when it was sent
+    done: float  # time.monotonic() when its answer or error came
     code: grpc.StatusCode
     answer: placer_pb2.InferResponse | None  # None when it failed
     details: str = ""  # why it failed
@@ -37,6 +38,7 @@ class OpenLoop:
         self._stop = threading.Event()
         self.outcomes: list[Outcome] = []
         self._calls: list[tuple[float, grpc.Future]] = []
+        self._done: dict[int, float] = {}  # id of a call -> when it ended
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> "OpenLoop":
@@ -48,15 +50,18 @@ class OpenLoop:
         self._thread.join()
         for sent, call in self._calls:
             error = call.exception()
+            done = self._done[id(call)]
             if error is None:
-                self.outcomes.append(Outcome(sent, grpc.StatusCode.OK, call.result()))
+                self.outcomes.append(Outcome(sent, done, grpc.StatusCode.OK, call.result()))
             else:
-                self.outcomes.append(Outcome(sent, error.code(), None, error.details()))
+                self.outcomes.append(Outcome(sent, done, error.code(), None, error.details()))
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):
+            sent = time.monotonic()
             call = self._stub.Infer.future(self._request, timeout=self._timeout_s)
-            self._calls.append((time.monotonic(), call))
+            call.add_done_callback(lambda ended: self._done.setdefault(id(ended), time.monotonic()))
+            self._calls.append((sent, call))
 
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.code != grpc.StatusCode.OK]

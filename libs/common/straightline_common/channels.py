@@ -112,20 +112,29 @@ _RECONNECT_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
 )
+_RETRY_UNAVAILABLE_ONCE = {
+    "maxAttempts": 2,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.5s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+# Over several placers: round robin among those that answer, a call that finds its placer gone
+# retried once on another, and an inference call made while none answers waiting for one
+# within its deadline (a restart then fails nothing) rather than failing at once.
 _SEVERAL_SERVERS_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
-                "name": [{}],  # every method
-                "retryPolicy": {
-                    "maxAttempts": 2,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
+                "name": [
+                    {"service": "straightline.v1.PlacerService", "method": "Infer"},
+                    {"service": "inference.GRPCInferenceService", "method": "ModelInfer"},
+                ],
+                "waitForReady": True,
+                "retryPolicy": _RETRY_UNAVAILABLE_ONCE,
+            },
+            {"name": [{}], "retryPolicy": _RETRY_UNAVAILABLE_ONCE},  # every other method
         ],
     }
 )
