@@ -43,6 +43,11 @@ def stack(tmp_path_factory, start_adapter, model_server, otlp_receiver):
         placer.terminate()
 
 
+def tiny_metadata(adapter: inference_pb2_grpc.InferenceServiceStub) -> inference_pb2.ModelMetadata:
+    request = inference_pb2.GetModelMetadataRequest(model=types_pb2.ModelRef(name="tiny"))
+    return adapter.GetModelMetadata(request).metadata
+
+
 def infer(stub, payload: bytes, content_type="image/jpeg"):
     request = placer_pb2.InferRequest(
         model=types_pb2.ModelRef(name="tiny"), payload=payload, content_type=content_type, top_k=4
@@ -74,9 +79,7 @@ def test_the_same_image_gets_the_same_classes_on_flask_and_on_the_oip_endpoint(s
 def test_the_oip_adapter_reports_the_endpoints_metadata_and_maps_its_errors(stack, channels):
     _, oip = stack
     stub = inference_pb2_grpc.InferenceServiceStub(channels(oip.address, Role.PLACER))
-    metadata = stub.GetModelMetadata(
-        inference_pb2.GetModelMetadataRequest(model=types_pb2.ModelRef(name="tiny"))
-    ).metadata
+    metadata = tiny_metadata(stub)
     assert (metadata.model.name, metadata.model.version) == ("tiny", "1")
     assert metadata.format == "oip (straightline)"
     request = inference_pb2.PredictRequest(

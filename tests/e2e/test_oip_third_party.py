@@ -1,7 +1,8 @@
 """Any OIP server as a platform, proven with one this project did not write: MLServer (in its
 own virtual environment, `make setup`), serving the store's model through a custom runtime,
-behind an adapter of platform `oip` beside a Flask adapter, both under a real placer. MLServer
-does not take the binary tensor data extension, so the adapter talks plain JSON to it."""
+behind an adapter of platform `oip` beside a Flask adapter, both under a real placer; once over
+MLServer's REST API and once over its gRPC one. MLServer's REST API does not take the binary
+tensor data extension, so the adapter talks plain JSON to it there."""
 
 import json
 import os
@@ -15,8 +16,15 @@ from pathlib import Path
 import pytest
 
 from scripts.localstack import set_policy
-from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
+from straightline.v1 import (
+    inference_pb2_grpc,
+    placer_pb2,
+    placer_pb2_grpc,
+    types_pb2,
+)
+from straightline_common.auth import Role
 from straightline_inference.adapter.containers import free_ports
+from tests.e2e.test_oip_platform import tiny_metadata
 from tests.support.models import image_bytes
 from tests.support.stack import placer_process, wait_for_instances
 
@@ -64,13 +72,14 @@ def mlserver(tmp_path_factory, model_store):
         [str(MLSERVER), "start", str(workdir)], cwd=workdir, env=env, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{http_port}"
+    urls = {"rest": url, "grpc": f"grpc://127.0.0.1:{grpc_port}"}
     try:
         deadline = time.monotonic() + 120
         while not ready(url):
             assert process.poll() is None, (workdir / "mlserver.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "MLServer did not become ready in 120 s"
             time.sleep(0.5)
-        yield url
+        yield urls
     finally:
         process.terminate()
         try:
@@ -81,13 +90,14 @@ def mlserver(tmp_path_factory, model_store):
         log.close()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, start_adapter, mlserver, otlp_receiver):
+@pytest.fixture(scope="module", params=["rest", "grpc"])
+def stack(request, tmp_path_factory, start_adapter, mlserver, otlp_receiver):
     placer = placer_process(tmp_path_factory.mktemp("placer"), otlp_receiver.endpoint)
     try:
         placer.wait_ready()
         oip = start_adapter(
-            "oip", "--oip-url", mlserver, "--oip-models", "tiny", placer=placer.address
+            *("oip", "--oip-url", mlserver[request.param], "--oip-models", "tiny"),
+            placer=placer.address,
         )
         start_adapter("flask", "--threads", "1", placer=placer.address)
         yield placer, oip
@@ -115,3 +125,11 @@ def test_mlserver_behind_the_oip_platform_answers_as_flask_does(stack, channels)
     assert [c.score for c in answers[OIP].classes] == pytest.approx(
         [c.score for c in answers[FLASK].classes], abs=1e-5
     )
+
+
+def test_the_oip_adapter_reports_mlservers_metadata(stack, channels):
+    _, oip = stack
+    stub = inference_pb2_grpc.InferenceServiceStub(channels(oip.address, Role.PLACER))
+    metadata = tiny_metadata(stub)
+    assert metadata.model.name == "tiny"
+    assert metadata.format.startswith("oip (")

@@ -1,8 +1,9 @@
 """A custom MLServer runtime that serves a model of our store, so that a real Open Inference
 Protocol server we did not write (MLServer, in its own virtual environment) can stand behind
-the OIP platform in tests. It answers the request shape our OIP backend sends to servers
-without the binary extension: one BYTES input of base64 images, and the top k classes asked
-for with the output's `classification` parameter, as "score:index:label" strings."""
+the OIP platform in tests. It answers the request shape our OIP backend sends: one BYTES input
+of images (base64 in REST's JSON, with the parameter `content_type: base64`; raw over gRPC),
+and the top k classes asked for with the output's `classification` parameter, as
+"score:index:label" strings."""
 
 import base64
 
@@ -24,9 +25,11 @@ class StoreModel(MLModel):
         requested = payload.outputs[0].parameters if payload.outputs else None
         top_k = int(getattr(requested, "classification", 0) or 1)
         rows = []
-        for encoded in images.data.root:
-            data = encoded if isinstance(encoded, bytes) else encoded.encode()
-            answer = self._model.predict(base64.b64decode(data), "image/jpeg", top_k)
+        in_base64 = getattr(images.parameters, "content_type", None) == "base64"
+        for element in images.data.root:
+            data = element if isinstance(element, bytes) else element.encode()
+            image = base64.b64decode(data) if in_base64 else data
+            answer = self._model.predict(image, "image/jpeg", top_k)
             rows.extend(f"{c.score:.6f}:{c.index}:{c.label}" for c in answer.classes)
         return InferenceResponse(
             model_name=self.name,

@@ -31,6 +31,9 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+OIP_SCHEMES = ("http", "https", "grpc", "grpcs")
+
+
 def _setting(name: str, parse: Callable[[str], Any], default: Any, help_text: str) -> Setting:
     return Setting(name, f"STRAIGHTLINE_ADAPTER_{name.upper()}", parse, default, help_text)
 
@@ -119,7 +122,13 @@ SETTINGS = (
         4,
         "serverless: concurrent executions at most; oip: requests sent at once",
     ),
-    _setting("oip_url", str, "", "oip: the endpoint's REST base URL, e.g. http://127.0.0.1:8000"),
+    _setting(
+        "oip_url",
+        str,
+        "",
+        "oip: the endpoint, REST (http://127.0.0.1:8000, https://...) or gRPC "
+        "(grpc://127.0.0.1:8001, grpcs://...)",
+    ),
     _setting(
         "oip_models",
         str,
@@ -204,6 +213,12 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         )
     if settings["platform"] == "oip" and not (settings["oip_url"] and settings["oip_models"]):
         raise ConfigError("platform oip needs oip_url and oip_models: the endpoint and its models")
+    scheme = settings["oip_url"].partition("://")[0].lower()
+    if settings["oip_url"] and scheme not in OIP_SCHEMES:
+        raise ConfigError(
+            f"oip_url {settings['oip_url']!r} must start with one of "
+            f"{', '.join(s + '://' for s in OIP_SCHEMES)}"
+        )
     network = settings["container_network"]
     if network != "host" and not network.startswith("container:"):
         raise ConfigError(

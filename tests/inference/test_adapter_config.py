@@ -1,0 +1,32 @@
+"""The adapter's configuration is validated at start, with a sentence naming what to fix."""
+
+import pytest
+
+from straightline_common.config import ConfigError
+from straightline_inference.adapter import config
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "grpc://127.0.0.1:8001", "grpcs://a:1"])
+def test_an_oip_endpoint_is_reached_over_rest_or_grpc(tmp_path, url):
+    loaded = config.load(
+        ["--platform", "oip", "--store", str(tmp_path), "--oip-url", url, "--oip-models", "m"],
+        environ={},
+    )
+    assert loaded.oip_url == url
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--platform", "oip"], "platform oip needs oip_url and oip_models"),
+        (
+            ["--platform", "oip", "--oip-url", "ftp://host/x", "--oip-models", "m"],
+            r"oip_url 'ftp://host/x' must start with one of http://, https://, grpc://, grpcs://",
+        ),
+        (["--platform", "docker", "--container-network", "bridge"], "must be host or container"),
+        (["--platform", "serverless", "--min-warm", "9"], r"min_warm \(9\) is more than"),
+    ],
+)
+def test_bad_adapter_configuration_is_refused_at_start(tmp_path, argv, message):
+    with pytest.raises(ConfigError, match=message):
+        config.load([*argv, "--store", str(tmp_path)], environ={})
