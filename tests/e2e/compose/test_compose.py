@@ -4,15 +4,12 @@ verify and package it, send requests that reach all three platforms, follow one 
 request through placer, adapter and model server (an OTLP receiver of the tests' own stands
 in for Jaeger), and leave nothing behind."""
 
-import os
 import re
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-import grpc
 import pytest
 from opentelemetry import trace
 
@@ -20,11 +17,8 @@ from scripts.localstack import serving_reports, set_policy
 from straightline.v1 import devrunner_pb2 as S
 from straightline.v1 import devrunner_pb2_grpc, placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common import tls
-from straightline_common.processes import health_status
 from straightline_common.telemetry import metadata_with_context
-from straightline_common.tls import TlsFiles
-from straightline_inference.adapter.containers import free_ports
-from tests.support.models import make_image_folders
+from tests.support.deployed import DeployedStack
 from tests.support.otlp import assert_job_trace
 
 pytestmark = [pytest.mark.docker, pytest.mark.compose]
@@ -39,33 +33,11 @@ PLATFORMS = {
 }
 
 
-class Stack:
+class Stack(DeployedStack):
     def __init__(self, tmp_path: Path, otlp_port: int, command: list[str]):
+        super().__init__(tmp_path, otlp_port)
         self.command = command
-        names = ("PLACER", "PLACER_METRICS", "PLACER_2", "PLACER_2_METRICS", "ADAPTER_FLASK")
-        names += ("ADAPTER_DOCKER",)
-        names += ("ADAPTER_SERVERLESS", "DEVRUNNER")
-        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
-        self.credentials = tmp_path / "credentials"
-        certs = self.credentials / "certs"  # the stack's certs service makes them
-        self.operator = TlsFiles(certs / "operator.pem", certs / "operator.key", certs / "ca.pem")
-        self.datasets = tmp_path / "datasets"
-        make_image_folders(self.datasets / "colours")
-        suffix = uuid.uuid4().hex[:8]
-        self.volume = f"straightline-test-models-{suffix}"
-        self.env = {
-            **os.environ,
-            **{f"{name}_PORT": str(port) for name, port in self.ports.items()},
-            "COMPOSE_PROJECT_NAME": f"straightline-test-{suffix}",
-            "MODELS_VOLUME": self.volume,
-            "OTLP_GRPC_PORT": str(otlp_port),
-            "OTEL_BSP_SCHEDULE_DELAY": "50",
-            "STRAIGHTLINE_DATASETS": str(self.datasets),
-            "STRAIGHTLINE_CREDENTIALS": str(self.credentials),
-            "FLASK_THREADS": "2",
-            "DOCKER_MAX_CONTAINERS": "1",
-            "SERVERLESS_CONCURRENCY": "3",
-        }
+        self.env["COMPOSE_PROJECT_NAME"] = f"straightline-test-{self.suffix}"
 
     def compose(self, *args: str, timeout: float = 300) -> str:
         done = subprocess.run(
@@ -78,28 +50,8 @@ class Stack:
         assert done.returncode == 0, f"compose {args} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
-    def address(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def wait_healthy(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        for name in (
-            "PLACER",
-            "PLACER_2",
-            "DEVRUNNER",
-            "ADAPTER_FLASK",
-            "ADAPTER_DOCKER",
-            "ADAPTER_SERVERLESS",
-        ):
-            while True:
-                try:
-                    if health_status(self.address(name)) == 1:  # SERVING
-                        break
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{name} never became healthy:\n{self.compose('logs')}")
-                time.sleep(1)
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color")
 
 
 @pytest.fixture
@@ -117,7 +69,7 @@ def stack(tmp_path, otlp_receiver, compose_command, monkeypatch):
         monkeypatch.setenv(tls.CA_ENV, str(stack.operator.ca))
         yield stack
     finally:
-        logs = stack.compose("logs", "--no-color")
+        logs = stack.logs()
         stack.compose("down", "-v", "-t", "30", "--remove-orphans")
         left = engine.containers.list(all=True, filters={"label": ["straightline.role"]})
         ours = [
