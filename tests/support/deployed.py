@@ -3,6 +3,8 @@ its ports (free ones, in the variables of deploy/.env), credentials, data sets a
 and the wait until every service answers its health check."""
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +23,7 @@ PORT_NAMES = (
 # What answers gRPC health checks, in the order they come up.
 SERVING = ("PLACER", "PLACER_2", "DEVRUNNER", "ADAPTER_FLASK", "ADAPTER_DOCKER")
 SERVING += ("ADAPTER_SERVERLESS",)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class DeployedStack:
@@ -66,3 +69,19 @@ class DeployedStack:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{name} never became healthy:\n{self.logs()[-5000:]}")
                 time.sleep(1)
+
+    def run_demo(self) -> None:
+        """The demo against this stack: trains, verifies and packages a model through its
+        devrunner, then streams requests through both placers to all three platforms."""
+        demo = subprocess.run(
+            [sys.executable, "-m", "scripts.demo", "--compose"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        summary = demo.stdout[demo.stdout.index("platform     requests") :]
+        for platform in ("flask", "docker", "serverless"):
+            assert f"\n{platform} " in summary

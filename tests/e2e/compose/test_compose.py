@@ -6,7 +6,6 @@ in for Jaeger), and leave nothing behind."""
 
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -193,18 +192,7 @@ def test_the_whole_stack_trains_packages_and_serves_with_one_trace_per_request_a
             engine.images.remove(image)
         engine.close()
 
-    demo = subprocess.run(
-        [sys.executable, "-m", "scripts.demo", "--compose"],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    summary = demo.stdout[demo.stdout.index("platform     requests") :]
-    for platform in ("flask", "docker", "serverless"):
-        assert f"\n{platform} " in summary
+    stack.run_demo()
 
 
 def assert_one_trace(otlp_receiver, trace_id, adapter_service, platform):

@@ -5,7 +5,6 @@ view following it, and nothing left behind. The swarm is made here (and left at 
 the engine is not in one already."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import docker
@@ -50,9 +49,7 @@ class SwarmStack(DeployedStack):
     def logs(self) -> str:
         return "\n".join(
             self.cli("service", "logs", "--no-task-ids", "--tail", "60", service)
-            for service in self.cli(
-                "stack", "services", "--format", "{{.Name}}", self.name
-            ).split()
+            for service in self.cli("stack", "services", "--format", "{{.Name}}", self.name).split()
         )
 
     def task_containers(self, engine: docker.DockerClient, service: str = "") -> list:
@@ -119,18 +116,7 @@ def stack(tmp_path, swarm, otlp_receiver, monkeypatch):
 @pytest.mark.timeout(1500)
 def test_the_swarm_stack_serves_the_demo_and_replaces_a_killed_task(stack, swarm, channels):
     stack.wait_healthy()
-    demo = subprocess.run(
-        [sys.executable, "-m", "scripts.demo", "--compose"],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    summary = demo.stdout[demo.stdout.index("platform     requests") :]
-    for platform in ("flask", "docker", "serverless"):
-        assert f"\n{platform} " in summary
+    stack.run_demo()
 
     placer = placer_pb2_grpc.PlacerServiceStub(
         channels(stack.address("PLACER_2"), tls=stack.operator)
