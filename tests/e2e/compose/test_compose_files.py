@@ -129,3 +129,17 @@ def test_every_straightline_service_serves_mutual_tls_with_its_own_certificate(
         assert environment["STRAIGHTLINE_TLS_CLIENT_CA"] == f"{certs}/ca.pem", name
         assert ("/srv/sl-credentials", "/srv/sl-credentials") in mounts(service), name
     assert services["certs"]["command"][:2] == [certs, "--if-absent"]
+
+
+def test_the_swarm_stack_follows_the_compose_specification(validator):
+    stack = yaml.safe_load((ROOT / "deploy" / "stack.yaml").read_text())
+    assert problems(validator, stack) == []
+    assert set(stack["services"]) == SERVICES - {"certs", "jaeger"}
+    for name, service in stack["services"].items():
+        assert service["networks"] == ["hostnet"], name
+        assert "healthcheck" in service and "restart_policy" in service["deploy"], name
+        environment = service["environment"]
+        assert environment["STRAIGHTLINE_TLS_CERT"].endswith(f"{name}.pem"), name
+        listens = [v for k, v in environment.items() if k.endswith("_LISTEN")]
+        assert len(listens) == 2 and all(v.startswith("127.0.0.1:") for v in listens), name
+    assert stack["networks"]["hostnet"] == {"external": True, "name": "host"}
