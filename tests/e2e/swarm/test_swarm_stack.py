@@ -14,6 +14,7 @@ from scripts.demo import MODEL_NAME, compose_settings
 from scripts.localstack import serving_reports, set_policy
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common import devcerts, tls
+from straightline_inference.adapter.containers import free_ports
 from tests.support.deployed import DeployedStack
 from tests.support.models import image_bytes
 from tests.support.waiting import wait_until
@@ -21,7 +22,6 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
 STACK_FILE = ROOT / "deploy" / "stack.yaml"
-GPU_LABEL = "straightline.gpu"
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 FLASK = types_pb2.PLATFORM_FLASK
 
@@ -29,7 +29,10 @@ FLASK = types_pb2.PLATFORM_FLASK
 class SwarmStack(DeployedStack):
     def __init__(self, tmp_path: Path, otlp_port: int):
         super().__init__(
-            tmp_path, otlp_port, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp_port}"
+            tmp_path,
+            otlp_port,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp_port}",
+            DOCKER_SWARM_BASE_PORT=str(free_ports(1)[0]),
         )
         # `docker stack deploy` reads no .env: what the test does not set comes from it.
         self.env = {**compose_settings(), **self.env}
@@ -59,33 +62,6 @@ class SwarmStack(DeployedStack):
 
 
 @pytest.fixture
-def swarm():
-    """This engine as a swarm manager whose node may run jobs and GPU model servers."""
-    engine = docker.from_env()
-    made_here = engine.info()["Swarm"]["LocalNodeState"] == "inactive"
-    if made_here:
-        engine.swarm.init(advertise_addr="127.0.0.1")
-    node = engine.nodes.get(engine.info()["Swarm"]["NodeID"])
-    labelled_here = GPU_LABEL not in node.attrs["Spec"].get("Labels", {})
-    set_label(node, "true")
-    try:
-        yield engine
-    finally:
-        if labelled_here:
-            node.reload()
-            set_label(node, None)
-        if made_here:
-            engine.swarm.leave(force=True)
-        engine.close()
-
-
-def set_label(node, value: str | None) -> None:
-    spec = dict(node.attrs["Spec"])
-    labels = {k: v for k, v in spec.get("Labels", {}).items() if k != GPU_LABEL}
-    node.update({**spec, "Labels": {**labels, **({GPU_LABEL: value} if value else {})}})
-
-
-@pytest.fixture
 def stack(tmp_path, swarm, otlp_receiver, monkeypatch):
     stack = SwarmStack(tmp_path, int(otlp_receiver.endpoint.rsplit(":", 1)[1]))
     try:
@@ -103,6 +79,9 @@ def stack(tmp_path, swarm, otlp_receiver, monkeypatch):
             all=True, filters={"label": ["straightline.owner"]}, ignore_removed=True
         )
         ours = [c for c in owned if c.labels["straightline.owner"].endswith("-swarm")]
+        labelled = {"label": "straightline.owner"}
+        services = [s.name for s in swarm.services.list(filters=labelled)]
+        services += [s.name for s in swarm.secrets.list(filters=labelled)]
         for container in ours:
             container.remove(force=True)
         volumes = swarm.volumes.list(filters={"label": f"{NAMESPACE_LABEL}={stack.name}"})
@@ -111,6 +90,7 @@ def stack(tmp_path, swarm, otlp_receiver, monkeypatch):
             swarm.volumes.get(name).remove(force=True)
         assert gone, f"the stack's tasks outlived `docker stack rm`\n{logs[-3000:]}"
         assert not ours, f"containers left behind: {[c.name for c in ours]}\n{logs[-3000:]}"
+        assert not services, f"services or secrets left behind: {services}\n{logs[-3000:]}"
 
 
 @pytest.mark.timeout(1500)

@@ -4,6 +4,7 @@ entry here. The model servers a backend starts serve HTTPS with the adapter's ce
 it has one."""
 
 from collections.abc import Callable
+from typing import Any
 
 from straightline_common.names import check_model
 from straightline_common.tls import tls_files
@@ -13,7 +14,9 @@ from straightline_inference.adapter.config import AdapterConfig
 from straightline_inference.adapter.docker_backend import DockerBackend
 from straightline_inference.adapter.flask_backend import FlaskBackend
 from straightline_inference.adapter.oip_backend import OipBackend
+from straightline_inference.adapter.pooled_backend import PoolSettings
 from straightline_inference.adapter.serverless_backend import AwsServerless, LocalServerless
+from straightline_inference.adapter.swarm_backend import SwarmBackend
 
 
 def flask(config: AdapterConfig) -> Backend:
@@ -27,18 +30,25 @@ def flask(config: AdapterConfig) -> Backend:
 
 
 def docker(config: AdapterConfig) -> Backend:
-    return DockerBackend(
-        store=config.store,
-        image=config.image,
-        owner=config.name,
-        max_containers=config.max_containers,
-        threads_per_container=config.threads_per_container,
-        queue_limit=config.queue_limit,
-        idle_timeout_s=config.idle_timeout_s,
-        min_warm=config.min_warm,
-        sharing=containers.Sharing.of(config),
-        tls=tls_files(vars(config)),
-    )
+    """Containers on this host's engine, or the tasks of a Swarm service."""
+    pooled: dict[str, Any] = {
+        "store": config.store,
+        "image": config.image,
+        "owner": config.name,
+        "sharing": containers.Sharing.of(config),
+        "pool": PoolSettings(
+            max_environments=config.max_containers,
+            slots_per_environment=config.threads_per_container,
+            queue_limit=config.queue_limit,
+            idle_timeout_s=config.idle_timeout_s,
+            min_environments=config.min_warm,
+        ),
+        "tls": tls_files(vars(config)),
+    }
+    if config.docker_backend == "swarm":
+        constraints = [c.strip() for c in config.swarm_constraints.split(",") if c.strip()]
+        return SwarmBackend(base_port=config.swarm_base_port, constraints=constraints, **pooled)
+    return DockerBackend(**pooled)
 
 
 def serverless(config: AdapterConfig) -> Backend:

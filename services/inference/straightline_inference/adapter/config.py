@@ -96,6 +96,26 @@ SETTINGS = (
     ),
     _setting("max_containers", parse_positive_int, 2, "docker: most model-server containers"),
     _setting(
+        "docker_backend",
+        _choice("host", "swarm"),
+        "host",
+        "docker: model servers as containers on this host's engine, or as the tasks of a Swarm "
+        "service (the engine must be a swarm manager)",
+    ),
+    _setting(
+        "swarm_base_port",
+        parse_positive_int,
+        20000,
+        "docker on swarm: a task serves at this port plus its slot, on its node",
+    ),
+    _setting(
+        "swarm_constraints",
+        str,
+        "",
+        "docker on swarm: placement constraints of the model servers, comma-separated "
+        "(e.g. node.labels.straightline.gpu==true)",
+    ),
+    _setting(
         "threads_per_container", parse_positive_int, 2, "docker: worker threads per container"
     ),
     _setting(
@@ -166,6 +186,9 @@ class AdapterConfig:
     store_volume: str
     container_network: str
     max_containers: int
+    docker_backend: str
+    swarm_base_port: int
+    swarm_constraints: str
     threads_per_container: int
     queue_limit: int
     idle_timeout_s: float
@@ -218,6 +241,11 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         raise ConfigError(
             f"oip_url {settings['oip_url']!r} must start with one of "
             f"{', '.join(s + '://' for s in OIP_SCHEMES)}"
+        )
+    if not 1024 <= settings["swarm_base_port"] <= 65535 - settings["max_containers"]:
+        raise ConfigError(
+            f"swarm_base_port must be between 1024 and {65535 - settings['max_containers']} "
+            "(it plus a task's slot is the task's port)"
         )
     network = settings["container_network"]
     if network != "host" and not network.startswith("container:"):

@@ -12,9 +12,8 @@ from straightline.v1 import types_pb2
 from straightline_common.errors import DeadlineExceeded, Unavailable
 from straightline_common.tls import TlsFiles, tls_flags
 from straightline_inference.adapter import containers
-from straightline_inference.adapter.backend import Answer, PredictCall
 from straightline_inference.adapter.modelserver_client import ModelServerClient
-from straightline_inference.adapter.pooled_backend import PooledBackend, PoolSettings
+from straightline_inference.adapter.pooled_backend import ModelServerPool
 
 log = logging.getLogger(__name__)
 
@@ -25,62 +24,19 @@ class ModelServerContainer:
     client: ModelServerClient
 
 
-class DockerBackend(PooledBackend):
+class DockerBackend(ModelServerPool):
     kind = types_pb2.PLATFORM_DOCKER
 
-    def __init__(
-        self,
-        *,
-        store: str,
-        image: str,
-        owner: str,
-        max_containers: int,
-        threads_per_container: int,
-        queue_limit: int,
-        idle_timeout_s: float,
-        min_warm: int,
-        sharing: containers.Sharing,
-        start_timeout_s: float = 120.0,
-        tls: TlsFiles | None = None,
-    ) -> None:
-        super().__init__(
-            store=store,
-            image=image,
-            owner=owner,
-            sharing=sharing,
-            pool=PoolSettings(
-                max_environments=max_containers,
-                slots_per_environment=threads_per_container,
-                queue_limit=queue_limit,
-                idle_timeout_s=idle_timeout_s,
-                min_environments=min_warm,
-            ),
-            start_timeout_s=start_timeout_s,
-        )
+    def __init__(self, *, tls: TlsFiles | None = None, **pooled: Any) -> None:
+        """`pooled`: PooledBackend's settings; the pool's slots are each container's threads."""
+        super().__init__(**pooled)
         self._tls = tls  # the adapter's own: its containers serve HTTPS with it
-        self._threads = threads_per_container
+        self._threads = self._pool_settings.slots_per_environment
 
     def start(self) -> None:
         self._open_engine()
         self._open_pool(
             self._start_container, self._stop_container, _probe_container, "the Docker platform"
-        )
-
-    def predict(self, call: PredictCall, timeout: float) -> Answer:
-        started = time.monotonic()
-        with self._started_pool().lease(timeout) as lease:
-            remaining = timeout - (time.monotonic() - started)
-            try:
-                answer = lease.environment.client.predict(call, remaining)
-            except Unavailable:
-                lease.discard()  # the container died or hangs: replace it
-                raise
-        return Answer(
-            answer.model,
-            answer.classes,
-            queue_seconds=lease.queued_seconds,
-            cold_start_seconds=lease.cold_start_seconds,
-            execution_seconds=answer.execution_seconds,
         )
 
     def _start_container(self) -> ModelServerContainer:

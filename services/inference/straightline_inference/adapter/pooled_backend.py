@@ -3,6 +3,7 @@ them containers that this adapter owns (labelled with its name) and removes when
 and at start when a predecessor of the same name left them (killed, it could not)."""
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from straightline_common.errors import Unavailable
 from straightline_common.modelstore import ModelStore
 from straightline_inference.adapter import containers
-from straightline_inference.adapter.backend import Capacity, ServesStore
+from straightline_inference.adapter.backend import Answer, Capacity, PredictCall, ServesStore
 from straightline_inference.adapter.pool import EnvironmentPool
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class PooledBackend(ServesStore):
         owner: str,
         sharing: containers.Sharing,
         pool: PoolSettings,
-        start_timeout_s: float,
+        start_timeout_s: float = 120.0,
     ) -> None:
         self._store = ModelStore(store)
         self._image = image
@@ -95,3 +96,25 @@ class PooledBackend(ServesStore):
         if self._engine is not None:
             containers.remove_owned(self._engine, self._owner)
             self._engine.close()
+
+
+class ModelServerPool(PooledBackend):
+    """Pools whose environments are model servers reached by their `client` (Docker
+    containers, Swarm tasks): a request leases a slot of one and is sent to it."""
+
+    def predict(self, call: PredictCall, timeout: float) -> Answer:
+        started = time.monotonic()
+        with self._started_pool().lease(timeout) as lease:
+            remaining = timeout - (time.monotonic() - started)
+            try:
+                answer = lease.environment.client.predict(call, remaining)
+            except Unavailable:
+                lease.discard()  # the model server died or hangs: replace it
+                raise
+        return Answer(
+            answer.model,
+            answer.classes,
+            queue_seconds=lease.queued_seconds,
+            cold_start_seconds=lease.cold_start_seconds,
+            execution_seconds=answer.execution_seconds,
+        )
