@@ -111,6 +111,15 @@ def wait_state(stub, job_id, states, timeout=300):
     raise AssertionError(f"job {job_id} did not reach {states}: {job}")
 
 
+def submit_training(stub, workdir, runner: int) -> tuple[S.Job, S.Job]:
+    """A one-epoch training job, checked to run on `runner`, and as first seen running (or
+    already ended)."""
+    job = submit(stub, train_spec(workdir))
+    assert job.runner == runner
+    started = {S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED}
+    return job, wait_state(stub, job.job_id, started)
+
+
 def a_trained_job(stub, workdir) -> S.Job:
     """A succeeded training job of this module's devrunner: one an earlier test made, else a
     new one, so that a test that needs one also runs alone."""
@@ -544,11 +553,7 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels, otlp_r
     )
     try:
         stub = devrunner_pb2_grpc.DevRunnerServiceStub(channels(process.address))
-        job = submit(stub, train_spec(workdir))
-        assert job.runner == S.RUNNER_DOCKER
-        running = wait_state(
-            stub, job.job_id, {S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED}
-        )
+        job, running = submit_training(stub, workdir, S.RUNNER_DOCKER)
         if running.state == S.JOB_STATE_RUNNING:
             [container] = job_containers(engine, job.job_id, all=False)
             assert container.attrs["HostConfig"]["NetworkMode"] == "none"

@@ -12,8 +12,8 @@ from straightline_common.tls import TLS_SETTINGS, tls_files
 
 
 def _runner(text: str) -> str:
-    if text not in ("docker", "local"):
-        raise ValueError("expected docker or local")
+    if text not in ("docker", "swarm", "local"):
+        raise ValueError("expected docker, swarm or local")
     return text
 
 
@@ -42,7 +42,16 @@ SETTINGS = (
         "STRAIGHTLINE_DEVRUNNER_RUNNER",
         _runner,
         "docker",
-        "docker (jobs in containers) or local (processes, without an engine)",
+        "docker (jobs in containers), swarm (jobs as one-shot Swarm services) or local "
+        "(processes, without an engine)",
+    ),
+    Setting(
+        "swarm_constraints",
+        "STRAIGHTLINE_DEVRUNNER_SWARM_CONSTRAINTS",
+        str,
+        "",
+        "swarm runner: placement constraints of every job, comma-separated "
+        "(e.g. node.labels.straightline.gpu==true)",
     ),
     TOKENS_FILE_SETTING,
     *TLS_SETTINGS,
@@ -81,6 +90,7 @@ class DevRunnerConfig:
     model_s3_url: str
     state: str
     runner: str
+    swarm_constraints: str
     tokens_file: str
     tls_cert: str
     tls_key: str

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
@@ -146,15 +146,9 @@ class ContainerRun:
     def __init__(self, container: Any, on_line: OnLine, since: float | None = None) -> None:
         self._container = container
         self._since = since
-        self._pumps = [
-            threading.Thread(target=self._follow_logs, args=(stream, on_line), daemon=True)
-            for stream in ("stdout", "stderr")
-        ]
-        for pump in self._pumps:
-            pump.start()
+        self._pumps = follow_both(self._follow_logs, on_line)
 
     def _follow_logs(self, stream: str, on_line: OnLine) -> None:
-        buffered = ""
         chunks = self._container.logs(
             stream=True,
             follow=True,
@@ -162,13 +156,7 @@ class ContainerRun:
             stderr=stream == "stderr",
             since=self._since,
         )
-        for chunk in chunks:
-            buffered += chunk.decode(errors="replace")
-            *lines, buffered = buffered.split("\n")
-            for line in lines:
-                on_line(stream, line)
-        if buffered:
-            on_line(stream, buffered)
+        pump_lines(chunks, stream, on_line)
 
     def wait(self, timeout: float | None) -> int | None:
         import requests
@@ -186,22 +174,51 @@ class ContainerRun:
         self._container.stop(timeout=10)
 
 
-class DockerRunner:
+def follow_both(follow: Callable[[str, OnLine], None], on_line: OnLine) -> list[threading.Thread]:
+    """Threads following a run's stdout and stderr (`follow(stream, on_line)`), started."""
+    pumps = [
+        threading.Thread(target=follow, args=(stream, on_line), daemon=True)
+        for stream in ("stdout", "stderr")
+    ]
+    for pump in pumps:
+        pump.start()
+    return pumps
+
+
+def pump_lines(chunks: Iterable[bytes], stream: str, on_line: OnLine) -> None:
+    """Hands each line of a stream of byte chunks to `on_line`, a last unfinished one at its
+    end."""
+    buffered = ""
+    for chunk in chunks:
+        buffered += chunk.decode(errors="replace")
+        *lines, buffered = buffered.split("\n")
+        for line in lines:
+            on_line(stream, line)
+    if buffered:
+        on_line(stream, buffered)
+
+
+class EngineRunner:
+    """Runners through a Docker engine: the job sees its dataset at /data and the store at
+    /models (the store's directory, or the named volume holding it)."""
+
+    def __init__(self, client: Any, store_volume: str = "") -> None:
+        self._client = client
+        self._store_volume = store_volume  # mounted instead of the store's path, if given
+
+    def job_paths(self, resources: JobResources) -> tuple[str, str]:
+        return "/data", "/models"
+
+
+class DockerRunner(EngineRunner):
     """Jobs as containers: no network, CPU and memory limits, GPUs through device requests,
     the dataset read-only and the model store read-write, labels naming the job."""
 
     kind = devrunner_pb2.RUNNER_DOCKER
     name = "docker"
 
-    def __init__(self, client: Any, store_volume: str = "") -> None:
-        self._client = client
-        self._store_volume = store_volume  # mounted instead of the store's path, if given
-
     def has_gpus(self) -> bool:
         return "nvidia" in (self._client.info().get("Runtimes") or {})
-
-    def job_paths(self, resources: JobResources) -> tuple[str, str]:
-        return "/data", "/models"
 
     def start(
         self,

@@ -20,6 +20,7 @@ from straightline_devrunner.jobs import JobStore
 from straightline_devrunner.metrics import devrunner_metrics
 from straightline_devrunner.runners import DockerRunner, JobRunner, LocalRunner
 from straightline_devrunner.servicer import ACCESS, SERVICE_NAME, DevRunnerServicer
+from straightline_devrunner.swarm_runner import SwarmRunner
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,10 @@ def make_runner(config: DevRunnerConfig, docker_engine: Any) -> JobRunner:
         log.warning("jobs run as local processes, not in containers (runner=local)")
         return LocalRunner()
     if docker_engine is None:
-        raise ConfigError("runner=docker but no Docker engine is reachable")
+        raise ConfigError(f"runner={config.runner} but no Docker engine is reachable")
+    if config.runner == "swarm":
+        constraints = [c.strip() for c in config.swarm_constraints.split(",") if c.strip()]
+        return SwarmRunner(docker_engine, config.store_volume, constraints)
     return DockerRunner(docker_engine, config.store_volume)
 
 
