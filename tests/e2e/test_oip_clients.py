@@ -10,7 +10,7 @@ from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from tests.support.models import CLASSES, image_bytes
 from tests.support.stack import placer_process, wait_for_instances
-from tests.support.triton_runner import run_tritonclient
+from tests.support.triton_runner import assert_grpc_protocol_errors, run_tritonclient
 
 pytestmark = pytest.mark.tensorflow
 IMAGES = {"red.jpg": image_bytes((200, 40, 40)), "green.png": image_bytes((30, 160, 90), fmt="PNG")}
@@ -105,8 +105,4 @@ def test_tritonclient_sends_raw_pixels_and_gets_the_top_k_labels(triton):
 
 
 def test_tritonclient_sees_the_errors_oip_clients_expect(triton):
-    answer = triton("errors")
-    assert answer["not_an_image"][0] == "StatusCode.INVALID_ARGUMENT"
-    assert "neither a JPEG nor a PNG" in answer["not_an_image"][1]
-    assert answer["absent_model"][0] == "StatusCode.NOT_FOUND"
-    assert answer["anonymous"][0] == "StatusCode.UNAUTHENTICATED"
+    assert_grpc_protocol_errors(triton("errors"))

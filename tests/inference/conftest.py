@@ -16,10 +16,14 @@ def model_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model_server(model_store, tmp_path_factory):
-    """The REST model server as a real process (waitress, 2 threads) on a free port."""
+    """The model server as a real process (waitress, 2 threads) on free ports: REST, and the
+    Open Inference Protocol over gRPC."""
     process = ServiceProcess(
         "straightline_inference.modelserver",
-        ["--store", str(model_store.root), "--listen", "127.0.0.1:0", "--threads", "2"],
+        [
+            *("--store", str(model_store.root), "--listen", "127.0.0.1:0", "--threads", "2"),
+            *("--grpc-listen", "127.0.0.1:0"),
+        ],
         tmp_path_factory.mktemp("modelserver"),
     )
     try:

@@ -13,8 +13,9 @@ import urllib.request
 
 import pytest
 
+from straightline_common.auth import Role
 from tests.support.models import CLASSES, image_bytes
-from tests.support.triton_runner import run_tritonclient
+from tests.support.triton_runner import assert_grpc_protocol_errors, run_tritonclient
 
 pytestmark = pytest.mark.tensorflow
 RED, GREEN = image_bytes((200, 40, 40)), image_bytes((30, 160, 90), fmt="PNG")
@@ -189,17 +190,22 @@ def test_the_lambda_handler_answers_an_oip_event_as_the_model_server_does(
 # Triton's own HTTP client, unchanged ----------------------------------------------------------
 
 
-@pytest.fixture
-def triton_http(model_server, tmp_path):
-    """Runs a command of tests/support/tritonclient_calls.py against the model server."""
+def tritonclient_on(model_server, tmp_path, port: str, token: str):
+    """Runs a command of tests/support/tritonclient_calls.py against one of the model server's
+    ports, with its images in tmp_path."""
     (tmp_path / "red.jpg").write_bytes(RED)
     (tmp_path / "green.png").write_bytes(GREEN)
 
     def run(command: str, *files: str) -> dict:
-        address = f"127.0.0.1:{model_server.ports['http']}"
-        return run_tritonclient(address, "-", command, *(tmp_path / f for f in files))
+        address = f"127.0.0.1:{model_server.ports[port]}"
+        return run_tritonclient(address, token, command, *(tmp_path / f for f in files))
 
     return run
+
+
+@pytest.fixture
+def triton_http(model_server, tmp_path):
+    return tritonclient_on(model_server, tmp_path, "http", "-")
 
 
 def test_tritonclient_http_checks_health_and_metadata(triton_http):
@@ -227,3 +233,36 @@ def test_tritonclient_http_sends_fp32_json_and_gets_labels(triton_http):
 def test_tritonclient_http_sees_a_bad_image_as_400(triton_http):
     status, message = triton_http("http_errors")["not_an_image"]
     assert status == "400" and "neither a JPEG nor a PNG" in message
+
+
+# Triton's own gRPC client, unchanged, against the model server's --grpc-listen ----------------
+
+
+@pytest.fixture
+def triton_grpc(model_server, tokens, tmp_path):
+    return tritonclient_on(model_server, tmp_path, "grpc", tokens.of(Role.CLIENT))
+
+
+def test_tritonclient_grpc_checks_the_model_servers_health_and_metadata(triton_grpc):
+    answer = triton_grpc("health")
+    assert (answer["live"], answer["ready"], answer["tiny_ready"]) == (True, True, True)
+    assert answer["absent_ready"] is False
+    assert answer["metadata"]["name"] == "tiny"
+    assert answer["metadata"]["outputs"][0]["name"] == "scores"
+
+
+def test_tritonclient_grpc_gets_the_models_own_scores_as_over_rest(triton_grpc, model_server):
+    answer = triton_grpc("infer_images", "red.jpg", "green.png")
+    expected = [
+        v1_scores(model_server, RED, "image/jpeg"),
+        v1_scores(model_server, GREEN, "image/png"),
+    ]
+    for row, scores in zip(answer["scores"], expected, strict=True):
+        assert row == pytest.approx(scores, abs=1e-6)
+    assert answer["served_platform"] == ""  # no placement: the model server itself answered
+    labels = [entry.split(":") for entry in triton_grpc("infer_pixels_top_2")["labels"]]
+    assert len(labels) == 2 and all(label in CLASSES for _, _, label in labels)
+
+
+def test_tritonclient_grpc_sees_the_protocols_errors(triton_grpc):
+    assert_grpc_protocol_errors(triton_grpc("errors"))

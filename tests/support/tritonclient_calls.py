@@ -1,8 +1,9 @@
 """Calls StraightLine with Triton's own clients, in a process of its own (as a user's would be:
 tritonclient's generated stubs and StraightLine's vendored ones define the same `inference`
-package, so they cannot share one process), and prints what it got as JSON: the placer's Open
-Inference Protocol front door with tritonclient.grpc (a client token), a model server's v2
-REST API with tritonclient.http (commands http_*; no token).
+package, so they cannot share one process), and prints what it got as JSON: the Open Inference
+Protocol over gRPC (the placer's front door, a model server's --grpc-listen) with
+tritonclient.grpc (a client token), a model server's v2 REST API with tritonclient.http
+(commands http_*; no token).
 
     python -m tests.support.tritonclient_calls ADDRESS TOKEN COMMAND [FILE...]
 """
@@ -33,10 +34,11 @@ def infer_images(client, headers, files):
     result = client.infer(
         "tiny", [images], outputs=[triton.InferRequestedOutput("scores")], headers=headers
     )
-    parameters = result.get_response().parameters
+    parameters = result.get_response().parameters  # the placer's; a model server sets none
+    served = parameters.get("straightline.served_platform")
     return {
         "scores": result.as_numpy("scores").tolist(),
-        "served_platform": parameters["straightline.served_platform"].string_param,
+        "served_platform": served.string_param if served else "",
     }
 
 

@@ -28,6 +28,12 @@ def infer(model: LoadedModel, body: bytes, header_length: str | None) -> tuple[b
     """Runs an infer request on the model: the response body, and its header length when it
     carries binary outputs (None: plain JSON)."""
     message, binary_outputs = _infer_request(body, header_length)
+    return _infer_response(infer_message(model, message), binary_outputs)
+
+
+def infer_message(model: LoadedModel, message: oip.ModelInferRequest) -> oip.ModelInferResponse:
+    """Runs an infer request, as the protocol's message, on the model: REST's, the Lambda
+    handler's and gRPC's one path."""
     answers = [
         _scored(model.predict(image.payload, image.content_type, oip_tensors.ALL_CLASSES))
         for image in oip_tensors.images_of(message)
@@ -36,7 +42,7 @@ def infer(model: LoadedModel, body: bytes, header_length: str | None) -> tuple[b
         model_name=model.version.name, model_version=model.version.version, id=message.id
     )
     oip_tensors.fill_outputs(response, oip_tensors.requested_outputs(message), answers)
-    return _infer_response(response, binary_outputs)
+    return response
 
 
 def server_metadata() -> dict[str, Any]:

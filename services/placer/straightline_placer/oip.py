@@ -14,17 +14,16 @@ from typing import Any
 from grpc import ServicerContext
 
 from inference import open_inference_grpc_pb2 as oip
-from inference import open_inference_grpc_pb2_grpc as oip_grpc
 from straightline.v1 import placer_pb2, types_pb2
 from straightline_common import oip_tensors
 from straightline_common.auth import READERS, access_of
 from straightline_common.errors import NotFound
 from straightline_common.names import check_id, check_model
+from straightline_common.oip_service import SERVICE_NAME, LiveServicer
 from straightline_common.telemetry import straightline_version
 from straightline_placer.algorithm import platform_label
 from straightline_placer.core import InferResult, Placer, Request
 
-SERVICE_NAME = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 ACCESS = access_of(
     SERVICE_NAME,
     dict.fromkeys(
@@ -42,7 +41,7 @@ ACCESS = access_of(
 _METADATA_TIMEOUT_S = 5.0
 
 
-class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
+class OipServicer(LiveServicer):
     def __init__(self, placer: Placer, default_timeout_s: float) -> None:
         self._placer = placer
         self._default_timeout_s = default_timeout_s
@@ -50,11 +49,6 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     def close(self) -> None:
         self._images.shutdown(wait=False, cancel_futures=True)
-
-    def ServerLive(
-        self, request: oip.ServerLiveRequest, context: ServicerContext
-    ) -> oip.ServerLiveResponse:
-        return oip.ServerLiveResponse(live=True)
 
     def ServerReady(
         self, request: oip.ServerReadyRequest, context: ServicerContext

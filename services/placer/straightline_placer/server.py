@@ -7,6 +7,7 @@ import threading
 
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
 from straightline.v1 import placer_pb2_grpc
+from straightline_common import oip_service
 from straightline_common.auth import server_tokens
 from straightline_common.grpcserver import GrpcServer
 from straightline_common.metrics import serve_metrics
@@ -63,7 +64,7 @@ class PlacerServer:
                     self._oip, server
                 ),
             ],
-            [SERVICE_NAME, oip.SERVICE_NAME],
+            [SERVICE_NAME, oip_service.SERVICE_NAME],
             {**ACCESS, **oip.ACCESS},
             tokens,
             tls,

@@ -2,8 +2,9 @@
 
 Loads and warms the models, then serves the REST app with a fixed number of worker threads
 (the server's capacity): over HTTP (waitress), or over HTTPS requiring a client certificate of
-the deployment's CA when --tls-cert, --tls-key and --tls-client-ca are set (cheroot). Writes
-{"http": port, "health": port} to --port-file once serving.
+the deployment's CA when --tls-cert, --tls-key and --tls-client-ca are set (cheroot). With
+--grpc-listen it also serves the Open Inference Protocol over gRPC there (`grpc_oip.py`). Writes
+{"http": port, "health": port, "grpc": port} to --port-file once serving.
 """
 
 import argparse
@@ -11,6 +12,8 @@ import logging
 import signal
 import sys
 
+from inference import open_inference_grpc_pb2_grpc as oip_grpc
+from straightline_common import oip_service
 from straightline_common.config import (
     ConfigError,
     Setting,
@@ -21,14 +24,18 @@ from straightline_common.config import (
     resolve,
 )
 from straightline_common.errors import ServiceError
+from straightline_common.grpcserver import GrpcServer
 from straightline_common.logs import configure_logging
 from straightline_common.modelstore import open_store, s3_url_setting
 from straightline_common.processes import write_port_file
 from straightline_common.telemetry import configure_tracing
-from straightline_common.tls import TLS_SETTINGS, tls_files
+from straightline_common.tls import TLS_SETTINGS, TlsFiles, tls_files
 from straightline_inference.batching import DEFAULT_BATCHING, BatchSettings
+from straightline_inference.imaging import MAX_IMAGE_BYTES
 from straightline_inference.model import ModelSet
+from straightline_inference.modelserver import grpc_oip
 from straightline_inference.modelserver.app import create_app
+from straightline_inference.modelserver.grpc_oip import ModelServerOip
 from straightline_inference.modelserver.health import serve_health
 from straightline_inference.modelserver.servers import http_server, https_server
 
@@ -76,6 +83,14 @@ SETTINGS = (
         "for a supervisor's probe; empty: only on the main address",
     ),
     Setting(
+        "grpc_listen",
+        "STRAIGHTLINE_MODELSERVER_GRPC_LISTEN",
+        parse_optional_address,
+        "",
+        "also serve the Open Inference Protocol over gRPC here (inference.GRPCInferenceService, "
+        "for tritonclient.grpc and KServe's clients); empty: REST only",
+    ),
+    Setting(
         "port_file",
         "STRAIGHTLINE_MODELSERVER_PORT_FILE",
         str,
@@ -121,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     if settings["health_listen"]:
         health_host, _, health_port = settings["health_listen"].rpartition(":")
         ports["health"] = serve_health(health_host, int(health_port))
+    grpc_server = None
+    if settings["grpc_listen"]:
+        grpc_server = oip_grpc_server(settings["grpc_listen"], models, tls)
+        ports["grpc"] = grpc_server.start()
+        grpc_server.mark_serving()
     if settings["port_file"]:
         write_port_file(settings["port_file"], ports)
     log.info(
@@ -129,7 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     signal.signal(signal.SIGTERM, lambda *_: server.close())
     server.run()
+    if grpc_server is not None:
+        grpc_server.stop(grace=5)
     return 0
+
+
+def oip_grpc_server(address: str, models: ModelSet, tls: TlsFiles | None) -> GrpcServer:
+    servicer = ModelServerOip(models)
+    return GrpcServer(
+        address,
+        [lambda server: oip_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)],
+        [oip_service.SERVICE_NAME],
+        grpc_oip.ACCESS,
+        tls_files=tls,
+        max_message_bytes=MAX_IMAGE_BYTES + 1024 * 1024,
+    )
 
 
 if __name__ == "__main__":
