@@ -28,6 +28,11 @@ SETTINGS = {"off": ["--max-batch-size", "1"], "on": []}
 CALLERS = (1, 8)
 
 
+def jpegs() -> list[bytes]:
+    """Eight JPEGs of 320x240, each of its own colour."""
+    return [image_bytes(colour=(30 * i % 256, 200 - 20 * i, 90), size=(320, 240)) for i in range(8)]
+
+
 def closed_loop(url: str, images: list[bytes], callers: int, seconds: float) -> dict:
     """`callers` threads posting one image after another for `seconds`."""
     pool = urllib3.PoolManager(maxsize=callers)
@@ -99,9 +104,7 @@ def served(store: ModelStore, model: str, setting: str, workdir: Path) -> Servic
 
 
 def bench_model(store: ModelStore, model: str, args, workdir: Path) -> dict:
-    images = [
-        image_bytes(colour=(30 * i % 256, 200 - 20 * i, 90), size=(320, 240)) for i in range(8)
-    ]
+    images = jpegs()
     runs: dict[str, dict[int, list[dict]]] = {s: {c: [] for c in CALLERS} for s in SETTINGS}
     for _ in range(args.rounds):
         for setting in SETTINGS:  # alternating: off, on, off, on
