@@ -5,6 +5,7 @@ import docker
 import pytest
 
 GPU_LABEL = "straightline.gpu"
+SWARM_BRIDGE = "docker_gwbridge"
 
 
 @pytest.fixture
@@ -12,6 +13,7 @@ def swarm():
     """This engine as a swarm manager whose node may run jobs and GPU model servers."""
     engine = docker.from_env()
     made_here = engine.info()["Swarm"]["LocalNodeState"] == "inactive"
+    bridge_before = bool(engine.networks.list(names=[SWARM_BRIDGE]))
     if made_here:
         engine.swarm.init(advertise_addr="127.0.0.1")
     node = engine.nodes.get(engine.info()["Swarm"]["NodeID"])
@@ -25,6 +27,9 @@ def swarm():
             set_label(node, None)
         if made_here:
             engine.swarm.leave(force=True)
+            if not bridge_before:  # made by the swarm's init, which leaving does not remove
+                for network in engine.networks.list(names=[SWARM_BRIDGE]):
+                    network.remove()
         engine.close()
 
 
