@@ -6,12 +6,14 @@ failure counted by its status (a request no platform takes is UNAVAILABLE from t
 Side by side in one run: the adapter's defaults (4 worker threads, a queue of 8), the paper's
 Flask with 2 threads and the same queue, and 2 threads refusing what it cannot start at once
 (`--queue-limit 0`, the first behaviour); next to the model in this process, one image at a
-time (the first call left out).
+time (the first call left out). Beside each: the CPU each process (placer, adapter, model
+server, the callers) spent per answered request.
 
     python -m bench.callers_bench [--seconds 15]
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -28,6 +30,7 @@ from straightline_common.channels import open_channel
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from tests.support.models import make_classifier
+from tests.support.procfs import children
 
 CALLERS = 8
 SETTINGS = {
@@ -76,6 +79,12 @@ def closed_loop(stub, images: list[bytes], seconds: float) -> dict:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_setting(store: ModelStore, arguments: list[str], images, seconds, workdir) -> dict:
     placer = ServiceProcess(
         "straightline_placer",
@@ -97,7 +106,21 @@ def bench_setting(store: ModelStore, arguments: list[str], images, seconds, work
         with open_channel(placer.address, Role.CLIENT) as channel:
             stub = placer_pb2_grpc.PlacerServiceStub(channel)
             closed_loop(stub, images, 3.0)  # warm: every worker's first call
-            return closed_loop(stub, images, seconds)
+            [model_server] = children(adapter.process.pid)
+            pids = {
+                "placer": placer.process.pid,
+                "adapter": adapter.process.pid,
+                "model server": model_server,
+                "callers": os.getpid(),
+            }
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            run = closed_loop(stub, images, seconds)
+            answered = max(1, run["codes"].get("OK", 0))
+            run["cpu_ms_per_answer"] = {
+                name: round((cpu_seconds(pid) - before[name]) / answered * 1e3, 3)
+                for name, pid in pids.items()
+            }
+            return run
     finally:
         if adapter is not None:
             adapter.terminate()
@@ -125,6 +148,23 @@ def markdown(results: dict) -> str:
             f"| {setting} | {run['answered_rps']:.1f} | {run['answered_rps'] / floor:.2f} | "
             f"{run['failed_rps']:.1f} ({failures or 'none'}) | {run['p50_ms']:.1f} | "
             f"{run['p99_ms']:.1f} |"
+        )
+    processes = list(next(iter(results["settings"].values()))["cpu_ms_per_answer"])
+    lines += [
+        "",
+        "The CPU budget: milliseconds of CPU (user + system, from /proc) each process spent per "
+        "answered request in the same runs (failed requests cost CPU too, so the setting that "
+        f"refuses looks dearer per answer). The model in-process: {1e3 / floor:.2f} ms per "
+        "image.",
+        "",
+        f"| adapter | {' | '.join(processes)} | total |",
+        f"| --- | {' | '.join('---' for _ in processes)} | --- |",
+    ]
+    for setting, run in results["settings"].items():
+        costs = run["cpu_ms_per_answer"]
+        lines.append(
+            f"| {setting} | {' | '.join(f'{costs[p]:.2f}' for p in processes)} | "
+            f"{sum(costs.values()):.2f} |"
         )
     return "\n".join(lines)
 
