@@ -14,7 +14,7 @@ OIP_PROTOS := protos/oip/inference/open_inference_grpc.proto
 TYPED := libs/common/straightline_common services/placer/straightline_placer \
 	services/inference/straightline_inference services/devrunner/straightline_devrunner
 
-.PHONY: setup proto lint format images test test-fast bench bench-inference bench-batching bench-callers evaluate demo clean
+.PHONY: setup proto lint format images test test-fast bench bench-inference bench-batching bench-callers bench-peers evaluate demo clean
 
 setup: $(VENV)/.installed $(STUBS)/.generated $(BUF) $(MLSERVER_VENV)/.installed
 
@@ -82,6 +82,9 @@ bench-batching: setup
 
 bench-callers: setup
 	$(PY) -m bench.callers_bench
+
+bench-peers: setup
+	$(PY) -m bench.peers
 
 evaluate: images
 	$(PY) -m bench.harness

@@ -18,6 +18,8 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -85,7 +87,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_setting(store: ModelStore, arguments: list[str], images, seconds, workdir) -> dict:
+@contextmanager
+def placer_and_flask(
+    store: ModelStore, workdir: Path, arguments: Sequence[str] = ()
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """A placer and a Flask adapter (with its model server) heartbeating to it, tracing off;
+    `arguments`: the adapter's own. Both stopped at the end."""
     placer = ServiceProcess(
         "straightline_placer",
         ["--listen", "127.0.0.1:0", "--metrics-listen", "off"],
@@ -103,28 +110,35 @@ def bench_setting(store: ModelStore, arguments: list[str], images, seconds, work
             workdir / "adapter",
             ENV,
         ).wait_ready(timeout=180)
-        with open_channel(placer.address, Role.CLIENT) as channel:
-            stub = placer_pb2_grpc.PlacerServiceStub(channel)
-            closed_loop(stub, images, 3.0)  # warm: every worker's first call
-            [model_server] = children(adapter.process.pid)
-            pids = {
-                "placer": placer.process.pid,
-                "adapter": adapter.process.pid,
-                "model server": model_server,
-                "callers": os.getpid(),
-            }
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            run = closed_loop(stub, images, seconds)
-            answered = max(1, run["codes"].get("OK", 0))
-            run["cpu_ms_per_answer"] = {
-                name: round((cpu_seconds(pid) - before[name]) / answered * 1e3, 3)
-                for name, pid in pids.items()
-            }
-            return run
+        yield placer, adapter
     finally:
         if adapter is not None:
             adapter.terminate()
         placer.terminate()
+
+
+def bench_setting(store: ModelStore, arguments: list[str], images, seconds, workdir) -> dict:
+    with (
+        placer_and_flask(store, workdir, arguments) as (placer, adapter),
+        open_channel(placer.address, Role.CLIENT) as channel,
+    ):
+        stub = placer_pb2_grpc.PlacerServiceStub(channel)
+        closed_loop(stub, images, 3.0)  # warm: every worker's first call
+        [model_server] = children(adapter.process.pid)
+        pids = {
+            "placer": placer.process.pid,
+            "adapter": adapter.process.pid,
+            "model server": model_server,
+            "callers": os.getpid(),
+        }
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        run = closed_loop(stub, images, seconds)
+        answered = max(1, run["codes"].get("OK", 0))
+        run["cpu_ms_per_answer"] = {
+            name: round((cpu_seconds(pid) - before[name]) / answered * 1e3, 3)
+            for name, pid in pids.items()
+        }
+        return run
 
 
 def markdown(results: dict) -> str:

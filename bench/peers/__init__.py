@@ -1,0 +1,1 @@
+"""Side by side with the servers a user would pick instead (issue 19): `python -m bench.peers`."""
