@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from straightline_common import tls
 from straightline_common.processes import health_status
 from straightline_common.tls import TlsFiles
 from straightline_inference.adapter.containers import free_ports
@@ -49,6 +50,13 @@ class DeployedStack:
             "SERVERLESS_CONCURRENCY": "3",
             **settings,
         }
+
+    def call_as_operator(self, monkeypatch) -> None:
+        """The stack is mutual TLS: this process calls it (health checks included) as its
+        operator."""
+        monkeypatch.setenv(tls.CERT_ENV, str(self.operator.cert))
+        monkeypatch.setenv(tls.KEY_ENV, str(self.operator.key))
+        monkeypatch.setenv(tls.CA_ENV, str(self.operator.ca))
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"

@@ -62,10 +62,7 @@ def stack(tmp_path, otlp_receiver, compose_command, monkeypatch):
     engine = docker.from_env()
     try:
         stack.compose("up", "-d", *SERVICES)
-        # The stack is mutual TLS; this process calls it (health checks included) as its operator.
-        monkeypatch.setenv(tls.CERT_ENV, str(stack.operator.cert))
-        monkeypatch.setenv(tls.KEY_ENV, str(stack.operator.key))
-        monkeypatch.setenv(tls.CA_ENV, str(stack.operator.ca))
+        stack.call_as_operator(monkeypatch)
         yield stack
     finally:
         logs = stack.logs()

@@ -13,7 +13,7 @@ import pytest
 from scripts.demo import MODEL_NAME, compose_settings
 from scripts.localstack import serving_reports, set_policy
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
-from straightline_common import devcerts, tls
+from straightline_common import devcerts
 from straightline_inference.adapter.containers import free_ports
 from tests.support.deployed import DeployedStack
 from tests.support.models import image_bytes
@@ -66,10 +66,7 @@ def stack(tmp_path, swarm, otlp_receiver, monkeypatch):
     stack = SwarmStack(tmp_path, int(otlp_receiver.endpoint.rsplit(":", 1)[1]))
     try:
         stack.deploy()
-        # The stack is mutual TLS; this process calls it (health checks included) as its operator.
-        monkeypatch.setenv(tls.CERT_ENV, str(stack.operator.cert))
-        monkeypatch.setenv(tls.KEY_ENV, str(stack.operator.key))
-        monkeypatch.setenv(tls.CA_ENV, str(stack.operator.ca))
+        stack.call_as_operator(monkeypatch)
         yield stack
     finally:
         logs = stack.logs()
