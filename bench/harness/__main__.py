@@ -16,7 +16,8 @@ machine's capacity for the model, then runs the same scenario (by default a ramp
 to --ramp-to times the rate the stack sustained; same seed, same request sequence) under
 each policy: `straightline` (Algorithm 1 as the paper writes it, fallback on),
 `capacity-aware` and `latency-aware` (our variants of it, docs/placer.md), `slo-aware` (the
-SLO-aware rule against the model's latency objective, `--objective-ms`), and the policy
+SLO-aware rule against the model's latency objective, `--objective-ms`; in the local testbed it
+sheds what it predicts late, `shed_late_requests`), and the policy
 pinned to `flask`, `docker` or `serverless` (fallback off: exactly one platform). It writes per
 request CSV, a JSON summary per model, figures (PNG), and tables.md. `--from-records` redoes
 the summaries, figures and tables from the CSV and JSON a previous run wrote.
@@ -155,6 +156,9 @@ def run_model(args, model: str, testbed: str, workdir: Path, pool: list, phases:
             stub,
             latency_objectives={model: duration(objective_ms / 1e3)},
             platform_settings=on_this_host(stub, testbed),
+            # Where capacity is fixed a late answer only delays those behind it: the SLO-aware
+            # rule refuses what it cannot answer in time. With serverless to grow into, never.
+            shed_late_requests=testbed == "local",
         )
         runs = {}
         for policy in policies:

@@ -118,6 +118,7 @@ class Simulation:
             record.platform_ms = (finished - job.arrived - queued) * 1e3
             record.cold_start_ms = cold * 1e3
             record.predicted_ms = (predicted or 0.0) * 1e3
+            self.placer.observe_answer(placement, instance, elapsed)
 
         if simulated.submit(Job(record.bytes, self.engine.now, done)):
             return True

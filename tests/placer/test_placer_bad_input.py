@@ -164,6 +164,7 @@ def test_duplicate_instance_id_is_refused(stub, adapter_stub, registered):
         ({}, ["colour"], "unknown field(s) colour"),
         ({"pinned_platform": 42}, ["pinned_platform"], "pinned_platform must be"),
         ({"placement_rule": 9}, ["placement_rule"], "latency-aware, slo-aware"),
+        ({"slo_attainment_target": 0}, ["slo_attainment_target"], "between 0.5 and 1 of the"),
         (
             {"latency_objectives": {"demo": duration_pb2.Duration(seconds=7200)}},
             ["latency_objectives"],

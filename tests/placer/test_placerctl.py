@@ -51,10 +51,14 @@ def test_the_policy_is_shown_and_changed_field_by_field(placerctl, stub):
     code, out, _ = placerctl("set", "pinned_platform=none", "placement_rule=capacity-aware")
     assert code == 0 and re.search(r"placement_rule +capacity-aware", out)
     assert placerctl("set", "fallback_enabled=off")[0] == 0
+    code, out, _ = placerctl("set", "slo_attainment_target=0.95", "shed_late_requests=true")
+    assert code == 0 and re.search(r"slo_attainment_target +0.95\n", out)
+    assert re.search(r"shed_late_requests +true", out)
     policy = policy_of(stub)
     assert policy.pinned_platform == types_pb2.PLATFORM_UNSPECIFIED
     assert policy.placement_rule == types_pb2.PLACEMENT_RULE_CAPACITY_AWARE
     assert not policy.fallback_enabled
+    assert (policy.slo_attainment_target, policy.shed_late_requests) == (0.95, True)
 
 
 @pytest.mark.parametrize(

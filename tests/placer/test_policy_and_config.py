@@ -21,6 +21,8 @@ from straightline_placer.policy import SERVERLESS_PAYLOAD_LIMIT_BYTES, PlatformS
         ({"colour": "blue"}, "unknown policy field"),
         ({"placement_rule": 99}, "placement_rule 99 is not a rule this placer has"),
         ({"default_latency_objective_s": 0}, "default_latency_objective must be between"),
+        ({"slo_attainment_target": 1.5}, "slo_attainment_target must be a share between 0.5"),
+        ({"slo_attainment_target": float("nan")}, "slo_attainment_target must be a share"),
         ({"latency_objectives": {"m": 7200.0}}, "a latency objective must be between"),
         ({"latency_objectives": {"": 0.2}}, "a model name must have 1 to 256"),
         (

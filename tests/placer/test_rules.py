@@ -70,19 +70,27 @@ def state(
     )
 
 
-def inputs(*states, f_t=COLD_TRAFFIC, r_d=SMALL, objective=None, deadline=None):
+def inputs(*states, f_t=COLD_TRAFFIC, r_d=SMALL, objective=None, deadline=None, shed=False):
     by_platform = {s.platform: s for s in sorted(states, key=lambda s: _ORDER.index(s.platform))}
-    return Inputs(f_t, r_d, F, D, by_platform, objective, deadline)
+    return Inputs(f_t, r_d, F, D, by_platform, objective, deadline, shed)
 
 
 def predicted(
-    *states, r_d=SMALL, objective=0.3, deadline=None, settings=None, rate_rps=1.0, now=0.0
+    *states,
+    r_d=SMALL,
+    objective=0.3,
+    deadline=None,
+    settings=None,
+    rate_rps=1.0,
+    now=0.0,
+    shed=False,
 ):
     """Inputs with every platform's prediction filled, as the placer does for the SLO rule."""
-    for s in states:
-        settings_of = (settings or DEFAULT_PLATFORM_SETTINGS)[s.platform]
-        predict(s, r_d, settings_of, objective, rate_rps, now)
-    return inputs(*states, r_d=r_d, objective=objective, deadline=deadline)
+    settings = settings or DEFAULT_PLATFORM_SETTINGS
+    platforms = {s.platform: s for s in states}
+    judged_by = prediction.Objective(objective, rate_rps, now)
+    prediction.predict_all(platforms, r_d, {p: settings[p] for p in platforms}, judged_by)
+    return inputs(*states, r_d=r_d, objective=objective, deadline=deadline, shed=shed)
 
 
 def predict(platform_state, r_d, settings, objective=0.3, rate_rps=1.0, now=0.0):
@@ -230,6 +238,16 @@ def test_an_unmeasured_platform_is_measured_by_a_copy_while_a_measured_one_serve
     assert (second.platform, second.mirror) == (DOCKER, ())
 
 
+def test_no_copy_goes_to_a_platform_on_the_host_of_the_one_serving_the_request():
+    # The copy would take the cores the request it copies runs on.
+    flask = state(FLASK, free=2, service=0.0)
+    docker = state(DOCKER, free=2, service=0.25)
+    serverless = state(SERVERLESS, free=2, service=0.0)
+    settings = {**DEFAULT_PLATFORM_SETTINGS, FLASK: on_host(2), DOCKER: on_host(2)}
+    decision = decide(Rule.SLO_AWARE, predicted(flask, docker, serverless, settings=settings))
+    assert (decision.platform, decision.mirror) == (DOCKER, (SERVERLESS,))
+
+
 def test_with_nothing_measured_an_unmeasured_platform_takes_one_request_at_a_time():
     flask = state(FLASK, free=2, service=0.0)
     serverless = state(SERVERLESS, free=2, service=0.0)
@@ -371,6 +389,33 @@ def test_slo_no_platform_meets_it_the_fastest_prediction_wins():
     slow = predicted(state(FLASK, service=0.9), state(SERVERLESS, service=0.5), objective=0.3)
     decision = decide(Rule.SLO_AWARE, slow)
     assert (decision.platform, decision.branch) == (SERVERLESS, Branch.LOWEST_PREDICTED_LATENCY)
+
+
+def test_slo_a_late_request_is_shed_when_the_policy_says_so():
+    late = predicted(state(FLASK, service=0.9), state(SERVERLESS, service=0.5), shed=True)
+    decision = decide(Rule.SLO_AWARE, late)
+    assert (decision.platform, decision.branch) == (None, Branch.OBJECTIVE_UNMEETABLE)
+    assert "latency objective of 300 ms" in decision.reason
+    assert "flask 900 ms, serverless 500 ms" in decision.reason
+    in_time = predicted(state(FLASK, service=0.9), state(SERVERLESS, service=0.2), shed=True)
+    assert decide(Rule.SLO_AWARE, in_time).platform == SERVERLESS
+
+
+def test_slo_a_platform_whose_recent_errors_would_take_it_past_the_objective_is_passed_over():
+    # Docker is cheaper and predicted at 250 ms, but 1 in 10 of its recent answers came
+    # 80 ms after its prediction: at a 0.99 target it would miss 300 ms too often.
+    docker = state(DOCKER, service=0.25)
+    for error in [-0.03] * 18 + [0.08] * 2:
+        docker.instance.prediction_errors.add(error)
+    serverless = state(SERVERLESS, service=0.15)
+    decision = decide(Rule.SLO_AWARE, predicted(docker, serverless))
+    assert decision.platform == SERVERLESS
+    assert docker.margin_s == pytest.approx(0.08)
+    # At a 0.9 target its errors allow it (the quantile is -30 ms).
+    prediction.predict(docker, SMALL, DEFAULT_PLATFORM_SETTINGS[DOCKER],
+                       prediction.Objective(0.3, 1.0, 0.0, attainment=0.9))  # fmt: skip
+    assert docker.margin_s == pytest.approx(-0.03)
+    assert decide(Rule.SLO_AWARE, inputs(docker, serverless, objective=0.3)).platform == DOCKER
 
 
 def test_slo_a_deadline_no_platform_can_meet_is_refused_with_the_predictions():

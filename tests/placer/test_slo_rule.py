@@ -166,3 +166,35 @@ def test_a_platform_not_measured_yet_is_measured_by_a_copy_not_by_a_users_reques
     # Its heartbeat now carries the copy's service time: serverless is measured.
     assert wait_until(lambda: 150 <= (predicted_ms(place(stub), SERVERLESS) or 0) <= 153)
     assert infer(stub).served_platform == FLASK and serverless.served == 1
+
+
+def test_with_shedding_a_request_no_platform_meets_in_time_is_refused_and_sent_nowhere(
+    stub, adapters
+):
+    measured(stub, adapters)
+    set_policy(stub, shed_late_requests=True, default_latency_objective=duration(0.05))
+    assert place(stub).branch == types_pb2.BRANCH_OBJECTIVE_UNMEETABLE
+    try:
+        infer(stub)
+        raise AssertionError("a request predicted late was sent while the policy sheds them")
+    except grpc.RpcError as refused:
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "latency objective of 50 ms" in refused.details()
+        assert "the policy sheds late requests" in refused.details()
+    set_policy(stub, default_latency_objective=duration(OBJECTIVE_S))
+    assert infer(stub).served_platform == FLASK  # shedding only what would be late
+
+
+def test_each_answer_calibrates_the_margin_of_its_platforms_predictions(stub, adapters):
+    measured(stub, adapters)
+
+    def margin_ms():
+        state = next(s for s in place(stub).inputs.platforms if s.platform == FLASK)
+        return seconds(state.prediction_margin) * 1e3
+
+    assert margin_ms() == 0  # no answer under the SLO-aware rule yet
+    for _ in range(3):
+        assert infer(stub).served_platform == FLASK
+    # Each answer took what was predicted (the simulated 100 ms) and the hops to the adapter
+    # and back: a margin of a few milliseconds, never a negative one while errors are few.
+    assert 0 < margin_ms() < 30

@@ -44,6 +44,7 @@ class Branch(enum.IntEnum):
     CHEAPEST_WITHIN_OBJECTIVE = 9
     LOWEST_PREDICTED_LATENCY = 10
     DEADLINE_UNMEETABLE = 11
+    OBJECTIVE_UNMEETABLE = 12
 
 
 class Rule(enum.IntEnum):

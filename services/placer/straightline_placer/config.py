@@ -166,6 +166,20 @@ POLICY_SETTINGS = (
         "slo-aware (the cheapest platform predicted to meet the latency objective)",
     ),
     Setting(
+        "slo_attainment_target",
+        "STRAIGHTLINE_PLACER_SLO_ATTAINMENT_TARGET",
+        float,
+        _DEFAULT_POLICY.slo_attainment_target,
+        "the share of requests the SLO-aware rule aims to answer within the objective",
+    ),
+    Setting(
+        "shed_late_requests",
+        "STRAIGHTLINE_PLACER_SHED_LATE_REQUESTS",
+        parse_bool,
+        _DEFAULT_POLICY.shed_late_requests,
+        "the SLO-aware rule refuses at once a request no platform is predicted to meet in time",
+    ),
+    Setting(
         "default_latency_objective_s",
         "STRAIGHTLINE_PLACER_DEFAULT_LATENCY_OBJECTIVE_S",
         float,

@@ -250,7 +250,7 @@ class Placer:
             objective = request.latency_objective_s or policy.latency_objective_s(
                 request.model_name
             )
-            judged_by = Objective(objective, f_t, self._clock())
+            judged_by = Objective(objective, f_t, self._clock(), policy.slo_attainment_target)
             prediction.predict_all(
                 platforms, request.data_size_bytes, policy.platform_settings, judged_by
             )
@@ -263,6 +263,7 @@ class Placer:
             platforms,
             objective,
             deadline,
+            policy.shed_late_requests,
         )
 
     # Forwarding ------------------------------------------------------------------------------
@@ -340,7 +341,7 @@ class Placer:
                 instance, ticket, payload, deadline, attempts, placement.request_id, may_fall_back
             )
             if answer is not None:
-                self._observe_prediction(placement, platform, attempts[-1].seconds)
+                self.observe_answer(placement, instance, attempts[-1].seconds)
                 result = InferResult(
                     placement,
                     answer,
@@ -409,12 +410,15 @@ class Placer:
             pass
         self.registry.finish(ticket, ran=True)
 
-    def _observe_prediction(
-        self, placement: Placement, platform: Platform, observed: float
-    ) -> None:
-        state = placement.inputs.platforms.get(platform)
+    def observe_answer(self, placement: Placement, instance: Instance, observed: float) -> None:
+        """An answer from `instance` after `observed` seconds: the error of the prediction the
+        request was placed by, for the metrics and the instance's calibration."""
+        state = placement.inputs.platforms.get(instance.platform)
         if state is not None and state.predicted_latency_s is not None:
-            self._metrics.observe_prediction_error(platform, observed - state.predicted_latency_s)
+            error = observed - state.predicted_latency_s
+            self._metrics.observe_prediction_error(instance.platform, error)
+            if state.instance is instance:
+                instance.prediction_errors.add(error)
             trace.get_current_span().set_attribute(
                 "straightline.observed_latency_s", round(observed, 6)
             )

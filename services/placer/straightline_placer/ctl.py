@@ -116,6 +116,8 @@ def format_policy(policy: placer_pb2.Policy) -> str:
         ("pinned_platform", "none (Algorithm 1 places)" if pinned == "unspecified" else pinned),
         ("fallback_enabled", str(policy.fallback_enabled).lower()),
         ("keep_batches_together", str(policy.keep_batches_together).lower()),
+        ("slo_attainment_target", f"{policy.slo_attainment_target:g}"),
+        ("shed_late_requests", str(policy.shed_late_requests).lower()),
         ("placement_rule", "paper" if rule == "unspecified" else rule.replace("_", "-")),
         ("default_latency_objective", f"{milliseconds(policy.default_latency_objective)} ms"),
         *(
@@ -192,7 +194,7 @@ def format_predictions(inputs: types_pb2.PlacementInputs) -> str:
     predicted = [
         f"{short_name(types_pb2.Platform, s.platform)} "
         + (
-            f"{milliseconds(s.predicted_latency)} ms ${s.predicted_cost_usd:.8f}"
+            f"{milliseconds(s.predicted_latency)} ms{_margin(s)} ${s.predicted_cost_usd:.8f}"
             if s.HasField("predicted_latency")
             else "cannot take it"
         )
@@ -205,6 +207,12 @@ def format_predictions(inputs: types_pb2.PlacementInputs) -> str:
         f"  predicted: {', '.join(predicted)} (objective "
         f"{milliseconds(inputs.latency_objective)} ms{deadline})"
     )
+
+
+def _margin(state: types_pb2.PlatformState) -> str:
+    if not state.HasField("prediction_margin"):
+        return ""
+    return f" (margin {seconds(state.prediction_margin) * 1e3:+.1f})"
 
 
 def milliseconds(duration: duration_pb2.Duration) -> str:

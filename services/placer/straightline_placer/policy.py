@@ -31,6 +31,7 @@ MAX_LATENCY_OBJECTIVES = 1000
 MAX_MODEL_NAME_LENGTH = 256
 _SECONDS_RANGE = (0.1, 3600.0)
 _OBJECTIVE_RANGE = (0.001, 3600.0)
+_ATTAINMENT_RANGE = (0.5, 1.0)
 _MEMORY_MB_RANGE = (128, 10240)  # Lambda's
 _MAX_ROUND_TRIP_S = 60.0
 _MAX_HOST_CORES = 1024
@@ -119,6 +120,12 @@ class Policy:
     # The SLO-aware rule's objective, seconds, per model name and for the others.
     latency_objectives: Mapping[str, float] = field(default_factory=dict)
     default_latency_objective_s: float = 0.3
+    # The share of a model's requests the SLO-aware rule sends only where the recent errors of
+    # its predictions say they meet the objective (calibration.py).
+    slo_attainment_target: float = 0.99
+    # The SLO-aware rule refuses at once a request no platform is predicted to answer within
+    # its objective (False: it goes to the platform predicted fastest).
+    shed_late_requests: bool = False
     platform_settings: Mapping[Platform, PlatformSettings] = field(
         default_factory=lambda: DEFAULT_PLATFORM_SETTINGS
     )
@@ -174,6 +181,13 @@ class Policy:
                     "characters"
                 )
             _check_seconds("a latency objective", objective, _OBJECTIVE_RANGE)
+        low, high = _ATTAINMENT_RANGE
+        target = self.slo_attainment_target
+        if not (math.isfinite(target) and low <= target <= high):
+            raise InvalidArgument(
+                f"slo_attainment_target must be a share between {low:g} and {high:g} of the "
+                f"requests (0.99: 99%), not {target}"
+            )
 
     def with_changes(self, **changes: Any) -> "Policy":
         """A new, validated policy. `platform_settings` holds the platforms to change; the

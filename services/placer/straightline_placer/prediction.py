@@ -26,7 +26,10 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   service time and the median one stretched by the host's load: (the requests running on the
   host's platforms, as the placer's view counts them, plus this one) / the host's cores, at
   least 1. The slowest already holds the contention of the recent past; the stretch adds the
-  contention the request will meet now.
+  contention the request will meet now;
+- margin: the instance's recent prediction errors at the policy's attainment target
+  (`calibration.py`), kept apart from the prediction (`PlatformState.margin_s`) so that the
+  errors stay measured against the prediction itself.
 
 Cost: per request, plus per GB-second of the platform's memory for the time it runs (Lambda),
 plus the instance-hour apportioned to the request's share of the instance (its time on one of
@@ -43,12 +46,14 @@ from straightline_placer.registry import Instance, InstanceStats, PlatformState
 
 @dataclass(frozen=True, slots=True)
 class Objective:
-    """The request's latency objective, and what the recollection of figures found too slow
-    for it needs: the model's request rate and the time."""
+    """The request's latency objective, the share of requests to meet it for, and what the
+    recollection of figures found too slow for it needs: the model's request rate and the
+    time."""
 
     seconds: float
     rate_rps: float
     now: float
+    attainment: float = 0.99
 
 
 def predict_all(
@@ -65,6 +70,7 @@ def predict_all(
         if platform_settings.host:
             stretch = max(1.0, (running[platform_settings.host] + 1) / platform_settings.host_cores)
         predict(state, size, platform_settings, objective, stretch)
+        state.host = platform_settings.host
 
 
 def _running_per_host(
@@ -107,6 +113,7 @@ def predict(
     transfer = _transfer_s(size, settings)
     slowest = max(stats.slowest_service_time_s(size), service)
     state.predicted_latency_s = wait + slowest + transfer + cold
+    state.margin_s = state.instance.prediction_errors.margin_s(objective.attainment)
     state.predicted_cost_usd = cost(service + cold, state.instance.capacity_total, settings)
 
 

@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 
 from straightline_common.errors import AlreadyExists, NotFound, PermissionDenied
 from straightline_placer.algorithm import Platform
+from straightline_placer.calibration import PredictionErrors
 from straightline_placer.recollection import Recollection
 
 
@@ -104,6 +105,7 @@ class Instance:
     ejections: int = 0
     ejected_until: float = 0.0
     recollection: Recollection[InstanceStats] = field(default_factory=Recollection)
+    prediction_errors: PredictionErrors = field(default_factory=PredictionErrors)
 
     @property
     def effective_free(self) -> int:
@@ -147,6 +149,9 @@ class PlatformState:
     warm_free_slots: int = 0
     predicted_latency_s: float | None = None  # None: not predicted, or it cannot take it
     predicted_cost_usd: float = 0.0
+    # Added to the prediction for the rule's test against the objective (calibration.py).
+    margin_s: float = 0.0
+    host: str = ""  # the host named in the platform's settings, when it shares one
     unmeasured: bool = False  # no recent figures, reported or recalled
     probing: bool = False  # unmeasured, with a request already on its way there
     instance_queued: int = 0

@@ -374,6 +374,8 @@ _POLICY_FIELDS: dict[str, tuple[str, Callable[[placer_pb2.Policy], Any]]] = {
     ),
     "fallback_enabled": ("fallback_enabled", lambda p: p.fallback_enabled),
     "keep_batches_together": ("keep_batches_together", lambda p: p.keep_batches_together),
+    "slo_attainment_target": ("slo_attainment_target", lambda p: p.slo_attainment_target),
+    "shed_late_requests": ("shed_late_requests", lambda p: p.shed_late_requests),
     "placement_rule": ("placement_rule", lambda p: p.placement_rule or Rule.PAPER),
     "latency_objectives": (
         "latency_objectives",
@@ -414,6 +416,8 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
         pinned_platform=_wire(policy.pinned_platform or 0),
         fallback_enabled=policy.fallback_enabled,
         keep_batches_together=policy.keep_batches_together,
+        slo_attainment_target=policy.slo_attainment_target,
+        shed_late_requests=policy.shed_late_requests,
         placement_rule=_wire(policy.placement_rule),
         latency_objectives={
             model: duration(objective) for model, objective in policy.latency_objectives.items()
@@ -497,6 +501,7 @@ def _platform_state_message(state: PlatformState, service_time_s: float) -> type
         recent_latency_p95=duration(state.recent_latency_p95_s),
         predicted_latency=_optional_duration(state.predicted_latency_s),
         predicted_cost_usd=state.predicted_cost_usd,
+        prediction_margin=None if state.predicted_latency_s is None else duration(state.margin_s),
     )
 
 

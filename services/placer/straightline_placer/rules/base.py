@@ -30,6 +30,8 @@ class Inputs:
     # Under rules that need predictions: the request's latency objective and deadline, seconds.
     latency_objective_s: float | None = None
     deadline_s: float | None = None
+    # Under the SLO-aware rule: refuse a request no platform is predicted to meet in time.
+    shed_late: bool = False
 
     def free_slots(self, platform: Platform) -> int:
         state = self.platforms.get(platform)

@@ -1,6 +1,8 @@
-"""The SLO-aware rule: the cheapest platform predicted to meet the request's latency objective;
-else the one predicted fastest; and a refusal at once when none can answer before the
-request's deadline. The predictions are the placer's (`prediction.py`)."""
+"""The SLO-aware rule: the cheapest platform predicted to meet the request's latency objective
+with the policy's attainment target (its prediction plus the margin its recent errors call for,
+`calibration.py`); else the one predicted fastest, or, when the policy sheds late requests, a
+refusal at once; and a refusal at once when none can answer before the request's deadline.
+The predictions are the placer's (`prediction.py`)."""
 
 import dataclasses
 from collections.abc import Iterable
@@ -23,13 +25,17 @@ class SloAwareRule:
         if not candidates:
             return Decision(None, Branch.NO_CAPACITY, _nowhere(inputs))
         # A platform not measured yet is measured by a copy of the request while a measured
-        # one serves it; when no measured one can, it takes one request at a time.
+        # one serves it, unless the two share a host (the copy would slow the request it
+        # copies); when no measured one can serve it, it takes one request at a time.
         measured = [c for c in candidates if not c[2].unmeasured]
         if measured:
             decision = self._choose(inputs, measured)
             if decision.platform is not None:
+                host = inputs.platforms[decision.platform].host
                 mirror = tuple(
-                    c[2].platform for c in candidates if c[2].unmeasured and not c[2].probing
+                    c[2].platform
+                    for c in candidates
+                    if c[2].unmeasured and not c[2].probing and not (host and c[2].host == host)
                 )
                 return dataclasses.replace(decision, mirror=mirror) if mirror else decision
         return self._choose(inputs, [c for c in candidates if not c[2].probing] or candidates)
@@ -39,13 +45,15 @@ class SloAwareRule:
     ) -> Decision:
         deadline = inputs.deadline_s if inputs.deadline_s is not None else float("inf")
         objective = min(deadline, inputs.latency_objective_s or float("inf"))
-        within = [c for c in candidates if c[0] <= objective]
+        within = [c for c in candidates if c[0] + c[2].margin_s <= objective]
         if within:
             cheapest = min(within, key=lambda c: (c[2].predicted_cost_usd, c[0], c[1]))
             return Decision(cheapest[2].platform, Branch.CHEAPEST_WITHIN_OBJECTIVE)
         fastest = min(candidates, key=lambda c: (c[0], c[1]))
         if fastest[0] > deadline:
             return Decision(None, Branch.DEADLINE_UNMEETABLE, _too_late(inputs, deadline))
+        if inputs.shed_late:
+            return Decision(None, Branch.OBJECTIVE_UNMEETABLE, _shed(inputs, objective))
         return Decision(fastest[2].platform, Branch.LOWEST_PREDICTED_LATENCY)
 
 
@@ -61,6 +69,14 @@ def _too_late(inputs: Inputs, deadline: float) -> str:
         f"no platform is predicted to answer within the request's deadline of "
         f"{deadline * 1e3:.0f} ms (predicted: {_predictions(inputs.platforms.values())}); "
         "the request was not sent anywhere: give it a longer deadline or retry later"
+    )
+
+
+def _shed(inputs: Inputs, objective: float) -> str:
+    return (
+        f"no platform is predicted to answer within the latency objective of "
+        f"{objective * 1e3:.0f} ms (predicted: {_predictions(inputs.platforms.values())}) and "
+        "the policy sheds late requests; the request was not sent anywhere: retry with backoff"
     )
 
 

@@ -1,0 +1,52 @@
+"""The margin the SLO-aware rule adds to a prediction, from the instance's recent errors."""
+
+import threading
+
+import pytest
+
+from straightline_placer.calibration import MIN_ERRORS, WINDOW, PredictionErrors
+
+
+def errors_of(*values: float) -> PredictionErrors:
+    errors = PredictionErrors()
+    for value in values:
+        errors.add(value)
+    return errors
+
+
+def test_no_error_yet_adds_nothing():
+    assert PredictionErrors().margin_s(0.99) == 0.0
+
+
+def test_few_errors_add_the_worst_one_and_never_take_away():
+    assert errors_of(0.01, 0.05, -0.02).margin_s(0.5) == pytest.approx(0.05)
+    assert errors_of(-0.04, -0.02).margin_s(0.99) == 0.0
+
+
+@pytest.mark.parametrize(("attainment", "margin"), [(0.5, 0.067), (0.9, 0.093), (1.0, 0.099)])
+def test_the_margin_is_the_errors_quantile_at_the_attainment_target(attainment, margin):
+    # 100 errors of 0 to 99 ms, the last 64 kept (36 to 99 ms): at 0.9, 58 of them (90.6%)
+    # are within 93 ms and 57 (89.1%) within 92 ms.
+    assert WINDOW == 64
+    errors = errors_of(*(i / 1000 for i in range(100)))
+    assert errors.margin_s(attainment) == pytest.approx(margin)
+
+
+def test_a_prediction_that_runs_high_lowers_the_bar():
+    assert errors_of(*[-0.03] * MIN_ERRORS).margin_s(0.99) == pytest.approx(-0.03)
+
+
+def test_errors_added_from_many_threads_are_all_kept():
+    errors = PredictionErrors()
+
+    def add_some():
+        for _ in range(WINDOW):
+            errors.add(0.01)
+            errors.margin_s(0.9)
+
+    threads = [threading.Thread(target=add_some) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors.margin_s(1.0) == pytest.approx(0.01)
