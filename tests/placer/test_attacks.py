@@ -207,9 +207,10 @@ def test_undecodable_heartbeats_neither_crash_nor_wedge_the_placer(
     assert placer.process.wait(15) == 0, "the placer did not stop cleanly on SIGTERM"
 
 
-def test_300_large_calls_at_once_leave_health_checks_answered(placer, stub, adapters):
-    # A slow platform with room for all of them: every call the placer admits holds one of
-    # its 64 unary threads for half a second.
+def test_300_large_calls_at_once_are_all_carried_and_health_checks_answered(placer, stub, adapters):
+    # A slow platform with room for all of them: half a second each, 64 at a time. The placer
+    # holds no thread per call (its 64 workers serve the other methods), so all 300 wait on
+    # the platform at once, and health checks are answered meanwhile.
     slow = adapters(FLASK, capacity=64, queue_limit=300, service_time_s=0.5)
     request = placer_pb2.InferRequest(
         model=MODEL, payload=b"\xff" * (1024 * 1024), content_type="image/jpeg"
@@ -223,15 +224,8 @@ def test_300_large_calls_at_once_leave_health_checks_answered(placer, stub, adap
     finally:
         for call in calls:
             call.cancel()
-    # Refused at the placer's door (its 64 threads are busy) or, under this overload, by
-    # the platform; never a timeout, never gRPC's bare "Concurrent RPC limit exceeded".
-    assert set(codes) <= {CODE.OK, CODE.RESOURCE_EXHAUSTED, CODE.UNAVAILABLE}
-    assert codes.count(CODE.OK) >= 64
-    sentences = {call.exception().details() for call in calls if call.exception()}
-    assert "this server takes at most 64 calls at once; retry later" in sentences
-    assert all(len(sentence) > 30 for sentence in sentences)
-    answer = stub.Infer(request, timeout=10)
-    assert answer.served_instance_id == slow.instance_id
+    assert codes == [CODE.OK] * 300
+    assert slow.served >= 300 and slow.refused == 0
 
 
 @pytest.mark.heartbeat_timeout(30)  # held for longer than this, they would be closed

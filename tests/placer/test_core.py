@@ -1,6 +1,8 @@
 """The placer's core in-process, with a fake forwarder in place of gRPC: placement under every
 rule, fallback order, deadlines, and the reservation of slots."""
 
+import asyncio
+
 import pytest
 
 from straightline_common.errors import (
@@ -36,7 +38,7 @@ class FakeForwarder:
         self.forgotten: list[str] = []
         self.request_ids: list[str] = []
 
-    def forward(self, instance, payload, timeout, request_id):
+    async def forward(self, instance, payload, timeout, request_id):
         self.calls.append((instance.platform, timeout))
         self.request_ids.append(request_id)
         self.free_during_call.append(instance.effective_free)
@@ -71,6 +73,10 @@ def heartbeat(placer, platform, *, free=2, total=2, **stats):
     )
 
 
+def infer(placer, request, payload, timeout):
+    return asyncio.run(placer.infer(request, payload, timeout))
+
+
 def request(size=1000, objective=None, deadline=None):
     return Request("", "m", "", size, objective, deadline)
 
@@ -83,7 +89,7 @@ def all_platforms(placer, **stats):
 def test_infer_sends_to_the_placed_instance_and_gives_its_slot_back(forwarder):
     placer = make_placer(forwarder)
     all_platforms(placer)
-    result = placer.infer(request(), payload=b"x", timeout=5)
+    result = infer(placer, request(), payload=b"x", timeout=5)
     assert (result.answer, result.served_platform, result.fell_back) == (
         "answer from flask",
         FLASK,
@@ -98,7 +104,7 @@ def test_a_refusal_falls_back_along_the_order_of_preference(forwarder):
     placer = make_placer(forwarder)
     all_platforms(placer)
     forwarder.refusals[FLASK] = PlatformExhausted("flask is full")
-    result = placer.infer(request(), payload=b"x", timeout=5)
+    result = infer(placer, request(), payload=b"x", timeout=5)
     assert [platform for platform, _ in forwarder.calls] == [FLASK, DOCKER]
     assert (result.served_platform, result.fell_back) == (DOCKER, True)
     assert [a.error is None for a in result.attempts] == [False, True]
@@ -110,7 +116,7 @@ def test_a_refusal_falls_back_into_the_queue_of_a_platform_without_a_free_slot(f
     heartbeat(placer, DOCKER, free=0, queue_limit=4)  # busy, with room in its queue
     heartbeat(placer, SERVERLESS, free=0)  # busy, no queue (Lambda's concurrency)
     forwarder.refusals[FLASK] = PlatformExhausted("flask is full")
-    result = placer.infer(request(), payload=b"x", timeout=5)
+    result = infer(placer, request(), payload=b"x", timeout=5)
     assert [platform for platform, _ in forwarder.calls] == [FLASK, DOCKER]
     assert (result.served_platform, result.fell_back) == (DOCKER, True)
 
@@ -118,7 +124,7 @@ def test_a_refusal_falls_back_into_the_queue_of_a_platform_without_a_free_slot(f
 def test_the_adapter_gets_the_request_id_the_placement_reports(forwarder):
     placer = make_placer(forwarder)
     all_platforms(placer)
-    result = placer.infer(request(), payload=b"x", timeout=5)  # the client gave no id
+    result = infer(placer, request(), payload=b"x", timeout=5)  # the client gave no id
     assert result.placement.request_id and forwarder.request_ids == [result.placement.request_id]
 
 
@@ -126,9 +132,9 @@ def test_a_failed_instance_costs_one_attempt_and_is_then_left_out(forwarder):
     placer = make_placer(forwarder)
     all_platforms(placer)
     forwarder.refusals[FLASK] = PlatformFailed("flask instance flask refused (UNAVAILABLE)")
-    first = placer.infer(request(), payload=b"x", timeout=5)
+    first = infer(placer, request(), payload=b"x", timeout=5)
     assert (first.served_platform, first.fell_back) == (DOCKER, True)
-    second = placer.infer(request(), payload=b"x", timeout=5)
+    second = infer(placer, request(), payload=b"x", timeout=5)
     assert second.placement.platform == DOCKER  # Flask is ejected: Algorithm 1 sees S_F empty
     assert [platform for platform, _ in forwarder.calls] == [FLASK, DOCKER, DOCKER]
 
@@ -137,14 +143,14 @@ def test_an_attempt_that_may_fall_back_gets_half_the_time_left(forwarder):
     placer = make_placer(forwarder)
     all_platforms(placer)
     forwarder.refusals[FLASK] = PlatformFailed("flask instance flask did not answer")
-    placer.infer(request(), payload=b"x", timeout=10)
+    infer(placer, request(), payload=b"x", timeout=10)
     (_, flask_budget), (_, docker_budget) = forwarder.calls
     assert flask_budget == pytest.approx(5, abs=0.1)
     assert docker_budget == pytest.approx(5, abs=0.1)  # half of what was left
     pinned_forwarder = FakeForwarder()
     pinned = make_placer(pinned_forwarder, pinned_platform=FLASK)
     all_platforms(pinned)
-    pinned.infer(request(), payload=b"x", timeout=10)
+    infer(pinned, request(), payload=b"x", timeout=10)
     assert pinned_forwarder.calls[0][1] == pytest.approx(10, abs=0.1)
 
 
@@ -153,7 +159,7 @@ def test_a_timeout_at_the_callers_own_deadline_ejects_no_instance(forwarder):
     all_platforms(placer)
     forwarder.refusals[FLASK] = AttemptTimedOut("flask instance flask did not answer")
     with pytest.raises(DeadlineExceeded, match="did not answer before the request's deadline"):
-        placer.infer(request(), payload=b"x", timeout=0.3)
+        infer(placer, request(), payload=b"x", timeout=0.3)
     assert all(i.ejected_until == 0 for i in placer.registry.live())
     assert placer.registry.live()[0].effective_free == 2  # its slot given back
 
@@ -163,7 +169,7 @@ def test_fallback_wraps_around_from_a_later_platform(forwarder):
     all_platforms(placer)
     forwarder.refusals[DOCKER] = PlatformExhausted("docker is full")
     forwarder.refusals[SERVERLESS] = PlatformExhausted("throttled")
-    result = placer.infer(request(size=10**6), payload=b"x", timeout=5)  # r_d > D: docker
+    result = infer(placer, request(size=10**6), payload=b"x", timeout=5)  # r_d > D: docker
     assert [platform for platform, _ in forwarder.calls] == [DOCKER, SERVERLESS, FLASK]
     assert result.served_platform == FLASK
 
@@ -174,7 +180,7 @@ def test_a_request_too_large_for_a_platform_does_not_fall_back_there(forwarder):
     heartbeat(placer, SERVERLESS)
     forwarder.refusals[DOCKER] = PlatformExhausted("docker is full")
     with pytest.raises(Unavailable, match="no platform could take request"):
-        placer.infer(request(size=7 * 1024 * 1024), payload=b"x", timeout=5)
+        infer(placer, request(size=7 * 1024 * 1024), payload=b"x", timeout=5)
     assert [platform for platform, _ in forwarder.calls] == [DOCKER]
 
 
@@ -183,7 +189,7 @@ def test_without_fallback_a_refusal_is_the_answer(forwarder):
     all_platforms(placer)
     forwarder.refusals[FLASK] = PlatformExhausted("flask is full")
     with pytest.raises(Unavailable, match="flask is full"):
-        placer.infer(request(), payload=b"x", timeout=5)
+        infer(placer, request(), payload=b"x", timeout=5)
     assert len(forwarder.calls) == 1
 
 
@@ -192,7 +198,7 @@ def test_a_pinned_platform_never_falls_back(forwarder):
     all_platforms(placer)
     forwarder.refusals[SERVERLESS] = PlatformExhausted("throttled")
     with pytest.raises(Unavailable):
-        placer.infer(request(), payload=b"x", timeout=5)
+        infer(placer, request(), payload=b"x", timeout=5)
     assert [platform for platform, _ in forwarder.calls] == [SERVERLESS]
 
 
@@ -201,7 +207,7 @@ def test_other_errors_of_the_platform_are_not_retried(forwarder):
     all_platforms(placer)
     forwarder.refusals[FLASK] = InvalidArgument("not an image")
     with pytest.raises(InvalidArgument, match="not an image"):
-        placer.infer(request(), payload=b"x", timeout=5)
+        infer(placer, request(), payload=b"x", timeout=5)
     assert len(forwarder.calls) == 1
     assert placer.registry.live()[0].effective_free == 2  # the slot came back all the same
 
@@ -209,7 +215,7 @@ def test_other_errors_of_the_platform_are_not_retried(forwarder):
 def test_the_forwarded_timeout_is_what_remains_of_the_deadline(forwarder):
     placer = make_placer(forwarder)
     all_platforms(placer)
-    placer.infer(request(), payload=b"x", timeout=0.5)
+    infer(placer, request(), payload=b"x", timeout=0.5)
     assert 0.4 < forwarder.calls[0][1] <= 0.5
 
 
@@ -217,7 +223,7 @@ def test_a_deadline_already_past_sends_nothing(forwarder):
     placer = make_placer(forwarder)
     all_platforms(placer)
     with pytest.raises(DeadlineExceeded):
-        placer.infer(request(), payload=b"x", timeout=-1)
+        infer(placer, request(), payload=b"x", timeout=-1)
     assert forwarder.calls == []
     assert placer.registry.live()[0].effective_free == 2
 
@@ -225,7 +231,7 @@ def test_a_deadline_already_past_sends_nothing(forwarder):
 def test_an_unserved_model_is_not_found(forwarder):
     placer = make_placer(forwarder)
     with pytest.raises(NotFound):
-        placer.infer(request(), payload=b"x", timeout=5)
+        infer(placer, request(), payload=b"x", timeout=5)
 
 
 @pytest.mark.parametrize(
@@ -253,7 +259,7 @@ def test_the_slo_rule_refuses_at_once_what_no_platform_can_answer_in_time(forwar
     placer = make_placer(forwarder, placement_rule=Rule.SLO_AWARE)
     heartbeat(placer, FLASK, recent_latency_p50_s=0.4)
     with pytest.raises(ResourceExhausted, match="within the request's deadline of 100 ms"):
-        placer.infer(request(deadline=0.1), payload=b"x", timeout=0.1)
+        infer(placer, request(deadline=0.1), payload=b"x", timeout=0.1)
     assert forwarder.calls == []
     assert placer.registry.live()[0].effective_free == 2
 

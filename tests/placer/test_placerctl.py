@@ -151,7 +151,9 @@ def test_an_slo_aware_placement_shows_its_objective_and_predictions(placerctl, s
     assert re.search(r"platform_settings.serverless +\$0/instance-hour, \$1.66667e-05/GB-s", out)
     code, out, _ = placerctl("place", "--model", "demo", "--bytes", "1000")
     assert code == 0 and "(cheapest_within_objective)" in out
-    assert re.search(r"predicted: flask [0-9.]+ ms \$[0-9.]+ \(objective 200.0 ms\)", out)
+    assert re.search(
+        r"predicted: flask [0-9.]+ ms \(margin [+-][0-9.]+\) \$[0-9.]+ \(objective 200.0 ms\)", out
+    )
 
 
 def test_an_unreadable_image_or_an_unknown_type_is_refused_before_any_call(placerctl, tmp_path):

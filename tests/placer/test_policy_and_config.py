@@ -151,7 +151,7 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
             "expected paper, capacity-aware, latency-aware or slo-aware",
         ),
         (["--metrics-listen", "9464"], {}, "metrics_listen .*invalid .*127.0.0.1:9464, or off"),
-        (["--max-concurrent-rpcs", "-1"], {}, "max_concurrent_rpcs .* must be zero or more"),
+        (["--max-concurrent-rpcs", "0"], {}, "max_concurrent_rpcs .* must be a positive integer"),
         (["--config", "/nonexistent/placer.toml"], {}, "cannot read config file"),
     ],
 )

@@ -49,6 +49,10 @@ class Internal(ServiceError):
     """Something failed inside a service; its log has the details."""
 
 
+class Cancelled(ServiceError):
+    """The service ended the call (a stream that went quiet for too long)."""
+
+
 # The canonical code name of each error: the gRPC status code names, also used over HTTP
 # (the model server) and in Lambda answers.
 CODE_NAMES: dict[type[ServiceError], str] = {
@@ -62,6 +66,7 @@ CODE_NAMES: dict[type[ServiceError], str] = {
     Unauthenticated: "UNAUTHENTICATED",
     PermissionDenied: "PERMISSION_DENIED",
     Internal: "INTERNAL",
+    Cancelled: "CANCELLED",
 }
 _ERROR_OF_CODE = {name: error_class for error_class, name in CODE_NAMES.items()}
 

@@ -8,15 +8,16 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
-from typing import Any, NoReturn, TypeAlias, cast
+from typing import Any, TypeAlias, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -109,7 +110,13 @@ class _CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
-        handler = continuation(handler_call_details)
+        return self.wrap(continuation(handler_call_details), handler_call_details)
+
+    def wrap(
+        self, handler: Handler | None, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        """The handler, inside the span, the authorization, the limits and the error mapping
+        (coroutine methods, under an asyncio server, inside coroutines)."""
         method = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
@@ -155,11 +162,16 @@ class _CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             token = auth.bearer_token(call.metadata)
             identity = self._tokens.identify(token) if token else None
         auth.set_current_identity(auth.authorize(identity, call.method, self._access))
-        if streamed_requests:
-            return (_parsed(call.parse, data) for data in request)
-        return _parsed(call.parse, request)
+        if not streamed_requests:
+            return _parsed(call.parse, request)
+        if isinstance(request, AsyncIterable):
+            return (_parsed(call.parse, data) async for data in request)
+        return (_parsed(call.parse, data) for data in request)
 
     def _unary(self, behaviour: Behaviour, streamed_requests: bool = False) -> Behaviour:
+        if inspect.iscoroutinefunction(behaviour):
+            return self._awaited(behaviour)
+
         def traced(call: _Call, request: Any, context: ServicerContext) -> Any:
             with self._span(call) as span:
                 try:
@@ -171,7 +183,22 @@ class _CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         return traced
 
+    def _awaited(self, behaviour: Behaviour) -> Behaviour:
+        async def traced(call: _Call, request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
+            with self._span(call) as span:
+                try:
+                    request = self._admit(call, context, request, streamed_requests=False)
+                    with self._calls.held(_peer_host(context.peer())):
+                        return await behaviour(request, context)
+                except Exception as error:  # every error is mapped or logged
+                    await context.abort(*_failure(context, span, error))
+
+        return traced
+
     def _streaming(self, behaviour: Behaviour, streamed_requests: bool = False) -> Behaviour:
+        if inspect.isasyncgenfunction(behaviour):
+            return self._streamed_async(behaviour, streamed_requests)
+
         def traced(call: _Call, request: Any, context: ServicerContext) -> Iterator[Any]:
             with self._span(call) as span:
                 try:
@@ -180,6 +207,23 @@ class _CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                         yield from behaviour(request, context)
                 except Exception as error:  # every error is mapped or logged
                     _abort(context, span, error)
+
+        return traced
+
+    def _streamed_async(self, behaviour: Behaviour, streamed_requests: bool) -> Behaviour:
+        async def traced(
+            call: _Call,
+            request: Any,
+            context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        ) -> AsyncIterator[Any]:
+            with self._span(call) as span:
+                try:
+                    request = self._admit(call, context, request, streamed_requests)
+                    with self._streams.held(_peer_host(context.peer())):
+                        async for response in behaviour(request, context):
+                            yield response
+                except Exception as error:  # every error is mapped or logged
+                    await context.abort(*_failure(context, span, error))
 
         return traced
 
@@ -208,17 +252,35 @@ def _parsed(parse: Callable[[bytes], object] | None, data: bytes) -> object:
     return message
 
 
-def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception) -> NoReturn:
+def _abort(context: grpc.ServicerContext, span: trace.Span, error: Exception) -> None:
+    context.abort(*_failure(context, span, error))
+
+
+def _failure(context: Any, span: trace.Span, error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status a failed call ends with, recorded on its span; `error` itself, raised again,
+    when the call has already ended."""
     if isinstance(error, errors.ServiceError):
         code, message = status_of(error), str(error)
-    elif context.code() not in (None, grpc.StatusCode.OK) or not context.is_active():  # type: ignore[attr-defined]
-        raise error  # already aborted by the servicer, or the client went away
+    elif _ended(context, error):
+        raise error
     else:
         log.exception("unexpected error in %s", type(error).__name__)
         code, message = grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
     span.set_status(Status(StatusCode.ERROR, message))
     span.set_attribute("rpc.grpc.status_code", code.value[0])
-    context.abort(code, message)
+    return code, message
+
+
+def _ended(context: Any, error: Exception) -> bool:
+    """Whether the servicer already aborted the call or the client went away. Contexts differ:
+    the thread-pool server's has code() and is_active(), asyncio's code() only, and the one
+    asyncio gives a method run on its thread pool neither."""
+    if isinstance(error, grpc.aio.AbortError):
+        return True
+    code = getattr(context, "code", None)
+    is_active = getattr(context, "is_active", None)
+    aborted = code is not None and code() not in (None, grpc.StatusCode.OK)
+    return aborted or (is_active is not None and not is_active())
 
 
 # What a connection may cost: pings no more often than every 10 s without data (clients
@@ -270,35 +332,20 @@ class GrpcServer:
         self._tls_files = tls_files
         self._service_names = tuple(service_names)
         self._health = health.HealthServicer(experimental_non_blocking=True)
-        most_calls = max_concurrent_rpcs or max_workers
-        unary = CallSlots("calls", most_calls, most_calls)
-        streams = CallSlots("streams", max_streams, max_streams_per_peer)
-        # And a few more, so that health checks (outside both limits) always find one.
-        threads = max_workers + max_streams + _SPARE_THREADS
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-            interceptors=[
-                _CallInterceptor(
-                    trace.get_tracer("straightline.grpc"),
-                    access,
-                    tokens if tokens or tls_files else auth.load_tokens(create=True),
-                    unary,
-                    streams,
-                )
-            ],
-            options=[
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-                *CONNECTION_LIMITS,
-            ],
+        interceptor = call_interceptor(
+            access,
+            tokens if tokens or tls_files else auth.load_tokens(create=True),
+            CallSlots(
+                "calls", max_concurrent_rpcs or max_workers, max_concurrent_rpcs or max_workers
+            ),
+            CallSlots("streams", max_streams, max_streams_per_peer),
         )
-        for add in register:
-            add(self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        names = (*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection((*names, REFLECTION_V1), self._server)
-        self._server.add_generic_rpc_handlers((_reflection_v1(names),))
+        self._server = grpc.server(
+            worker_threads(max_workers + max_streams),
+            interceptors=[interceptor],
+            options=server_options(max_message_bytes),
+        )
+        add_services(self._server, register, self._service_names, self._health)
         self.port = 0
 
     @property
@@ -309,13 +356,7 @@ class GrpcServer:
     def start(self) -> int:
         """Binds (port 0 picks a free port), starts NOT_SERVING, and returns the bound port."""
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if self._tls_files is None:
-            self.port = self._server.add_insecure_port(self._requested_address)
-        else:
-            credentials = tls.server_credentials(self._tls_files)
-            self.port = self._server.add_secure_port(self._requested_address, credentials)
-        if self.port == 0:
-            raise OSError(f"could not bind {self._requested_address}; is the port in use?")
+        self.port = bind(self._server, self._requested_address, self._tls_files)
         self._server.start()
         return self.port
 
@@ -333,6 +374,54 @@ class GrpcServer:
     def _set_health(self, status: int) -> None:
         for name in ("", *self._service_names):
             self._health.set(name, status)
+
+
+def call_interceptor(
+    access: auth.Access, tokens: auth.Tokens | None, unary: CallSlots, streams: CallSlots
+) -> _CallInterceptor:
+    return _CallInterceptor(trace.get_tracer("straightline.grpc"), access, tokens, unary, streams)
+
+
+def worker_threads(count: int) -> futures.ThreadPoolExecutor:
+    """`count` threads, and a few more so that health checks (outside every limit) always
+    find one."""
+    return futures.ThreadPoolExecutor(count + _SPARE_THREADS, thread_name_prefix="grpc")
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        *CONNECTION_LIMITS,
+    ]
+
+
+def add_services(
+    server: Any,
+    register: Iterable[Callable[[Any], None]],
+    service_names: tuple[str, ...],
+    health_servicer: Any,
+) -> None:
+    """The services' servicers, health, and reflection (v1alpha and v1) of them all."""
+    for add in register:
+        add(server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection((*names, REFLECTION_V1), server)
+    server.add_generic_rpc_handlers((_reflection_v1(names),))
+
+
+def bind(server: Any, address: str, tls_files: tls.TlsFiles | None) -> int:
+    """Binds `address` (port 0: a free port), over mutual TLS when `tls_files` are given;
+    returns the port."""
+    if tls_files is None:
+        port = int(server.add_insecure_port(address))
+    else:
+        port = int(server.add_secure_port(address, tls.server_credentials(tls_files)))
+    if port == 0:
+        raise OSError(f"could not bind {address}; is the port in use?")
+    return port
 
 
 def _reflection_v1(service_names: Iterable[str]) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]

@@ -11,7 +11,6 @@ from straightline_common.config import (
     Setting,
     parse_address,
     parse_bool,
-    parse_non_negative_int,
     parse_positive_int,
     read_settings,
     read_toml,
@@ -55,15 +54,16 @@ SERVER_SETTINGS = (
         "STRAIGHTLINE_PLACER_MAX_WORKERS",
         parse_positive_int,
         64,
-        "gRPC worker threads for unary calls (streams have their own, max_streams)",
+        "gRPC worker threads for the unary calls that are not inference (Infer and ModelInfer "
+        "hold none: they are coroutines); streams have their own, max_streams",
     ),
     Setting(
         "max_concurrent_rpcs",
         "STRAIGHTLINE_PLACER_MAX_CONCURRENT_RPCS",
-        parse_non_negative_int,
-        0,
-        "unary RPCs at once beyond which one is refused with RESOURCE_EXHAUSTED; "
-        "0: as many as max_workers, so that none waits for a thread; more lets the rest wait",
+        parse_positive_int,
+        1024,
+        "unary RPCs at once, inference among them, beyond which one is refused with "
+        "RESOURCE_EXHAUSTED",
     ),
     Setting(
         "max_streams",

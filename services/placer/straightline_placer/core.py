@@ -1,16 +1,18 @@
 """The placer's core: Algorithm 1 over the live view, forwarding with fallback, the policy.
 
 Nothing here knows gRPC: requests come in as plain values, answers go out as dataclasses, and
-problems are domain errors (straightline_common.errors). The servicer translates.
+problems are domain errors (straightline_common.errors). The servicer translates. Forwarding
+is asyncio: a request on its way to an instance holds no thread, only a task on the server's
+event loop; deciding is plain, short code under the registry's lock.
 """
 
+import asyncio
 import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -46,8 +48,6 @@ tracer = trace.get_tracer("straightline.placer")
 
 # The most requests one PlaceBatch may hold.
 MAX_BATCH = 10_000
-# Copies of requests sent at once to measure platforms (one per platform at a time).
-MIRRORS_AT_ONCE = 4
 # While a request may still fall back, one attempt may take at most this share of the time
 # left before its deadline (and at least MIN_ATTEMPT_S): a hung instance costs one attempt,
 # and the request still has time for another platform.
@@ -123,7 +123,7 @@ class AttemptTimedOut(PlatformFailed):
 
 
 class Forwarder(Protocol):
-    def forward(
+    async def forward(
         self, instance: Instance, payload: Any, timeout: float, request_id: str
     ) -> inference_pb2.PredictResponse:
         """Sends the request (its id: the placement's) to the instance and returns its answer;
@@ -161,11 +161,13 @@ class Placer:
         self._forwarder = forwarder
         self._metrics = metrics
         self._clock = clock
-        self._mirrors = ThreadPoolExecutor(MIRRORS_AT_ONCE, thread_name_prefix="mirror")
+        self._mirrors: set[asyncio.Task[None]] = set()
 
-    def close(self) -> None:
-        """Stops sending copies of requests (those on their way are not waited for)."""
-        self._mirrors.shutdown(wait=False, cancel_futures=True)
+    async def aclose(self) -> None:
+        """Cancels the copies of requests still on their way; on the event loop."""
+        for mirror in list(self._mirrors):
+            mirror.cancel()
+        await asyncio.gather(*self._mirrors, return_exceptions=True)
 
     # Policy ----------------------------------------------------------------------------------
 
@@ -268,32 +270,27 @@ class Placer:
 
     # Forwarding ------------------------------------------------------------------------------
 
-    def infer(self, request: Request, payload: object, timeout: float) -> InferResult:
+    async def infer(self, request: Request, payload: object, timeout: float) -> InferResult:
         """Places the request, forwards it, and falls back along the paper's order when the
         chosen instance refuses it before answering."""
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
-        placement, instance, ticket = self._admitted(request)
+        placement, instance, ticket = await self._admitted(request)
         self._send_mirrors(placement, request, payload, deadline)
-        return self._serve(placement, request, instance, ticket, payload, deadline, started)
+        return await self._serve(placement, request, instance, ticket, payload, deadline, started)
 
-    def infer_together(
-        self,
-        batch: Request,
-        parts: Sequence[tuple[Request, object]],
-        timeout: float,
-        run_all: Callable[[Callable[[int], InferResult], range], Iterable[InferResult]] = map,
+    async def infer_together(
+        self, batch: Request, parts: Sequence[tuple[Request, object]], timeout: float
     ) -> list[InferResult]:
         """A batch that stays together: placed once, as the one request `batch` (all its bytes,
-        one in f_t), then each part sent to the platform so chosen (a slot or a place in its
-        queue each), falling back part by part where that platform refuses one. `run_all` maps
-        the parts' sends (an executor's map sends them at once)."""
+        one in f_t), then each part sent, all at once, to the platform so chosen (a slot or a
+        place in its queue each), falling back part by part where that platform refuses one."""
         started = time.perf_counter()
         deadline = time.monotonic() + timeout
-        placement, _instance, ticket = self._admitted(batch)
+        placement, _instance, ticket = await self._admitted(batch)
         tickets = [ticket, *(self._same_platform(placement, batch) for _ in parts[1:])]
 
-        def serve(index: int) -> InferResult:
+        def serve(index: int) -> Coroutine[Any, Any, InferResult]:
             request, payload = parts[index]
             ticket = tickets[index]
             part_id = request.request_id or f"{placement.request_id}-{index}"
@@ -301,10 +298,13 @@ class Placer:
             found = ticket.instance if ticket is not None else None
             return self._serve(part, request, found, ticket, payload, deadline, started)
 
-        return list(run_all(serve, range(len(parts))))
+        return list(await asyncio.gather(*map(serve, range(len(parts)))))
 
-    def _admitted(self, request: Request) -> tuple[Placement, Instance | None, Ticket | None]:
-        placement, instance, ticket = self.admit(request)
+    async def _admitted(self, request: Request) -> tuple[Placement, Instance | None, Ticket | None]:
+        if self.registry.gathering:  # the decision may wait for the view: not on the loop
+            placement, instance, ticket = await asyncio.to_thread(self.admit, request)
+        else:
+            placement, instance, ticket = self.admit(request)
         if placement.platform is None:
             raise ResourceExhausted(f"model {request.model_name!r}: {placement.reason}")
         return placement, instance, ticket
@@ -315,7 +315,7 @@ class Placer:
             placement.platform, request.model_name, request.model_version, or_queue=True
         )
 
-    def _serve(
+    async def _serve(
         self,
         placement: Placement,
         request: Request,
@@ -337,7 +337,7 @@ class Placer:
             if instance is None or ticket is None:
                 attempts.append(AttemptRecord(platform, "", _no_instance(platform), 0.0))
                 continue
-            answer = self._attempt(
+            answer = await self._attempt(
                 instance, ticket, payload, deadline, attempts, placement.request_id, may_fall_back
             )
             if answer is not None:
@@ -398,11 +398,13 @@ class Placer:
                 self._metrics.count_mirror(platform)
                 timeout = max(MIN_ATTEMPT_S, deadline - time.monotonic())
                 request_id = f"{placement.request_id}.mirror"
-                self._mirrors.submit(self._mirror, ticket, payload, timeout, request_id)
+                mirror = asyncio.create_task(self._mirror(ticket, payload, timeout, request_id))
+                self._mirrors.add(mirror)
+                mirror.add_done_callback(self._mirrors.discard)
 
-    def _mirror(self, ticket: Ticket, payload: Any, timeout: float, request_id: str) -> None:
+    async def _mirror(self, ticket: Ticket, payload: Any, timeout: float, request_id: str) -> None:
         try:
-            self._forwarder.forward(ticket.instance, payload, timeout, request_id)
+            await self._forwarder.forward(ticket.instance, payload, timeout, request_id)
         except PlatformRefused as refusal:
             self._record_refusal(ticket.instance, ticket, refusal)
             return
@@ -433,7 +435,7 @@ class Placer:
         start = order.index(placement.platform)
         return [*order[start:], *order[:start]]
 
-    def _attempt(
+    async def _attempt(
         self,
         instance: Instance,
         ticket: Ticket,
@@ -461,7 +463,7 @@ class Placer:
             },
         ) as span:
             try:
-                answer = self._forwarder.forward(
+                answer = await self._forwarder.forward(
                     instance, payload, min(budget, remaining), request_id
                 )
             except PlatformRefused as refusal:

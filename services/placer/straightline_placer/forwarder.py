@@ -1,7 +1,8 @@
-"""Sends placed requests to adapter instances over gRPC, one reused channel per instance, and
-checks that an advertised address is an adapter before anything is placed there."""
+"""Sends placed requests to adapter instances over gRPC, one reused asyncio channel per
+instance (on the event loop of the placer's server: no thread waits on a request), and checks
+that an advertised address is an adapter before anything is placed there."""
 
-import threading
+import asyncio
 from typing import Any
 
 import grpc
@@ -10,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
 from straightline_common import errors
 from straightline_common.auth import Role, Tokens
-from straightline_common.channels import open_channel
+from straightline_common.channels import open_aio_channel, open_channel
 from straightline_common.errors import ServiceError
 from straightline_common.telemetry import metadata_with_context
 from straightline_common.tls import TlsFiles
@@ -64,11 +65,13 @@ class GrpcForwarder:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
-        self._stubs: dict[str, tuple[str, grpc.Channel, inference_pb2_grpc.InferenceServiceStub]]
-        self._stubs = {}
-        self._lock = threading.Lock()
+        # Instance id -> (address, channel, the metadata its calls carry, stub); used and
+        # changed on the event loop only.
+        self._stubs: dict[str, _Stub] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: set[asyncio.Future[None]] = set()
 
-    def forward(
+    async def forward(
         self, instance: Instance, payload: Any, timeout: float, request_id: str
     ) -> inference_pb2.PredictResponse:
         """`payload` is the placer's InferRequest; returns the adapter's PredictResponse."""
@@ -79,9 +82,10 @@ class GrpcForwarder:
             content_type=payload.content_type,
             top_k=payload.top_k,
         )
+        _address, _channel, credentials, stub = self._stub(instance)
         try:
-            answer: inference_pb2.PredictResponse = self._stub(instance).Predict(
-                request, timeout=timeout, metadata=metadata_with_context()
+            answer: inference_pb2.PredictResponse = await stub.Predict(
+                request, timeout=timeout, metadata=(*metadata_with_context(), *credentials)
             )
             return answer
         except grpc.RpcError as error:
@@ -90,17 +94,25 @@ class GrpcForwarder:
     def metadata(
         self, instance: Instance, name: str, version: str, timeout: float
     ) -> inference_pb2.ModelMetadata:
-        """The adapter's metadata of a model version."""
+        """The adapter's metadata of a model version (a blocking call, on a channel of its own:
+        it is rare)."""
         request = inference_pb2.GetModelMetadataRequest(
             model=types_pb2.ModelRef(name=name, version=version)
         )
+        channel = open_channel(
+            instance.address, Role.PLACER, self._options, self._tokens, self._tls
+        )
         try:
-            answer: inference_pb2.GetModelMetadataResponse = self._stub(instance).GetModelMetadata(
-                request, timeout=timeout, metadata=metadata_with_context()
+            answer: inference_pb2.GetModelMetadataResponse = (
+                inference_pb2_grpc.InferenceServiceStub(channel).GetModelMetadata(
+                    request, timeout=timeout, metadata=metadata_with_context()
+                )
             )
             return answer.metadata
         except grpc.RpcError as error:
             raise _domain_error(instance, error, timeout) from None
+        finally:
+            channel.close()
 
     def check_adapter(self, address: str) -> None:
         """Raises FailedPrecondition unless `address` answers the adapter's service as SERVING
@@ -129,28 +141,43 @@ class GrpcForwarder:
             )
 
     def forget(self, instance_id: str) -> None:
-        with self._lock:
-            entry = self._stubs.pop(instance_id, None)
+        """Closes the instance's channel (from any thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._close(instance_id), loop)
+
+    async def aclose(self) -> None:
+        """Closes every channel; on the event loop, before it stops."""
+        await asyncio.gather(*(self._close(instance_id) for instance_id in list(self._stubs)))
+
+    async def _close(self, instance_id: str) -> None:
+        entry = self._stubs.pop(instance_id, None)
         if entry is not None:
-            entry[1].close()
+            await entry[1].close()
 
-    def close(self) -> None:
-        for instance_id in list(self._stubs):
-            self.forget(instance_id)
+    def _stub(self, instance: Instance) -> "_Stub":
+        entry = self._stubs.get(instance.instance_id)
+        if entry is not None and entry[0] == instance.address:
+            return entry
+        if entry is not None:  # the instance moved: its old channel goes
+            closing = asyncio.ensure_future(entry[1].close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        self._loop = asyncio.get_running_loop()
+        channel, credentials = open_aio_channel(
+            instance.address, Role.PLACER, self._options, self._tokens, self._tls
+        )
+        entry = (
+            instance.address,
+            channel,
+            credentials,
+            inference_pb2_grpc.InferenceServiceStub(channel),
+        )
+        self._stubs[instance.instance_id] = entry
+        return entry
 
-    def _stub(self, instance: Instance) -> inference_pb2_grpc.InferenceServiceStub:
-        with self._lock:
-            entry = self._stubs.get(instance.instance_id)
-            if entry is not None and entry[0] == instance.address:
-                return entry[2]
-            if entry is not None:
-                entry[1].close()
-            channel = open_channel(
-                instance.address, Role.PLACER, self._options, self._tokens, self._tls
-            )
-            stub = inference_pb2_grpc.InferenceServiceStub(channel)
-            self._stubs[instance.instance_id] = (instance.address, channel, stub)
-            return stub
+
+_Stub = tuple[str, grpc.aio.Channel, tuple[tuple[str, str], ...], Any]
 
 
 def _domain_error(instance: Instance, error: grpc.RpcError, timeout: float) -> ServiceError:

@@ -4,13 +4,14 @@ KServe's, any generated from the contract).
 
 Health and metadata come from the live view: a model is ready while a live instance serves
 it; its metadata is its adapters'. `ModelInfer` places each image of the request by the
-policy's rule exactly as `Infer` does (r_d: the image's bytes), runs them at once, and
+policy's rule exactly as `Infer` does (r_d: the image's bytes), sends them at once, and
 answers in order; the placements go back in the response's parameters, one comma-separated
 value per image. Tensors: `oip_tensors.py`."""
 
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
 from typing import Any
 
+import grpc
 from grpc import ServicerContext
 
 from inference import open_inference_grpc_pb2 as oip
@@ -45,10 +46,6 @@ class OipServicer(LiveServicer):
     def __init__(self, placer: Placer, default_timeout_s: float) -> None:
         self._placer = placer
         self._default_timeout_s = default_timeout_s
-        self._images = ThreadPoolExecutor(max_workers=16, thread_name_prefix="oip-image")
-
-    def close(self) -> None:
-        self._images.shutdown(wait=False, cancel_futures=True)
 
     def ServerReady(
         self, request: oip.ServerReadyRequest, context: ServicerContext
@@ -97,8 +94,8 @@ class OipServicer(LiveServicer):
             },
         )
 
-    def ModelInfer(
-        self, request: oip.ModelInferRequest, context: ServicerContext
+    async def ModelInfer(
+        self, request: oip.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ModelInferResponse:
         name, version = check_model(request.model_name, request.model_version)
         if request.id:
@@ -122,17 +119,14 @@ class OipServicer(LiveServicer):
             (placed, self._message(placed, image))
             for placed, image in zip(requests, images, strict=True)
         ]
-        if len(parts) == 1:  # no thread hop for a single image
-            [(placed, message)] = parts
-            results = [self._placer.infer(placed, message, timeout)]
-        elif self._placer.policy.keep_batches_together:
+        if len(parts) > 1 and self._placer.policy.keep_batches_together:
             batch = Request(
                 request.id, name, version, sum(r.data_size_bytes for r in requests), None, deadline
             )
-            results = self._placer.infer_together(batch, parts, timeout, self._images.map)
+            results = await self._placer.infer_together(batch, parts, timeout)
         else:
             results = list(
-                self._images.map(lambda p: self._placer.infer(p[0], p[1], timeout), parts)
+                await asyncio.gather(*(self._placer.infer(*part, timeout) for part in parts))
             )
         response = oip.ModelInferResponse(
             model_name=name,

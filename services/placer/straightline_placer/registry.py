@@ -233,6 +233,11 @@ class InstanceRegistry:
         self._changed = threading.Condition()
         self.version = 0
 
+    @property
+    def gathering(self) -> bool:
+        """Whether the view may still be filling, so that a decision may wait for it."""
+        return time.monotonic() < self._gathering_until
+
     # Reports and streams -------------------------------------------------------------------
 
     def report(
@@ -404,13 +409,6 @@ class InstanceRegistry:
                 (i for i in self._instances.values() if self._is_live(i, now)),
                 key=lambda i: (i.platform, i.instance_id),
             )
-
-    def wait_for_change(self, seen_version: int, timeout: float) -> int:
-        """Blocks until the view changes after `seen_version` or `timeout` passes; returns the
-        current version."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.version != seen_version, timeout)
-            return self.version
 
     # Internals (called with the lock held) ---------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The placer as a running server: gRPC (PlacerService and the Open Inference Protocol on one
-port), metrics, the sweep (instances whose heartbeats
-stopped, quiet heartbeat streams, the policy file another placer changed), start and stop."""
+port; `Infer` and `ModelInfer` as coroutines on an asyncio server, the rest on its threads),
+metrics, the sweep (instances whose heartbeats stopped, the policy file another placer
+changed), start and stop."""
 
 import logging
 import threading
@@ -8,8 +9,8 @@ import threading
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
 from straightline.v1 import placer_pb2_grpc
 from straightline_common import oip_service
+from straightline_common.aio_grpcserver import AsyncGrpcServer
 from straightline_common.auth import server_tokens
-from straightline_common.grpcserver import GrpcServer
 from straightline_common.metrics import serve_metrics
 from straightline_common.processes import write_port_file
 from straightline_common.tls import tls_files
@@ -54,7 +55,7 @@ class PlacerServer:
         )
         self._servicer.restore_policy()
         self._oip = OipServicer(self.placer, config.forward_timeout_s)
-        self._grpc = GrpcServer(
+        self._grpc = AsyncGrpcServer(
             config.listen,
             [
                 lambda server: placer_pb2_grpc.add_PlacerServiceServicer_to_server(
@@ -69,11 +70,12 @@ class PlacerServer:
             tokens,
             tls,
             max_workers=config.max_workers,
-            max_concurrent_rpcs=config.max_concurrent_rpcs or config.max_workers,
+            max_concurrent_rpcs=config.max_concurrent_rpcs,
             max_streams=config.max_streams,
             max_streams_per_peer=config.max_streams_per_peer,
             max_message_bytes=_MAX_MESSAGE_BYTES,
         )
+        self._grpc.on_stop += [self.placer.aclose, self._forwarder.aclose]
         self._sweeper = threading.Thread(target=self._sweep, name="expiry-sweep", daemon=True)
         self.metrics_port = 0
 
@@ -105,12 +107,8 @@ class PlacerServer:
         log.info("placer stopping", extra={"grace_s": grace})
         self._stopping.set()
         self._grpc.stop(grace)
-        self._oip.close()
-        self.placer.close()
-        self._forwarder.close()
 
     def _sweep(self) -> None:
         while not self._stopping.wait(_SWEEP_INTERVAL_S):
             self.placer.expire_instances()
-            self._servicer.close_idle_heartbeats()
             self._servicer.follow_policy_file()

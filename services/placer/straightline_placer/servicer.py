@@ -1,23 +1,24 @@
 """The gRPC face of the placer: translates v1 messages to the core's values and back."""
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, cast
 
+import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import ServicerContext
 
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.auth import READERS, Identity, Role, access_of, current_identity
-from straightline_common.errors import InvalidArgument, PermissionDenied, ServiceError
+from straightline_common.errors import Cancelled, InvalidArgument, PermissionDenied, ServiceError
 from straightline_common.grpcserver import status_of
 from straightline_common.names import check_id, check_model, shown
 from straightline_common.timeconv import duration, seconds
 from straightline_placer import policy_file, rules
 from straightline_placer.algorithm import Branch, Platform, Rule, platform_label
 from straightline_placer.core import Placement, Placer, Request
-from straightline_placer.idle import IdleStreams
 from straightline_placer.policy import MAX_PAYLOAD_BYTES, PlatformSettings, Policy, rule_name
 from straightline_placer.registry import Instance, InstanceStats, PlatformState, summarize
 
@@ -39,8 +40,8 @@ ACCESS = access_of(
 _MIN_WATCH_INTERVAL_S = 0.05
 MAX_WATCH_INTERVAL_S = 60.0
 _DEFAULT_WATCH_INTERVAL_S = 1.0
-# How often a quiet watch looks whether its caller is still there.
-_WATCH_WAKE_S = 1.0
+# How often a watch looks whether the view changed.
+_WATCH_POLL_S = 0.05
 
 
 class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
@@ -56,11 +57,6 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         self._stopping = stopping
         self._policy_file = policy_file.PolicyFile(policy_file_path) if policy_file_path else None
         self._policy_saving = threading.Lock()
-        self._heartbeats = IdleStreams()
-
-    def close_idle_heartbeats(self) -> int:
-        """Cancels the Heartbeat streams quiet for longer than the policy's heartbeat timeout."""
-        return self._heartbeats.close_idle(self._placer.policy.heartbeat_timeout_s)
 
     def Place(
         self, request: placer_pb2.PlaceRequest, context: ServicerContext
@@ -81,8 +77,8 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         )
         return placer_pb2.PlaceBatchResponse(placements=map(_placement_message, placements))
 
-    def Infer(
-        self, request: placer_pb2.InferRequest, context: ServicerContext
+    async def Infer(
+        self, request: placer_pb2.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> placer_pb2.InferResponse:
         if len(request.payload) > MAX_PAYLOAD_BYTES:
             raise InvalidArgument(
@@ -92,7 +88,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
         timeout = context.time_remaining()
         if timeout is None or timeout > self._default_timeout_s:
             timeout = self._default_timeout_s
-        result = self._placer.infer(
+        result = await self._placer.infer(
             _request_of(request, len(request.payload), context.time_remaining()), request, timeout
         )
         answer = result.answer
@@ -118,25 +114,25 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             total=duration(result.total_seconds),
         )
 
-    def Heartbeat(
-        self, request_iterator: Iterator[placer_pb2.HeartbeatRequest], context: ServicerContext
-    ) -> Iterator[placer_pb2.HeartbeatResponse]:
+    async def Heartbeat(
+        self,
+        request_iterator: AsyncIterator[placer_pb2.HeartbeatRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[placer_pb2.HeartbeatResponse]:
         owner = object()
         identity = current_identity()
         if identity is None:  # the interceptor authenticates every call first
             raise PermissionDenied("heartbeats need an adapter's identity")
         instance_id = checked_address = None
-        self._heartbeats.touch(context)
         try:
-            for message in request_iterator:
-                self._heartbeats.touch(context)
+            async for message in _until_quiet(request_iterator, self._placer):
                 report = message.report
                 _check_report(report, instance_id)
                 _check_platform_allowed(identity, report.platform)
                 if not message.leaving and report.address != checked_address:
                     # Before the instance is placeable, and again when its address changes.
                     self._placer.registry.check_may_report(report.instance_id, owner, str(identity))
-                    self._placer.check_advertised(report.address)
+                    await asyncio.to_thread(self._placer.check_advertised, report.address)
                     checked_address = report.address
                 instance_id = report.instance_id
                 if message.leaving:
@@ -154,7 +150,6 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                     timeout=duration(policy.heartbeat_timeout_s),
                 )
         finally:
-            self._heartbeats.forget(context)
             if instance_id is not None:
                 self._placer.registry.stream_closed(instance_id, owner)
 
@@ -172,20 +167,23 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
             identity=str(identity),
         )
 
-    def WatchResources(
-        self, request: placer_pb2.WatchResourcesRequest, context: ServicerContext
-    ) -> Iterator[placer_pb2.WatchResourcesResponse]:
+    async def WatchResources(
+        self,
+        request: placer_pb2.WatchResourcesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[placer_pb2.WatchResourcesResponse]:
+        """A view now, then each change at most every `min_interval`. A caller that cancels
+        or whose deadline passes cancels the task, and with it the watch."""
         interval = _watch_interval(request)
-        ended = threading.Event()  # the caller cancelled or its deadline passed
-        context.add_callback(ended.set)
         registry = self._placer.registry
         seen = -1
-        while not ended.is_set() and not self._stopping.is_set():
-            version = registry.wait_for_change(seen, timeout=min(interval, _WATCH_WAKE_S))
-            if version != seen:
-                seen = version
+        while not self._stopping.is_set():
+            if registry.version != seen:
+                seen = registry.version
                 yield _resource_view(registry.live(), self._placer.policy.preference_order)
-                ended.wait(interval)
+                await asyncio.sleep(interval)
+            else:
+                await asyncio.sleep(_WATCH_POLL_S)
 
     def GetPolicy(
         self, request: placer_pb2.GetPolicyRequest, context: ServicerContext
@@ -462,6 +460,31 @@ def _platform_settings(
             host_cores=message.host_cores,
         )
     return settings
+
+
+async def _until_quiet(
+    messages: AsyncIterator[placer_pb2.HeartbeatRequest], placer: Placer
+) -> AsyncIterator[placer_pb2.HeartbeatRequest]:
+    """The stream's messages, ended with CANCELLED once it sends none for longer than the
+    heartbeat timeout: a stream held open without heartbeats keeps neither a stream slot nor
+    its instance's claim (issue 15: held streams must not lock anyone out)."""
+    iterator = aiter(messages)
+    while True:
+        timeout = placer.policy.heartbeat_timeout_s
+        try:
+            message = await asyncio.wait_for(anext(iterator), timeout)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            log.warning(
+                "closed a heartbeat stream that sent nothing for longer than the heartbeat timeout",
+                extra={"timeout_s": timeout},
+            )
+            raise Cancelled(
+                f"no heartbeat for {timeout:g} s (the heartbeat timeout): the stream is closed; "
+                "open a new one and report every timeout / 3"
+            ) from None
+        yield message
 
 
 def _placement_message(placement: Placement) -> types_pb2.Placement:
