@@ -9,9 +9,11 @@ way of serving it, in alternation and repeated, reported as shares of the model 
   defaults;
 - MLServer (its own virtual environment, `make setup`), serving the same Keras file through
   the custom runtime the tests use, over its OIP REST API (JSON, the image base64) and its OIP
-  gRPC API (raw bytes).
-
-Not here yet: BentoML and Ray Serve (issue 19 asks for them, each in an environment of its own).
+  gRPC API (raw bytes);
+- Ray Serve (HTTP, the JPEG as the body), one and two replicas, behind its default proxy and in
+  its high-throughput mode (HAProxy in front), and BentoML (its JSON API, the image base64, two
+  workers), each installed by this script into a virtual environment of its own
+  (`bench/peers/venvs.py`), loading the model with our code.
 
     python -m bench.peers [--seconds 10] [--rounds 2]
 """
@@ -19,11 +21,15 @@ Not here yet: BentoML and Ray Serve (issue 19 asks for them, each in an environm
 import argparse
 import base64
 import json
+import os
+import signal
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -32,6 +38,7 @@ import urllib3
 from bench import report
 from bench.batching_bench import in_process, jpegs
 from bench.callers_bench import ENV, placer_and_flask
+from bench.peers import venvs
 from inference import open_inference_grpc_pb2 as oip
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
 from straightline.v1 import (
@@ -46,6 +53,7 @@ from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
+from straightline_inference.adapter.containers import free_ports
 from tests.support.mlserver import running_mlserver
 from tests.support.models import make_classifier
 
@@ -125,6 +133,89 @@ def oip_rest(url: str) -> Call:
     return call
 
 
+def json_b64(url: str) -> Call:
+    """BentoML's JSON API: the image base64 under its parameter's name."""
+    pool = urllib3.PoolManager(maxsize=CALLERS)
+
+    def call(image: bytes) -> None:
+        body = json.dumps({"image_b64": base64.b64encode(image).decode()})
+        reply = pool.request("POST", url, body=body, headers={"Content-Type": "application/json"})
+        assert reply.status == 200, reply.data[:200]
+
+    return call
+
+
+@contextmanager
+def peer_process(command: list[str], env: dict[str, str], log: Path, probe: Call) -> Iterator[None]:
+    """A peer's server started from its own environment, ready once `probe` answers; stopped
+    (its whole process group) at the end."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, cwd=venvs.ROOT, env=env, stdout=output, stderr=output, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                assert process.poll() is None, log.read_text()[-3000:]
+                try:
+                    probe(jpegs()[0])
+                    break
+                except Exception:  # not ready yet: refused, 404, 503
+                    assert time.monotonic() < deadline, "the peer was not ready in 300 s"
+                    time.sleep(1.0)
+            yield
+        finally:
+            _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def ray_serve_calls(store: ModelStore, workdir: Path, measure) -> None:
+    """Ray Serve, one and two replicas, default proxy and high-throughput mode."""
+    python = str(venvs.ensure("ray") / "bin" / "python")
+    for fast in (False, True):
+        mode = "high-throughput mode, HAProxy" if fast else "default proxy"
+        flags = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+        for replicas in (1, 2):
+            [port] = free_ports(1)
+            call = rest_v1(f"http://127.0.0.1:{port}/classify")
+            command = [
+                python,
+                "bench/peers/ray_serve_app.py",
+                *("--store", str(store.root), "--model", MODEL, "--port", str(port)),
+                *("--replicas", str(replicas)),
+            ]
+            env = venvs.environment(flags if fast else {})
+            log = workdir / f"ray-{replicas}-{int(fast)}.log"
+            with peer_process(command, env, log, call):
+                measure(f"Ray Serve (HTTP, {mode}, {replicas} replica(s))", call)
+
+
+def bentoml_calls(store: ModelStore, workdir: Path, measure) -> None:
+    [port] = free_ports(1)
+    call = json_b64(f"http://127.0.0.1:{port}/classify")
+    command = [
+        str(venvs.ensure("bentoml") / "bin" / "bentoml"),
+        *("serve", "bench.peers.bentoml_service:Classifier"),
+        *("--host", "127.0.0.1", "--port", str(port)),
+    ]
+    env = venvs.environment(
+        {"PEER_STORE": str(store.root), "PEER_MODEL": MODEL, "PEER_WORKERS": "2"}
+    )
+    with peer_process(command, env, workdir / "bentoml.log", call):
+        measure("BentoML (JSON, 2 workers)", call)
+
+
 def oip_grpc_call(target: str) -> tuple[Call, grpc.Channel]:
     channel = grpc.insecure_channel(target)
     stub = oip_grpc.GRPCInferenceServiceStub(channel)
@@ -169,6 +260,14 @@ def straightline_calls(store: ModelStore, workdir: Path, measure) -> None:
         measure("StraightLine placer (gRPC Infer)", infer)
 
 
+def mlserver_calls(store: ModelStore, workdir: Path, measure) -> None:
+    with running_mlserver(store.root, MODEL, workdir) as urls:
+        measure("MLServer (OIP REST, JSON)", oip_rest(urls["rest"]))
+        call, channel = oip_grpc_call(urls["grpc"].removeprefix("grpc://"))
+        with channel:
+            measure("MLServer (OIP gRPC)", call)
+
+
 def model_server_calls(store: ModelStore, workdir: Path, measure) -> None:
     """The model server alone, with the Flask adapter's default of 4 worker threads."""
     server = ServiceProcess(
@@ -188,7 +287,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--peers",
+        default="mlserver,ray,bentoml",
+        help="which peers beside StraightLine, comma-separated (mlserver, ray, bentoml)",
+    )
     args = parser.parse_args()
+    peers = set(args.peers.split(","))
     images = jpegs()
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="straightline-peers-") as scratch:
@@ -204,11 +309,12 @@ def main() -> None:
         for round_ in range(args.rounds):
             model_server_calls(store, workdir / f"model-server-{round_}", measure)
             straightline_calls(store, workdir / f"straightline-{round_}", measure)
-            with running_mlserver(store.root, MODEL, workdir / f"mlserver-{round_}") as urls:
-                measure("MLServer (OIP REST, JSON)", oip_rest(urls["rest"]))
-                call, channel = oip_grpc_call(urls["grpc"].removeprefix("grpc://"))
-                with channel:
-                    measure("MLServer (OIP gRPC)", call)
+            if "mlserver" in peers:
+                mlserver_calls(store, workdir / f"mlserver-{round_}", measure)
+            if "ray" in peers:
+                ray_serve_calls(store, workdir / f"ray-{round_}", measure)
+            if "bentoml" in peers:
+                bentoml_calls(store, workdir / f"bentoml-{round_}", measure)
         floor = in_process(store, MODEL, images, args.seconds)
     results = {
         "machine": report.machine(),
@@ -230,7 +336,7 @@ def markdown(results: dict) -> str:
         f"{CALLERS} closed-loop callers, {results['seconds']:.0f} s per server and round, "
         f"{results['rounds']} rounds in alternation, tracing off; medians of the rounds, and "
         f"their range. The floor: the model in this process, one image at a time, "
-        f"{floor:.1f} images/s. BentoML and Ray Serve are not measured yet.",
+        f"{floor:.1f} images/s.",
         "",
         "| server | answered/s | share of in-process (range) | p50 ms | failed |",
         "| --- | --- | --- | --- | --- |",

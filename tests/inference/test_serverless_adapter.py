@@ -60,6 +60,30 @@ def test_throttled_at_the_concurrency_limit(process_lambda, channels):
     assert "at its limit (1 environments" in throttled[0].details()
 
 
+def test_batched_requests_share_an_invocation_and_keep_their_own_errors(start_adapter, channels):
+    # One environment: unbatched, four requests at once would be three throttled (above).
+    batched = start_adapter(
+        "serverless",
+        *("--runner", "process", "--concurrency", "1"),
+        *("--batch-size", "4", "--batch-delay-ms", "300"),
+    )
+    stub = stub_of(batched, channels)
+    alone = stub.Predict(predict_request(), timeout=120)  # the environment is warm now
+    report = stub.GetStatus(inference_pb2.GetStatusRequest()).report
+    assert report.capacity_total == 4  # one environment, a batch of four
+    requests = [predict_request(), predict_request(b"not an image"), *[predict_request()] * 2]
+    with futures.ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(stub.Predict, request, timeout=60) for request in requests]
+        outcomes = [c.exception() or c.result() for c in calls]
+    bad = outcomes.pop(1)
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a JPEG" in bad.details()
+    for answer in outcomes:
+        assert [c.label for c in answer.classes] == [c.label for c in alone.classes]
+        assert [c.score for c in answer.classes] == pytest.approx(
+            [c.score for c in alone.classes], abs=1e-5
+        )
+
+
 def test_metadata_of_names_that_leave_the_store_is_refused(process_lambda, channels):
     assert_metadata_refuses_escaping_names(stub_of(process_lambda, channels))
 

@@ -4,11 +4,11 @@ import threading
 
 import pytest
 
-from straightline_placer.calibration import MIN_ERRORS, WINDOW, PredictionErrors
+from straightline_placer.calibration import MAX_AGE_S, MIN_ERRORS, WINDOW, PredictionErrors
 
 
-def errors_of(*values: float) -> PredictionErrors:
-    errors = PredictionErrors()
+def errors_of(*values: float, clock=lambda: 0.0) -> PredictionErrors:
+    errors = PredictionErrors(clock)
     for value in values:
         errors.add(value)
     return errors
@@ -34,6 +34,19 @@ def test_the_margin_is_the_errors_quantile_at_the_attainment_target(attainment, 
 
 def test_a_prediction_that_runs_high_lowers_the_bar():
     assert errors_of(*[-0.03] * MIN_ERRORS).margin_s(0.99) == pytest.approx(-0.03)
+
+
+def test_errors_age_out_so_that_a_platform_kept_out_by_them_is_judged_again():
+    now = [0.0]
+    errors = errors_of(*[0.2] * MIN_ERRORS, clock=lambda: now[0])
+    assert errors.margin_s(0.99) == pytest.approx(0.2)
+    now[0] = MAX_AGE_S / 2
+    errors.add(0.01)
+    assert errors.margin_s(0.5) == pytest.approx(0.2)
+    now[0] = MAX_AGE_S + 1  # the first eight are too old; the last one is left
+    assert errors.margin_s(0.99) == pytest.approx(0.01)
+    now[0] = 2 * MAX_AGE_S
+    assert errors.margin_s(0.99) == 0.0
 
 
 def test_errors_added_from_many_threads_are_all_kept():

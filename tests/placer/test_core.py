@@ -264,6 +264,17 @@ def test_the_slo_rule_refuses_at_once_what_no_platform_can_answer_in_time(forwar
     assert placer.registry.live()[0].effective_free == 2
 
 
+def test_only_answers_to_real_predictions_calibrate_a_platform(forwarder):
+    placer = make_placer(forwarder, placement_rule=Rule.SLO_AWARE)
+    heartbeat(placer, FLASK)  # nothing measured: predicted at no service time
+    [flask] = placer.registry.live()
+    infer(placer, request(), payload=b"x", timeout=5)
+    assert flask.prediction_errors.margin_s(0.99) == 0.0  # that answer's error says nothing
+    heartbeat(placer, FLASK, recent_latency_p50_s=0.001, recent_latency_p95_s=0.001)
+    infer(placer, request(), payload=b"x", timeout=5)  # predicted at 1 ms, answered at once
+    assert -0.002 < flask.prediction_errors.margin_s(0.99) <= 0.0
+
+
 def test_a_requests_own_objective_beats_the_models(forwarder):
     placer = make_placer(forwarder, placement_rule=Rule.SLO_AWARE, latency_objectives={"m": 0.05})
     heartbeat(placer, FLASK, recent_latency_p50_s=0.1)

@@ -20,6 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 MLSERVER = ROOT / ".venv-mlserver" / "bin" / "mlserver"
 
 
+def peer_pythonpath() -> str:
+    """The path of a peer's process (MLServer, BentoML, Ray Serve) run from its own virtual
+    environment: its own packages first, then our model code and the project's environment
+    (TensorFlow)."""
+    path = [str(ROOT), *(str(ROOT / p) for p in ("libs/common", "services/inference"))]
+    path.append(sysconfig.get_paths()["purelib"])
+    return os.pathsep.join(path)
+
+
 def ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as reply:
@@ -50,10 +59,7 @@ def running_mlserver(store_root: Path, model: str, workdir: Path) -> Iterator[di
         "parameters": {"uri": str(store_root), "version": "1"},
     }
     (workdir / "model-settings.json").write_text(json.dumps(runtime))
-    # MLServer's own packages first; the runtime's imports (ours, TensorFlow) after them.
-    path = [str(ROOT), *(str(ROOT / p) for p in ("libs/common", "services/inference"))]
-    path.append(sysconfig.get_paths()["purelib"])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    env = {**os.environ, "PYTHONPATH": peer_pythonpath()}
     log = open(workdir / "mlserver.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [str(MLSERVER), "start", str(workdir)], cwd=workdir, env=env, stdout=log, stderr=log

@@ -30,7 +30,7 @@ from straightline_common.grpcserver import (
 T = TypeVar("T")
 
 
-class _Intercepted(grpc.aio.ServerInterceptor):
+class _Intercepted(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """The services' interceptor, as asyncio calls one."""
 
     def __init__(self, calls: Any) -> None:

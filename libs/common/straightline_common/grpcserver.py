@@ -152,7 +152,11 @@ class _CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         )
 
     def _admit(
-        self, call: _Call, context: ServicerContext, request: Any, streamed_requests: bool
+        self,
+        call: _Call,
+        context: ServicerContext | grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        request: Any,
+        streamed_requests: bool,
     ) -> Any:
         """The caller's identity, authorized; the request (or each of its stream) parsed and
         limit-checked."""

@@ -5,10 +5,13 @@ Importing the module is Lambda's init phase: the models are loaded and warmed th
 first invocation of an execution environment pays the cold start once.
 
 Event:  {"request_id", "model": {"name", "version"}, "payload_b64", "content_type", "top_k"}
+        or {"batch": [such events]} (at most 64: the adapter's opt-in batching), each image
+        decoded on its own thread and the images run through the model together,
         or {"warmup": true}, which only makes sure the environment is initialised,
         or {"model": {"name", "version"}, "oip": <an Open Inference Protocol infer request,
         JSON>} (BYTES elements base64; `straightline_inference.oip_json`).
 Answer: {"model": {...}, "classes": [{"label", "index", "score"}], "timings": {...}}
+        or, to a batch, {"batch": [such answers, or {"error": ...} for an item's bad input]}
         or, to an OIP event, the protocol's infer response (JSON),
         or {"error": {"code", "message"}} for bad input (INVALID_ARGUMENT, NOT_FOUND).
 Any other failure raises, and Lambda reports it as a function error.
@@ -22,6 +25,7 @@ import binascii
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -45,6 +49,8 @@ _MODELS = ModelSet(
 )
 INIT_SECONDS = time.perf_counter() - _started
 tracer = trace.get_tracer("straightline.lambda")
+MAX_BATCH = 64
+_items = ThreadPoolExecutor(MAX_BATCH, thread_name_prefix="batch-item")
 
 
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
@@ -55,13 +61,38 @@ def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         with tracer.start_as_current_span(
             "lambda.invoke", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
         ):
-            try:
-                return _infer_oip(event) if "oip" in event else _predict(event)
-            except (errors.InvalidArgument, errors.NotFound) as error:
-                return {"error": {"code": errors.code_name(error), "message": str(error)}}
+            if "batch" in event:
+                return _predict_batch(event["batch"])
+            return _answered(_infer_oip if "oip" in event else _predict, event)
     finally:
         if _tracer_provider is not None:
             _tracer_provider.force_flush(1000)  # the environment may freeze after return
+
+
+def _answered(run: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """`run(event)`'s answer, or the error an input the caller must fix gets."""
+    try:
+        answer: dict[str, Any] = run(event)
+        return answer
+    except (errors.InvalidArgument, errors.NotFound) as error:
+        return {"error": {"code": errors.code_name(error), "message": str(error)}}
+
+
+def _predict_batch(items: Any) -> dict[str, Any]:
+    """Every item at once: their images meet at the model, whose batcher runs them together."""
+    if not (isinstance(items, list) and 1 <= len(items) <= MAX_BATCH):
+        return _answered(_refuse, {"why": f"batch must be a list of 1 to {MAX_BATCH} requests"})
+    return {"batch": list(_items.map(_predict_item, items))}
+
+
+def _predict_item(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        return _answered(_refuse, {"why": "each request of a batch must be an object"})
+    return _answered(_predict, item)
+
+
+def _refuse(event: dict[str, Any]) -> dict[str, Any]:
+    raise errors.InvalidArgument(event["why"])
 
 
 def _infer_oip(event: dict[str, Any]) -> dict[str, Any]:

@@ -9,27 +9,38 @@ the objective: the predicted latency plus the errors' quantile at the attainment
 (`Policy.slo_attainment_target`, e.g. 0.99). A request sent there meets the objective with at
 least that probability, as far as the recent errors tell. With fewer than `MIN_ERRORS` the
 margin is the worst error seen (never below zero): cautious until the errors say otherwise.
+
+Errors are kept for `MAX_AGE_S` (twice as long as adapters keep their requests' figures): a
+platform the rule stopped choosing for its errors is judged again on its figures once they
+have aged out, rather than kept out for ever (with `shed_late_requests` nothing would measure
+it again). Only real predictions count: a platform not measured yet is predicted at no service
+time, and its first answer's error says nothing about the next.
 """
 
 import math
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 
 WINDOW = 64
 MIN_ERRORS = 8
+MAX_AGE_S = 60.0
 
 
 class PredictionErrors:
-    """The last `WINDOW` prediction errors of one instance; safe to share between threads."""
+    """The last `WINDOW` prediction errors of one instance, of the last `MAX_AGE_S`; safe to
+    share between threads."""
 
-    def __init__(self) -> None:
-        self._errors: deque[float] = deque(maxlen=WINDOW)
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._errors: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (when, error)
         self._sorted: list[float] | None = []
         self._lock = threading.Lock()
 
     def add(self, error_s: float) -> None:
         with self._lock:
-            self._errors.append(error_s)
+            self._errors.append((self._clock(), error_s))
             self._sorted = None
 
     def margin_s(self, attainment: float) -> float:
@@ -44,6 +55,10 @@ class PredictionErrors:
 
     def _ordered(self) -> list[float]:
         with self._lock:
+            horizon = self._clock() - MAX_AGE_S
+            while self._errors and self._errors[0][0] < horizon:
+                self._errors.popleft()
+                self._sorted = None
             if self._sorted is None:
-                self._sorted = sorted(self._errors)
+                self._sorted = sorted(error for _when, error in self._errors)
             return self._sorted

@@ -419,7 +419,7 @@ class Placer:
         if state is not None and state.predicted_latency_s is not None:
             error = observed - state.predicted_latency_s
             self._metrics.observe_prediction_error(instance.platform, error)
-            if state.instance is instance:
+            if state.instance is instance and not state.unmeasured:
                 instance.prediction_errors.add(error)
             trace.get_current_span().set_attribute(
                 "straightline.observed_latency_s", round(observed, 6)

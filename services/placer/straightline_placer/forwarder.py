@@ -153,14 +153,14 @@ class GrpcForwarder:
     async def _close(self, instance_id: str) -> None:
         entry = self._stubs.pop(instance_id, None)
         if entry is not None:
-            await entry[1].close()
+            await entry[1].close(None)
 
     def _stub(self, instance: Instance) -> "_Stub":
         entry = self._stubs.get(instance.instance_id)
         if entry is not None and entry[0] == instance.address:
             return entry
         if entry is not None:  # the instance moved: its old channel goes
-            closing = asyncio.ensure_future(entry[1].close())
+            closing = asyncio.ensure_future(entry[1].close(None))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
         self._loop = asyncio.get_running_loop()

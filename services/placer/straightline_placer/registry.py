@@ -266,7 +266,17 @@ class InstanceRegistry:
                 current = None
             if current is None:
                 current = Instance(
-                    instance_id, platform, address, 0, 0, {}, None, owner, now, identity=identity
+                    instance_id,
+                    platform,
+                    address,
+                    0,
+                    0,
+                    {},
+                    None,
+                    owner,
+                    now,
+                    identity=identity,
+                    prediction_errors=PredictionErrors(self._clock),
                 )
                 self._instances[instance_id] = current
                 self._serving.clear()

@@ -10,6 +10,7 @@ from straightline_common.names import check_model
 from straightline_common.tls import tls_files
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.backend import Backend
+from straightline_inference.adapter.coalescer import Batching
 from straightline_inference.adapter.config import AdapterConfig
 from straightline_inference.adapter.docker_backend import DockerBackend
 from straightline_inference.adapter.flask_backend import FlaskBackend
@@ -59,6 +60,7 @@ def serverless(config: AdapterConfig) -> Backend:
             function_name=config.function_name,
             concurrency=config.concurrency,
             endpoint_url=config.endpoint_url or None,
+            batching=_batching(config),
         )
     return LocalServerless(
         store=config.store,
@@ -69,7 +71,12 @@ def serverless(config: AdapterConfig) -> Backend:
         idle_timeout_s=config.idle_timeout_s,
         min_warm=config.min_warm,
         sharing=containers.Sharing.of(config),
+        batching=_batching(config),
     )
+
+
+def _batching(config: AdapterConfig) -> Batching:
+    return Batching(config.batch_size, config.batch_delay_ms / 1e3)
 
 
 def oip(config: AdapterConfig) -> Backend:

@@ -20,6 +20,7 @@ from straightline_common.config import (
 from straightline_common.metrics import metrics_listen_setting
 from straightline_common.names import check_id
 from straightline_common.tls import TLS_SETTINGS, tls_files
+from straightline_inference.adapter.coalescer import MAX_BATCH_DELAY_S, MAX_BATCH_SIZE
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -143,6 +144,19 @@ SETTINGS = (
         "serverless: concurrent executions at most; oip: requests sent at once",
     ),
     _setting(
+        "batch_size",
+        parse_positive_int,
+        1,
+        "serverless: requests sent in one invocation at most (opt-in batching; 1: each on its "
+        "own; it changes Lambda's billing and failures, docs/adapters.md)",
+    ),
+    _setting(
+        "batch_delay_ms",
+        float,
+        5.0,
+        "serverless, with batch_size over 1: how long the first request of a batch waits for more",
+    ),
+    _setting(
         "oip_url",
         str,
         "",
@@ -196,6 +210,8 @@ class AdapterConfig:
     function_name: str
     endpoint_url: str
     concurrency: int
+    batch_size: int
+    batch_delay_ms: float
     oip_url: str
     oip_models: str
     runner: str
@@ -234,6 +250,10 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             f"min_warm ({settings['min_warm']}) is more than the environments this adapter "
             f"may start ({most})"
         )
+    if not 1 <= settings["batch_size"] <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+    if not 0 <= settings["batch_delay_ms"] <= MAX_BATCH_DELAY_S * 1e3:
+        raise ConfigError(f"batch_delay_ms must be between 0 and {MAX_BATCH_DELAY_S * 1e3:.0f}")
     if settings["platform"] == "oip" and not (settings["oip_url"] and settings["oip_models"]):
         raise ConfigError("platform oip needs oip_url and oip_models: the endpoint and its models")
     scheme = settings["oip_url"].partition("://")[0].lower()

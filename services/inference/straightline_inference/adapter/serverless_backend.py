@@ -3,7 +3,14 @@ configured, else against local execution environments of the Lambda image under 
 Runtime Interface Emulator: containers when an engine is reachable, local processes
 otherwise. Each environment runs one invocation at a time; they start on demand up to the
 concurrency limit and are reaped when idle; beyond the limit a request is throttled, as
-Lambda answers 429."""
+Lambda answers 429.
+
+Batching (opt-in, `Batching`): requests that arrive within a delay of each other go in one
+invocation, `{"batch": [event, ...]}`, and the answers are split. It changes what Lambda
+bills and how it fails: one invocation (one request charge, its GB-seconds for the whole
+batch) per group, and a function error, a timeout or a throttle fails every request of the
+group; an input error fails only its own request. An environment then holds up to a batch of
+requests, and the adapter reports as many slots."""
 
 import base64
 import dataclasses
@@ -36,6 +43,7 @@ from straightline_common.modelstore import ModelStore
 from straightline_common.processes import dying_with_parent
 from straightline_inference.adapter import containers
 from straightline_inference.adapter.backend import Answer, Capacity, PredictCall, ServesStore
+from straightline_inference.adapter.coalescer import NO_BATCHING, Batching
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.pooled_backend import PooledBackend, PoolSettings
 from straightline_inference.rie import ensure_rie
@@ -134,6 +142,41 @@ def _answer(body: Json, **timings: float) -> Answer:
     return Answer(body["model"], body["classes"], **timings)
 
 
+# The base64 image and the event's other fields, as JSON: a batch stays under Lambda's limit.
+_BATCH_BYTES = PAYLOAD_LIMIT_BYTES - 64 * 1024
+
+
+def _event_bytes(call: PredictCall) -> int:
+    return (len(call.payload) + 2) // 3 * 4 + 512
+
+
+def _invocation(calls: list[PredictCall], batching: Batching) -> Json:
+    """The event for these calls: one request's, or a batch's."""
+    if not batching.on:
+        [call] = calls
+        return _event(call)
+    return {"batch": [_event(call) for call in calls]}
+
+
+def _answers(body: Json, batching: Batching, **timings: float) -> list[Answer | Exception]:
+    """Each call's answer, or its own error, from the handler's answer."""
+    if not batching.on:
+        return [_answer(body, **timings)]
+    return [
+        from_code_name(item["error"].get("code", ""), item["error"].get("message", ""))
+        if "error" in item
+        else _answer(item, **timings)
+        for item in body["batch"]
+    ]
+
+
+def _one(answers: list[Answer | Exception]) -> Answer:
+    [answer] = answers
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
 def _lambda_client(
     endpoint_url: str | None, max_pool_connections: int = 10, **credentials: str
 ) -> Any:
@@ -152,7 +195,13 @@ class AwsServerless(ServesStore):
     kind = types_pb2.PLATFORM_SERVERLESS
 
     def __init__(
-        self, *, function_name: str, store: str, concurrency: int, endpoint_url: str | None = None
+        self,
+        *,
+        function_name: str,
+        store: str,
+        concurrency: int,
+        endpoint_url: str | None = None,
+        batching: Batching = NO_BATCHING,
     ) -> None:
         self._function = LambdaFunction(
             _lambda_client(endpoint_url, max_pool_connections=concurrency),
@@ -162,6 +211,8 @@ class AwsServerless(ServesStore):
         self._store = ModelStore(store)
         self._gate = SlotGate(concurrency, 0, name=f"Lambda function {function_name}")
         self._warm = WarmEstimate(AWS_WARM_WINDOW_S)
+        self._batching = batching
+        self._groups = batching.coalescer(self._invoke, _event_bytes, _BATCH_BYTES)
 
     def start(self) -> None:
         pass
@@ -172,16 +223,25 @@ class AwsServerless(ServesStore):
     def capacity(self) -> Capacity:
         capacity = self._gate.capacity_report(warm=True)
         warm = min(capacity.total, self._warm.environments())
-        return dataclasses.replace(capacity, warm_environments=warm, warm_slots=warm)
+        return self._batching.slots(
+            dataclasses.replace(capacity, warm_environments=warm, warm_slots=warm)
+        )
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
+        if self._groups is not None:
+            return self._groups.call(call)
+        return _one(self._invoke([call]))
+
+    def _invoke(self, calls: list[PredictCall]) -> list[Answer | Exception]:
         started = time.perf_counter()
         with self._gate.slot(0):
             running = self._gate.in_flight
-            body, cold = self._function.invoke_timed(_event(call))
+            body, cold = self._function.invoke_timed(_invocation(calls, self._batching))
             self._warm.running(running)
         total = time.perf_counter() - started
-        return _answer(body, cold_start_seconds=cold, execution_seconds=total - cold)
+        return _answers(
+            body, self._batching, cold_start_seconds=cold, execution_seconds=total - cold
+        )
 
 
 # AWS keeps an idle environment for minutes (not documented; 5-15 min is what is reported):
@@ -248,6 +308,7 @@ class LocalServerless(PooledBackend):
         min_warm: int,
         sharing: containers.Sharing,
         start_timeout_s: float = 120.0,
+        batching: Batching = NO_BATCHING,
     ) -> None:
         super().__init__(
             store=store,
@@ -264,6 +325,11 @@ class LocalServerless(PooledBackend):
             start_timeout_s=start_timeout_s,
         )
         self._runner = runner
+        self._batching = batching
+        self._groups = batching.coalescer(self._invoke, _event_bytes, _BATCH_BYTES)
+
+    def capacity(self) -> Capacity:
+        return self._batching.slots(super().capacity())
 
     def start(self) -> None:
         if self._runner == "auto":
@@ -282,16 +348,22 @@ class LocalServerless(PooledBackend):
         )
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
+        if self._groups is not None:
+            return self._groups.call(call)
+        return _one(self._invoke([call]))
+
+    def _invoke(self, calls: list[PredictCall]) -> list[Answer | Exception]:
         started = time.perf_counter()
         with self._started_pool().lease(0) as lease:
             invoked = time.perf_counter()
             try:
-                body = lease.environment.function.invoke(_event(call))
+                body = lease.environment.function.invoke(_invocation(calls, self._batching))
             except Unavailable:
                 lease.discard()
                 raise
-        return _answer(
+        return _answers(
             body,
+            self._batching,
             cold_start_seconds=lease.cold_start_seconds,
             execution_seconds=time.perf_counter() - invoked,
             queue_seconds=invoked - started - lease.cold_start_seconds,
