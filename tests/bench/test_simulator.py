@@ -131,13 +131,17 @@ def real_stack(tmp_path):
 @pytest.mark.parametrize("rule", [Rule.PAPER, Rule.SLO_AWARE])
 def test_a_small_configuration_agrees_with_the_real_stack(real_stack, rule):
     planned = scenario()
-    set_policy(real_stack, placement_rule=rule)
+    # At the median of the errors: the margin at 0.99 follows the real machine's tail
+    # latency, which the simulator's calibrated service times (no jitter) do not have.
+    set_policy(real_stack, placement_rule=rule, slo_attainment_target=0.5)
     target = generator.PlacerTarget(real_stack, "demo", timeout_s=10)
     image = ("a.jpg", b"\xff" * 10_000, "image/jpeg")
     real = generator.run(
         target, [(t, 0) for t in planned.arrivals], [image] * len(planned.sizes), 10
     )
-    simulated = Simulation(planned, Policy(heartbeat_timeout_s=1.0, placement_rule=rule)).run()
+    simulated = Simulation(
+        planned, Policy(heartbeat_timeout_s=1.0, placement_rule=rule, slo_attainment_target=0.5)
+    ).run()
     real_shares, simulated_shares = shares(real), shares(simulated)
     for platform in ("flask", "serverless"):
         difference = abs(real_shares.get(platform, 0) - simulated_shares.get(platform, 0))

@@ -53,6 +53,8 @@ MAX_BATCH = 10_000
 # and the request still has time for another platform.
 ATTEMPT_SHARE = 0.5
 MIN_ATTEMPT_S = 1.0
+# How often a request for a model not in view yet looks again while the view is gathering.
+GATHERING_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,7 @@ class Placer:
         return [self.place(request) for request in requests]
 
     def _decide(
-        self, request: Request, *, reserve: bool
+        self, request: Request, *, reserve: bool, wait: bool = True
     ) -> tuple[Placement, Instance | None, Ticket | None]:
         _check_request(request)
         policy = self._policy
@@ -220,6 +222,7 @@ class Placer:
                 choose,
                 policy.preference_order,
                 reserve=reserve,
+                wait=wait,
             )
             placement = Placement(
                 request_id=request.request_id or _new_request_id(),
@@ -301,10 +304,16 @@ class Placer:
         return list(await asyncio.gather(*map(serve, range(len(parts)))))
 
     async def _admitted(self, request: Request) -> tuple[Placement, Instance | None, Ticket | None]:
-        if self.registry.gathering:  # the decision may wait for the view: not on the loop
-            placement, instance, ticket = await asyncio.to_thread(self.admit, request)
-        else:
-            placement, instance, ticket = self.admit(request)
+        """Placed, with a slot reserved; while the view is gathering, a request for a model
+        not in it yet waits for it (here, on the loop, not on a thread)."""
+        while True:
+            try:
+                placement, instance, ticket = self._decide(request, reserve=True, wait=False)
+                break
+            except NotFound:
+                if not self.registry.gathering:
+                    raise
+                await asyncio.sleep(GATHERING_POLL_S)
         if placement.platform is None:
             raise ResourceExhausted(f"model {request.model_name!r}: {placement.reason}")
         return placement, instance, ticket

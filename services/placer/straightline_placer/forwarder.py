@@ -90,6 +90,15 @@ class GrpcForwarder:
             return answer
         except grpc.RpcError as error:
             raise _domain_error(instance, error, timeout) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller's own call was cancelled
+            # gRPC cancels the calls of a channel it closes: the instance left the view.
+            raise PlatformFailed(
+                f"{instance.platform.name.lower()} instance {instance.instance_id} left the "
+                "placer's view while the request was on its way"
+            ) from None
 
     def metadata(
         self, instance: Instance, name: str, version: str, timeout: float

@@ -345,6 +345,7 @@ class InstanceRegistry:
         order: Iterable[Platform],
         *,
         reserve: bool,
+        wait: bool = True,
     ) -> tuple[C, Instance | None, Ticket | None]:
         """Atomically: sums up each platform's live instances serving the model (free slots,
         queues, the instance a request would go to: the one with most free slots), in
@@ -352,11 +353,12 @@ class InstanceRegistry:
         `reserve`, reserves) that platform's instance.
 
         Returns (choose's result, instance or None, ticket or None); raises NotFound when no
-        live instance serves the model."""
+        live instance serves the model (with `wait`, while the view is gathering, once it
+        has waited for one)."""
         now = self._clock()
         with self._changed:
             states = self._survey(name, version, now, order)
-            while not states and self._wait_while_gathering():
+            while not states and wait and self._wait_while_gathering():
                 states = self._survey(name, version, self._clock(), order)
             if not states:
                 raise NotFound(unserved(name, version))
