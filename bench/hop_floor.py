@@ -31,6 +31,7 @@ METHOD = "/bench.Hop/Echo"
 REQUEST_BYTES = 16 * 1024  # about the median animals4 JPEG
 ANSWER = b"a" * 100  # about a top-5 answer
 CALLERS = 8
+PROXIES = {"sync": "thread-pool", "aio": "grpc.aio"}
 THREADS = 64  # the placer's default --max-workers
 
 
@@ -146,12 +147,14 @@ def markdown(runs: dict, seconds: float) -> str:
     for mode, cpu in (("sync", sync_cpu), ("aio", aio_cpu)):
         rps = figures(mode, "answered_rps")
         rows.append(
-            f"| through a {mode} proxy | {', '.join(map(str, rps))} | "
+            f"| through a {PROXIES[mode]} proxy | {', '.join(map(str, rps))} | "
             f"{_median(rps) / direct:.2f} | {', '.join(map(str, cpu))} |"
         )
     ratio = statistics.median(aio_cpu) / statistics.median(sync_cpu)
     return "\n".join(
         [
+            "## One Python gRPC hop: thread pool against asyncio (issue 19)",
+            "",
             f"`python -m bench.hop_floor --seconds {seconds:g}` ({_machine()}): "
             f"{CALLERS} callers, {REQUEST_BYTES // 1024} KB in, {len(ANSWER)} bytes out.",
             "",

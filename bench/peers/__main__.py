@@ -10,10 +10,12 @@ way of serving it, in alternation and repeated, reported as shares of the model 
 - MLServer (its own virtual environment, `make setup`), serving the same Keras file through
   the custom runtime the tests use, over its OIP REST API (JSON, the image base64) and its OIP
   gRPC API (raw bytes);
-- Ray Serve (HTTP, the JPEG as the body), one and two replicas, behind its default proxy and in
-  its high-throughput mode (HAProxy in front), and BentoML (its JSON API, the image base64, two
-  workers), each installed by this script into a virtual environment of its own
-  (`bench/peers/venvs.py`), loading the model with our code.
+- with `--peers mlserver,ray,bentoml`: Ray Serve (HTTP, the JPEG as the body), one and two
+  replicas, behind its default proxy and in its high-throughput mode (HAProxy in front), and
+  BentoML (its JSON API, the image base64, two workers), each installed by this script into a
+  virtual environment of its own (`bench/peers/venvs.py`), loading the model with our code.
+  Written, with both environments installing here (Ray 2.60.0, BentoML 1.4.40), but not run
+  yet: they are not in the default set until they have been.
 
     python -m bench.peers [--seconds 10] [--rounds 2]
 """
@@ -289,7 +291,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--peers",
-        default="mlserver,ray,bentoml",
+        default="mlserver",
         help="which peers beside StraightLine, comma-separated (mlserver, ray, bentoml)",
     )
     args = parser.parse_args()
