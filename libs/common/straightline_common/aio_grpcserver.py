@@ -19,7 +19,6 @@ from grpc_health.v1 import health_pb2
 
 from straightline_common import auth, tls
 from straightline_common.grpcserver import (
-    CallSlots,
     add_services,
     bind,
     call_interceptor,
@@ -75,10 +74,7 @@ class AsyncGrpcServer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio", daemon=True)
         self._thread.start()
         interceptor = call_interceptor(
-            access,
-            tokens if tokens or tls_files else auth.load_tokens(create=True),
-            CallSlots("calls", max_concurrent_rpcs, max_concurrent_rpcs),
-            CallSlots("streams", max_streams, max_streams_per_peer),
+            access, tokens, tls_files, max_concurrent_rpcs, max_streams, max_streams_per_peer
         )
 
         async def make() -> tuple[grpc.aio.Server, health_async.HealthServicer]:
@@ -98,10 +94,6 @@ class AsyncGrpcServer:
     def address(self) -> str:
         host = self._requested_address.rpartition(":")[0]
         return f"{host}:{self.port}"
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Runs `coroutine` on the server's loop and returns its result (from another thread)."""

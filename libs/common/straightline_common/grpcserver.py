@@ -338,11 +338,11 @@ class GrpcServer:
         self._health = health.HealthServicer(experimental_non_blocking=True)
         interceptor = call_interceptor(
             access,
-            tokens if tokens or tls_files else auth.load_tokens(create=True),
-            CallSlots(
-                "calls", max_concurrent_rpcs or max_workers, max_concurrent_rpcs or max_workers
-            ),
-            CallSlots("streams", max_streams, max_streams_per_peer),
+            tokens,
+            tls_files,
+            max_concurrent_rpcs or max_workers,
+            max_streams,
+            max_streams_per_peer,
         )
         self._server = grpc.server(
             worker_threads(max_workers + max_streams),
@@ -381,9 +381,23 @@ class GrpcServer:
 
 
 def call_interceptor(
-    access: auth.Access, tokens: auth.Tokens | None, unary: CallSlots, streams: CallSlots
+    access: auth.Access,
+    tokens: auth.Tokens | None,
+    tls_files: tls.TlsFiles | None,
+    max_calls: int,
+    max_streams: int,
+    max_streams_per_peer: int,
 ) -> _CallInterceptor:
-    return _CallInterceptor(trace.get_tracer("straightline.grpc"), access, tokens, unary, streams)
+    """The interceptor of every service's server: identities proved by certificate, else by
+    `tokens` (default: the deployment's tokens file, created when absent; with TLS, none unless
+    given), and the limits on calls and streams at once."""
+    return _CallInterceptor(
+        trace.get_tracer("straightline.grpc"),
+        access,
+        tokens if tokens or tls_files else auth.load_tokens(create=True),
+        CallSlots("calls", max_calls, max_calls),
+        CallSlots("streams", max_streams, max_streams_per_peer),
+    )
 
 
 def worker_threads(count: int) -> futures.ThreadPoolExecutor:
