@@ -23,6 +23,13 @@ def test_few_errors_add_the_worst_one_and_never_take_away():
     assert errors_of(-0.04, -0.02).margin_s(0.99) == 0.0
 
 
+def test_until_there_are_enough_errors_the_prior_is_the_least_margin():
+    assert PredictionErrors().margin_s(0.99, prior_s=0.1) == pytest.approx(0.1)
+    assert errors_of(0.01, 0.2).margin_s(0.99, prior_s=0.1) == pytest.approx(0.2)
+    assert errors_of(0.01, 0.02).margin_s(0.99, prior_s=0.1) == pytest.approx(0.1)
+    assert errors_of(*[0.01] * MIN_ERRORS).margin_s(0.99, prior_s=0.1) == pytest.approx(0.01)
+
+
 @pytest.mark.parametrize(("attainment", "margin"), [(0.5, 0.067), (0.9, 0.093), (1.0, 0.099)])
 def test_the_margin_is_the_errors_quantile_at_the_attainment_target(attainment, margin):
     # 100 errors of 0 to 99 ms, the last 64 kept (36 to 99 ms): at 0.9, 58 of them (90.6%)

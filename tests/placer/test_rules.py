@@ -1,5 +1,7 @@
 """The placement rules as pure functions of their inputs, and the SLO-aware rule's predictions."""
 
+from dataclasses import replace
+
 import pytest
 
 from straightline_common.errors import InvalidArgument
@@ -296,12 +298,21 @@ def test_the_slowest_service_time_comes_from_the_same_bucket_and_else_the_recent
     assert InstanceStats(recent_latency_p95_s=0.09).slowest_service_time_s(100) == 0.09
 
 
-def test_the_prediction_is_the_slowest_service_time_while_the_queue_drains_at_the_median():
-    # 3 waiting + this one, drained by 2 slots at the median 0.1 s: 0.2 s; then the slowest,
-    # 0.25 s.
+def test_the_prediction_is_the_median_service_time_after_the_queue_drains_at_the_median():
+    # 3 waiting + this one, drained by 2 slots at the median 0.1 s: 0.2 s; then its own 0.1 s.
+    # With no errors known yet, the margin is the tail: the slowest 0.25 s less the median.
     flask = state(FLASK, free=0, total=2, queue_depth=3, queue_room=2, service=0.1, slowest=0.25)
     predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
-    assert flask.predicted_latency_s == pytest.approx(0.45)
+    assert flask.predicted_latency_s == pytest.approx(0.3)
+    assert flask.margin_s == pytest.approx(0.15)
+
+
+def test_once_errors_are_known_they_replace_the_tail_in_the_margin():
+    flask = state(FLASK, service=0.1, slowest=0.25)
+    for _ in range(8):
+        flask.instance.prediction_errors.add(0.02)
+    predict(flask, SMALL, PlatformSettings(bandwidth_bytes_per_s=10**12))
+    assert (flask.predicted_latency_s, flask.margin_s) == pytest.approx((0.1, 0.02))
 
 
 def test_slo_a_platform_whose_median_meets_the_objective_but_not_its_slowest_is_passed_over():
@@ -332,8 +343,10 @@ def test_platforms_on_one_host_stretch_each_others_service_time_by_the_requests_
         prediction.Objective(0.3, 1.0, 0.0),
     )
     assert flask.predicted_latency_s == pytest.approx(0.2)  # the median stretched: 0.1 x 2
-    assert docker.predicted_latency_s == pytest.approx(0.3)  # its slowest is slower still
+    assert docker.predicted_latency_s == pytest.approx(0.2)
+    assert docker.margin_s == pytest.approx(0.1)  # its slowest is slower still
     assert lambda_.predicted_latency_s == pytest.approx(0.1)
+    assert not flask.spare_core and not docker.spare_core  # 3 running on 2 cores
     assert flask.predicted_cost_usd == pytest.approx(prediction.cost(0.2, 3, settings[FLASK]))
 
 
@@ -344,6 +357,7 @@ def test_a_host_with_cores_to_spare_stretches_nothing():
     objective = prediction.Objective(0.3, 1.0, 0.0)
     prediction.predict_all(platforms, SMALL, {FLASK: on_host(4), DOCKER: on_host(4)}, objective)
     assert flask.predicted_latency_s == docker.predicted_latency_s == pytest.approx(0.1)
+    assert flask.spare_core and docker.spare_core  # 1 running on 4 cores
 
 
 @pytest.mark.parametrize(
@@ -399,6 +413,23 @@ def test_slo_a_late_request_is_shed_when_the_policy_says_so():
     assert "flask 900 ms, serverless 500 ms" in decision.reason
     in_time = predicted(state(FLASK, service=0.9), state(SERVERLESS, service=0.2), shed=True)
     assert decide(Rule.SLO_AWARE, in_time).platform == SERVERLESS
+
+
+def test_slo_with_shedding_a_late_request_still_takes_an_idle_core():
+    # Predicted late everywhere, but Flask's host has a core nothing runs on (1 of its 2 slots
+    # busy on 2 cores): shedding the request would leave that core idle. Docker's host runs 2
+    # requests on its 2 cores.
+    settings = {FLASK: on_host(2), DOCKER: replace(on_host(2), host="other")}
+
+    def late(flask_total):
+        flask = state(FLASK, free=1, total=flask_total, service=0.4)
+        docker = state(DOCKER, free=1, total=3, service=0.35)
+        return decide(Rule.SLO_AWARE, predicted(flask, docker, settings=settings, shed=True))
+
+    decision = late(flask_total=2)
+    assert (decision.platform, decision.branch) == (FLASK, Branch.LOWEST_PREDICTED_LATENCY)
+    decision = late(flask_total=3)  # 2 of Flask's 3 slots busy: no idle core left either
+    assert (decision.platform, decision.branch) == (None, Branch.OBJECTIVE_UNMEETABLE)
 
 
 def test_slo_a_platform_whose_recent_errors_would_take_it_past_the_objective_is_passed_over():

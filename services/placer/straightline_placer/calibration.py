@@ -8,7 +8,8 @@ at the same load). So the placer keeps, per instance, the errors of its recent p
 the objective: the predicted latency plus the errors' quantile at the attainment target
 (`Policy.slo_attainment_target`, e.g. 0.99). A request sent there meets the objective with at
 least that probability, as far as the recent errors tell. With fewer than `MIN_ERRORS` the
-margin is the worst error seen (never below zero): cautious until the errors say otherwise.
+margin is the worst error seen or the prior the caller gives (the platform's recent spread of
+service times), whichever is larger, never below zero: cautious until the errors say otherwise.
 
 Errors are kept for `MAX_AGE_S` (twice as long as adapters keep their requests' figures): a
 platform the rule stopped choosing for its errors is judged again on its figures once they
@@ -43,14 +44,12 @@ class PredictionErrors:
             self._errors.append((self._clock(), error_s))
             self._sorted = None
 
-    def margin_s(self, attainment: float) -> float:
+    def margin_s(self, attainment: float, prior_s: float = 0.0) -> float:
         """What to add to a prediction so that at least `attainment` of the recent answers
-        would have been within it."""
+        would have been within it; `prior_s` until there are `MIN_ERRORS` of them."""
         errors = self._ordered()
-        if not errors:
-            return 0.0
         if len(errors) < MIN_ERRORS:
-            return max(0.0, errors[-1])
+            return max(0.0, prior_s, errors[-1] if errors else 0.0)
         return errors[min(len(errors), math.ceil(attainment * len(errors))) - 1]
 
     def _ordered(self) -> list[float]:

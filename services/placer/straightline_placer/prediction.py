@@ -4,15 +4,15 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
     latency = wait for a slot + service time for the request's size + transfer
               + probability of a cold start x cold-start time
 
-- service time: the slowest of the requests of about this size the instance reports (its size
-  bucket, else the nearest bucket with requests, else its recent p95). The slowest, not a
-  median or a percentile: an objective is met or missed per request, and a platform whose
-  recent requests were not all within it will not keep every next one within it either.
-  Adapters forget requests after 30 s; the placer then recalls the figures it last saw
-  (`recollection.py`), and an instance without any is `unmeasured`, predicted at no service
-  time: the rule measures it with a copy of a request that a measured platform serves (a
-  mirror) and sends it a user's request only when no measured platform can take it; while a
-  request or its copy is on its way there it is marked `probing`;
+- service time: the median of the requests of about this size the instance reports (its size
+  bucket, else the nearest bucket with requests, else its recent median). The median, not the
+  slowest: the margin (below) carries the tail, measured as the errors of these very
+  predictions, so the tail is counted once. Adapters forget requests after 30 s; the placer
+  then recalls the figures it last saw (`recollection.py`), and an instance without any is
+  `unmeasured`, predicted at no service time: the rule measures it with a copy of a request
+  that a measured platform serves (a mirror) and sends it a user's request only when no
+  measured platform can take it; while a request or its copy is on its way there it is marked
+  `probing`;
 - wait: none while the platform has a free slot; otherwise the requests ahead of it in the
   queue of the instance it would go to (the one with most queue room), drained by that
   instance's slots at one median service time each; a full platform without queue room (Lambda at
@@ -22,14 +22,15 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   Lambda environment must start), none otherwise; its time is the instance's recent median;
 - transfer: the platform's network round trip plus the payload at its bandwidth;
 - shared cores: platforms whose settings name the same host (Flask and Docker on one machine)
-  slow each other down. A request there is predicted at the larger of the slowest recent
-  service time and the median one stretched by the host's load: (the requests running on the
-  host's platforms, as the placer's view counts them, plus this one) / the host's cores, at
-  least 1. The slowest already holds the contention of the recent past; the stretch adds the
-  contention the request will meet now;
+  slow each other down. A request there is predicted at the median service time stretched by
+  the host's load: (the requests running on the host's platforms, as the placer's view counts
+  them, plus this one) / the host's cores, at least 1. A platform with a free slot on a host
+  with a core to spare is marked `spare_core` (the SLO-aware rule never sheds a request it
+  could start there at once);
 - margin: the instance's recent prediction errors at the policy's attainment target
   (`calibration.py`), kept apart from the prediction (`PlatformState.margin_s`) so that the
-  errors stay measured against the prediction itself.
+  errors stay measured against the prediction itself. Until enough errors are known, it is at
+  least the distance from the median to the slowest recent service time.
 
 Cost: per request, plus per GB-second of the platform's memory for the time it runs (Lambda),
 plus the instance-hour apportioned to the request's share of the instance (its time on one of
@@ -71,6 +72,11 @@ def predict_all(
             stretch = max(1.0, (running[platform_settings.host] + 1) / platform_settings.host_cores)
         predict(state, size, platform_settings, objective, stretch)
         state.host = platform_settings.host
+        state.spare_core = (
+            bool(state.host)
+            and state.free_slots > 0
+            and running[state.host] < platform_settings.host_cores
+        )
 
 
 def _running_per_host(
@@ -110,10 +116,9 @@ def predict(
     else:
         state.predicted_latency_s = None
         return
-    transfer = _transfer_s(size, settings)
-    slowest = max(stats.slowest_service_time_s(size), service)
-    state.predicted_latency_s = wait + slowest + transfer + cold
-    state.margin_s = state.instance.prediction_errors.margin_s(objective.attainment)
+    state.predicted_latency_s = wait + service + _transfer_s(size, settings) + cold
+    tail = stats.slowest_service_time_s(size) - service
+    state.margin_s = state.instance.prediction_errors.margin_s(objective.attainment, tail)
     state.predicted_cost_usd = cost(service + cold, state.instance.capacity_total, settings)
 
 

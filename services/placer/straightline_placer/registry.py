@@ -153,6 +153,7 @@ class PlatformState:
     margin_s: float = 0.0
     host: str = ""  # the host named in the platform's settings, when it shares one
     unmeasured: bool = False  # no recent figures, reported or recalled
+    spare_core: bool = False  # a free slot on a shared host with a core nothing runs on
     probing: bool = False  # unmeasured, with a request already on its way there
     instance_queued: int = 0
     instance_queue_room: int = 0

@@ -1,7 +1,9 @@
 """The SLO-aware rule: the cheapest platform predicted to meet the request's latency objective
 with the policy's attainment target (its prediction plus the margin its recent errors call for,
 `calibration.py`); else the one predicted fastest, or, when the policy sheds late requests, a
-refusal at once; and a refusal at once when none can answer before the request's deadline.
+refusal at once, unless a platform can start it at once on a core nothing else runs on (a
+request shed there would leave the core idle, helping no one); and a refusal at once when none
+can answer before the request's deadline.
 The predictions are the placer's (`prediction.py`)."""
 
 import dataclasses
@@ -53,7 +55,10 @@ class SloAwareRule:
         if fastest[0] > deadline:
             return Decision(None, Branch.DEADLINE_UNMEETABLE, _too_late(inputs, deadline))
         if inputs.shed_late:
-            return Decision(None, Branch.OBJECTIVE_UNMEETABLE, _shed(inputs, objective))
+            idle = [c for c in candidates if c[2].spare_core and c[0] <= deadline]
+            if not idle:
+                return Decision(None, Branch.OBJECTIVE_UNMEETABLE, _shed(inputs, objective))
+            fastest = min(idle, key=lambda c: (c[0], c[1]))
         return Decision(fastest[2].platform, Branch.LOWEST_PREDICTED_LATENCY)
 
 
