@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import grpc
@@ -150,7 +150,7 @@ def json_b64(url: str) -> Call:
 @contextmanager
 def peer_process(command: list[str], env: dict[str, str], log: Path, probe: Call) -> Iterator[None]:
     """A peer's server started from its own environment, ready once `probe` answers; stopped
-    (its whole process group) at the end."""
+    at the end (`_stop_peer`)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -168,18 +168,37 @@ def peer_process(command: list[str], env: dict[str, str], log: Path, probe: Call
                     time.sleep(1.0)
             yield
         finally:
-            _stop_group(process)
+            _stop_peer(process, log.parent)
 
 
-def _stop_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
-    except subprocess.TimeoutExpired:
+def _stop_peer(process: subprocess.Popen, workdir: Path) -> None:
+    """The server first, alone, so that it can stop what it started (Ray Serve's driver shuts
+    its cluster down, and with it HAProxy, which runs outside the process group); then what is
+    left of its process group; then anything still running that names the run's directory
+    (such a HAProxy, when the graceful stop failed)."""
+    process.terminate()
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(90)
+    with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+    process.wait()
+    for pid in _processes_naming(workdir):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _processes_naming(directory: Path) -> list[int]:
+    """Processes of this user whose command line names `directory`."""
+    mine, needle = os.getuid(), str(directory).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid == mine and needle in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # it ended meanwhile
+            continue
+    return found
 
 
 def ray_serve_calls(store: ModelStore, workdir: Path, measure) -> None:
@@ -187,9 +206,22 @@ def ray_serve_calls(store: ModelStore, workdir: Path, measure) -> None:
     python = str(venvs.ensure("ray") / "bin" / "python")
     for fast in (False, True):
         mode = "high-throughput mode, HAProxy" if fast else "default proxy"
-        flags = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
         for replicas in (1, 2):
-            [port] = free_ports(1)
+            [port, stats_port, metrics_port] = free_ports(3)
+            haproxy = workdir / f"haproxy-{replicas}"
+            haproxy.mkdir(parents=True, exist_ok=True)
+            # HAProxy's files in this run's directory and its ports free ones, not /tmp and
+            # fixed ports that a previous run's HAProxy could still hold.
+            flags = {
+                "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+                "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+                "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+                "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+            }
             call = rest_v1(f"http://127.0.0.1:{port}/classify")
             command = [
                 python,

@@ -1,13 +1,16 @@
-"""Requests that go out together (the serverless adapter's opt-in batching)."""
+"""Requests that go out together (the serverless adapter's opt-in batching, the Docker
+adapter's coalescing)."""
 
 import threading
 import time
+from concurrent import futures
 
 import pytest
 
 from straightline_common.errors import InvalidArgument, NotFound, Unavailable
 from straightline_inference.adapter.backend import Capacity
 from straightline_inference.adapter.coalescer import MAX_BATCH_SIZE, Batching, Coalescer
+from tests.support.waiting import wait_until
 
 
 class Recorder:
@@ -51,6 +54,31 @@ def test_a_call_alone_goes_alone_after_the_delay():
     assert coalescer.call(3) == 6
     assert 0.05 <= time.monotonic() - started < 1.0
     assert send.groups == [[3]]
+
+
+def test_a_call_goes_at_once_when_there_is_no_point_in_waiting_for_more():
+    send = Recorder()
+    coalescer = Coalescer(send, max_size=4, max_delay_s=5.0, wait_for_more=lambda: False)
+    started = time.monotonic()
+    assert coalescer.call(3) == 6
+    assert time.monotonic() - started < 4.0  # not the delay
+    assert send.groups == [[3]]
+
+
+def test_calls_waiting_for_their_leader_are_counted():
+    release = threading.Event()
+
+    def send(calls):
+        release.wait(10)
+        return [c * 2 for c in calls]
+
+    coalescer = Coalescer(send, max_size=3, max_delay_s=5.0)
+    with futures.ThreadPoolExecutor(3) as pool:
+        calls = [pool.submit(coalescer.call, value) for value in (1, 2, 3)]
+        assert wait_until(lambda: coalescer.following == 2)
+        release.set()
+        assert [call.result(10) for call in calls] == [2, 4, 6]
+    assert coalescer.following == 0
 
 
 def test_calls_within_the_delay_go_together_up_to_the_size_each_with_its_answer():

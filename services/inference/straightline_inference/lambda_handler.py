@@ -25,7 +25,6 @@ import binascii
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -35,7 +34,7 @@ from straightline_common.logs import configure_logging
 from straightline_common.modelstore import open_store
 from straightline_common.telemetry import configure_tracing
 from straightline_inference import oip_json
-from straightline_inference.model import ModelSet
+from straightline_inference.model import MAX_TOGETHER, ModelSet, run_together
 
 configure_logging("lambda", os.environ.get("STRAIGHTLINE_LOG_LEVEL", "info"))
 _tracer_provider = configure_tracing("straightline-lambda")
@@ -49,8 +48,7 @@ _MODELS = ModelSet(
 )
 INIT_SECONDS = time.perf_counter() - _started
 tracer = trace.get_tracer("straightline.lambda")
-MAX_BATCH = 64
-_items = ThreadPoolExecutor(MAX_BATCH, thread_name_prefix="batch-item")
+MAX_BATCH = MAX_TOGETHER
 
 
 def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
@@ -82,7 +80,7 @@ def _predict_batch(items: Any) -> dict[str, Any]:
     """Every item at once: their images meet at the model, whose batcher runs them together."""
     if not (isinstance(items, list) and 1 <= len(items) <= MAX_BATCH):
         return _answered(_refuse, {"why": f"batch must be a list of 1 to {MAX_BATCH} requests"})
-    return {"batch": list(_items.map(_predict_item, items))}
+    return {"batch": run_together(_predict_item, items)}
 
 
 def _predict_item(item: Any) -> dict[str, Any]:

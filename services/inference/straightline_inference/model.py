@@ -1,9 +1,13 @@
 """A Keras model loaded for serving: decode, predict, top-k. Shared by every front door."""
 
+import contextvars
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from opentelemetry import trace
@@ -17,6 +21,20 @@ from straightline_inference.batching import DEFAULT_BATCHING, Batcher, BatchSett
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("straightline.model")
 DEFAULT_TOP_K = 5
+MAX_TOGETHER = 64  # images run at once for one request (an OIP tensor, a Lambda batch)
+_together = ThreadPoolExecutor(MAX_TOGETHER, thread_name_prefix="together")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def run_together(run: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
+    """`run` on every item at once, each on a thread of its own (in the caller's trace
+    context), so that their images meet at the model, whose batcher runs them together; one
+    item runs on the caller's thread. The first error is raised, after every item ran."""
+    if len(items) == 1:
+        return [run(items[0])]
+    futures = [_together.submit(contextvars.copy_context().run, run, item) for item in items]
+    return [future.result() for future in futures]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 from inference import open_inference_grpc_pb2 as oip
 from straightline_common import errors, limits, oip_tensors
 from straightline_common.telemetry import straightline_version
-from straightline_inference.model import LoadedModel, Prediction
+from straightline_inference.model import LoadedModel, Prediction, run_together
 
 HEADER_LENGTH = oip_tensors.HEADER_LENGTH
 _JSON_DATATYPES = {"UINT8", "FP32", "BYTES"}
@@ -33,11 +33,13 @@ def infer(model: LoadedModel, body: bytes, header_length: str | None) -> tuple[b
 
 def infer_message(model: LoadedModel, message: oip.ModelInferRequest) -> oip.ModelInferResponse:
     """Runs an infer request, as the protocol's message, on the model: REST's, the Lambda
-    handler's and gRPC's one path."""
-    answers = [
-        _scored(model.predict(image.payload, image.content_type, oip_tensors.ALL_CLASSES))
-        for image in oip_tensors.images_of(message)
-    ]
+    handler's and gRPC's one path. A request's images run at once (`run_together`)."""
+    answers = run_together(
+        lambda image: _scored(
+            model.predict(image.payload, image.content_type, oip_tensors.ALL_CLASSES)
+        ),
+        oip_tensors.images_of(message),
+    )
     response = oip.ModelInferResponse(
         model_name=model.version.name, model_version=model.version.version, id=message.id
     )

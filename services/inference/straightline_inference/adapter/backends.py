@@ -45,6 +45,7 @@ def docker(config: AdapterConfig) -> Backend:
             min_environments=config.min_warm,
         ),
         "tls": tls_files(vars(config)),
+        "batching": _batching(config),
     }
     if config.docker_backend == "swarm":
         constraints = [c.strip() for c in config.swarm_constraints.split(",") if c.strip()]

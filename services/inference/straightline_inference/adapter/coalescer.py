@@ -1,11 +1,13 @@
 """Requests that go out together: calls that arrive within a delay of the first of a group, up
-to a number of calls and a number of bytes, are sent in one (serverless batching, opt-in: one
-Lambda invocation then carries several requests).
+to a number of calls and a number of bytes, are sent in one (opt-in: serverless batching, one
+Lambda invocation then carries several requests; Docker coalescing, one model-server call
+carries several images).
 
 The first call of a group leads it: it waits until the group is full or `max_delay_s` has
 passed since it came, closes the group (the next call starts another), sends it, and hands
 each call its own answer or error. The others wait for their answer. Under light load a group
-holds one call and waits the whole delay: the price of batching, which is why it is opt-in.
+holds one call and waits the whole delay, unless `wait_for_more` says there is no point (the
+Docker platform has a free slot: the call goes at once).
 """
 
 import dataclasses
@@ -45,12 +47,20 @@ class Coalescer(Generic[C, A]):
         max_delay_s: float,
         weight: Callable[[C], int] = lambda _call: 0,
         max_weight: int = 0,
+        wait_for_more: Callable[[], bool] = lambda: True,
     ) -> None:
         self._send = send
         self._max_size, self._max_delay_s = max_size, max_delay_s
         self._weight, self._max_weight = weight, max_weight
+        self._wait_for_more = wait_for_more
         self._forming: _Group[C, A] | None = None
         self._changed = threading.Condition()
+        self._following = 0
+
+    @property
+    def following(self) -> int:
+        """Calls waiting for the call that leads their group to send it."""
+        return self._following
 
     def call(self, call: C) -> A:
         """Sends `call` in a group and returns its answer (or raises its error)."""
@@ -59,6 +69,8 @@ class Coalescer(Generic[C, A]):
             self._lead(group)
         else:
             group.done.wait()
+            with self._changed:
+                self._following -= 1
         result = group.results[index]
         if isinstance(result, BaseException):
             raise result
@@ -76,6 +88,7 @@ class Coalescer(Generic[C, A]):
                 group = self._forming = _Group()
             group.calls.append(call)
             group.weight += weight
+            self._following += 0 if leads else 1
             if len(group.calls) >= self._max_size:
                 self._close(group)
             return group, len(group.calls) - 1, leads
@@ -88,7 +101,7 @@ class Coalescer(Generic[C, A]):
         self._changed.notify_all()
 
     def _lead(self, group: _Group[C, A]) -> None:
-        deadline = time.monotonic() + self._max_delay_s
+        deadline = time.monotonic() + (self._max_delay_s if self._wait_for_more() else 0.0)
         with self._changed:
             while not group.closed and (left := deadline - time.monotonic()) > 0:
                 self._changed.wait(left)
@@ -130,11 +143,12 @@ class Batching:
         send: Callable[[list[C]], Sequence[A | BaseException]],
         weight: Callable[[C], int],
         max_weight: int,
+        wait_for_more: Callable[[], bool] = lambda: True,
     ) -> Coalescer[C, A] | None:
         """What groups the calls, when batching is on."""
         if not self.on:
             return None
-        return Coalescer(send, self.size, self.delay_s, weight, max_weight)
+        return Coalescer(send, self.size, self.delay_s, weight, max_weight, wait_for_more)
 
     def slots(self, capacity: Capacity) -> Capacity:
         """An environment's slots as the placer should count them: a batch each."""

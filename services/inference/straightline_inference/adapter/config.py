@@ -148,13 +148,14 @@ SETTINGS = (
         parse_positive_int,
         1,
         "serverless: requests sent in one invocation at most (opt-in batching; 1: each on its "
-        "own; it changes Lambda's billing and failures, docs/adapters.md)",
+        "own; it changes Lambda's billing and failures, docs/inference.md); docker: requests "
+        "for one model sent to a container in one call while every slot is taken",
     ),
     _setting(
         "batch_delay_ms",
         float,
         5.0,
-        "serverless, with batch_size over 1: how long the first request of a batch waits for more",
+        "with batch_size over 1: how long the first request of a batch waits for more",
     ),
     _setting(
         "oip_url",

@@ -13,6 +13,7 @@ behind them. Health: the endpoint's readiness and each model's, at start and whi
 import base64
 import json
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -102,7 +103,7 @@ class OipBackend:
         with self._gate.slot(timeout) as queued:
             started = time.perf_counter()
             model, entries = self._transport.infer(call, timeout)
-            classes = _classes(entries, call.top_k)
+            classes = classes_of(entries, call.top_k)
             executed = time.perf_counter() - started
         return Answer(model, classes, queue_seconds=queued, execution_seconds=executed)
 
@@ -145,15 +146,11 @@ class RestTransport:
         return body
 
     def infer(self, call: PredictCall, timeout: float) -> tuple[dict[str, str], list[str]]:
-        body, headers = _binary_body(call) if self._binary else _json_body(call)
-        response = self._endpoint.send(
-            "POST",
-            _model_path(call.model_name, call.model_version) + "/infer",
-            timeout,
-            body=body,
-            headers=headers,
-        )
-        return _rest_answer(response, call)
+        if self._binary:
+            model, (entries,) = infer_together(self._endpoint, [call], timeout)
+            return model, entries
+        body, headers = _json_body(call)
+        return _rest_answer(_post_infer(self._endpoint, call, body, headers, timeout), call)
 
     def close(self) -> None:
         self._endpoint.close()
@@ -225,23 +222,49 @@ def _model_path(name: str, version: str) -> str:
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
 
 
-def _binary_body(call: PredictCall) -> tuple[bytes, dict[str, str]]:
-    """An infer request for one image: the JSON header, then the tensor's bytes."""
-    if _is_pixels(call):
-        dtype, shape = tensors.parse_content_type(call.content_type)
+def infer_together(
+    endpoint: HttpEndpoint, calls: Sequence[PredictCall], timeout: float
+) -> tuple[dict[str, str], list[list[str]]]:
+    """One REST infer request, with the binary tensor data extension, for the calls' images
+    (one call, or several encoded images for the same model): the model that answered and each
+    image's "score:index:label" entries, best first."""
+    body, headers = _binary_body(calls)
+    response = _post_infer(endpoint, calls[0], body, headers, timeout)
+    model, entries = _rest_answer(response, calls[0])
+    width, rest = divmod(len(entries), len(calls))
+    if rest or not width:
+        raise _without_classification(ValueError(f"{len(entries)} entries for {len(calls)} images"))
+    return model, [entries[i * width : (i + 1) * width] for i in range(len(calls))]
+
+
+def _post_infer(
+    endpoint: HttpEndpoint, call: PredictCall, body: bytes, headers: dict[str, str], timeout: float
+) -> Any:
+    path = _model_path(call.model_name, call.model_version) + "/infer"
+    return endpoint.send("POST", path, timeout, body=body, headers=headers)
+
+
+def _binary_body(calls: Sequence[PredictCall]) -> tuple[bytes, dict[str, str]]:
+    """An infer request for one image, or several encoded ones: the JSON header, then the
+    tensor's bytes; the top k asked for is the largest any call asks for."""
+    first = calls[0]
+    if is_pixels(first):
+        assert len(calls) == 1, "pixels go one image per request"
+        dtype, shape = tensors.parse_content_type(first.content_type)
         tensor: dict[str, Any] = {"datatype": _PIXELS[dtype], "shape": [1, *shape]}
-        data = call.payload
+        data = first.payload
     else:
-        tensor, data = {"datatype": "BYTES", "shape": [1]}, oip_tensors.with_length(call.payload)
+        tensor = {"datatype": "BYTES", "shape": [len(calls)]}
+        data = b"".join(oip_tensors.with_length(call.payload) for call in calls)
     tensor["parameters"] = {"binary_data_size": len(data)}
-    header = _request(call, tensor)
+    header = _request(first, tensor, max(call.top_k for call in calls))
     headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
     return header + data, headers
 
 
 def _json_body(call: PredictCall) -> tuple[bytes, dict[str, str]]:
     """An infer request for one image in plain JSON (endpoints without the extension)."""
-    if _is_pixels(call):
+    if is_pixels(call):
         dtype, shape = tensors.parse_content_type(call.content_type)
         pixels = np.frombuffer(call.payload, dtype=np.dtype(dtype).newbyteorder("<"))
         tensor = {"datatype": _PIXELS[dtype], "shape": [1, *shape], "data": pixels.tolist()}
@@ -252,19 +275,19 @@ def _json_body(call: PredictCall) -> tuple[bytes, dict[str, str]]:
             "data": [base64.b64encode(call.payload).decode()],
             "parameters": {"content_type": "base64"},
         }
-    return _request(call, tensor), {"Content-Type": "application/json"}
+    return _request(call, tensor, call.top_k), {"Content-Type": "application/json"}
 
 
-def _is_pixels(call: PredictCall) -> bool:
+def is_pixels(call: PredictCall) -> bool:
     return call.content_type.split(";")[0].strip().lower() == tensors.MEDIA_TYPE
 
 
-def _request(call: PredictCall, tensor: dict[str, Any]) -> bytes:
+def _request(call: PredictCall, tensor: dict[str, Any], top_k: int) -> bytes:
     """The JSON of an infer request with one input, asking for the top k classes."""
     request = {
         "id": call.request_id,
         "inputs": [{"name": "image", **tensor}],
-        "outputs": [{"name": "scores", "parameters": {"classification": max(1, call.top_k)}}],
+        "outputs": [{"name": "scores", "parameters": {"classification": max(1, top_k)}}],
     }
     return json.dumps(request).encode()
 
@@ -287,7 +310,7 @@ def _rest_answer(response: Any, call: PredictCall) -> tuple[dict[str, str], list
 
 def _grpc_request(call: PredictCall) -> oip.ModelInferRequest:
     """An infer request for one image, its tensor in raw_input_contents."""
-    if _is_pixels(call):
+    if is_pixels(call):
         dtype, shape = tensors.parse_content_type(call.content_type)
         tensor = oip.ModelInferRequest.InferInputTensor(
             name="image", datatype=_PIXELS[dtype], shape=[1, *shape]
@@ -308,7 +331,7 @@ def _grpc_request(call: PredictCall) -> oip.ModelInferRequest:
     )
 
 
-def _classes(entries: list[str], top_k: int) -> list[dict[str, Any]]:
+def classes_of(entries: list[str], top_k: int) -> list[dict[str, Any]]:
     """The endpoint's "score:index:label" entries as the model's classes, best first."""
     classes = []
     try:
