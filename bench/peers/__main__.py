@@ -10,14 +10,14 @@ way of serving it, in alternation and repeated, reported as shares of the model 
 - MLServer (its own virtual environment, `make setup`), serving the same Keras file through
   the custom runtime the tests use, over its OIP REST API (JSON, the image base64) and its OIP
   gRPC API (raw bytes);
-- with `--peers mlserver,ray,bentoml`: Ray Serve (HTTP, the JPEG as the body), one and two
-  replicas, behind its default proxy and in its high-throughput mode (HAProxy in front), and
-  BentoML (its JSON API, the image base64, two workers), each installed by this script into a
-  virtual environment of its own (`bench/peers/venvs.py`), loading the model with our code.
-  Written, with both environments installing here (Ray 2.60.0, BentoML 1.4.40), but not run
-  yet: they are not in the default set until they have been.
+- Ray Serve (HTTP, the JPEG as the body), one and two replicas, behind its default proxy and
+  in its high-throughput mode (HAProxy in front), and BentoML (its JSON API, the image base64,
+  two workers), each installed by this script into a virtual environment of its own
+  (`bench/peers/venvs.py`: Ray 2.60.0, BentoML 1.4.40 here), loading the model with our code.
+  Each peer is stopped through its own server first (Ray Serve's driver shuts its cluster and
+  HAProxy down), then its process group, then anything left that names its directory.
 
-    python -m bench.peers [--seconds 10] [--rounds 2]
+    python -m bench.peers [--seconds 10] [--rounds 3] [--peers mlserver,ray,bentoml]
 """
 
 import argparse
@@ -97,7 +97,7 @@ def closed_loop(call: Call, images: list[bytes], seconds: float) -> dict:
 
 
 def rest_v1(url: str) -> Call:
-    pool = urllib3.PoolManager(maxsize=CALLERS)
+    pool = urllib3.PoolManager(maxsize=CALLERS, retries=False)  # a failure counts
 
     def call(image: bytes) -> None:
         reply = pool.request("POST", url, body=image, headers={"Content-Type": "image/jpeg"})
@@ -109,7 +109,7 @@ def rest_v1(url: str) -> Call:
 def oip_rest(url: str) -> Call:
     """An OIP infer over REST in plain JSON (MLServer has no binary extension): the image
     base64, the top class asked for with the classification parameter."""
-    pool = urllib3.PoolManager(maxsize=CALLERS)
+    pool = urllib3.PoolManager(maxsize=CALLERS, retries=False)  # a failure counts
 
     def call(image: bytes) -> None:
         body = {
@@ -137,7 +137,7 @@ def oip_rest(url: str) -> Call:
 
 def json_b64(url: str) -> Call:
     """BentoML's JSON API: the image base64 under its parameter's name."""
-    pool = urllib3.PoolManager(maxsize=CALLERS)
+    pool = urllib3.PoolManager(maxsize=CALLERS, retries=False)  # a failure counts
 
     def call(image: bytes) -> None:
         body = json.dumps({"image_b64": base64.b64encode(image).decode()})
@@ -201,27 +201,13 @@ def _processes_naming(directory: Path) -> list[int]:
     return found
 
 
-def ray_serve_calls(store: ModelStore, workdir: Path, measure) -> None:
+def ray_serve_calls(store: ModelStore, measure) -> None:
     """Ray Serve, one and two replicas, default proxy and high-throughput mode."""
     python = str(venvs.ensure("ray") / "bin" / "python")
     for fast in (False, True):
         mode = "high-throughput mode, HAProxy" if fast else "default proxy"
         for replicas in (1, 2):
             [port, stats_port, metrics_port] = free_ports(3)
-            haproxy = workdir / f"haproxy-{replicas}"
-            haproxy.mkdir(parents=True, exist_ok=True)
-            # HAProxy's files in this run's directory and its ports free ones, not /tmp and
-            # fixed ports that a previous run's HAProxy could still hold.
-            flags = {
-                "RAY_SERVE_ENABLE_HA_PROXY": "1",
-                "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
-                "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
-                "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
-                "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-                "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
-            }
             call = rest_v1(f"http://127.0.0.1:{port}/classify")
             command = [
                 python,
@@ -229,10 +215,24 @@ def ray_serve_calls(store: ModelStore, workdir: Path, measure) -> None:
                 *("--store", str(store.root), "--model", MODEL, "--port", str(port)),
                 *("--replicas", str(replicas)),
             ]
-            env = venvs.environment(flags if fast else {})
-            log = workdir / f"ray-{replicas}-{int(fast)}.log"
-            with peer_process(command, env, log, call):
-                measure(f"Ray Serve (HTTP, {mode}, {replicas} replica(s))", call)
+            # HAProxy's files in a directory of this run (short: its socket's path, with the
+            # hash Ray adds, must stay under 97 characters) and its ports free ones, not /tmp
+            # and fixed ports that a previous run's HAProxy could still hold.
+            with tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp") as short:
+                haproxy = Path(short)
+                flags = {
+                    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+                    "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+                    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+                    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+                    "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+                    "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+                }
+                env = venvs.environment(flags if fast else {})
+                with peer_process(command, env, haproxy / "ray.log", call):
+                    measure(f"Ray Serve (HTTP, {mode}, {replicas} replica(s))", call)
 
 
 def bentoml_calls(store: ModelStore, workdir: Path, measure) -> None:
@@ -320,10 +320,10 @@ def model_server_calls(store: ModelStore, workdir: Path, measure) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--peers",
-        default="mlserver",
+        default="mlserver,ray,bentoml",
         help="which peers beside StraightLine, comma-separated (mlserver, ray, bentoml)",
     )
     args = parser.parse_args()
@@ -346,7 +346,7 @@ def main() -> None:
             if "mlserver" in peers:
                 mlserver_calls(store, workdir / f"mlserver-{round_}", measure)
             if "ray" in peers:
-                ray_serve_calls(store, workdir / f"ray-{round_}", measure)
+                ray_serve_calls(store, measure)
             if "bentoml" in peers:
                 bentoml_calls(store, workdir / f"bentoml-{round_}", measure)
         floor = in_process(store, MODEL, images, args.seconds)
