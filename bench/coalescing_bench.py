@@ -19,15 +19,14 @@ import docker
 from bench import report
 from bench.batching_bench import jpegs
 from bench.callers_bench import ENV, cpu_seconds
-from bench.peers.__main__ import closed_loop
-from straightline.v1 import inference_pb2, inference_pb2_grpc, types_pb2
+from bench.peers.__main__ import MODEL, adapter_predict, closed_loop
+from straightline.v1 import inference_pb2_grpc
 from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from tests.support.models import make_classifier
 
-MODEL = "small"
 SETTINGS = {
     "without coalescing": [],
     "coalescing (batch 8, 2 ms)": ["--batch-size", "8", "--batch-delay-ms", "2"],
@@ -59,15 +58,7 @@ def bench_setting(store, engine, arguments, images, seconds, workdir, name) -> d
     adapter = docker_adapter(store, workdir, name, arguments)
     try:
         with open_channel(adapter.address, Role.PLACER) as channel:
-            stub = inference_pb2_grpc.InferenceServiceStub(channel)
-            ref = types_pb2.ModelRef(name=MODEL)
-
-            def predict(image: bytes) -> None:
-                request = inference_pb2.PredictRequest(
-                    model=ref, payload=image, content_type="image/jpeg"
-                )
-                stub.Predict(request, timeout=30)
-
+            predict = adapter_predict(inference_pb2_grpc.InferenceServiceStub(channel))
             closed_loop(predict, images, 3.0)  # warm: every worker's first call
             before = cpu_seconds(adapter.process.pid), container_cpu_seconds(engine, name)
             run = closed_loop(predict, images, seconds)

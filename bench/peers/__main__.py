@@ -269,6 +269,17 @@ def oip_grpc_call(target: str) -> tuple[Call, grpc.Channel]:
     return call, channel
 
 
+def adapter_predict(stub: inference_pb2_grpc.InferenceServiceStub) -> Call:
+    """An adapter's Predict, as the placer sends it."""
+    ref = types_pb2.ModelRef(name=MODEL)
+
+    def call(image: bytes) -> None:
+        request = inference_pb2.PredictRequest(model=ref, payload=image, content_type="image/jpeg")
+        stub.Predict(request, timeout=30)
+
+    return call
+
+
 def straightline_calls(store: ModelStore, workdir: Path, measure) -> None:
     """An adapter's Predict, the placer's Infer."""
     with (
@@ -280,17 +291,11 @@ def straightline_calls(store: ModelStore, workdir: Path, measure) -> None:
         placer_stub = placer_pb2_grpc.PlacerServiceStub(to_placer)
         ref = types_pb2.ModelRef(name=MODEL)
 
-        def predict(image: bytes) -> None:
-            request = inference_pb2.PredictRequest(
-                model=ref, payload=image, content_type="image/jpeg"
-            )
-            adapter_stub.Predict(request, timeout=30)
-
         def infer(image: bytes) -> None:
             request = placer_pb2.InferRequest(model=ref, payload=image, content_type="image/jpeg")
             placer_stub.Infer(request, timeout=30)
 
-        measure("StraightLine adapter (gRPC Predict)", predict)
+        measure("StraightLine adapter (gRPC Predict)", adapter_predict(adapter_stub))
         measure("StraightLine placer (gRPC Infer)", infer)
 
 

@@ -144,11 +144,14 @@ class ModelServerPool(PooledBackend):
         with self._groups_lock:
             groups = self._groups.get(key)
             if groups is None and len(self._groups) < MAX_GROUPED_MODELS:
-                groups = self._batching.coalescer(
-                    self._send_group, _payload_bytes, MAX_GROUP_BYTES, self._all_slots_taken
+                groups = self._groups[key] = Coalescer(
+                    self._send_group,
+                    self._batching.size,
+                    self._batching.delay_s,
+                    _payload_bytes,
+                    MAX_GROUP_BYTES,
+                    self._all_slots_taken,
                 )
-                if groups is not None:
-                    self._groups[key] = groups
             return groups
 
     def _all_slots_taken(self) -> bool:
