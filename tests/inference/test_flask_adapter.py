@@ -62,6 +62,7 @@ def test_metadata_and_status(stub):
     assert len(metadata.checksum) == 64
     report = stub.GetStatus(inference_pb2.GetStatusRequest()).report
     assert (report.capacity_total, report.capacity_free) == (2, 2)
+    assert report.runs_per_environment == 1  # its model server batches: a batch at a time
     assert [(m.name, m.version) for m in report.models] == [("tiny", "1")]
 
 

@@ -70,3 +70,15 @@ def test_errors_added_from_many_threads_are_all_kept():
     for thread in threads:
         thread.join()
     assert errors.margin_s(1.0) == pytest.approx(0.01)
+
+
+def test_errors_are_kept_per_load_level():
+    # Alone on its host the platform is predicted well; with another request beside it, its
+    # answers come 90 ms late: only predictions made at that level carry that margin.
+    errors = PredictionErrors(lambda: 0.0)
+    for _ in range(MIN_ERRORS):
+        errors.add(0.005, level=0)
+        errors.add(0.09, level=1)
+    assert errors.margin_s(0.99, level=0) == pytest.approx(0.005)
+    assert errors.margin_s(0.99, level=1) == pytest.approx(0.09)
+    assert errors.margin_s(0.99, prior_s=0.05, level=2) == pytest.approx(0.05)  # none yet

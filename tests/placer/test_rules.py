@@ -35,10 +35,14 @@ def state(
     service=0.02,
     slowest=None,
     cold_start=1.0,
+    environments=0,
+    runs_per_environment=0,
 ):
     """A platform with one instance; `warm` free slots are warm (default: all free ones);
     one size bucket whose median service time is `service` (and its slowest too, by default)."""
     stats = InstanceStats(
+        warm_environments=environments,
+        runs_per_environment=runs_per_environment,
         recent_latency_p95_s=p95,
         recent_latency_p50_s=service,
         recent_cold_start_s=cold_start,
@@ -358,6 +362,58 @@ def test_a_host_with_cores_to_spare_stretches_nothing():
     prediction.predict_all(platforms, SMALL, {FLASK: on_host(4), DOCKER: on_host(4)}, objective)
     assert flask.predicted_latency_s == docker.predicted_latency_s == pytest.approx(0.1)
     assert flask.spare_core and docker.spare_core  # 1 running on 4 cores
+
+
+def test_a_free_slot_on_a_model_server_that_runs_in_series_waits_for_the_run_ahead():
+    # One Flask model server that batches (one batch at a time), 2 slots, 1 of them running:
+    # the request on the free slot starts when that run ends, on a 4-core host with cores to
+    # spare; Docker's 2 containers run a request each side by side, 1 running.
+    flask = state(FLASK, free=1, total=2, service=0.1, environments=1, runs_per_environment=1)
+    docker = state(DOCKER, free=1, total=2, service=0.1, environments=2, runs_per_environment=1)
+    platforms = {FLASK: flask, DOCKER: docker}
+    objective = prediction.Objective(0.3, 1.0, 0.0)
+    prediction.predict_all(platforms, SMALL, {FLASK: on_host(4), DOCKER: on_host(4)}, objective)
+    assert flask.predicted_latency_s == pytest.approx(0.2)  # the run ahead, then its own
+    assert docker.predicted_latency_s == pytest.approx(0.1)
+    assert not flask.spare_core  # its free slot is not a free core
+    assert docker.spare_core
+
+
+def test_a_model_server_that_runs_in_series_with_nothing_running_starts_at_once():
+    flask = state(FLASK, free=2, total=2, service=0.1, environments=1, runs_per_environment=1)
+    objective = prediction.Objective(0.3, 1.0, 0.0)
+    prediction.predict_all({FLASK: flask}, SMALL, {FLASK: on_host(2)}, objective)
+    assert flask.predicted_latency_s == pytest.approx(0.1)
+    assert flask.spare_core
+
+
+def test_slo_a_request_goes_past_a_batching_model_server_that_is_busy():
+    # The all-local evaluation's 6.5 requests/s bin: Flask's model server runs one Xception
+    # request (190 ms) and has a free slot; a request there would finish in 380 ms, Docker's
+    # idle containers answer in 200 ms.
+    flask = state(FLASK, free=1, total=2, service=0.19, environments=1, runs_per_environment=1)
+    docker = state(DOCKER, free=2, total=2, service=0.2, environments=2, runs_per_environment=1)
+    settings = {FLASK: on_host(2), DOCKER: on_host(2)}
+    decision = decide(Rule.SLO_AWARE, predicted(flask, docker, settings=settings, shed=True))
+    assert (decision.platform, decision.branch) == (DOCKER, Branch.CHEAPEST_WITHIN_OBJECTIVE)
+
+
+def test_slo_a_platform_late_beside_another_request_is_passed_over_only_then():
+    # Docker answers in time alone, but 100 ms late when another request runs on its 2-core
+    # host (memory bandwidth, the control plane): with one running it is passed over.
+    settings = {DOCKER: on_host(2), SERVERLESS: DEFAULT_PLATFORM_SETTINGS[SERVERLESS]}
+
+    def decided(free):
+        docker = state(DOCKER, free=free, total=2, service=0.2, environments=2)
+        for _ in range(8):
+            docker.instance.prediction_errors.add(0.01, level=0)
+            docker.instance.prediction_errors.add(0.1, level=1)
+        serverless = state(SERVERLESS, service=0.15)
+        return decide(Rule.SLO_AWARE, predicted(docker, serverless, settings=settings))
+
+    assert decided(free=2).platform == DOCKER
+    decision = decided(free=1)
+    assert (decision.platform, decision.branch) == (SERVERLESS, Branch.CHEAPEST_WITHIN_OBJECTIVE)
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def measured(stub, adapters):
         default_latency_objective=duration(OBJECTIVE_S),
     )
     # The service time measured, as the adapter times it: the simulated 150 ms and a little.
-    assert wait_until(lambda: 150 <= (predicted_ms(place(stub), SERVERLESS) or 0) <= 153)
+    assert wait_until(lambda: 150 <= (predicted_ms(place(stub), SERVERLESS) or 0) <= 160)
 
 
 def test_idle_the_cheapest_platform_within_the_objective_serves(stub, adapters):
@@ -164,7 +164,7 @@ def test_a_platform_not_measured_yet_is_measured_by_a_copy_not_by_a_users_reques
     assert wait_until(lambda: serverless.served == 1)  # the copy, its answer dropped
     assert flask.served == 2
     # Its heartbeat now carries the copy's service time: serverless is measured.
-    assert wait_until(lambda: 150 <= (predicted_ms(place(stub), SERVERLESS) or 0) <= 153)
+    assert wait_until(lambda: 150 <= (predicted_ms(place(stub), SERVERLESS) or 0) <= 160)
     assert infer(stub).served_platform == FLASK and serverless.served == 1
 
 

@@ -12,7 +12,7 @@ Decoding stays per request, on the requests' own threads, in parallel with the m
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +47,18 @@ class BatchSettings:
 
 
 DEFAULT_BATCHING = BatchSettings()
+
+
+def model_batching(metadata: Mapping[str, Any], defaults: BatchSettings) -> BatchSettings:
+    """The model's own batching settings (metadata.json's "serving" table: max_batch_size,
+    max_queue_delay_ms) over the server's."""
+    serving = metadata.get("serving") or {}
+    if not isinstance(serving, dict):
+        raise InvalidArgument("metadata.json: serving must be a table")
+    delay_ms = serving.get("max_queue_delay_ms", defaults.max_queue_delay_s * 1e3)
+    return BatchSettings(
+        int(serving.get("max_batch_size", defaults.max_batch_size)), float(delay_ms) / 1e3
+    )
 
 
 @dataclass(eq=False)

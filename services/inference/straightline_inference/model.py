@@ -16,7 +16,7 @@ from straightline_common.errors import FailedPrecondition, InvalidArgument, NotF
 from straightline_common.modelstore import ModelStore, ModelVersion
 from straightline_common.names import check_model
 from straightline_inference import imaging
-from straightline_inference.batching import DEFAULT_BATCHING, Batcher, BatchSettings
+from straightline_inference.batching import DEFAULT_BATCHING, Batcher, BatchSettings, model_batching
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("straightline.model")
@@ -73,7 +73,7 @@ class LoadedModel:
             reduce_retracing=True,
         )
         self._forward(np.zeros((1, height, width, 3), np.float32))  # warm-up: build the graph
-        self.batching = _serving(version, batching)
+        self.batching = model_batching(version.metadata, batching)
         self._batcher = Batcher(lambda images: self._forward(images).numpy(), self.batching)
         self.load_seconds = time.perf_counter() - started
         log.info(
@@ -111,18 +111,6 @@ class LoadedModel:
             decoded - started,
             finished - decoded,
         )
-
-
-def _serving(version: ModelVersion, defaults: BatchSettings) -> BatchSettings:
-    """The model's own batching settings (metadata.json's "serving" table: max_batch_size,
-    max_queue_delay_ms) over the server's."""
-    serving = version.metadata.get("serving") or {}
-    if not isinstance(serving, dict):
-        raise InvalidArgument("metadata.json: serving must be a table")
-    delay_ms = serving.get("max_queue_delay_ms", defaults.max_queue_delay_s * 1e3)
-    return BatchSettings(
-        int(serving.get("max_batch_size", defaults.max_batch_size)), float(delay_ms) / 1e3
-    )
 
 
 def _check_top_k(top_k: int, classes: int) -> int:

@@ -11,6 +11,12 @@ least that probability, as far as the recent errors tell. With fewer than `MIN_E
 margin is the worst error seen or the prior the caller gives (the platform's recent spread of
 service times), whichever is larger, never below zero: cautious until the errors say otherwise.
 
+Errors are kept per load level: how many other requests ran on the platform's host when the
+prediction was made (up to its cores; a platform without a shared host has one level). Two
+Xception requests side by side on a 2-core host each take 1.3-1.5 times as long as one alone
+(the evaluation's ninth pass), which the host's stretch, counting only requests against
+cores, does not see; the errors measured at that level carry it.
+
 Errors are kept for `MAX_AGE_S` (twice as long as adapters keep their requests' figures): a
 platform the rule stopped choosing for its errors is judged again on its figures once they
 have aged out, rather than kept out for ever (with `shed_late_requests` nothing would measure
@@ -30,34 +36,48 @@ MAX_AGE_S = 60.0
 
 
 class PredictionErrors:
-    """The last `WINDOW` prediction errors of one instance, of the last `MAX_AGE_S`; safe to
-    share between threads."""
+    """The last `WINDOW` prediction errors of one instance per load level, of the last
+    `MAX_AGE_S`; safe to share between threads."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._errors: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (when, error)
-        self._sorted: list[float] | None = []
+        self._levels: dict[int, _Errors] = {}
         self._lock = threading.Lock()
 
-    def add(self, error_s: float) -> None:
+    def add(self, error_s: float, level: int = 0) -> None:
         with self._lock:
-            self._errors.append((self._clock(), error_s))
+            errors = self._levels.get(level)
+            if errors is None:
+                errors = self._levels[level] = _Errors()
+            errors.add(self._clock(), error_s)
+
+    def margin_s(self, attainment: float, prior_s: float = 0.0, level: int = 0) -> float:
+        """What to add to a prediction made at `level` so that at least `attainment` of the
+        recent answers at that level would have been within it; `prior_s` until there are
+        `MIN_ERRORS` of them."""
+        with self._lock:
+            errors = self._levels.get(level)
+            ordered = errors.ordered(self._clock() - MAX_AGE_S) if errors is not None else []
+        if len(ordered) < MIN_ERRORS:
+            return max(0.0, prior_s, ordered[-1] if ordered else 0.0)
+        return ordered[min(len(ordered), math.ceil(attainment * len(ordered))) - 1]
+
+
+class _Errors:
+    """One level's errors: the caller holds the lock."""
+
+    def __init__(self) -> None:
+        self._errors: deque[tuple[float, float]] = deque(maxlen=WINDOW)  # (when, error)
+        self._sorted: list[float] | None = []
+
+    def add(self, when: float, error_s: float) -> None:
+        self._errors.append((when, error_s))
+        self._sorted = None
+
+    def ordered(self, horizon: float) -> list[float]:
+        while self._errors and self._errors[0][0] < horizon:
+            self._errors.popleft()
             self._sorted = None
-
-    def margin_s(self, attainment: float, prior_s: float = 0.0) -> float:
-        """What to add to a prediction so that at least `attainment` of the recent answers
-        would have been within it; `prior_s` until there are `MIN_ERRORS` of them."""
-        errors = self._ordered()
-        if len(errors) < MIN_ERRORS:
-            return max(0.0, prior_s, errors[-1] if errors else 0.0)
-        return errors[min(len(errors), math.ceil(attainment * len(errors))) - 1]
-
-    def _ordered(self) -> list[float]:
-        with self._lock:
-            horizon = self._clock() - MAX_AGE_S
-            while self._errors and self._errors[0][0] < horizon:
-                self._errors.popleft()
-                self._sorted = None
-            if self._sorted is None:
-                self._sorted = sorted(error for _when, error in self._errors)
-            return self._sorted
+        if self._sorted is None:
+            self._sorted = sorted(error for _when, error in self._errors)
+        return self._sorted

@@ -429,7 +429,7 @@ class Placer:
             error = observed - state.predicted_latency_s
             self._metrics.observe_prediction_error(instance.platform, error)
             if state.instance is instance and not state.unmeasured:
-                instance.prediction_errors.add(error)
+                instance.prediction_errors.add(error, state.load_level)
             trace.get_current_span().set_attribute(
                 "straightline.observed_latency_s", round(observed, 6)
             )

@@ -13,22 +13,27 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   that a measured platform serves (a mirror) and sends it a user's request only when no
   measured platform can take it; while a request or its copy is on its way there it is marked
   `probing`;
-- wait: none while the platform has a free slot; otherwise the requests ahead of it in the
-  queue of the instance it would go to (the one with most queue room), drained by that
-  instance's slots at one median service time each; a full platform without queue room (Lambda at
-  its concurrency limit), or a full one not measured yet, cannot take the request: no
-  prediction (an unmeasured platform is tried with free slots only, never with a queue);
+- wait: on a free slot, none unless the instance's environments run their requests in series
+  (`runs_per_environment`: a model server that batches runs one batch at a time): then the
+  requests running beyond what they run side by side go first, at one median service time
+  each, shared by the environments (a free slot there is not a free core). With no free slot,
+  the requests ahead of it in the queue of the instance it would go to (the one with most
+  queue room), drained by that instance's slots at one median service time each; a full
+  platform without queue room (Lambda at its concurrency limit), or a full one not measured
+  yet, cannot take the request: no prediction (an unmeasured platform is tried with free
+  slots only, never with a queue);
 - cold start: certain when the free slot is not in a warm environment (a new container or
   Lambda environment must start), none otherwise; its time is the instance's recent median;
 - transfer: the platform's network round trip plus the payload at its bandwidth;
 - shared cores: platforms whose settings name the same host (Flask and Docker on one machine)
   slow each other down. A request there is predicted at the median service time stretched by
   the host's load: (the requests running on the host's platforms, as the placer's view counts
-  them, plus this one) / the host's cores, at least 1. A platform with a free slot on a host
-  with a core to spare is marked `spare_core` (the SLO-aware rule never sheds a request it
-  could start there at once);
-- margin: the instance's recent prediction errors at the policy's attainment target
-  (`calibration.py`), kept apart from the prediction (`PlatformState.margin_s`) so that the
+  them, plus this one) / the host's cores, at least 1. A platform with a free slot that runs
+  at once on a host with a core to spare is marked `spare_core` (the SLO-aware rule never
+  sheds a request it could start there at once);
+- margin: the instance's recent prediction errors at the policy's attainment target, those
+  made with as many requests running on its host (`load_level`, up to its cores;
+  `calibration.py`), kept apart from the prediction (`PlatformState.margin_s`) so that the
   errors stay measured against the prediction itself. Until enough errors are known, it is at
   least the distance from the median to the slowest recent service time.
 
@@ -70,12 +75,16 @@ def predict_all(
         stretch = 1.0
         if platform_settings.host:
             stretch = max(1.0, (running[platform_settings.host] + 1) / platform_settings.host_cores)
-        predict(state, size, platform_settings, objective, stretch)
         state.host = platform_settings.host
+        state.load_level = (
+            min(running[state.host], platform_settings.host_cores) if state.host else 0
+        )
+        predict(state, size, platform_settings, objective, stretch)
         state.spare_core = (
             bool(state.host)
             and state.free_slots > 0
             and running[state.host] < platform_settings.host_cores
+            and _runs_ahead(state.instance) == 0
         )
 
 
@@ -107,9 +116,12 @@ def predict(
     state.unmeasured = not stats.measured
     state.probing = state.unmeasured and _probe_in_flight(state)
     service = stats.service_time_s(size) * stretch
-    if state.free_slots > 0:
+    if state.free_slots > 0 and state.warm_free_slots > 0:
+        wait = _runs_ahead(state.instance) * service / _runs_side_by_side(state.instance)
+        cold = 0.0
+    elif state.free_slots > 0:
         wait = 0.0
-        cold = 0.0 if state.warm_free_slots > 0 else stats.recent_cold_start_s
+        cold = stats.recent_cold_start_s
     elif state.instance_queue_room > 0 and stats.measured:
         wait = (state.instance_queued + 1) * service / max(1, state.instance.capacity_total)
         cold = 0.0
@@ -118,8 +130,26 @@ def predict(
         return
     state.predicted_latency_s = wait + service + _transfer_s(size, settings) + cold
     tail = stats.slowest_service_time_s(size) - service
-    state.margin_s = state.instance.prediction_errors.margin_s(objective.attainment, tail)
+    state.margin_s = state.instance.prediction_errors.margin_s(
+        objective.attainment, tail, state.load_level
+    )
     state.predicted_cost_usd = cost(service + cold, state.instance.capacity_total, settings)
+
+
+def _runs_side_by_side(instance: Instance) -> int:
+    """Requests the instance's environments run through the model at once."""
+    per_environment = instance.stats.runs_per_environment
+    if per_environment == 0:
+        return max(1, instance.capacity_total)
+    return max(1, instance.stats.warm_environments) * per_environment
+
+
+def _runs_ahead(instance: Instance) -> int:
+    """Requests that run before one sent to a free slot of the instance now starts: those
+    running beyond what its environments run side by side, and the one that fills them."""
+    running = instance.capacity_total - instance.effective_free
+    ahead = running - _runs_side_by_side(instance) + 1
+    return ahead if ahead > 0 else 0
 
 
 def _figures(

@@ -47,6 +47,7 @@ class InstanceStats:
     queue_limit: int = 0
     warm_environments: int = 0
     warm_slots: int = 0
+    runs_per_environment: int = 0  # 0: as many as its slots
     recent_latency_p50_s: float = 0.0
     recent_latency_p95_s: float = 0.0  # 0 until it has served something
     recent_cold_start_s: float = 0.0
@@ -152,6 +153,7 @@ class PlatformState:
     # Added to the prediction for the rule's test against the objective (calibration.py).
     margin_s: float = 0.0
     host: str = ""  # the host named in the platform's settings, when it shares one
+    load_level: int = 0  # requests running on that host now, up to its cores
     unmeasured: bool = False  # no recent figures, reported or recalled
     spare_core: bool = False  # a free slot on a shared host with a core nothing runs on
     probing: bool = False  # unmeasured, with a request already on its way there

@@ -278,6 +278,7 @@ def stats_of(report: types_pb2.InstanceReport) -> InstanceStats:
         queue_limit=report.queue_limit,
         warm_environments=report.warm_environments,
         warm_slots=report.warm_slots,
+        runs_per_environment=report.runs_per_environment,
         recent_latency_p50_s=seconds(report.recent_latency_p50),
         recent_latency_p95_s=seconds(report.recent_latency_p95),
         recent_cold_start_s=seconds(report.recent_cold_start),

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from straightline.v1 import types_pb2
+from straightline_common.errors import InvalidArgument
 from straightline_common.modelstore import ModelStore
+from straightline_inference.batching import DEFAULT_BATCHING, model_batching
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Capacity:
     warm_slots: int = 0
     # Set while the platform cannot serve (free and queue_limit are 0 then): the cause.
     unavailable_reason: str = ""
+    # Requests an environment runs through the model side by side; 0: as many as its slots.
+    runs_per_environment: int = 0
 
 
 def fill_capacity(report: types_pb2.InstanceReport, capacity: Capacity) -> None:
@@ -55,6 +59,7 @@ def fill_capacity(report: types_pb2.InstanceReport, capacity: Capacity) -> None:
     report.warm_environments = capacity.warm_environments
     report.warm_slots = capacity.warm_slots
     report.unavailable_reason = capacity.unavailable_reason
+    report.runs_per_environment = capacity.runs_per_environment
 
 
 class Backend(Protocol):
@@ -89,3 +94,17 @@ class ServesStore:
 
     def metadata(self, name: str, version: str) -> dict[str, Any]:
         return self._store.resolve(name, version).metadata
+
+    def model_server_runs(self) -> int:
+        """Requests StraightLine's model server runs side by side in one environment: one
+        batch at a time (1) when it batches any of the models, else all its slots (0)."""
+        return 1 if any(_batches(v.metadata) for v in self._store.latest()) else 0
+
+
+def _batches(metadata: dict[str, Any]) -> bool:
+    """Whether the model server batches the model (one whose serving settings it rejects,
+    it does not serve)."""
+    try:
+        return model_batching(metadata, DEFAULT_BATCHING).max_batch_size > 1
+    except (InvalidArgument, TypeError, ValueError):
+        return False

@@ -79,7 +79,10 @@ class FlaskBackend(ServesStore):
             self._workdir.cleanup()
 
     def capacity(self) -> Capacity:
-        capacity = self._gate.capacity_report(warm=self._client is not None)
+        capacity = dataclasses.replace(
+            self._gate.capacity_report(warm=self._client is not None),
+            runs_per_environment=self.model_server_runs(),
+        )
         if self._supervisor.down_reason:
             return dataclasses.replace(
                 capacity, free=0, queue_limit=0, unavailable_reason=self._supervisor.down_reason

@@ -127,7 +127,11 @@ class ModelServerPool(PooledBackend):
     def capacity(self) -> Capacity:
         capacity = super().capacity()
         following = sum(group.following for group in list(self._groups.values()))
-        return replace(capacity, queue_depth=capacity.queue_depth + following)
+        return replace(
+            capacity,
+            queue_depth=capacity.queue_depth + following,
+            runs_per_environment=self.model_server_runs(),
+        )
 
     def predict(self, call: PredictCall, timeout: float) -> Answer:
         groups = self._groups_for(call)
