@@ -33,6 +33,9 @@ class PlatformConfig:
     cold_start_sigma: float = 0.0
     min_warm: int = 0
     reap_after_s: float = 60.0
+    # Requests an environment runs through the model at once; 0: all its slots. A model
+    # server that batches runs one batch at a time (1): a request on a free slot waits.
+    runs_per_environment: int = 0
 
     def service(self, size: int, rng: random.Random) -> float:
         spread = math.exp(rng.gauss(0.0, self.service_sigma)) if self.service_sigma else 1.0
@@ -54,9 +57,11 @@ class Job:
 
 @dataclass(eq=False)
 class Environment:
-    busy: int = 0
+    busy: int = 0  # slots taken
     last_used: float = 0.0
     ready: bool = True
+    running: int = 0  # of them, running through the model
+    held: deque = field(default_factory=deque)  # on a slot, waiting for a run to end
 
 
 @dataclass(eq=False)
@@ -116,16 +121,27 @@ class SimInstance:
 
     def _run(self, environment: Environment, job: Job) -> None:
         environment.busy += 1
+        runs = self.config.runs_per_environment
+        if runs and environment.running >= runs:
+            environment.held.append(job)
+        else:
+            self._start_run(environment, job)
+
+    def _start_run(self, environment: Environment, job: Job) -> None:
+        environment.running += 1
         job.queued = self.engine.now - job.arrived - job.cold
         service = self.config.service(job.size, self.rng) + self.config.round_trip_s
         self.engine.after(service, self._finish, environment, job)
 
     def _finish(self, environment: Environment, job: Job) -> None:
         environment.busy -= 1
+        environment.running -= 1
         environment.last_used = self.engine.now
         total = self.engine.now - job.arrived
         self.stats.record(job.size, total, job.queued, job.cold)
         job.done(job, self.engine.now, job.queued, job.cold)
+        if environment.held:
+            self._start_run(environment, environment.held.popleft())
         self._drain(environment)
 
     def _drain(self, environment: Environment) -> None:
@@ -163,6 +179,7 @@ class SimInstance:
             queue_limit=config.queue_limit,
             warm_environments=len(ready),
             warm_slots=len(ready) * config.slots,
+            runs_per_environment=config.runs_per_environment,
         )
         fill_capacity(report, capacity)
         self.stats.fill(report)

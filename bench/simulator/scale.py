@@ -18,12 +18,13 @@ _DECODE_S_PER_MB = 0.020
 
 def platforms(scale: int = 1) -> tuple[PlatformConfig, ...]:
     """Xception on `scale` x (20 Flask servers of 2 threads, 50 Docker hosts of up to 4
-    one-slot containers) and one Lambda function of 1,000 concurrent executions."""
+    one-slot containers) and one Lambda function of 1,000 concurrent executions. Flask's model
+    server batches, as StraightLine's does by default: one batch at a time."""
     service = XCEPTION.seconds
     return (
         PlatformConfig(Platform.FLASK, 20 * scale, environments=1, slots=2, queue_limit=4,
                        service_s=service, service_sigma=XCEPTION.sigma,
-                       seconds_per_mb=_DECODE_S_PER_MB),
+                       seconds_per_mb=_DECODE_S_PER_MB, runs_per_environment=1),
         PlatformConfig(Platform.DOCKER, 50 * scale, environments=4, slots=1, queue_limit=8,
                        service_s=service, service_sigma=XCEPTION.sigma,
                        seconds_per_mb=_DECODE_S_PER_MB, cold_start_s=2.7,
@@ -39,7 +40,7 @@ def platforms(scale: int = 1) -> tuple[PlatformConfig, ...]:
 def local_capacity_rps(configs: tuple[PlatformConfig, ...]) -> float:
     """What the local platforms (Flask, Docker) answer per second at most."""
     return sum(
-        c.instances * c.environments * c.slots / c.service_s
+        c.instances * c.environments * (c.runs_per_environment or c.slots) / c.service_s
         for c in configs
         if c.platform != Platform.SERVERLESS
     )

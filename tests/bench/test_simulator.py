@@ -77,6 +77,19 @@ def test_environments_start_warm_and_idle_ones_are_reaped_down_to_the_minimum():
     assert docker.report().warm_environments == 1
 
 
+def test_an_environment_that_runs_in_series_holds_a_request_on_its_free_slot():
+    # One environment, 2 slots, one run at a time (a model server that batches): the second
+    # request takes the free slot at once but runs when the first ends, and counts it queued.
+    engine, flask = instance(environments=1, slots=2, runs_per_environment=1)
+    finished = []
+    for _ in range(2):
+        flask.submit(Job(1000, 0.0, lambda job, at, queued, cold: finished.append((at, queued))))
+    report = flask.report()
+    assert (report.capacity_free, report.queue_depth, report.runs_per_environment) == (0, 0, 1)
+    engine.run()
+    assert [tuple(round(t, 6) for t in times) for times in finished] == [(0.1, 0.0), (0.2, 0.1)]
+
+
 def scenario(seconds: float = 10.0, rate: float = 30.0) -> Scenario:
     count = int(seconds * rate)
     return Scenario((FLASK, SERVERLESS), tuple(i / rate for i in range(count)), (10_000,) * count)

@@ -1,10 +1,12 @@
 """What an adapter in front of StraightLine's model server reports about how it runs
-requests: one batch at a time per environment when it batches any model, else side by side."""
+requests: one batch at a time per environment when it batches any model, else side by side;
+and a request's wait for its batch there counts as queueing, not as the model's service."""
 
 import pytest
 
 from straightline_common.modelstore import ModelStore
 from straightline_inference.adapter.backend import ServesStore
+from straightline_inference.adapter.modelserver_client import _queue_seconds
 
 
 class _Store(ServesStore):
@@ -36,3 +38,18 @@ def test_runs_per_environment_follow_the_models_batching(tmp_path, servings, run
     for index, serving in enumerate(servings):
         _add(ModelStore(root), tmp_path, f"m{index}", serving)
     assert _Store(root).model_server_runs() == runs
+
+
+@pytest.mark.parametrize(
+    ("timings", "queued"),
+    [
+        ({"queue_ms": 30.0, "inference_ms": 80.0}, 0.03),
+        ({"queue_ms": 500.0}, 0.1),  # never more than the call took
+        ({"inference_ms": 80.0}, 0.0),  # a server that predates queue_ms
+        ({"queue_ms": -5}, 0.0),
+        ({"queue_ms": "soon"}, 0.0),
+        ("not a table", 0.0),
+    ],
+)
+def test_the_model_servers_batch_wait_is_queueing_not_service(timings, queued):
+    assert _queue_seconds({"timings": timings}, elapsed=0.1) == pytest.approx(queued)

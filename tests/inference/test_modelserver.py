@@ -43,6 +43,7 @@ def test_predicts_top_k_classes_of_a_jpeg_and_a_png(model_server):
     assert status == 200 and len(png["classes"]) == len(CLASSES)
     assert sum(c["score"] for c in png["classes"]) == pytest.approx(1.0, abs=1e-4)
     assert png["timings"]["inference_ms"] > 0
+    assert 0 <= png["timings"]["queue_ms"] <= png["timings"]["inference_ms"]  # batch's wait
 
 
 def test_the_same_image_gets_the_same_answer(model_server):

@@ -50,7 +50,8 @@ class Prediction:
     version: str
     classes: list[ClassScore]
     decode_seconds: float
-    inference_seconds: float
+    inference_seconds: float  # its batch's wait included
+    queue_seconds: float = 0.0  # of the inference, the wait for its batch to start
 
 
 class LoadedModel:
@@ -110,6 +111,7 @@ class LoadedModel:
             classes,
             decoded - started,
             finished - decoded,
+            batched.queue_seconds,
         )
 
 

@@ -101,7 +101,7 @@ class FlaskBackend(ServesStore):
         return Answer(
             answer.model,
             answer.classes,
-            queue_seconds=queued,
+            queue_seconds=queued + answer.queue_seconds,
             execution_seconds=answer.execution_seconds,
         )
 

@@ -65,10 +65,13 @@ class ModelServerClient(HttpEndpoint):
             body=call.payload,
             headers=headers,
         )
+        elapsed = time.perf_counter() - started
+        queued = _queue_seconds(body, elapsed)
         return Answer(
             model=body["model"],
             classes=body["classes"],
-            execution_seconds=time.perf_counter() - started,
+            queue_seconds=queued,
+            execution_seconds=elapsed - queued,
         )
 
     def probe(self, timeout: float = PROBE_TIMEOUT_S) -> None:
@@ -99,3 +102,13 @@ class ModelServerClient(HttpEndpoint):
             refusal = body.get("error", {})
             raise from_code_name(refusal.get("code", ""), refusal.get("message", str(body)))
         return body
+
+
+def _queue_seconds(body: dict[str, Any], elapsed: float) -> float:
+    """How long the request waited in the model server for its batch to start (servers that
+    predate `timings.queue_ms`, or report nonsense: 0), at most the time it took."""
+    timings = body.get("timings")
+    queue_ms = timings.get("queue_ms", 0.0) if isinstance(timings, dict) else 0.0
+    if not isinstance(queue_ms, int | float) or not queue_ms >= 0:
+        return 0.0
+    return min(queue_ms / 1e3, elapsed)

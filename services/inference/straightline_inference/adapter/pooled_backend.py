@@ -166,7 +166,7 @@ class ModelServerPool(PooledBackend):
         return Answer(
             answer.model,
             answer.classes,
-            queue_seconds=waited + lease.queued_seconds,
+            queue_seconds=waited + lease.queued_seconds + answer.queue_seconds,
             cold_start_seconds=lease.cold_start_seconds,
             execution_seconds=answer.execution_seconds,
         )

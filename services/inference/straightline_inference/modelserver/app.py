@@ -60,6 +60,7 @@ def create_app(models: ModelSet) -> Flask:
                 timings={
                     "decode_ms": prediction.decode_seconds * 1e3,
                     "inference_ms": prediction.inference_seconds * 1e3,
+                    "queue_ms": prediction.queue_seconds * 1e3,
                     "total_ms": (time.perf_counter() - arrived) * 1e3,
                 },
             )
