@@ -1,5 +1,9 @@
 """GrpcServer: health before and after ready, error mapping in one place, server spans."""
 
+import os
+import subprocess
+import sys
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
@@ -100,3 +104,28 @@ def test_server_span_continues_the_callers_trace(call, spans):
     assert server_spans[0].status.is_ok
     assert server_spans[1].status.status_code == trace.StatusCode.ERROR
     assert server_spans[1].attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+SIGNAL_TO_A_WORKER_THREAD = """
+import signal, sys, threading
+from straightline_common.grpcserver import ShutdownSignal
+
+shutdown = ShutdownSignal()
+worker = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signal.SIGTERM))
+threading.Timer(0.2, worker.start).start()
+shutdown.wait_then_stop(lambda: print("stopped", flush=True))
+"""
+
+
+def test_a_sigterm_that_lands_on_another_thread_still_stops_the_service():
+    # The kernel hands a process's signal to any thread that does not block it (gRPC runs
+    # several); the main thread waiting for it must still see it.
+    child = subprocess.run(
+        [sys.executable, "-c", SIGNAL_TO_A_WORKER_THREAD],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "stopped"

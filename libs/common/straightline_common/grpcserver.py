@@ -456,6 +456,9 @@ def _reflection_v1(service_names: Iterable[str]) -> grpc.GenericRpcHandler:  # t
     )
 
 
+SIGNAL_POLL_S = 0.5
+
+
 class ShutdownSignal:
     """SIGTERM and SIGINT, caught from the moment this is made. Make it in the main thread
     before starting the service: a signal that arrives while it starts, once its port is
@@ -475,7 +478,11 @@ class ShutdownSignal:
     ) -> None:
         """Blocks until a signal has come, then calls `stop` and flushes the tracer
         provider's last spans (when there is one)."""
-        self._received.wait()
+        # Timed waits: a signal that the kernel hands to another thread (gRPC's own, the
+        # pools') does not interrupt an untimed wait, and Python runs its handler in the main
+        # thread only when that thread next runs bytecode.
+        while not self._received.wait(SIGNAL_POLL_S):
+            pass
         stop()
         if tracer_provider is not None:
             tracer_provider.shutdown()
