@@ -27,7 +27,7 @@ time, and its first answer's error says nothing about the next.
 import math
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 
 WINDOW = 64
@@ -41,15 +41,12 @@ class PredictionErrors:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._levels: dict[int, _Errors] = {}
+        self._levels: defaultdict[int, _Errors] = defaultdict(_Errors)
         self._lock = threading.Lock()
 
     def add(self, error_s: float, level: int = 0) -> None:
         with self._lock:
-            errors = self._levels.get(level)
-            if errors is None:
-                errors = self._levels[level] = _Errors()
-            errors.add(self._clock(), error_s)
+            self._levels[level].add(self._clock(), error_s)
 
     def margin_s(self, attainment: float, prior_s: float = 0.0, level: int = 0) -> float:
         """What to add to a prediction made at `level` so that at least `attainment` of the
