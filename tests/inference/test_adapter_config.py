@@ -25,8 +25,19 @@ def test_an_oip_endpoint_is_reached_over_rest_or_grpc(tmp_path, url):
         ),
         (["--platform", "docker", "--container-network", "bridge"], "must be host or container"),
         (["--platform", "serverless", "--min-warm", "9"], r"min_warm \(9\) is more than"),
+        (["--platform", "flask", "--queue-limit", "5000"], r"queue_limit .* must be at most 1024"),
+        (["--platform", "flask", "--queue-limit", "many"], r"queue_limit .*'many'"),
+        (["--platform", "flask", "--latency-objective-ms", "0"], "latency_objective_ms must be"),
     ],
 )
 def test_bad_adapter_configuration_is_refused_at_start(tmp_path, argv, message):
     with pytest.raises(ConfigError, match=message):
         config.load([*argv, "--store", str(tmp_path)], environ={})
+
+
+def test_the_queue_is_sized_to_the_objective_unless_a_number_is_given(tmp_path):
+    store = ["--platform", "flask", "--store", str(tmp_path)]
+    assert config.load(store, environ={}).queue_limit is None  # auto
+    assert config.load([*store, "--queue-limit", "0"], environ={}).queue_limit == 0
+    from_env = config.load(store, environ={"STRAIGHTLINE_ADAPTER_QUEUE_LIMIT": "auto"})
+    assert from_env.queue_limit is None and from_env.latency_objective_ms == 300

@@ -16,6 +16,7 @@ from straightline_inference.adapter.docker_backend import DockerBackend
 from straightline_inference.adapter.flask_backend import FlaskBackend
 from straightline_inference.adapter.oip_backend import OipBackend
 from straightline_inference.adapter.pooled_backend import PoolSettings
+from straightline_inference.adapter.queue_bound import QueueBound
 from straightline_inference.adapter.serverless_backend import AwsServerless, LocalServerless
 from straightline_inference.adapter.swarm_backend import SwarmBackend
 
@@ -24,7 +25,7 @@ def flask(config: AdapterConfig) -> Backend:
     return FlaskBackend(
         store=config.store,
         threads=config.threads,
-        queue_limit=config.queue_limit,
+        queue_limit=_queue(config),
         url=config.model_server_url,
         tls=tls_files(vars(config)),
     )
@@ -40,7 +41,7 @@ def docker(config: AdapterConfig) -> Backend:
         "pool": PoolSettings(
             max_environments=config.max_containers,
             slots_per_environment=config.threads_per_container,
-            queue_limit=config.queue_limit,
+            queue_limit=_queue(config),
             idle_timeout_s=config.idle_timeout_s,
             min_environments=config.min_warm,
         ),
@@ -76,6 +77,12 @@ def serverless(config: AdapterConfig) -> Backend:
     )
 
 
+def _queue(config: AdapterConfig) -> QueueBound:
+    if config.queue_limit is None:
+        return QueueBound.draining_within(config.latency_objective_ms / 1e3)
+    return QueueBound(config.queue_limit)
+
+
 def _batching(config: AdapterConfig) -> Batching:
     return Batching(config.batch_size, config.batch_delay_ms / 1e3)
 
@@ -85,7 +92,7 @@ def oip(config: AdapterConfig) -> Backend:
         url=config.oip_url,
         models=[_model_ref(m) for m in config.oip_models.split(",") if m.strip()],
         concurrency=config.concurrency,
-        queue_limit=config.queue_limit,
+        queue_limit=_queue(config),
     )
 
 

@@ -21,6 +21,7 @@ from straightline_common.metrics import metrics_listen_setting
 from straightline_common.names import check_id
 from straightline_common.tls import TLS_SETTINGS, tls_files
 from straightline_inference.adapter.coalescer import MAX_BATCH_DELAY_S, MAX_BATCH_SIZE
+from straightline_inference.adapter.queue_bound import MAX_LIMIT
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -33,6 +34,16 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 OIP_SCHEMES = ("http", "https", "grpc", "grpcs")
+
+
+def _parse_queue_limit(text: str) -> int | None:
+    """auto (None) or a number of places."""
+    if text == "auto":
+        return None
+    value = parse_non_negative_int(text)
+    if value > MAX_LIMIT:
+        raise ValueError(f"must be at most {MAX_LIMIT}")
+    return value
 
 
 def _setting(name: str, parse: Callable[[str], Any], default: Any, help_text: str) -> Setting:
@@ -121,9 +132,17 @@ SETTINGS = (
     ),
     _setting(
         "queue_limit",
-        parse_non_negative_int,
-        8,
-        "flask, docker, oip: requests that may wait for a slot (0: refuse when every slot is busy)",
+        _parse_queue_limit,
+        None,
+        "flask, docker, oip: requests that may wait for a slot: auto (the default: what the "
+        "slots drain within latency_objective_ms at their recent pace), or a number (0: refuse "
+        f"when every slot is busy; at most {MAX_LIMIT})",
+    ),
+    _setting(
+        "latency_objective_ms",
+        float,
+        300.0,
+        "with queue_limit auto: the time within which a queued request should still be answered",
     ),
     _setting("idle_timeout_s", float, 60.0, "docker, serverless: stop environments idle this long"),
     _setting(
@@ -205,7 +224,8 @@ class AdapterConfig:
     swarm_base_port: int
     swarm_constraints: str
     threads_per_container: int
-    queue_limit: int
+    queue_limit: int | None  # None: auto
+    latency_objective_ms: float
     idle_timeout_s: float
     min_warm: int
     function_name: str
@@ -244,6 +264,8 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         raise ConfigError(f"store: {settings['store']} is not a directory")
     if settings["idle_timeout_s"] <= 0:
         raise ConfigError("idle_timeout_s must be positive")
+    if not 1 <= settings["latency_objective_ms"] <= 3_600_000:
+        raise ConfigError("latency_objective_ms must be between 1 and 3,600,000 (an hour)")
     tls_files(settings)  # all three or none, and readable
     most = settings["max_containers" if settings["platform"] == "docker" else "concurrency"]
     if settings["min_warm"] > most:

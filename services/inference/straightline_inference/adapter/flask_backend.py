@@ -16,6 +16,7 @@ from straightline_common.tls import TlsFiles, tls_flags
 from straightline_inference.adapter.backend import Answer, Capacity, PredictCall, ServesStore
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.modelserver_client import ModelServerClient
+from straightline_inference.adapter.queue_bound import QueueBound
 from straightline_inference.adapter.supervisor import PROBE_INTERVAL_S, Problem, Supervisor
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class FlaskBackend(ServesStore):
         store: str,
         threads: int,
         url: str = "",
-        queue_limit: int = 0,
+        queue_limit: int | QueueBound = 0,
         start_timeout_s: float = 120.0,
         tls: TlsFiles | None = None,
     ) -> None:

@@ -1,4 +1,4 @@
-"""A fixed number of slots with a bounded queue in front of them."""
+"""A fixed number of slots with a bounded queue in front of them (`queue_bound.py`)."""
 
 import threading
 import time
@@ -7,16 +7,24 @@ from contextlib import contextmanager
 
 from straightline_common.errors import DeadlineExceeded, ResourceExhausted
 from straightline_inference.adapter.backend import Capacity
+from straightline_inference.adapter.queue_bound import QueueBound
 
 
 class SlotGate:
-    def __init__(self, capacity: int, queue_limit: int = 0, name: str = "the platform") -> None:
+    def __init__(
+        self, capacity: int, queue_limit: int | QueueBound = 0, name: str = "the platform"
+    ) -> None:
+        """`queue_limit`: the queue's places, or a bound that sizes them."""
         self.capacity = capacity
-        self.queue_limit = queue_limit
+        self._queue = QueueBound.of(queue_limit)
         self._name = name
         self._in_flight = 0
         self._waiting = 0
         self._changed = threading.Condition()
+
+    @property
+    def queue_limit(self) -> int:
+        return self._queue.limit
 
     @property
     def in_flight(self) -> int:
@@ -51,11 +59,13 @@ class SlotGate:
         ResourceExhausted when every slot and queue place is taken, DeadlineExceeded when
         no slot frees up within `timeout`."""
         queued = self._acquire(timeout)
+        held_from = time.perf_counter()
         try:
             yield queued
         finally:
             with self._changed:
                 self._in_flight -= 1
+                self._queue.held(time.perf_counter() - held_from, self.capacity)
                 self._changed.notify()
 
     def _acquire(self, timeout: float) -> float:
@@ -64,10 +74,10 @@ class SlotGate:
             if self._in_flight < self.capacity and self._waiting == 0:
                 self._in_flight += 1
                 return 0.0
-            if self._waiting >= self.queue_limit:
+            if self._waiting >= self._queue.limit:
                 raise ResourceExhausted(
                     f"{self._name} is at capacity ({self.capacity} at once) and its queue "
-                    f"({self.queue_limit}) is full"
+                    f"({self._queue.limit}) is full"
                 )
             self._waiting += 1
             try:

@@ -35,6 +35,7 @@ from straightline_common.errors import (
 from straightline_inference.adapter.backend import Answer, Capacity, PredictCall
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.modelserver_client import HttpEndpoint
+from straightline_inference.adapter.queue_bound import QueueBound
 
 HEADER_LENGTH = oip_tensors.HEADER_LENGTH
 _ERRORS = {400: InvalidArgument, 404: NotFound, 409: FailedPrecondition, 429: ResourceExhausted}
@@ -56,7 +57,12 @@ class OipBackend:
     kind = types_pb2.PLATFORM_OIP
 
     def __init__(
-        self, *, url: str, models: list[tuple[str, str]], concurrency: int, queue_limit: int = 0
+        self,
+        *,
+        url: str,
+        models: list[tuple[str, str]],
+        concurrency: int,
+        queue_limit: int | QueueBound = 0,
     ) -> None:
         self._transport = transport_for(url, concurrency)
         self._models = models

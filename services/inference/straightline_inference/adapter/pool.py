@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from straightline_common.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from straightline_inference.adapter.backend import Capacity
+from straightline_inference.adapter.queue_bound import QueueBound
 
 log = logging.getLogger(__name__)
 E = TypeVar("E")
@@ -58,7 +59,7 @@ class EnvironmentPool(Generic[E]):
         *,
         max_environments: int,
         slots_per_environment: int = 1,
-        queue_limit: int = 0,
+        queue_limit: int | QueueBound = 0,
         idle_timeout_s: float = 60.0,
         min_environments: int = 0,
         name: str = "the pool",
@@ -70,7 +71,7 @@ class EnvironmentPool(Generic[E]):
         self.max_environments = max_environments
         self.min_environments = min_environments
         self.slots = slots_per_environment
-        self.queue_limit = queue_limit
+        self._queue = QueueBound.of(queue_limit)
         self.idle_timeout_s = idle_timeout_s
         self._name = name
         self._probe = probe
@@ -89,10 +90,11 @@ class EnvironmentPool(Generic[E]):
         slotted, must_start = self._acquire(timeout)
         queued = time.perf_counter() - started
         cold = self._start_environment(slotted) if must_start else 0.0
+        held_from = time.perf_counter()
         try:
             yield Lease(slotted.environment, queued, cold, slotted)
         finally:
-            self._release(slotted)
+            self._release(slotted, time.perf_counter() - held_from)
 
     def fill(self) -> None:
         """Starts environments up to the minimum kept warm; raises if one fails.
@@ -118,7 +120,7 @@ class EnvironmentPool(Generic[E]):
                 free=len(self._ready) * self.slots - busy + max(0, room) * self.slots,
                 in_flight=busy,
                 queue_depth=self._waiting,
-                queue_limit=self.queue_limit,
+                queue_limit=self._queue.limit,
                 warm_environments=len(self._ready),
                 warm_slots=len(self._ready) * self.slots,
             )
@@ -158,11 +160,11 @@ class EnvironmentPool(Generic[E]):
                         self._starting.append(placeholder)
                         return placeholder, True
                     if not queued:
-                        if self._waiting >= self.queue_limit + self._spare_slots_starting():
+                        if self._waiting >= self._queue.limit + self._spare_slots_starting():
                             raise ResourceExhausted(
                                 f"{self._name} is at its limit ({self.max_environments} "
                                 f"environments, {self.slots} slot(s) each) and its queue "
-                                f"({self.queue_limit}) is full"
+                                f"({self._queue.limit}) is full"
                             )
                         self._waiting += 1
                         queued = True
@@ -201,10 +203,11 @@ class EnvironmentPool(Generic[E]):
         candidates = [s for s in self._ready if s.busy < self.slots and not s.broken]
         return min(candidates, key=lambda s: s.busy) if candidates else None
 
-    def _release(self, slotted: _Slotted[E]) -> None:
+    def _release(self, slotted: _Slotted[E], held_s: float) -> None:
         with self._changed:
             slotted.busy -= 1
             slotted.last_used = time.monotonic()
+            self._queue.held(held_s, self.max_environments * self.slots)
             doomed = slotted.broken and slotted.busy == 0 and slotted in self._ready
             if doomed:
                 self._ready.remove(slotted)

@@ -16,6 +16,7 @@ from straightline_inference.adapter.backend import Answer, Capacity, PredictCall
 from straightline_inference.adapter.coalescer import NO_BATCHING, Batching, Coalescer
 from straightline_inference.adapter.oip_backend import classes_of, infer_together, is_pixels
 from straightline_inference.adapter.pool import EnvironmentPool, Lease
+from straightline_inference.adapter.queue_bound import QueueBound
 from straightline_inference.imaging import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class PoolSettings:
 
     max_environments: int
     slots_per_environment: int
-    queue_limit: int
+    queue_limit: int | QueueBound
     idle_timeout_s: float
     min_environments: int
 

@@ -1,0 +1,68 @@
+"""The queue in front of a platform's slots: fixed, or sized to what the slots drain within the
+latency objective at the pace they are held."""
+
+import pytest
+
+from straightline_inference.adapter.pool import EnvironmentPool
+from straightline_inference.adapter.queue_bound import (
+    MAX_LIMIT,
+    RESIZE_EVERY,
+    UNMEASURED_LIMIT,
+    QueueBound,
+    drain_limit,
+)
+
+
+@pytest.mark.parametrize(
+    ("slots", "hold_s", "objective_s", "places"),
+    [
+        (4, 0.020, 0.3, 56),  # 4 x (15 - 1): the 56th waits 14 holds and runs 1
+        (1, 0.185, 0.3, 0),  # Xception on one slot: a wait of one run misses 300 ms
+        (2, 0.100, 0.3, 4),
+        (2, 0.400, 0.3, 0),  # slower than the objective: nothing should wait
+        (8, 0.0001, 1.0, MAX_LIMIT),
+    ],
+)
+def test_the_queue_holds_what_the_slots_drain_within_the_objective(
+    slots, hold_s, objective_s, places
+):
+    assert drain_limit(slots, hold_s, objective_s) == places
+
+
+def test_a_sized_queue_follows_the_median_hold_every_few_holds():
+    bound = QueueBound.draining_within(0.3)
+    assert bound.limit == UNMEASURED_LIMIT
+    for _ in range(RESIZE_EVERY - 1):
+        bound.held(0.050, slots=2)
+    assert bound.limit == UNMEASURED_LIMIT  # not sized on fewer holds
+    bound.held(0.050, slots=2)
+    assert bound.limit == 10  # 2 x (6 - 1)
+    for _ in range(3 * RESIZE_EVERY):  # slower now: the median moves, and the queue shrinks
+        bound.held(0.150, slots=2)
+    assert bound.limit == 2
+
+
+def test_a_fixed_queue_never_moves():
+    bound = QueueBound(3)
+    for _ in range(4 * RESIZE_EVERY):
+        bound.held(0.001, slots=4)
+    assert (bound.limit, bound.sized) == (3, False)
+
+
+def test_a_pool_sizes_its_queue_from_its_leases():
+    pool = EnvironmentPool(
+        lambda: "env",
+        lambda _: None,
+        max_environments=1,
+        slots_per_environment=2,
+        queue_limit=QueueBound.draining_within(0.3),
+    )
+    try:
+        assert pool.capacity().queue_limit == UNMEASURED_LIMIT
+        for _ in range(RESIZE_EVERY):
+            with pool.lease(timeout=5):
+                pass
+        # Leases of well under a millisecond: 2 slots drain far more than the cap in 300 ms.
+        assert pool.capacity().queue_limit == MAX_LIMIT
+    finally:
+        pool.close()
