@@ -1,8 +1,11 @@
 """StraightLine and its peers on the same model and images, closed loop, side by side.
 
-The small test model and eight 320x240 JPEGs; 8 closed-loop callers for a while against each
-way of serving it, in alternation and repeated, reported as shares of the model in this process
-(one image at a time, decode included, the first call left out):
+The small test model (or Keras Xception, `--model xception`) and eight 320x240 JPEGs; against
+each way of serving it, in alternation and repeated: 8 closed-loop callers for a while, then an
+open loop (Poisson arrivals at a share of the in-process rate, latency counted from when each
+request was due, so a server that falls behind pays for its backlog). Reported as shares of the
+model in this process (one image at a time, decode included, the first call left out; and in
+batches of 8, the model alone):
 
 - StraightLine: the model server called directly (REST v1), an adapter's `Predict` (what the
   placer sends), and the placer's `Infer` (placement included) over a Flask adapter with the
@@ -11,19 +14,23 @@ way of serving it, in alternation and repeated, reported as shares of the model 
   the custom runtime the tests use, over its OIP REST API (JSON, the image base64) and its OIP
   gRPC API (raw bytes);
 - Ray Serve (HTTP, the JPEG as the body), one and two replicas, behind its default proxy and
-  in its high-throughput mode (HAProxy in front), and BentoML (its JSON API, the image base64,
-  two workers), each installed by this script into a virtual environment of its own
-  (`bench/peers/venvs.py`: Ray 2.60.0, BentoML 1.4.40 here), loading the model with our code.
+  in its high-throughput mode (HAProxy in front), and over gRPC (its gRPC proxy serving
+  StraightLine's own `InferenceService.Predict`, one and two replicas), and BentoML (its JSON
+  API, the image base64, two workers), each installed by this script into a virtual
+  environment of its own (`bench/peers/venvs.py`: Ray 2.60.0, BentoML 1.4.40 here), loading
+  the model with our code.
   Each peer is stopped through its own server first (Ray Serve's driver shuts its cluster and
   HAProxy down), then its process group, then anything left that names its directory.
 
-    python -m bench.peers [--seconds 10] [--rounds 3] [--peers mlserver,ray,bentoml]
+    python -m bench.peers [--model small|xception] [--seconds 10] [--rounds 3]
+        [--open-share 0.3] [--peers mlserver,ray,bentoml]
 """
 
 import argparse
 import base64
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -31,7 +38,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -40,6 +49,7 @@ import urllib3
 from bench import report
 from bench.batching_bench import in_process, jpegs
 from bench.callers_bench import ENV, placer_and_flask
+from bench.inference_bench import make_xception
 from bench.peers import venvs
 from inference import open_inference_grpc_pb2 as oip
 from inference import open_inference_grpc_pb2_grpc as oip_grpc
@@ -60,44 +70,83 @@ from tests.support.mlserver import running_mlserver
 from tests.support.models import make_classifier
 
 CALLERS = 8
-MODEL = "small"
+OPEN_LOOP_THREADS = 64  # requests in flight at most in the open loop; past that they queue here
+TIMEOUT_S = 30.0  # a request not answered by then counts as failed (gRPC: DEADLINE_EXCEEDED)
 Call = Callable[[bytes], None]  # one request for one image; raises when it is not answered
 
 
+class Tally:
+    """Latencies of answered requests and failures by kind, from many threads."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def time(self, call: Call, image: bytes, since: float) -> None:
+        """Makes one call and records it, its latency counted from `since`."""
+        try:
+            call(image)
+        except Exception as error:  # counted, not fatal: a failure is a result here
+            kind = error.code().name if isinstance(error, grpc.RpcError) else type(error).__name__
+            with self._lock:
+                self.failures[kind] = self.failures.get(kind, 0) + 1
+        else:
+            with self._lock:
+                self.latencies.append(time.perf_counter() - since)
+
+    def result(self, elapsed: float) -> dict:
+        ordered = sorted(self.latencies) or [0.0]
+        return {
+            "rps": round(len(self.latencies) / elapsed, 1),
+            "p50_ms": round(statistics.median(ordered) * 1e3, 2),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3, 2),
+            "failures": self.failures,
+        }
+
+
 def closed_loop(call: Call, images: list[bytes], seconds: float) -> dict:
-    """Answered requests per second, their median latency, and the failures by kind."""
-    latencies: list[float] = []
-    failures: dict[str, int] = {}
-    lock = threading.Lock()
+    """Answered requests per second, their median and 99th percentile latency, and the
+    failures by kind, with CALLERS callers each sending its next request on an answer."""
+    tally = Tally()
     stop = time.perf_counter() + seconds
 
     def caller(offset: int) -> None:
         n = offset
         while time.perf_counter() < stop:
-            started = time.perf_counter()
-            try:
-                call(images[n % len(images)])
-            except Exception as error:  # counted, not fatal: a failure is a result here
-                kind = (
-                    error.code().name if isinstance(error, grpc.RpcError) else type(error).__name__
-                )
-                with lock:
-                    failures[kind] = failures.get(kind, 0) + 1
-            else:
-                with lock:
-                    latencies.append(time.perf_counter() - started)
+            tally.time(call, images[n % len(images)], time.perf_counter())
             n += 1
 
-    elapsed = report.run_together(caller, CALLERS)
-    return {
-        "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies or [0.0]) * 1e3, 2),
-        "failures": failures,
-    }
+    return tally.result(report.run_together(caller, CALLERS))
+
+
+def poisson_arrivals(rate: float, seconds: float, seed: int = 19) -> list[float]:
+    """Arrival times (s from the start) of a Poisson process of `rate` per second."""
+    rng, due, arrivals = random.Random(seed), 0.0, []
+    while (due := due + rng.expovariate(rate)) < seconds:
+        arrivals.append(due)
+    return arrivals
+
+
+def open_loop(call: Call, images: list[bytes], rate: float, seconds: float) -> dict:
+    """Requests sent at Poisson arrivals of `rate` per second whatever the answers do; each
+    request's latency runs from when it was due, so time spent waiting here for a free thread
+    counts (no coordinated omission). Answered/s until the last answer: a server that keeps
+    up answers the offered rate, one that falls behind less."""
+    tally = Tally()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(OPEN_LOOP_THREADS) as pool:
+        for n, due in enumerate(poisson_arrivals(rate, seconds)):
+            if (wait := start + due - time.perf_counter()) > 0:
+                time.sleep(wait)
+            pool.submit(tally.time, call, images[n % len(images)], start + due)
+    result = tally.result(max(seconds, time.perf_counter() - start))
+    result["offered_rps"] = rate
+    return result
 
 
 def rest_v1(url: str) -> Call:
-    pool = urllib3.PoolManager(maxsize=CALLERS, retries=False)  # a failure counts
+    pool = urllib3.PoolManager(maxsize=OPEN_LOOP_THREADS, retries=False, timeout=TIMEOUT_S)
 
     def call(image: bytes) -> None:
         reply = pool.request("POST", url, body=image, headers={"Content-Type": "image/jpeg"})
@@ -106,10 +155,10 @@ def rest_v1(url: str) -> Call:
     return call
 
 
-def oip_rest(url: str) -> Call:
+def oip_rest(url: str, model: str) -> Call:
     """An OIP infer over REST in plain JSON (MLServer has no binary extension): the image
     base64, the top class asked for with the classification parameter."""
-    pool = urllib3.PoolManager(maxsize=CALLERS, retries=False)  # a failure counts
+    pool = urllib3.PoolManager(maxsize=OPEN_LOOP_THREADS, retries=False, timeout=TIMEOUT_S)
 
     def call(image: bytes) -> None:
         body = {
@@ -126,7 +175,7 @@ def oip_rest(url: str) -> Call:
         }
         reply = pool.request(
             "POST",
-            f"{url}/v2/models/{MODEL}/infer",
+            f"{url}/v2/models/{model}/infer",
             body=json.dumps(body),
             headers={"Content-Type": "application/json"},
         )
@@ -137,7 +186,7 @@ def oip_rest(url: str) -> Call:
 
 def json_b64(url: str) -> Call:
     """BentoML's JSON API: the image base64 under its parameter's name."""
-    pool = urllib3.PoolManager(maxsize=CALLERS, retries=False)  # a failure counts
+    pool = urllib3.PoolManager(maxsize=OPEN_LOOP_THREADS, retries=False, timeout=TIMEOUT_S)
 
     def call(image: bytes) -> None:
         body = json.dumps({"image_b64": base64.b64encode(image).decode()})
@@ -201,19 +250,32 @@ def _processes_naming(directory: Path) -> list[int]:
     return found
 
 
-def ray_serve_calls(store: ModelStore, measure) -> None:
-    """Ray Serve, one and two replicas, default proxy and high-throughput mode."""
+@dataclass(frozen=True)
+class Run:
+    """One round's setting: the store and model every server serves, where its files go, and
+    what measures a way of calling it."""
+
+    store: ModelStore
+    model: str
+    workdir: Path
+    measure: Callable[[str, Call], None]
+
+
+def ray_serve_calls(run: Run) -> None:
+    """Ray Serve, one and two replicas: its default proxy over HTTP and gRPC, and its
+    high-throughput mode (HTTP only: HAProxy fronts the HTTP proxy)."""
     python = str(venvs.ensure("ray") / "bin" / "python")
     for fast in (False, True):
         mode = "high-throughput mode, HAProxy" if fast else "default proxy"
         for replicas in (1, 2):
-            [port, stats_port, metrics_port] = free_ports(3)
+            [port, grpc_port, stats_port, metrics_port] = free_ports(4)
             call = rest_v1(f"http://127.0.0.1:{port}/classify")
             command = [
                 python,
                 "bench/peers/ray_serve_app.py",
-                *("--store", str(store.root), "--model", MODEL, "--port", str(port)),
+                *("--store", str(run.store.root), "--model", run.model, "--port", str(port)),
                 *("--replicas", str(replicas)),
+                *(() if fast else ("--grpc-port", str(grpc_port))),
             ]
             # HAProxy's files in a directory of this run (short: its socket's path, with the
             # hash Ray adds, must stay under 97 characters) and its ports free ones, not /tmp
@@ -232,10 +294,21 @@ def ray_serve_calls(store: ModelStore, measure) -> None:
                 }
                 env = venvs.environment(flags if fast else {})
                 with peer_process(command, env, haproxy / "ray.log", call):
-                    measure(f"Ray Serve (HTTP, {mode}, {replicas} replica(s))", call)
+                    run.measure(f"Ray Serve (HTTP, {mode}, {replicas} replica(s))", call)
+                    if not fast:
+                        ray_serve_grpc(run, f"127.0.0.1:{grpc_port}", replicas)
 
 
-def bentoml_calls(store: ModelStore, workdir: Path, measure) -> None:
+def ray_serve_grpc(run: Run, target: str, replicas: int) -> None:
+    """Ray Serve's gRPC proxy, serving StraightLine's `Predict` (ready once HTTP answers:
+    both proxies start with the application)."""
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        run.measure(f"Ray Serve (gRPC, default proxy, {replicas} replica(s))", predict(stub, run))
+
+
+def bentoml_calls(run: Run) -> None:
     [port] = free_ports(1)
     call = json_b64(f"http://127.0.0.1:{port}/classify")
     command = [
@@ -244,13 +317,13 @@ def bentoml_calls(store: ModelStore, workdir: Path, measure) -> None:
         *("--host", "127.0.0.1", "--port", str(port)),
     ]
     env = venvs.environment(
-        {"PEER_STORE": str(store.root), "PEER_MODEL": MODEL, "PEER_WORKERS": "2"}
+        {"PEER_STORE": str(run.store.root), "PEER_MODEL": run.model, "PEER_WORKERS": "2"}
     )
-    with peer_process(command, env, workdir / "bentoml.log", call):
-        measure("BentoML (JSON, 2 workers)", call)
+    with peer_process(command, env, run.workdir / "bentoml.log", call):
+        run.measure("BentoML (JSON, 2 workers)", call)
 
 
-def oip_grpc_call(target: str) -> tuple[Call, grpc.Channel]:
+def oip_grpc_call(target: str, model: str) -> tuple[Call, grpc.Channel]:
     channel = grpc.insecure_channel(target)
     stub = oip_grpc.GRPCInferenceServiceStub(channel)
 
@@ -259,136 +332,179 @@ def oip_grpc_call(target: str) -> tuple[Call, grpc.Channel]:
         wanted = oip.ModelInferRequest.InferRequestedOutputTensor(name="scores")
         wanted.parameters["classification"].int64_param = 1
         request = oip.ModelInferRequest(
-            model_name=MODEL,
+            model_name=model,
             inputs=[tensor],
             outputs=[wanted],
             raw_input_contents=[oip_tensors.with_length(image)],
         )
-        stub.ModelInfer(request, timeout=30)
+        stub.ModelInfer(request, timeout=TIMEOUT_S)
 
     return call, channel
 
 
-def adapter_predict(stub: inference_pb2_grpc.InferenceServiceStub) -> Call:
-    """An adapter's Predict, as the placer sends it."""
-    ref = types_pb2.ModelRef(name=MODEL)
+def predict(stub: inference_pb2_grpc.InferenceServiceStub, run: Run) -> Call:
+    """StraightLine's `InferenceService.Predict`, as the placer sends it to an adapter."""
+    ref = types_pb2.ModelRef(name=run.model)
 
     def call(image: bytes) -> None:
         request = inference_pb2.PredictRequest(model=ref, payload=image, content_type="image/jpeg")
-        stub.Predict(request, timeout=30)
+        stub.Predict(request, timeout=TIMEOUT_S)
 
     return call
 
 
-def straightline_calls(store: ModelStore, workdir: Path, measure) -> None:
+def straightline_calls(run: Run) -> None:
     """An adapter's Predict, the placer's Infer."""
     with (
-        placer_and_flask(store, workdir) as (placer, adapter),
+        placer_and_flask(run.store, run.workdir) as (placer, adapter),
         open_channel(adapter.address, Role.PLACER) as to_adapter,
         open_channel(placer.address, Role.CLIENT) as to_placer,
     ):
         adapter_stub = inference_pb2_grpc.InferenceServiceStub(to_adapter)
         placer_stub = placer_pb2_grpc.PlacerServiceStub(to_placer)
-        ref = types_pb2.ModelRef(name=MODEL)
+        ref = types_pb2.ModelRef(name=run.model)
 
         def infer(image: bytes) -> None:
             request = placer_pb2.InferRequest(model=ref, payload=image, content_type="image/jpeg")
-            placer_stub.Infer(request, timeout=30)
+            placer_stub.Infer(request, timeout=TIMEOUT_S)
 
-        measure("StraightLine adapter (gRPC Predict)", adapter_predict(adapter_stub))
-        measure("StraightLine placer (gRPC Infer)", infer)
+        run.measure("StraightLine adapter (gRPC Predict)", predict(adapter_stub, run))
+        run.measure("StraightLine placer (gRPC Infer)", infer)
 
 
-def mlserver_calls(store: ModelStore, workdir: Path, measure) -> None:
-    with running_mlserver(store.root, MODEL, workdir) as urls:
-        measure("MLServer (OIP REST, JSON)", oip_rest(urls["rest"]))
-        call, channel = oip_grpc_call(urls["grpc"].removeprefix("grpc://"))
+def mlserver_calls(run: Run) -> None:
+    with running_mlserver(run.store.root, run.model, run.workdir) as urls:
+        run.measure("MLServer (OIP REST, JSON)", oip_rest(urls["rest"], run.model))
+        call, channel = oip_grpc_call(urls["grpc"].removeprefix("grpc://"), run.model)
         with channel:
-            measure("MLServer (OIP gRPC)", call)
+            run.measure("MLServer (OIP gRPC)", call)
 
 
-def model_server_calls(store: ModelStore, workdir: Path, measure) -> None:
+def model_server_calls(run: Run) -> None:
     """The model server alone, with the Flask adapter's default of 4 worker threads."""
     server = ServiceProcess(
         "straightline_inference.modelserver",
-        ["--store", str(store.root), "--listen", "127.0.0.1:0", "--threads", "4"],
-        workdir / "model-server",
+        ["--store", str(run.store.root), "--listen", "127.0.0.1:0", "--threads", "4"],
+        run.workdir,
         ENV,
     ).wait_ready(timeout=180)
     try:
-        url = f"http://127.0.0.1:{server.ports['http']}/v1/models/{MODEL}/predict"
-        measure("StraightLine model server (REST v1)", rest_v1(url))
+        url = f"http://127.0.0.1:{server.ports['http']}/v1/models/{run.model}/predict"
+        run.measure("StraightLine model server (REST v1)", rest_v1(url))
     finally:
         server.terminate()
 
 
+PEERS: dict[str, Callable[[Run], None]] = {
+    "mlserver": mlserver_calls,
+    "ray": ray_serve_calls,
+    "bentoml": bentoml_calls,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", choices=("small", "xception"), default="small")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--open-share",
+        type=float,
+        default=0.3,
+        help="the open loop's arrival rate, as a share of the model's in-process rate (one "
+        "image at a time)",
+    )
+    parser.add_argument(
         "--peers",
-        default="mlserver,ray,bentoml",
+        default=",".join(PEERS),
         help="which peers beside StraightLine, comma-separated (mlserver, ray, bentoml)",
     )
     args = parser.parse_args()
-    peers = set(args.peers.split(","))
+    peers = [PEERS[name] for name in args.peers.split(",") if name]
     images = jpegs()
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="straightline-peers-") as scratch:
-        workdir = Path(scratch)
-        store = ModelStore(workdir / "models")
-        make_classifier(store, MODEL)
+        store = ModelStore(Path(scratch) / "models")
+        if args.model == "xception":
+            make_xception(store)
+        else:
+            make_classifier(store, args.model)
+        floor = in_process(store, args.model, images, args.seconds)
+        rate = args.open_share * floor["one_at_a_time_rps"]
 
         def measure(name: str, call: Call) -> None:
             closed_loop(call, images, 2.0)  # warm: every worker's first call
-            runs.setdefault(name, []).append(closed_loop(call, images, args.seconds))
-            print(name, runs[name][-1])
+            result = closed_loop(call, images, args.seconds)
+            result["open"] = open_loop(call, images, rate, args.seconds)
+            runs.setdefault(name, []).append(result)
+            print(name, result, flush=True)
 
         for round_ in range(args.rounds):
-            model_server_calls(store, workdir / f"model-server-{round_}", measure)
-            straightline_calls(store, workdir / f"straightline-{round_}", measure)
-            if "mlserver" in peers:
-                mlserver_calls(store, workdir / f"mlserver-{round_}", measure)
-            if "ray" in peers:
-                ray_serve_calls(store, measure)
-            if "bentoml" in peers:
-                bentoml_calls(store, workdir / f"bentoml-{round_}", measure)
-        floor = in_process(store, MODEL, images, args.seconds)
+            for serve in (model_server_calls, straightline_calls, *peers):
+                workdir = Path(scratch) / f"{serve.__name__}-{round_}"
+                serve(Run(store, args.model, workdir, measure))
     results = {
         "machine": report.machine(),
+        "model": args.model,
         "seconds": args.seconds,
         "rounds": args.rounds,
+        "open_share": args.open_share,
         "in_process": floor,
         "runs": runs,
     }
-    report.write("peers", results, markdown(results))
+    name = "peers" if args.model == "small" else f"peers-{args.model}"
+    report.write(name, results, markdown(results))
 
 
 def markdown(results: dict) -> str:
-    floor = results["in_process"]["one_at_a_time_rps"]
+    floor = results["in_process"]
+    single, batched = floor["one_at_a_time_rps"], floor["batches_of_8_rps"]
+    model = "the small test model" if results["model"] == "small" else "Keras Xception (299 px)"
     lines = [
-        "## StraightLine and its peers, side by side (issue 19)",
+        f"## StraightLine and its peers, side by side: {results['model']} (issue 19)",
         "",
-        f"`python -m bench.peers` on {results['machine']['cpu']} "
-        f"({results['machine']['cores']} cores): the small test model and eight 320x240 JPEGs, "
-        f"{CALLERS} closed-loop callers, {results['seconds']:.0f} s per server and round, "
+        f"`python -m bench.peers --model {results['model']}` on {results['machine']['cpu']} "
+        f"({results['machine']['cores']} cores): {model} and eight 320x240 JPEGs, "
         f"{results['rounds']} rounds in alternation, tracing off; medians of the rounds, and "
-        f"their range. The floor: the model in this process, one image at a time, "
-        f"{floor:.1f} images/s.",
+        f"their range. The floor: the model in this process, {single:.1f} images/s one at a "
+        f"time (decode included), {batched:.1f} in batches of 8 (the model alone).",
         "",
-        "| server | answered/s | share of in-process (range) | p50 ms | failed |",
-        "| --- | --- | --- | --- | --- |",
+        f"Closed loop, {CALLERS} callers, {results['seconds']:.0f} s per server and round:",
+        "",
+        "| server | answered/s | share of in-process (range) | share of batched | p50 ms | "
+        "p99 ms | failed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, runs in results["runs"].items():
         rates = [r["rps"] for r in runs]
+        rate = statistics.median(rates)
         lines.append(
-            f"| {name} | {statistics.median(rates):.1f} | "
-            f"{statistics.median(rates) / floor:.2f} ({min(rates) / floor:.2f}-"
-            f"{max(rates) / floor:.2f}) | {statistics.median(r['p50_ms'] for r in runs):.1f} | "
+            f"| {name} | {rate:.1f} | {rate / single:.2f} ({min(rates) / single:.2f}-"
+            f"{max(rates) / single:.2f}) | {rate / batched:.2f} | "
+            f"{median_of(runs, 'p50_ms'):.1f} | {median_of(runs, 'p99_ms'):.1f} | "
             f"{failed(runs)} |"
         )
+    offered = results["open_share"] * single
+    lines += [
+        "",
+        f"Open loop: Poisson arrivals at {offered:.1f} requests/s ({results['open_share']:.2f} "
+        f"of the in-process rate) for {results['seconds']:.0f} s per server and round, at most "
+        f"{OPEN_LOOP_THREADS} in flight; latency from when each request was due:",
+        "",
+        "| server | answered/s | p50 ms | p99 ms | failed |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, runs in results["runs"].items():
+        opened = [r["open"] for r in runs]
+        lines.append(
+            f"| {name} | {median_of(opened, 'rps'):.1f} | {median_of(opened, 'p50_ms'):.1f} | "
+            f"{median_of(opened, 'p99_ms'):.1f} | {failed(opened)} |"
+        )
     return "\n".join(lines)
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
 
 def failed(runs: list[dict]) -> str:

@@ -3,9 +3,13 @@
 model from our store with our decode-and-predict code (the same as every other server in the
 benchmark), behind Ray Serve's HTTP proxy on `--port`, or behind HAProxy with Ray's
 high-throughput mode (`RAY_SERVE_ENABLE_HA_PROXY=1`, `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, set by
-the caller). POST a JPEG to /classify; the answer is the top class, JSON.
+the caller). POST a JPEG to /classify; the answer is the top class, JSON. With `--grpc-port`,
+Ray Serve's gRPC proxy serves StraightLine's own `InferenceService.Predict` there as well (the
+deployment's `Predict` method, as Ray's gRPC guide has user-defined services): the same
+request a StraightLine adapter takes, so the two are compared on one message.
 
-    python bench/peers/ray_serve_app.py --store DIR --model small --port 8000 --replicas 2
+    python bench/peers/ray_serve_app.py --store DIR --model small --port 8000 --replicas 2 \
+        [--grpc-port 9000]
 """
 
 import argparse
@@ -15,7 +19,12 @@ import threading
 
 import ray
 from ray import serve
+from ray.serve.config import gRPCOptions
 from starlette.requests import Request
+
+from straightline.v1 import inference_pb2, types_pb2
+
+SERVICER = "straightline.v1.inference_pb2_grpc.add_InferenceServiceServicer_to_server"
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=8)
@@ -33,6 +42,13 @@ class Classifier:
         top = prediction.classes[0]
         return {"label": top.label, "score": top.score}
 
+    async def Predict(self, request: inference_pb2.PredictRequest) -> inference_pb2.PredictResponse:
+        prediction = await asyncio.to_thread(
+            self._model.predict, request.payload, request.content_type, request.top_k or 1
+        )
+        classes = [types_pb2.ClassScore(label=c.label, score=c.score) for c in prediction.classes]
+        return inference_pb2.PredictResponse(request_id=request.request_id, classes=classes)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -40,9 +56,17 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--grpc-port", type=int, default=0)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    # Ray's own traffic (its control store, raylet, workers) on loopback, as every other
+    # process of the benchmark: by default it binds the machine's address.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    grpc_options = (
+        gRPCOptions(port=args.grpc_port, grpc_servicer_functions=[SERVICER])
+        if args.grpc_port
+        else None
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port}, grpc_options=grpc_options)
     app = Classifier.options(num_replicas=args.replicas).bind(args.store, args.model)
     serve.run(app, route_prefix="/classify")
     print("ready", flush=True)
