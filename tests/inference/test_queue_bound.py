@@ -6,8 +6,8 @@ import pytest
 from straightline_inference.adapter.pool import EnvironmentPool
 from straightline_inference.adapter.queue_bound import (
     MAX_LIMIT,
+    MIN_LIMIT,
     RESIZE_EVERY,
-    UNMEASURED_LIMIT,
     QueueBound,
     drain_limit,
 )
@@ -17,9 +17,11 @@ from straightline_inference.adapter.queue_bound import (
     ("slots", "hold_s", "objective_s", "places"),
     [
         (4, 0.020, 0.3, 56),  # 4 x (15 - 1): the 56th waits 14 holds and runs 1
-        (1, 0.185, 0.3, 0),  # Xception on one slot: a wait of one run misses 300 ms
-        (2, 0.100, 0.3, 4),
-        (2, 0.400, 0.3, 0),  # slower than the objective: nothing should wait
+        (8, 0.100, 0.3, 16),
+        # Xception on one slot, and a model slower than its objective: a wait of one run
+        # misses it, but eight callers still queue rather than be refused.
+        (1, 0.185, 0.3, MIN_LIMIT),
+        (2, 0.400, 0.3, MIN_LIMIT),
         (8, 0.0001, 1.0, MAX_LIMIT),
     ],
 )
@@ -31,15 +33,15 @@ def test_the_queue_holds_what_the_slots_drain_within_the_objective(
 
 def test_a_sized_queue_follows_the_median_hold_every_few_holds():
     bound = QueueBound.draining_within(0.3)
-    assert bound.limit == UNMEASURED_LIMIT
+    assert bound.limit == MIN_LIMIT
     for _ in range(RESIZE_EVERY - 1):
-        bound.held(0.050, slots=2)
-    assert bound.limit == UNMEASURED_LIMIT  # not sized on fewer holds
-    bound.held(0.050, slots=2)
-    assert bound.limit == 10  # 2 x (6 - 1)
+        bound.held(0.050, slots=4)
+    assert bound.limit == MIN_LIMIT  # not sized on fewer holds
+    bound.held(0.050, slots=4)
+    assert bound.limit == 20  # 4 x (6 - 1)
     for _ in range(3 * RESIZE_EVERY):  # slower now: the median moves, and the queue shrinks
-        bound.held(0.150, slots=2)
-    assert bound.limit == 2
+        bound.held(0.075, slots=4)
+    assert bound.limit == 12  # 4 x (4 - 1)
 
 
 def test_a_fixed_queue_never_moves():
@@ -58,7 +60,7 @@ def test_a_pool_sizes_its_queue_from_its_leases():
         queue_limit=QueueBound.draining_within(0.3),
     )
     try:
-        assert pool.capacity().queue_limit == UNMEASURED_LIMIT
+        assert pool.capacity().queue_limit == MIN_LIMIT
         for _ in range(RESIZE_EVERY):
             with pool.lease(timeout=5):
                 pass

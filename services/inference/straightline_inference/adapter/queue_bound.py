@@ -6,14 +6,18 @@ A request that joins a queue of `slots` busy slots at place q (from 0) starts af
 (q + 1) / slots holds and ends one hold later, so it is answered within the objective O while
 (q + 1) / slots x hold + hold <= O: the queue has slots x (O / hold - 1) places. A model server
 that batches holds each of its slots for a batch's run, so its pace is its slots per run, which
-is what it drains. Until enough holds are known the queue has `UNMEASURED_LIMIT` places.
+is what it drains. The queue never has fewer than `MIN_LIMIT` places: a model slower than its
+objective (Xception held a second a request by a batching model server) would otherwise get
+none, and a client's eight callers would be refused where every peer queues them; the placer's
+SLO-aware rule reads the queue's depth and sends a request that would wait past its objective
+elsewhere. Until enough holds are known the queue has `MIN_LIMIT` places too.
 """
 
 import math
 import statistics
 from collections import deque
 
-UNMEASURED_LIMIT = 8  # as many as the callers a client usually opens: none of them refused
+MIN_LIMIT = 8  # as many as the callers a client usually opens: none of them refused
 MAX_LIMIT = 1024
 RECENT_HOLDS = 64
 RESIZE_EVERY = 8  # holds between two sizings: the median of 64 is not worth taking per request
@@ -37,7 +41,7 @@ class QueueBound:
     @classmethod
     def draining_within(cls, objective_s: float) -> "QueueBound":
         """A queue sized to what its slots drain within `objective_s`."""
-        return cls(UNMEASURED_LIMIT, objective_s)
+        return cls(MIN_LIMIT, objective_s)
 
     @property
     def sized(self) -> bool:
@@ -58,8 +62,8 @@ class QueueBound:
 
 def drain_limit(slots: int, hold_s: float, objective_s: float) -> int:
     """The places of a queue whose last request `slots` slots, each held `hold_s` a request,
-    still answer within `objective_s`."""
+    still answer within `objective_s` (between MIN_LIMIT and MAX_LIMIT)."""
     if hold_s <= 0:
         return MAX_LIMIT
-    places = slots * (objective_s / hold_s - 1)
-    return max(0, min(MAX_LIMIT, math.floor(places + 1e-9)))  # 0.3 / 0.05 is 5.999...
+    places = math.floor(slots * (objective_s / hold_s - 1) + 1e-9)  # 0.3 / 0.05 is 5.999...
+    return max(MIN_LIMIT, min(MAX_LIMIT, places))
