@@ -43,10 +43,15 @@ def run_together(target, count: int) -> float:
     return time.perf_counter() - started
 
 
+def p99_of(ordered: list[float]) -> float:
+    """The 99th percentile of samples sorted in ascending order (at least one)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 def summary(samples_s: list[float]) -> dict:
     """Median and 99th percentile, in microseconds."""
     ordered = sorted(samples_s)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    p99 = p99_of(ordered)
     return {
         "n": len(ordered),
         "median_us": round(statistics.median(ordered) * 1e6, 2),

@@ -100,7 +100,7 @@ class Tally:
         return {
             "rps": round(len(self.latencies) / elapsed, 1),
             "p50_ms": round(statistics.median(ordered) * 1e3, 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3, 2),
+            "p99_ms": round(report.p99_of(ordered) * 1e3, 2),
             "failures": self.failures,
         }
 
