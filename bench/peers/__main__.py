@@ -9,7 +9,8 @@ batches of 8, the model alone):
 
 - StraightLine: the model server called directly (REST v1), an adapter's `Predict` (what the
   placer sends), and the placer's `Infer` (placement included) over a Flask adapter with the
-  defaults;
+  defaults, and again with its model server as one process per core
+  (`--model-server-processes auto`);
 - MLServer (its own virtual environment, `make setup`), serving the same Keras file through
   the custom runtime the tests use, over its OIP REST API (JSON, the image base64) and its OIP
   gRPC API (raw bytes);
@@ -353,10 +354,10 @@ def predict(stub: inference_pb2_grpc.InferenceServiceStub, run: Run) -> Call:
     return call
 
 
-def straightline_calls(run: Run) -> None:
-    """An adapter's Predict, the placer's Infer."""
+def straightline_calls(run: Run, arguments: tuple[str, ...] = (), setting: str = "") -> None:
+    """An adapter's Predict, the placer's Infer; `arguments`: the adapter's, named `setting`."""
     with (
-        placer_and_flask(run.store, run.workdir) as (placer, adapter),
+        placer_and_flask(run.store, run.workdir, arguments) as (placer, adapter),
         open_channel(adapter.address, Role.PLACER) as to_adapter,
         open_channel(placer.address, Role.CLIENT) as to_placer,
     ):
@@ -368,8 +369,13 @@ def straightline_calls(run: Run) -> None:
             request = placer_pb2.InferRequest(model=ref, payload=image, content_type="image/jpeg")
             placer_stub.Infer(request, timeout=TIMEOUT_S)
 
-        run.measure("StraightLine adapter (gRPC Predict)", predict(adapter_stub, run))
-        run.measure("StraightLine placer (gRPC Infer)", infer)
+        run.measure(f"StraightLine adapter (gRPC Predict{setting})", predict(adapter_stub, run))
+        run.measure(f"StraightLine placer (gRPC Infer{setting})", infer)
+
+
+def straightline_per_core_calls(run: Run) -> None:
+    """The same with the Flask model server as one process per core."""
+    straightline_calls(run, ("--model-server-processes", "auto"), ", a model server per core")
 
 
 def mlserver_calls(run: Run) -> None:
@@ -440,7 +446,12 @@ def main() -> None:
             print(name, result, flush=True)
 
         for round_ in range(args.rounds):
-            for serve in (model_server_calls, straightline_calls, *peers):
+            for serve in (
+                model_server_calls,
+                straightline_calls,
+                straightline_per_core_calls,
+                *peers,
+            ):
                 workdir = Path(scratch) / f"{serve.__name__}-{round_}"
                 serve(Run(store, args.model, workdir, measure))
     results = {

@@ -19,6 +19,7 @@ class ReceivedSpan:
     attributes: dict
     status_code: int
     events: tuple = ()  # (name, attributes) per event
+    pid: int = 0  # the process.pid of the span's resource
 
 
 def _value(any_value):
@@ -65,6 +66,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                                 (e.name, {a.key: _value(a.value) for a in e.attributes})
                                 for e in span.events
                             ),
+                            pid=resource.get("process.pid", 0),
                         )
                     )
         with self._changed:

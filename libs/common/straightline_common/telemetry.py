@@ -17,7 +17,13 @@ from collections.abc import Iterable, Mapping
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_VERSION, Resource
+from opentelemetry.sdk.resources import (
+    PROCESS_PID,
+    SERVICE_NAME,
+    SERVICE_NAMESPACE,
+    SERVICE_VERSION,
+    Resource,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -41,6 +47,7 @@ def configure_tracing(
             SERVICE_NAME: environ.get("OTEL_SERVICE_NAME", service_name),
             SERVICE_NAMESPACE: "straightline",
             SERVICE_VERSION: straightline_version(),
+            PROCESS_PID: os.getpid(),  # tells apart the processes of one service (replicas)
         }
     )
     provider = TracerProvider(resource=resource)

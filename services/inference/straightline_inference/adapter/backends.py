@@ -25,6 +25,7 @@ def flask(config: AdapterConfig) -> Backend:
     return FlaskBackend(
         store=config.store,
         threads=config.threads,
+        processes=config.model_server_processes,
         queue_limit=_queue(config),
         url=config.model_server_url,
         tls=tls_files(vars(config)),

@@ -34,16 +34,21 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 OIP_SCHEMES = ("http", "https", "grpc", "grpcs")
+MAX_MODEL_SERVER_PROCESSES = 64
 
 
-def _parse_queue_limit(text: str) -> int | None:
-    """auto (None) or a number of places."""
-    if text == "auto":
-        return None
-    value = parse_non_negative_int(text)
-    if value > MAX_LIMIT:
-        raise ValueError(f"must be at most {MAX_LIMIT}")
-    return value
+def _auto_or(parse: Callable[[str], int], most: int) -> Callable[[str], int | None]:
+    """A parser of "auto" (None) or a number parsed by `parse`, at most `most`."""
+
+    def parse_auto(text: str) -> int | None:
+        if text == "auto":
+            return None
+        value = parse(text)
+        if value > most:
+            raise ValueError(f"must be at most {most}")
+        return value
+
+    return parse_auto
 
 
 def _setting(name: str, parse: Callable[[str], Any], default: Any, help_text: str) -> Setting:
@@ -77,6 +82,13 @@ SETTINGS = (
     ),
     _setting("store", str, "models", "model store directory"),
     _setting("threads", parse_positive_int, 4, "flask: model server worker threads (capacity)"),
+    _setting(
+        "model_server_processes",
+        _auto_or(parse_positive_int, MAX_MODEL_SERVER_PROCESSES),
+        1,
+        "flask: model server processes sharing the threads, a model loaded in each: a number, "
+        f"or auto (one per core, at most one per thread); at most {MAX_MODEL_SERVER_PROCESSES}",
+    ),
     _setting("model_server_url", str, "", "flask: use this running model server instead"),
     _setting(
         "image",
@@ -132,7 +144,7 @@ SETTINGS = (
     ),
     _setting(
         "queue_limit",
-        _parse_queue_limit,
+        _auto_or(parse_non_negative_int, MAX_LIMIT),
         None,
         "flask, docker, oip: requests that may wait for a slot: auto (the default: what the "
         "slots drain within latency_objective_ms at their recent pace), or a number (0: refuse "
@@ -214,6 +226,7 @@ class AdapterConfig:
     name: str
     store: str
     threads: int
+    model_server_processes: int  # "auto" resolved
     model_server_url: str
     image: str
     models_in_image: bool
@@ -267,6 +280,7 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     if not 1 <= settings["latency_objective_ms"] <= 3_600_000:
         raise ConfigError("latency_objective_ms must be between 1 and 3,600,000 (an hour)")
     tls_files(settings)  # all three or none, and readable
+    settings["model_server_processes"] = _model_server_processes(settings)
     most = settings["max_containers" if settings["platform"] == "docker" else "concurrency"]
     if settings["min_warm"] > most:
         raise ConfigError(
@@ -306,3 +320,21 @@ def load(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         image = "lambda" if settings["platform"] == "serverless" else "model-server"
         settings["image"] = f"straightline/{image}:dev"
     return AdapterConfig(**settings)
+
+
+def _model_server_processes(settings: dict[str, Any]) -> int:
+    processes: int | None = settings["model_server_processes"]
+    if processes is None:
+        cores = len(os.sched_getaffinity(0))
+        return 1 if settings["model_server_url"] else min(cores, settings["threads"])
+    if processes > settings["threads"]:
+        raise ConfigError(
+            f"model_server_processes ({processes}) is more than threads ({settings['threads']}): "
+            "each process needs at least one worker thread"
+        )
+    if processes > 1 and settings["model_server_url"]:
+        raise ConfigError(
+            "model_server_processes applies to the model servers this adapter starts; with "
+            "model_server_url it runs none: leave model_server_processes at 1"
+        )
+    return processes
