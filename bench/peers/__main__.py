@@ -15,8 +15,8 @@ batches of 8, the model alone):
   the custom runtime the tests use, over its OIP REST API (JSON, the image base64) and its OIP
   gRPC API (raw bytes);
 - Ray Serve (HTTP, the JPEG as the body), one and two replicas, behind its default proxy and
-  in its high-throughput mode (HAProxy in front), and over gRPC (its gRPC proxy serving
-  StraightLine's own `InferenceService.Predict`, one and two replicas), and BentoML (its JSON
+  in its high-throughput mode (HAProxy in front), and over gRPC the same ways (serving
+  StraightLine's own `InferenceService.Predict`), and BentoML (its JSON
   API, the image base64, two workers), each installed by this script into a virtual
   environment of its own (`bench/peers/venvs.py`: Ray 2.60.0, BentoML 1.4.40 here), loading
   the model with our code.
@@ -263,8 +263,8 @@ class Run:
 
 
 def ray_serve_calls(run: Run) -> None:
-    """Ray Serve, one and two replicas: its default proxy over HTTP and gRPC, and its
-    high-throughput mode (HTTP only: HAProxy fronts the HTTP proxy)."""
+    """Ray Serve, one and two replicas, over HTTP and gRPC: behind its default proxies, and in
+    its high-throughput mode (HAProxy fronts both)."""
     python = str(venvs.ensure("ray") / "bin" / "python")
     for fast in (False, True):
         mode = "high-throughput mode, HAProxy" if fast else "default proxy"
@@ -275,8 +275,7 @@ def ray_serve_calls(run: Run) -> None:
                 python,
                 "bench/peers/ray_serve_app.py",
                 *("--store", str(run.store.root), "--model", run.model, "--port", str(port)),
-                *("--replicas", str(replicas)),
-                *(() if fast else ("--grpc-port", str(grpc_port))),
+                *("--replicas", str(replicas), "--grpc-port", str(grpc_port)),
             ]
             # HAProxy's files in a directory of this run (short: its socket's path, with the
             # hash Ray adds, must stay under 97 characters) and its ports free ones, not /tmp
@@ -296,17 +295,16 @@ def ray_serve_calls(run: Run) -> None:
                 env = venvs.environment(flags if fast else {})
                 with peer_process(command, env, haproxy / "ray.log", call):
                     run.measure(f"Ray Serve (HTTP, {mode}, {replicas} replica(s))", call)
-                    if not fast:
-                        ray_serve_grpc(run, f"127.0.0.1:{grpc_port}", replicas)
+                    ray_serve_grpc(run, f"127.0.0.1:{grpc_port}", f"{mode}, {replicas} replica(s)")
 
 
-def ray_serve_grpc(run: Run, target: str, replicas: int) -> None:
-    """Ray Serve's gRPC proxy, serving StraightLine's `Predict` (ready once HTTP answers:
+def ray_serve_grpc(run: Run, target: str, setting: str) -> None:
+    """Ray Serve over gRPC, serving StraightLine's `Predict` (ready once HTTP answers:
     both proxies start with the application)."""
     with grpc.insecure_channel(target) as channel:
         grpc.channel_ready_future(channel).result(timeout=60)
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        run.measure(f"Ray Serve (gRPC, default proxy, {replicas} replica(s))", predict(stub, run))
+        run.measure(f"Ray Serve (gRPC, {setting})", predict(stub, run))
 
 
 def bentoml_calls(run: Run) -> None:

@@ -4,7 +4,8 @@ model from our store with our decode-and-predict code (the same as every other s
 benchmark), behind Ray Serve's HTTP proxy on `--port`, or behind HAProxy with Ray's
 high-throughput mode (`RAY_SERVE_ENABLE_HA_PROXY=1`, `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, set by
 the caller). POST a JPEG to /classify; the answer is the top class, JSON. With `--grpc-port`,
-Ray Serve's gRPC proxy serves StraightLine's own `InferenceService.Predict` there as well (the
+Ray Serve serves StraightLine's own `InferenceService.Predict` there as well (its gRPC proxy,
+or HAProxy in the high-throughput mode; the
 deployment's `Predict` method, as Ray's gRPC guide has user-defined services): the same
 request a StraightLine adapter takes, so the two are compared on one message.
 
