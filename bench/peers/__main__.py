@@ -7,7 +7,8 @@ request was due, so a server that falls behind pays for its backlog). Reported a
 model in this process (one image at a time, decode included, the first call left out; and in
 batches of 8, the model alone):
 
-- StraightLine: the model server called directly (REST v1), an adapter's `Predict` (what the
+- StraightLine: the model server called directly (REST v1; and as one process per core, the
+  client taking them in turn), an adapter's `Predict` (what the
   placer sends), and the placer's `Infer` (placement included) over a Flask adapter with the
   defaults, and again with its model server as one process per core
   (`--model-server-processes auto`);
@@ -29,6 +30,7 @@ batches of 8, the model alone):
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import random
@@ -40,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -385,18 +387,35 @@ def mlserver_calls(run: Run) -> None:
 
 
 def model_server_calls(run: Run) -> None:
-    """The model server alone, with the Flask adapter's default of 4 worker threads."""
-    server = ServiceProcess(
-        "straightline_inference.modelserver",
-        ["--store", str(run.store.root), "--listen", "127.0.0.1:0", "--threads", "4"],
-        run.workdir,
-        ENV,
-    ).wait_ready(timeout=180)
-    try:
-        url = f"http://127.0.0.1:{server.ports['http']}/v1/models/{run.model}/predict"
+    """The model server alone, with the Flask adapter's default of 4 worker threads; then as
+    one process per core sharing them, the client taking the processes in turn (what a client
+    that sends straight to the model servers, with no hop between, would reach)."""
+    cores = len(os.sched_getaffinity(0))
+    with ExitStack() as servers:
+        [url] = model_server_urls(run, servers, processes=1, threads=4)
         run.measure("StraightLine model server (REST v1)", rest_v1(url))
-    finally:
-        server.terminate()
+    with ExitStack() as servers:
+        calls = [rest_v1(url) for url in model_server_urls(run, servers, cores, 4 // cores or 1)]
+        turns = itertools.cycle(calls)
+        run.measure(
+            f"StraightLine model servers, {cores} processes (REST v1, in turn)",
+            lambda image: next(turns)(image),
+        )
+
+
+def model_server_urls(run: Run, stack: ExitStack, processes: int, threads: int) -> list[str]:
+    """Starts `processes` model servers of `threads` each, stopped with `stack`; their URLs."""
+    urls = []
+    for number in range(processes):
+        server = ServiceProcess(
+            "straightline_inference.modelserver",
+            ["--store", str(run.store.root), "--listen", "127.0.0.1:0", "--threads", str(threads)],
+            run.workdir / f"model-server-{processes}-{number}",
+            ENV,
+        ).wait_ready(timeout=180)
+        stack.callback(server.terminate)
+        urls.append(f"http://127.0.0.1:{server.ports['http']}/v1/models/{run.model}/predict")
+    return urls
 
 
 PEERS: dict[str, Callable[[Run], None]] = {
