@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from straightline_common.errors import InvalidArgument
-from straightline_inference.batching import Batcher, BatchSettings
+from straightline_inference.batching import BatchCeiling, Batcher, BatchSettings
 
 
 class Model:
@@ -30,17 +30,17 @@ def image(value: float) -> np.ndarray:
     return np.full((2, 2, 3), value, np.float32)
 
 
-def run(batcher: Batcher, value: float):
-    with batcher.expect() as submit:
+def run(batcher: Batcher, value: float, ceiling: BatchCeiling | None = None):
+    with batcher.expect(ceiling) as submit:
         return submit(image(value))
 
 
-def in_threads(batcher: Batcher, values) -> dict[float, object]:
+def in_threads(batcher: Batcher, values, ceiling=None) -> dict[float, object]:
     answers: dict[float, object] = {}
 
     def one(value):
         try:
-            answers[value] = run(batcher, value)
+            answers[value] = run(batcher, value, ceiling)
         except Exception as error:  # the test looks at it
             answers[value] = error
 
@@ -84,6 +84,53 @@ def test_a_batch_is_never_larger_than_its_maximum():
         thread.join(10)
     assert model.batches[0] == 1 and max(model.batches) == 2 and sum(model.batches) == 6
     assert sorted(float(a.scores[0]) for a in answers.values()) == [24.0, 36.0, 48.0, 60.0, 72.0]
+
+
+@pytest.mark.parametrize(
+    ("server", "ceiling", "largest"),
+    [
+        (8, BatchCeiling(max_batch_size=2), 2),  # the policy's ceiling under the server's 8
+        (2, BatchCeiling(max_batch_size=8), 2),  # a ceiling never raises the model's own
+        (8, BatchCeiling(max_batch_size=1), 1),  # 1: batching off
+    ],
+)
+def test_a_ceiling_bounds_the_batches_its_requests_lead(server, ceiling, largest):
+    model = Model(seconds=0.2)
+    batcher = Batcher(model, BatchSettings(max_batch_size=server, max_queue_delay_s=0.0))
+    _, first = in_threads(batcher, [1.0], ceiling)
+    assert model.running.wait(5)
+    answers, threads = in_threads(batcher, [2.0, 3.0, 4.0, 5.0, 6.0], ceiling)
+    for thread in first + threads:
+        thread.join(10)
+    assert max(model.batches) == largest and sum(model.batches) == 6
+    assert sorted(float(a.scores[0]) for a in answers.values()) == [24.0, 36.0, 48.0, 60.0, 72.0]
+
+
+def test_a_ceiling_on_the_delay_stops_the_leader_waiting():
+    model = Model()
+    batcher = Batcher(model, BatchSettings(max_batch_size=8, max_queue_delay_s=1.0))
+    decoded = threading.Event()
+    with batcher.expect() as submit_late:  # announced, decoding for 0.5 s
+        threading.Timer(0.5, decoded.set).start()
+        started = time.perf_counter()
+        answer = run(batcher, 1.0, BatchCeiling(max_queue_delay_s=0.0))
+        waited = time.perf_counter() - started
+        decoded.wait(5)
+        submit_late(image(2.0))
+    assert waited < 0.3 and answer.batch_size == 1
+    assert model.batches == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_batch_size": 257}, "max_batch_size must be between 1 and 256"),
+        ({"max_queue_delay_s": 2.0}, "max_queue_delay must be between 0 and 1000 ms"),
+    ],
+)
+def test_ceilings_out_of_range_are_refused(fields, message):
+    with pytest.raises(InvalidArgument, match=message):
+        BatchCeiling(**fields)
 
 
 @pytest.mark.parametrize(("delay", "batches"), [(1.0, [2]), (0.0, [1, 1])])

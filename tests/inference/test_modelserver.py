@@ -12,6 +12,9 @@ import pytest
 from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from straightline_common.s3models import S3Models
+from straightline_inference.adapter.backend import PredictCall
+from straightline_inference.adapter.modelserver_client import ModelServerClient
+from straightline_inference.batching import BatchCeiling
 from tests.support.models import CLASSES, image_bytes, make_classifier, png_header
 from tests.support.s3 import BUCKET
 
@@ -44,6 +47,18 @@ def test_predicts_top_k_classes_of_a_jpeg_and_a_png(model_server):
     assert sum(c["score"] for c in png["classes"]) == pytest.approx(1.0, abs=1e-4)
     assert png["timings"]["inference_ms"] > 0
     assert 0 <= png["timings"]["queue_ms"] <= png["timings"]["inference_ms"]  # batch's wait
+
+
+@pytest.mark.parametrize(
+    "ceiling", [BatchCeiling(1, 0.0), BatchCeiling(max_batch_size=4), BatchCeiling(0, 0.0025)]
+)
+def test_the_adapters_client_passes_batching_ceilings_the_server_takes(model_server, ceiling):
+    client = ModelServerClient(f"http://127.0.0.1:{model_server.ports['http']}", connections=1)
+    try:
+        call = PredictCall("r-1", "tiny", "", image_bytes(), "image/jpeg", 1, batching=ceiling)
+        assert len(client.predict(call, timeout=30).classes) == 1
+    finally:
+        client.close()
 
 
 def test_the_same_image_gets_the_same_answer(model_server):
@@ -167,6 +182,22 @@ def test_metadata_and_health(model_server):
             400,
             "INVALID_ARGUMENT",
             "top_k must be 0",
+        ),
+        (
+            "/v1/models/tiny/predict?max_batch_size=many",
+            image_bytes(),
+            "image/jpeg",
+            400,
+            "INVALID_ARGUMENT",
+            "max_batch_size must be an integer and max_queue_delay_ms a number",
+        ),
+        (
+            "/v1/models/tiny/predict?max_batch_size=2&max_queue_delay_ms=nan",
+            image_bytes(),
+            "image/jpeg",
+            400,
+            "INVALID_ARGUMENT",
+            "max_queue_delay must be between 0 and 1000 ms",
         ),
     ],
 )

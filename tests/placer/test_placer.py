@@ -14,6 +14,7 @@ from scripts.localstack import set_policy
 from straightline.v1 import placer_pb2, placer_pb2_grpc, types_pb2
 from straightline_common.processes import health_status
 from straightline_common.timeconv import duration, seconds
+from straightline_inference.batching import BatchCeiling
 from straightline_inference.simulated import SimulatedAdapter
 from tests.placer.conftest import DOCKER, FLASK, SERVERLESS
 from tests.support.waiting import wait_until
@@ -29,6 +30,25 @@ def place(stub, size=SMALL, model=MODEL):
 def infer(stub, size=SMALL, timeout=10):
     request = placer_pb2.InferRequest(model=MODEL, payload=b"x" * size, content_type="image/jpeg")
     return stub.Infer(request, timeout=timeout)
+
+
+def test_the_policys_batching_ceilings_reach_its_platforms_model_servers(stub, adapters):
+    ceilings = types_pb2.BatchingLimits(max_batch_size=2, max_queue_delay=duration(0.001))
+    docker_settings = placer_pb2.PlatformSettings(
+        platform=DOCKER,
+        memory_mb=2048,
+        bandwidth_bytes_per_second=10**9,
+        max_request_bytes=10**6,
+        batching=ceilings,
+    )
+    policy = set_policy(stub, platform_settings=[docker_settings], pinned_platform=DOCKER)
+    assert {s.platform: s.batching for s in policy.platform_settings}[DOCKER] == ceilings
+    docker, flask = adapters(DOCKER), adapters(FLASK)
+    infer(stub)
+    assert docker.last_batching == BatchCeiling(max_batch_size=2, max_queue_delay_s=0.001)
+    set_policy(stub, pinned_platform=FLASK)
+    infer(stub)
+    assert flask.served == 1 and flask.last_batching is None  # no ceilings for Flask
 
 
 def test_health_and_reflection(placer, channels):

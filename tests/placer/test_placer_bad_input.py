@@ -24,6 +24,17 @@ def report(**fields):
     return types_pb2.InstanceReport(**values)
 
 
+def batching_settings(**limits) -> placer_pb2.PlatformSettings:
+    """Docker's settings, valid but for the batching ceilings given."""
+    return placer_pb2.PlatformSettings(
+        platform=DOCKER,
+        memory_mb=2048,
+        bandwidth_bytes_per_second=10**9,
+        max_request_bytes=10**6,
+        batching=types_pb2.BatchingLimits(**limits),
+    )
+
+
 def send_heartbeats(stub, *reports):
     requests = iter([placer_pb2.HeartbeatRequest(report=r) for r in reports])
     return list(stub.Heartbeat(requests, timeout=5))
@@ -194,6 +205,20 @@ def test_duplicate_instance_id_is_refused(stub, adapter_stub, registered):
             {"platform_settings": [placer_pb2.PlatformSettings(platform=0)]},
             ["platform_settings"],
             "each entry must name a platform",
+        ),
+        (
+            {"platform_settings": [batching_settings(max_batch_size=1000)]},
+            ["platform_settings"],
+            "platform_settings of docker: batching.max_batch_size must be between 1 and 256",
+        ),
+        (
+            {
+                "platform_settings": [
+                    batching_settings(max_queue_delay=duration_pb2.Duration(seconds=5))
+                ]
+            },
+            ["platform_settings"],
+            "platform_settings of docker: batching.max_queue_delay must be between 0 and 1000 ms",
         ),
     ],
 )

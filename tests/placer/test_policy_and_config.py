@@ -72,7 +72,8 @@ def test_the_config_file_sets_objectives_and_platform_settings(tmp_path):
         "[policy.latency_objectives]\nxception = 1.2\n"
         "[policy.platforms.serverless]\nmemory_mb = 4096\nnetwork_round_trip_s = 0.02\n"
         "[policy.platforms.flask]\nhost = 'edge-1'\nhost_cores = 2\n"
-        "[policy.platforms.docker]\nhost = 'edge-1'\nhost_cores = 2\n"
+        "[policy.platforms.docker]\nhost = 'edge-1'\nhost_cores = 2\nmax_batch_size = 4\n"
+        "max_queue_delay_s = 0.005\n"
     )
     policy = config.load(["--config", str(config_file)], environ={}).policy
     assert policy.placement_rule is Rule.SLO_AWARE
@@ -84,6 +85,7 @@ def test_the_config_file_sets_objectives_and_platform_settings(tmp_path):
     assert (serverless.memory_mb, serverless.network_round_trip_s) == (4096, 0.02)
     shared = [policy.platform_settings[p] for p in (Platform.FLASK, Platform.DOCKER)]
     assert [(s.host, s.host_cores) for s in shared] == [("edge-1", 2)] * 2
+    assert [(s.max_batch_size, s.max_queue_delay_s) for s in shared] == [(0, None), (4, 0.005)]
     assert (
         serverless.price_per_request
         == Policy().platform_settings[Platform.SERVERLESS].price_per_request

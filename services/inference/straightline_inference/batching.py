@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from straightline_common.batching_limits import MAX_BATCH_SIZE, MAX_QUEUE_DELAY_S
 from straightline_common.errors import InvalidArgument
 
 # The model's forward pass: images (N, height, width, 3) -> scores (N, classes).
 Forward = Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]
-MAX_BATCH_SIZE_LIMIT = 256
-MAX_QUEUE_DELAY_LIMIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -35,18 +34,40 @@ class BatchSettings:
     max_queue_delay_s: float = 0.002
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE_LIMIT:
+        if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
             raise InvalidArgument(
-                f"max_batch_size must be between 1 and {MAX_BATCH_SIZE_LIMIT}, "
-                f"not {self.max_batch_size}"
+                f"max_batch_size must be between 1 and {MAX_BATCH_SIZE}, not {self.max_batch_size}"
             )
-        if not 0 <= self.max_queue_delay_s <= MAX_QUEUE_DELAY_LIMIT_S:
+        if not 0 <= self.max_queue_delay_s <= MAX_QUEUE_DELAY_S:
             raise InvalidArgument(
-                f"max_queue_delay must be between 0 and {MAX_QUEUE_DELAY_LIMIT_S * 1e3:.0f} ms"
+                f"max_queue_delay must be between 0 and {MAX_QUEUE_DELAY_S * 1e3:.0f} ms"
             )
 
 
 DEFAULT_BATCHING = BatchSettings()
+
+
+@dataclass(frozen=True)
+class BatchCeiling:
+    """Ceilings a request brings for the batch it leads (the placer's policy for its platform,
+    passed on by the adapter): 0 / None, none."""
+
+    max_batch_size: int = 0
+    max_queue_delay_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size:
+            BatchSettings(self.max_batch_size)  # the same bounds, the same sentence
+        if self.max_queue_delay_s is not None:
+            BatchSettings(max_queue_delay_s=self.max_queue_delay_s)
+
+    def over(self, settings: BatchSettings) -> BatchSettings:
+        """`settings`, kept under these ceilings."""
+        size = min(settings.max_batch_size, self.max_batch_size or settings.max_batch_size)
+        delay = settings.max_queue_delay_s
+        if self.max_queue_delay_s is not None:
+            delay = min(delay, self.max_queue_delay_s)
+        return BatchSettings(size, delay)
 
 
 def model_batching(metadata: Mapping[str, Any], defaults: BatchSettings) -> BatchSettings:
@@ -64,6 +85,7 @@ def model_batching(metadata: Mapping[str, Any], defaults: BatchSettings) -> Batc
 @dataclass(eq=False)
 class _Waiting:
     images: np.ndarray[Any, Any]
+    limits: BatchSettings  # of the batch it leads, if it does
     scores: np.ndarray[Any, Any] | None = None
     batch_size: int = 0
     error: BaseException | None = None
@@ -94,9 +116,13 @@ class Batcher:
         self._expected = 0  # requests decoding, which will join the queue
 
     @contextmanager
-    def expect(self) -> Iterator[Callable[[np.ndarray[Any, Any]], Batched]]:
+    def expect(
+        self, ceiling: BatchCeiling | None = None
+    ) -> Iterator[Callable[[np.ndarray[Any, Any]], Batched]]:
         """Announces a request whose image is being decoded; yields the function that runs
-        the decoded image (height, width, 3) through the model."""
+        the decoded image (height, width, 3) through the model. `ceiling` bounds the batch the
+        request leads, if it does."""
+        limits = ceiling.over(self.settings) if ceiling is not None else self.settings
         with self._changed:
             self._expected += 1
         submitted = False
@@ -104,11 +130,11 @@ class Batcher:
         def submit(image: np.ndarray[Any, Any]) -> Batched:
             nonlocal submitted
             submitted = True
-            if self.settings.max_batch_size == 1:  # batching off: requests run side by side
+            if limits.max_batch_size == 1:  # batching off: requests run side by side
                 with self._changed:
                     self._expected -= 1
                 return Batched(self._forward(image[np.newaxis])[0], 1, 0.0)
-            return self._run(_Waiting(image[np.newaxis]))
+            return self._run(_Waiting(image[np.newaxis], limits))
 
         try:
             yield submit
@@ -138,8 +164,9 @@ class Batcher:
         """Called with the lock held by the request at the head of the queue, the model idle:
         waits (bounded) for the requests still decoding, then takes the batch."""
         self._running = True
-        limit = self.settings.max_batch_size
-        deadline = time.perf_counter() + self.settings.max_queue_delay_s
+        leader = self._queue[0].limits
+        limit = leader.max_batch_size
+        deadline = time.perf_counter() + leader.max_queue_delay_s
         while self._expected > 0 and len(self._queue) < limit:
             left = deadline - time.perf_counter()
             if left <= 0:

@@ -40,8 +40,11 @@ class HeartbeatSender:
         max_backoff_s: float = 0.5,  # a restarted placer sees the instance within a second
         tokens: Tokens | None = None,
         tls: TlsFiles | None = None,
+        on_batching: Callable[[types_pb2.BatchingLimits], None] | None = None,
     ) -> None:
+        """`on_batching` takes the placer's batching ceilings from each acknowledgement."""
         self._placer_address = placer_address
+        self._on_batching = on_batching
         self._tls = tls or tls_from_environ()
         self._tokens = tokens or (None if self._tls else load_tokens())
         self._make_report = make_report
@@ -82,6 +85,8 @@ class HeartbeatSender:
                     self._call = call = stub.Heartbeat(self._reports())
                     for ack in call:
                         self.interval_s = seconds(ack.interval) or 1.0
+                        if self._on_batching is not None:
+                            self._on_batching(ack.batching)
                         self.connected.set()
                         backoff = 0.1
                 except grpc.RpcError as error:

@@ -16,7 +16,13 @@ from straightline_common.errors import FailedPrecondition, InvalidArgument, NotF
 from straightline_common.modelstore import ModelStore, ModelVersion
 from straightline_common.names import check_model
 from straightline_inference import imaging
-from straightline_inference.batching import DEFAULT_BATCHING, Batcher, BatchSettings, model_batching
+from straightline_inference.batching import (
+    DEFAULT_BATCHING,
+    BatchCeiling,
+    Batcher,
+    BatchSettings,
+    model_batching,
+)
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("straightline.model")
@@ -86,10 +92,17 @@ class LoadedModel:
             },
         )
 
-    def predict(self, data: bytes, content_type: str, top_k: int = 0) -> Prediction:
+    def predict(
+        self,
+        data: bytes,
+        content_type: str,
+        top_k: int = 0,
+        ceiling: BatchCeiling | None = None,
+    ) -> Prediction:
+        """`ceiling`: bounds on the batch this request leads, under the model's own."""
         top_k = _check_top_k(top_k, len(self.class_names))
         started = time.perf_counter()
-        with self._batcher.expect() as through_model:
+        with self._batcher.expect(ceiling) as through_model:
             with tracer.start_as_current_span(
                 "model.decode", attributes={"image.bytes": len(data)}
             ):

@@ -23,6 +23,7 @@ from straightline_inference.adapter.core import Adapter
 from straightline_inference.adapter.gate import SlotGate
 from straightline_inference.adapter.metrics import AdapterMetrics
 from straightline_inference.adapter.servicer import ACCESS, SERVICE_NAME, InferenceServicer
+from straightline_inference.batching import BatchCeiling
 from straightline_inference.heartbeat import Heartbeats
 
 CLASS_NAMES = ("cat", "chook", "dog", "horse")
@@ -46,6 +47,7 @@ class SimulatedBackend:
         self.served = 0
         self.refused = 0
         self.last_timeout_s: float | None = None
+        self.last_batching: BatchCeiling | None = None
         self._models = tuple(models)
         self._gate = SlotGate(capacity, queue_limit, name=name)
 
@@ -79,6 +81,7 @@ class SimulatedBackend:
                 f"image/png or {tensors.MEDIA_TYPE}"
             )
         self.last_timeout_s = timeout
+        self.last_batching = call.batching
         try:
             with self._gate.slot(timeout=3600) as queued:
                 time.sleep(self.service_time_s)
@@ -146,7 +149,10 @@ class SimulatedAdapter:
             max_workers=capacity + queue_limit + 4,
         )
         self._heartbeats = Heartbeats(
-            placer_address, self._servicer.report, interval_s=heartbeat_interval_s
+            placer_address,
+            self._servicer.report,
+            interval_s=heartbeat_interval_s,
+            on_batching=adapter.take_batching,
         )
 
     @property
@@ -160,6 +166,11 @@ class SimulatedAdapter:
     @property
     def refused(self) -> int:
         return self.backend.refused
+
+    @property
+    def last_batching(self) -> BatchCeiling | None:
+        """The batching ceilings the last request carried for the model server."""
+        return self.backend.last_batching
 
     @property
     def last_time_remaining(self) -> float | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from straightline_common.batching_limits import MAX_BATCH_SIZE, MAX_QUEUE_DELAY_S
 from straightline_common.errors import InvalidArgument
 from straightline_common.names import check_id
 from straightline_placer import rules
@@ -51,6 +52,10 @@ class PlatformSettings:
     # Platforms naming the same host share its cores (empty: a host of its own).
     host: str = ""
     host_cores: int = 0
+    # Ceilings on the platform's model servers' adaptive batching, sent to its adapters with
+    # every heartbeat's answer: 0 / None, the models' own.
+    max_batch_size: int = 0
+    max_queue_delay_s: float | None = None
 
     def check(self, platform: Platform) -> None:
         where = f"platform_settings of {platform.name.lower()}"
@@ -72,6 +77,20 @@ class PlatformSettings:
                 f"{where}: max_request_bytes must be above 0 and at most {MAX_REQUEST_BYTES}"
             )
         self._check_host(where)
+        self._check_batching(where)
+
+    def _check_batching(self, where: str) -> None:
+        if not 0 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise InvalidArgument(
+                f"{where}: batching.max_batch_size must be between 1 and {MAX_BATCH_SIZE} "
+                "(0: the models' own)"
+            )
+        delay = self.max_queue_delay_s
+        if delay is not None and not (math.isfinite(delay) and 0 <= delay <= MAX_QUEUE_DELAY_S):
+            raise InvalidArgument(
+                f"{where}: batching.max_queue_delay must be between 0 and "
+                f"{MAX_QUEUE_DELAY_S * 1e3:.0f} ms"
+            )
 
     def _check_host(self, where: str) -> None:
         if not self.host:

@@ -148,6 +148,7 @@ class PlacerServicer(placer_pb2_grpc.PlacerServiceServicer):
                     sequence=report.sequence,
                     interval=duration(policy.heartbeat_interval_s),
                     timeout=duration(policy.heartbeat_timeout_s),
+                    batching=batching_limits(policy.platform_settings[Platform(report.platform)]),
                 )
         finally:
             if instance_id is not None:
@@ -434,6 +435,7 @@ def _policy_message(policy: Policy) -> placer_pb2.Policy:
                 max_request_bytes=settings.max_request_bytes,
                 host=settings.host,
                 host_cores=settings.host_cores,
+                batching=batching_limits(settings),
             )
             for platform, settings in policy.platform_settings.items()
         ],
@@ -459,8 +461,21 @@ def _platform_settings(
             max_request_bytes=message.max_request_bytes,
             host=message.host,
             host_cores=message.host_cores,
+            max_batch_size=message.batching.max_batch_size,
+            max_queue_delay_s=(
+                seconds(message.batching.max_queue_delay)
+                if message.batching.HasField("max_queue_delay")
+                else None
+            ),
         )
     return settings
+
+
+def batching_limits(settings: PlatformSettings) -> types_pb2.BatchingLimits:
+    limits = types_pb2.BatchingLimits(max_batch_size=settings.max_batch_size)
+    if settings.max_queue_delay_s is not None:
+        limits.max_queue_delay.CopyFrom(duration(settings.max_queue_delay_s))
+    return limits
 
 
 async def _until_quiet(

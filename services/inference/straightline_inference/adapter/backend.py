@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from straightline.v1 import types_pb2
 from straightline_common.errors import InvalidArgument
 from straightline_common.modelstore import ModelStore
-from straightline_inference.batching import DEFAULT_BATCHING, model_batching
+from straightline_inference.batching import DEFAULT_BATCHING, BatchCeiling, model_batching
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class PredictCall:
     payload: bytes
     content_type: str
     top_k: int
+    # The placer's batching ceilings for this platform, for the model server (None: none).
+    batching: BatchCeiling | None = None
 
 
 @dataclass(frozen=True)

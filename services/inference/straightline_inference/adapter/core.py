@@ -1,13 +1,16 @@
 """The adapter's core: checks a request, runs it on the backend, keeps recent statistics."""
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 from straightline.v1 import types_pb2
 from straightline_common.errors import InvalidArgument, ServiceError
 from straightline_common.names import check_model
+from straightline_common.timeconv import seconds
 from straightline_inference.adapter.backend import Answer, Backend, PredictCall, fill_capacity
 from straightline_inference.adapter.metrics import AdapterMetrics
+from straightline_inference.batching import BatchCeiling
 from straightline_inference.stats import RecentStats
 
 
@@ -23,6 +26,17 @@ class Adapter:
         self.instance_id = instance_id
         self.stats = RecentStats()
         self.metrics = metrics
+        self.batching: BatchCeiling | None = None  # the placer's, for this platform
+
+    def take_batching(self, limits: types_pb2.BatchingLimits) -> None:
+        """The placer's batching ceilings for this platform, from a heartbeat's answer; every
+        request from now on carries them to the model server."""
+        delay = seconds(limits.max_queue_delay) if limits.HasField("max_queue_delay") else None
+        self.batching = (
+            BatchCeiling(limits.max_batch_size, delay)
+            if limits.max_batch_size or delay is not None
+            else None
+        )
 
     def predict(self, call: PredictCall, timeout: float) -> Served:
         if not call.model_name:
@@ -30,6 +44,8 @@ class Adapter:
         check_model(call.model_name, call.model_version)
         if not call.payload:
             raise InvalidArgument("the payload is empty; send the image's bytes")
+        if self.batching is not None:
+            call = dataclasses.replace(call, batching=self.batching)
         started = time.perf_counter()
         try:
             answer = self.backend.predict(call, timeout)

@@ -10,6 +10,7 @@ from opentelemetry import propagate
 from straightline_common.errors import DeadlineExceeded, Unavailable, from_code_name
 from straightline_common.tls import TlsFiles, https_client_context
 from straightline_inference.adapter.backend import Answer, PredictCall
+from straightline_inference.batching import BatchCeiling
 
 # How long a readiness probe waits for /healthz (behind the requests in the workers' queue).
 PROBE_TIMEOUT_S = 2.0
@@ -60,7 +61,7 @@ class ModelServerClient(HttpEndpoint):
         started = time.perf_counter()
         body = self._request(
             "POST",
-            f"{path}/predict?top_k={call.top_k}",
+            f"{path}/predict?top_k={call.top_k}{_ceiling_query(call.batching)}",
             timeout,
             body=call.payload,
             headers=headers,
@@ -102,6 +103,15 @@ class ModelServerClient(HttpEndpoint):
             refusal = body.get("error", {})
             raise from_code_name(refusal.get("code", ""), refusal.get("message", str(body)))
         return body
+
+
+def _ceiling_query(ceiling: BatchCeiling | None) -> str:
+    if ceiling is None:
+        return ""
+    query = f"&max_batch_size={ceiling.max_batch_size}" if ceiling.max_batch_size else ""
+    if ceiling.max_queue_delay_s is not None:
+        query += f"&max_queue_delay_ms={ceiling.max_queue_delay_s * 1e3:g}"
+    return query
 
 
 def _queue_seconds(body: dict[str, Any], elapsed: float) -> float:

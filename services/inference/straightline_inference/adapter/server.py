@@ -57,7 +57,11 @@ class AdapterServer:
         self._grpc.mark_serving()
         if self.config.placer != "off":
             self._heartbeats = Heartbeats(
-                self.config.placer, self._servicer.report, tokens=self._tokens, tls=self._tls
+                self.config.placer,
+                self._servicer.report,
+                tokens=self._tokens,
+                tls=self._tls,
+                on_batching=self.adapter.take_batching,
             )
             self._heartbeats.start()
         if self.config.port_file:

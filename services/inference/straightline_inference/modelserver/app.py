@@ -2,6 +2,7 @@
 
     POST /v1/models/<name>/predict[?top_k=N]                 body: the image; Content-Type
     POST /v1/models/<name>/versions/<version>/predict[?top_k=N]
+         [&max_batch_size=N&max_queue_delay_ms=MS]           ceilings on the batch it leads
     GET  /v1/models                                          the models served
     GET  /v1/models/<name>[/versions/<version>]             metadata
     GET  /healthz                                            200 once the models are warm
@@ -19,6 +20,7 @@ trace.
 """
 
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 
 from flask import Flask, Response, jsonify, request
@@ -28,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 
 from straightline_common import errors
 from straightline_inference import oip_json
+from straightline_inference.batching import BatchCeiling
 from straightline_inference.imaging import MAX_IMAGE_BYTES
 from straightline_inference.model import ModelSet
 
@@ -53,7 +56,9 @@ def create_app(models: ModelSet) -> Flask:
         with _server_span():
             top_k = _top_k(request.args.get("top_k", "0"))
             model = models.get(name, version)
-            prediction = model.predict(request.get_data(), request.content_type or "", top_k)
+            prediction = model.predict(
+                request.get_data(), request.content_type or "", top_k, _ceiling(request.args)
+            )
             return jsonify(
                 model={"name": prediction.name, "version": prediction.version},
                 classes=[vars(c) for c in prediction.classes],
@@ -146,6 +151,19 @@ def _server_span() -> AbstractContextManager[trace.Span]:
         context=propagate.extract(request.headers),
         kind=trace.SpanKind.SERVER,
     )
+
+
+def _ceiling(args: Mapping[str, str]) -> BatchCeiling | None:
+    """The batching ceilings a caller (the adapter, from the placer's policy) sends."""
+    size, delay_ms = args.get("max_batch_size"), args.get("max_queue_delay_ms")
+    if size is None and delay_ms is None:
+        return None
+    try:
+        return BatchCeiling(int(size or 0), float(delay_ms) / 1e3 if delay_ms is not None else None)
+    except ValueError:
+        raise errors.InvalidArgument(
+            "max_batch_size must be an integer and max_queue_delay_ms a number"
+        ) from None
 
 
 def _top_k(text: str) -> int:
