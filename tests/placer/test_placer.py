@@ -190,7 +190,8 @@ def test_the_latency_aware_rule_sends_hot_small_requests_to_the_fastest_free_pla
         round(seconds(getattr(hot.inputs, f"{name}_recent_latency_p95")), 3)
         for name in ("flask", "docker", "serverless")
     ]
-    assert latencies == [0.3, 0.02, 0.1]
+    # As the simulated platforms report them (a sleep of 20 ms can take 22 on a busy machine).
+    assert latencies == pytest.approx([0.3, 0.02, 0.1], abs=0.01)
     assert place(stub, size=LARGE).branch == types_pb2.BRANCH_LARGE_DATA  # line 7, as before
     docker.stop()
     assert wait_until(lambda: place(stub).platform == SERVERLESS)  # the next fastest
