@@ -6,7 +6,9 @@ import re
 
 import pytest
 
+from scripts.localstack import set_policy
 from straightline.v1 import placer_pb2, types_pb2
+from straightline_common.timeconv import duration
 from straightline_inference.simulated import CLASS_NAMES
 from straightline_placer import ctl
 from straightline_placer.ctl import UsageError, policy_update
@@ -133,6 +135,23 @@ def test_a_latency_aware_placement_shows_the_latencies_it_compared(
     out = placed()
     assert out.startswith(f"flask {flask.instance_id} (fastest_free)")
     assert re.search(f"recent p95 of free platforms: {measured}", out)
+
+
+def test_the_policy_shows_a_platforms_batching_ceilings(placerctl, stub):
+    docker = placer_pb2.PlatformSettings(
+        platform=DOCKER,
+        memory_mb=2048,
+        bandwidth_bytes_per_second=10**9,
+        max_request_bytes=10**6,
+        batching=types_pb2.BatchingLimits(max_batch_size=4, max_queue_delay=duration(0.005)),
+    )
+    set_policy(stub, platform_settings=[docker])
+    code, out, _ = placerctl("policy")
+    assert code == 0
+    assert re.search(
+        r"platform_settings.docker .*, batches at most 4 and waiting at most 5.0 ms", out
+    )
+    assert "batches" not in next(line for line in out.splitlines() if "settings.flask" in line)
 
 
 def test_an_slo_aware_placement_shows_its_objective_and_predictions(placerctl, stub, adapters):

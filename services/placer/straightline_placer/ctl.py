@@ -147,7 +147,16 @@ def _settings(settings: placer_pb2.PlatformSettings) -> str:
         f"{milliseconds(settings.network_round_trip)} ms, at most "
         f"{settings.max_request_bytes:,} bytes"
         + (f", on host {settings.host} ({settings.host_cores} cores)" if settings.host else "")
+        + _batching(settings.batching)
     )
+
+
+def _batching(limits: types_pb2.BatchingLimits) -> str:
+    """The policy's ceilings on the platform's batches, when it sets any."""
+    ceilings = [f"at most {limits.max_batch_size}"] if limits.max_batch_size else []
+    if limits.HasField("max_queue_delay"):
+        ceilings.append(f"waiting at most {milliseconds(limits.max_queue_delay)} ms")
+    return f", batches {' and '.join(ceilings)}" if ceilings else ""
 
 
 def format_instances(view: placer_pb2.WatchResourcesResponse) -> str:
