@@ -19,7 +19,7 @@ import docker
 from bench import report
 from bench.batching_bench import jpegs
 from bench.callers_bench import ENV, cpu_seconds
-from bench.peers.__main__ import MODEL, adapter_predict, closed_loop
+from bench.peers.__main__ import closed_loop, predict
 from straightline.v1 import inference_pb2_grpc
 from straightline_common.auth import Role
 from straightline_common.channels import open_channel
@@ -27,6 +27,7 @@ from straightline_common.modelstore import ModelStore
 from straightline_common.processes import ServiceProcess
 from tests.support.models import make_classifier
 
+MODEL = "small"
 SETTINGS = {
     "without coalescing": [],
     "coalescing (batch 8, 2 ms)": ["--batch-size", "8", "--batch-delay-ms", "2"],
@@ -58,10 +59,10 @@ def bench_setting(store, engine, arguments, images, seconds, workdir, name) -> d
     adapter = docker_adapter(store, workdir, name, arguments)
     try:
         with open_channel(adapter.address, Role.PLACER) as channel:
-            predict = adapter_predict(inference_pb2_grpc.InferenceServiceStub(channel))
-            closed_loop(predict, images, 3.0)  # warm: every worker's first call
+            call = predict(inference_pb2_grpc.InferenceServiceStub(channel), MODEL)
+            closed_loop(call, images, 3.0)  # warm: every worker's first call
             before = cpu_seconds(adapter.process.pid), container_cpu_seconds(engine, name)
-            run = closed_loop(predict, images, seconds)
+            run = closed_loop(call, images, seconds)
             after = cpu_seconds(adapter.process.pid), container_cpu_seconds(engine, name)
             answered = max(1.0, run["rps"] * seconds)
             run["cpu_ms_per_answer"] = {

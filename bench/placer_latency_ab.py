@@ -15,20 +15,14 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench import report
 from bench.batching_bench import jpegs
 from bench.callers_bench import ENV
-from straightline.v1 import (
-    inference_pb2,
-    inference_pb2_grpc,
-    placer_pb2,
-    placer_pb2_grpc,
-    types_pb2,
-)
+from bench.peers.__main__ import Call, infer, predict
+from straightline.v1 import inference_pb2_grpc, placer_pb2_grpc
 from straightline_common.auth import Role
 from straightline_common.channels import open_channel
 from straightline_common.modelstore import ModelStore
@@ -37,8 +31,7 @@ from tests.support.models import make_classifier
 
 WARM_UP = 20
 THIS_TREE = "this tree (grpc.aio)"
-
-Call = Callable[[bytes], object]
+MODEL = "small"
 
 
 def placer(workdir: Path, tree: Path | None) -> ServiceProcess:
@@ -75,10 +68,9 @@ def main() -> None:
         name, _, directory = other.partition("=")
         trees[name] = Path(directory).resolve()
     images = jpegs()
-    ref = types_pb2.ModelRef(name="small")
     with tempfile.TemporaryDirectory(prefix="straightline-ab-") as scratch, ExitStack() as stack:
         store = ModelStore(Path(scratch) / "models")
-        make_classifier(store, "small")
+        make_classifier(store, MODEL)
         placers = {}
         for n, (name, tree) in enumerate(trees.items()):
             placers[name] = placer(Path(scratch) / f"placer-{n}", tree)
@@ -97,28 +89,10 @@ def main() -> None:
         adapter_stub = inference_pb2_grpc.InferenceServiceStub(
             stack.enter_context(open_channel(adapter.address, Role.PLACER))
         )
-
-        def predict(image: bytes) -> object:
-            request = inference_pb2.PredictRequest(
-                model=ref, payload=image, content_type="image/jpeg"
-            )
-            return adapter_stub.Predict(request, timeout=30)
-
-        def infer_through(process: ServiceProcess) -> Call:
-            stub = placer_pb2_grpc.PlacerServiceStub(
-                stack.enter_context(open_channel(process.address, Role.CLIENT))
-            )
-
-            def infer(image: bytes) -> object:
-                request = placer_pb2.InferRequest(
-                    model=ref, payload=image, content_type="image/jpeg"
-                )
-                return stub.Infer(request, timeout=30)
-
-            return infer
-
-        paths = {"adapter (Predict)": predict}
-        paths.update({name: infer_through(process) for name, process in placers.items()})
+        paths = {"adapter (Predict)": predict(adapter_stub, MODEL)}
+        for name, process in placers.items():
+            channel = stack.enter_context(open_channel(process.address, Role.CLIENT))
+            paths[name] = infer(placer_pb2_grpc.PlacerServiceStub(channel), MODEL)
         rounds = []
         for _ in range(args.rounds):
             measured = {name: timed(call, images, args.requests) for name, call in paths.items()}

@@ -306,7 +306,7 @@ def ray_serve_grpc(run: Run, target: str, setting: str) -> None:
     with grpc.insecure_channel(target) as channel:
         grpc.channel_ready_future(channel).result(timeout=60)
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        run.measure(f"Ray Serve (gRPC, {setting})", predict(stub, run))
+        run.measure(f"Ray Serve (gRPC, {setting})", predict(stub, run.model))
 
 
 def bentoml_calls(run: Run) -> None:
@@ -343,13 +343,22 @@ def oip_grpc_call(target: str, model: str) -> tuple[Call, grpc.Channel]:
     return call, channel
 
 
-def predict(stub: inference_pb2_grpc.InferenceServiceStub, run: Run) -> Call:
+def predict(stub: inference_pb2_grpc.InferenceServiceStub, model: str) -> Call:
     """StraightLine's `InferenceService.Predict`, as the placer sends it to an adapter."""
-    ref = types_pb2.ModelRef(name=run.model)
+    return _jpeg_call(stub.Predict, inference_pb2.PredictRequest, model)
+
+
+def infer(stub: placer_pb2_grpc.PlacerServiceStub, model: str) -> Call:
+    """StraightLine's `PlacerService.Infer`, as a client calls the placer."""
+    return _jpeg_call(stub.Infer, placer_pb2.InferRequest, model)
+
+
+def _jpeg_call(method: Callable[..., object], message: Callable[..., object], model: str) -> Call:
+    """A call of a unary `method` whose request `message` carries a model and a JPEG."""
+    ref = types_pb2.ModelRef(name=model)
 
     def call(image: bytes) -> None:
-        request = inference_pb2.PredictRequest(model=ref, payload=image, content_type="image/jpeg")
-        stub.Predict(request, timeout=TIMEOUT_S)
+        method(message(model=ref, payload=image, content_type="image/jpeg"), timeout=TIMEOUT_S)
 
     return call
 
@@ -363,14 +372,10 @@ def straightline_calls(run: Run, arguments: tuple[str, ...] = (), setting: str =
     ):
         adapter_stub = inference_pb2_grpc.InferenceServiceStub(to_adapter)
         placer_stub = placer_pb2_grpc.PlacerServiceStub(to_placer)
-        ref = types_pb2.ModelRef(name=run.model)
-
-        def infer(image: bytes) -> None:
-            request = placer_pb2.InferRequest(model=ref, payload=image, content_type="image/jpeg")
-            placer_stub.Infer(request, timeout=TIMEOUT_S)
-
-        run.measure(f"StraightLine adapter (gRPC Predict{setting})", predict(adapter_stub, run))
-        run.measure(f"StraightLine placer (gRPC Infer{setting})", infer)
+        run.measure(
+            f"StraightLine adapter (gRPC Predict{setting})", predict(adapter_stub, run.model)
+        )
+        run.measure(f"StraightLine placer (gRPC Infer{setting})", infer(placer_stub, run.model))
 
 
 def straightline_per_core_calls(run: Run) -> None:

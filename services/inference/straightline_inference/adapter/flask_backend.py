@@ -48,10 +48,6 @@ class FlaskBackend(ServesStore):
         self._choosing = threading.Lock()
         self._turn = itertools.count()
 
-    @property
-    def pids(self) -> list[int | None]:
-        return [server.pid for server in self._servers]
-
     def start(self) -> None:
         for server in self._servers:
             server.launch()

@@ -69,10 +69,6 @@ class ModelServerProcess:
     def started(self) -> bool:
         return self._client is not None
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.process.pid if self._process is not None else None
-
     def launch(self) -> None:
         """Starts the process, if this adapter runs it, without waiting for it: processes
         launched one after another load their models side by side."""
@@ -81,8 +77,8 @@ class ModelServerProcess:
 
     def start(self) -> None:
         """Waits until the model server serves (launched first, else launched now)."""
-        if not self._url and self._process is None:
-            self._spawn()
+        if self._process is None:
+            self.launch()
         url = self._url or self._serving_url()
         self._client = self._ready_client(url, self._start_timeout_s)
         self._supervisor.start()
