@@ -82,3 +82,13 @@ def test_errors_are_kept_per_load_level():
     assert errors.margin_s(0.99, level=0) == pytest.approx(0.005)
     assert errors.margin_s(0.99, level=1) == pytest.approx(0.09)
     assert errors.margin_s(0.99, prior_s=0.05, level=2) == pytest.approx(0.05)  # none yet
+
+
+def test_a_level_is_measured_once_it_has_enough_recent_errors():
+    now = [0.0]
+    errors = errors_of(*[0.01] * (MIN_ERRORS - 1), clock=lambda: now[0])
+    assert not errors.measured()
+    errors.add(0.01)
+    assert errors.measured() and not errors.measured(level=1)
+    now[0] = MAX_AGE_S + 1
+    assert not errors.measured()

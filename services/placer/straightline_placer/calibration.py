@@ -17,6 +17,13 @@ Xception requests side by side on a 2-core host each take 1.3-1.5 times as long 
 (the evaluation's ninth pass), which the host's stretch, counting only requests against
 cores, does not see; the errors measured at that level carry it.
 
+A platform with fewer than `MIN_ERRORS` at a level, on a host whose other platforms have
+enough there, starts from the largest of their margins (`prediction.py`): the same model on the
+same cores is late by the same contention, and a newcomer's few errors, or its spread of
+service times, would otherwise make it look surer than the platforms measured beside it (the
+evaluation's eleventh pass: serverless, sharing the two cores, was chosen over idle Flask and
+Docker on three errors, and answered late).
+
 Errors are kept for `MAX_AGE_S` (twice as long as adapters keep their requests' figures): a
 platform the rule stopped choosing for its errors is judged again on its figures once they
 have aged out, rather than kept out for ever (with `shed_late_requests` nothing would measure
@@ -58,6 +65,14 @@ class PredictionErrors:
         if len(ordered) < MIN_ERRORS:
             return max(0.0, prior_s, ordered[-1] if ordered else 0.0)
         return ordered[min(len(ordered), math.ceil(attainment * len(ordered))) - 1]
+
+    def measured(self, level: int = 0) -> bool:
+        """Whether enough recent errors at `level` are known for the margin to be their
+        quantile rather than the prior."""
+        with self._lock:
+            errors = self._levels.get(level)
+            known = errors.ordered(self._clock() - MAX_AGE_S) if errors is not None else []
+        return len(known) >= MIN_ERRORS
 
 
 class _Errors:

@@ -35,7 +35,8 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   made with as many requests running on its host (`load_level`, up to its cores;
   `calibration.py`), kept apart from the prediction (`PlatformState.margin_s`) so that the
   errors stay measured against the prediction itself. Until enough errors are known, it is at
-  least the distance from the median to the slowest recent service time.
+  least the distance from the median to the slowest recent service time, and on a shared host
+  at least the margin of the host's platforms that have enough errors at that level.
 
 Cost: per request, plus per GB-second of the platform's memory for the time it runs (Lambda),
 plus the instance-hour apportioned to the request's share of the instance (its time on one of
@@ -86,6 +87,23 @@ def predict_all(
             and running[state.host] < platform_settings.host_cores
             and _runs_ahead(state.instance) == 0
         )
+    _borrow_margins_on_shared_hosts(platforms)
+
+
+def _borrow_margins_on_shared_hosts(platforms: Mapping[Platform, PlatformState]) -> None:
+    """A platform with too few errors at its host's load level takes at least the largest
+    margin of the platforms on the same host that have enough there (`calibration.py`)."""
+    measured: dict[str, float] = {}
+    newcomers: list[PlatformState] = []
+    for state in platforms.values():
+        if not state.host or state.predicted_latency_s is None:
+            continue
+        if state.instance.prediction_errors.measured(state.load_level):
+            measured[state.host] = max(measured.get(state.host, state.margin_s), state.margin_s)
+        else:
+            newcomers.append(state)
+    for state in newcomers:
+        state.margin_s = max(state.margin_s, measured.get(state.host, state.margin_s))
 
 
 def _running_per_host(
