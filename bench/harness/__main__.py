@@ -251,9 +251,20 @@ def slo_targets_table(checked: dict) -> list[str]:
         "| --- | --- | --- | --- |",
     ]
     for target in checked.values():
-        missed = ", ".join(f"{b['rate_rps']:g} rps" for b in target["missed"]) or "none"
+        missed = ", ".join(_missed_bin(b) for b in target["missed"]) or "none"
         lines.append(f"| {target['what']} | {target['bins']} | {missed} | {_met(target)} |")
+    lines += [
+        "",
+        "p: the chance of a shortfall this large or larger between two policies that answer "
+        "in time alike (one-sided Fisher exact test over the bin's requests); above 0.05 it is "
+        "within what two runs of one policy differ by.",
+    ]
     return lines
+
+
+def _missed_bin(missed: dict) -> str:
+    p_value = f" (p {missed['p_value']:.2f})" if "p_value" in missed else ""
+    return f"{missed['rate_rps']:g} rps{p_value}"
 
 
 def _met(target: dict) -> str:

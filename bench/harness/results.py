@@ -194,6 +194,7 @@ def over_time(
             {
                 "start_s": number * bin_s,
                 "sessions_so_far": sent,
+                "requests": len(group),
                 "rate_rps": len(group) / bin_s,
                 "failure_rate": (len(group) - len(ok)) / len(group),
                 "response_ms": percentiles([r.response_ms for r in ok]),

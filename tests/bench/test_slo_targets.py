@@ -2,6 +2,8 @@
 as misses, cost per 1,000 requests, prediction error, and the SLO-aware rule's targets in
 each testbed."""
 
+import math
+
 import pytest
 
 from bench.harness import results, slo, targets
@@ -97,7 +99,7 @@ def test_remote_targets_name_the_bins_they_miss():
     )
     checked = targets.check_slo(outcome)
     assert checked["at_least_best_single"]["missed"] == [
-        {"rate_rps": 10.0, "attainment": 0.8, "best_single": 1.0}
+        {"rate_rps": 10.0, "attainment": 0.8, "best_single": 1.0, "p_value": 0.237}
     ]
     assert not checked["higher_beyond_local"]["met"]
     assert checked["no_failures_until_limit"]["missed"] == [{"rate_rps": 10.0, "failure_rate": 0.2}]
@@ -126,6 +128,17 @@ def test_local_target_allows_two_points_below_the_best_single():
     assert targets.check_slo(outcome)["not_below"]["met"]
     outcome["runs"]["slo-aware"] = run_of(bin_of(0, "flask", [20.0] * 97 + [200.0] * 3))
     assert targets.check_slo(outcome)["not_below"]["missed"][0]["attainment"] == 0.97
+
+
+def test_a_shortfall_is_weighed_against_the_noise_of_the_bins_requests():
+    # None of 10 in time against all 10: only the one way of 184,756 to split the 10 answers
+    # in time puts them all on one side.
+    assert targets.shortfall_p_value(0.0, 1.0, 10) == pytest.approx(1 / math.comb(20, 10))
+    assert targets.shortfall_p_value(0.5, 0.5, 10) > 0.5  # alike
+    # The probe of 2026-12-02: 16 of 18 against pinned Docker's 17, within noise; 49 of 66
+    # against 63, far beyond it.
+    assert targets.shortfall_p_value(16 / 18, 17 / 18, 18) == pytest.approx(0.5)
+    assert targets.shortfall_p_value(49 / 66, 63 / 66, 66) < 0.001
 
 
 def test_no_slo_targets_without_the_slo_aware_run():
