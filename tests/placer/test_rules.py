@@ -7,6 +7,7 @@ import pytest
 from straightline_common.errors import InvalidArgument
 from straightline_placer import prediction, rules
 from straightline_placer.algorithm import Branch, Decision, Platform, Rule
+from straightline_placer.calibration import MIN_ERRORS
 from straightline_placer.policy import DEFAULT_PLATFORM_SETTINGS, PlatformSettings
 from straightline_placer.registry import (
     Instance,
@@ -252,6 +253,45 @@ def test_no_copy_goes_to_a_platform_on_the_host_of_the_one_serving_the_request()
     settings = {**DEFAULT_PLATFORM_SETTINGS, FLASK: on_host(2), DOCKER: on_host(2)}
     decision = decide(Rule.SLO_AWARE, predicted(flask, docker, serverless, settings=settings))
     assert (decision.platform, decision.mirror) == (DOCKER, (SERVERLESS,))
+
+
+def calibrated(platform_state, error_s=0.01):
+    for _ in range(MIN_ERRORS):
+        platform_state.instance.prediction_errors.add(error_s)
+    return platform_state
+
+
+def test_a_platform_without_enough_errors_is_calibrated_on_copies_while_a_calibrated_one_serves():
+    # Flask is measured and cheaper, but its margin rests on no error yet: serverless, whose
+    # margin is measured, serves, and Flask gets a copy, one at a time.
+    flask = state(FLASK, free=2, service=0.1, slowest=0.12)
+    serverless = calibrated(state(SERVERLESS, free=8, service=0.15))
+    first = decide(Rule.SLO_AWARE, predicted(flask, serverless))
+    assert (first.platform, first.branch, first.mirror) == (
+        SERVERLESS, Branch.CHEAPEST_WITHIN_OBJECTIVE, (FLASK,),
+    )  # fmt: skip
+    flask.instance.sent_since_report = 1  # the copy is on its way: no second one
+    assert decide(Rule.SLO_AWARE, predicted(flask, serverless)).mirror == ()
+    flask.instance.sent_since_report = 0
+    calibrated(flask)
+    assert decide(Rule.SLO_AWARE, predicted(flask, serverless)) == Decision(
+        FLASK, Branch.CHEAPEST_WITHIN_OBJECTIVE
+    )
+
+
+def test_an_uncalibrated_platform_serves_when_no_calibrated_one_meets_the_objective():
+    flask = state(FLASK, free=2, service=0.1, slowest=0.12)
+    serverless = calibrated(state(SERVERLESS, free=8, service=0.15), error_s=0.2)
+    decision = decide(Rule.SLO_AWARE, predicted(flask, serverless))
+    assert (decision.platform, decision.mirror) == (FLASK, ())
+
+
+def test_an_uncalibrated_platform_on_the_serving_platforms_host_gets_no_copy():
+    flask = state(FLASK, free=2, total=2, service=0.1, slowest=0.12)
+    docker = calibrated(state(DOCKER, free=2, total=2, service=0.15))  # an idle host: level 0
+    settings = {FLASK: on_host(2), DOCKER: on_host(2)}
+    decision = decide(Rule.SLO_AWARE, predicted(flask, docker, settings=settings))
+    assert (decision.platform, decision.mirror) == (DOCKER, ())
 
 
 def test_with_nothing_measured_an_unmeasured_platform_takes_one_request_at_a_time():

@@ -8,6 +8,7 @@ import grpc
 from scripts.localstack import set_policy
 from straightline.v1 import placer_pb2, types_pb2
 from straightline_common.timeconv import duration, seconds
+from straightline_placer.calibration import MIN_ERRORS
 from tests.placer.conftest import FLASK, SERVERLESS
 from tests.placer.test_placer import infer, place
 from tests.support.waiting import wait_until
@@ -166,6 +167,30 @@ def test_a_platform_not_measured_yet_is_measured_by_a_copy_not_by_a_users_reques
     # Its heartbeat now carries the copy's service time: serverless is measured.
     assert wait_until(lambda: 150 <= (predicted_ms(place(stub), SERVERLESS) or 0) <= 160)
     assert infer(stub).served_platform == FLASK and serverless.served == 1
+
+
+def test_a_new_platform_takes_users_requests_only_once_copies_have_calibrated_it(stub, adapters):
+    # Serverless serves alone long enough for its margin to rest on its errors; then Flask,
+    # cheaper, comes up: it is measured, then calibrated, on copies, while serverless serves.
+    adapters(SERVERLESS, capacity=8, service_time_s=0.15)
+    set_policy(stub, pinned_platform=SERVERLESS)
+    infer(stub)
+    set_policy(
+        stub,
+        pinned_platform=types_pb2.PLATFORM_UNSPECIFIED,
+        placement_rule=types_pb2.PLACEMENT_RULE_SLO_AWARE,
+        default_latency_objective=duration(OBJECTIVE_S),
+    )
+    assert wait_until(lambda: (predicted_ms(place(stub), SERVERLESS) or 0) >= 150)
+    for _ in range(MIN_ERRORS):
+        assert infer(stub).served_platform == SERVERLESS
+    flask = adapters(FLASK, capacity=2, service_time_s=0.1)
+    served_by = []
+    while FLASK not in served_by and len(served_by) < 4 * MIN_ERRORS:
+        served_by.append(infer(stub).served_platform)
+    assert served_by[-1] == FLASK, f"Flask never took a user's request: {served_by}"
+    copies = flask.served - 1
+    assert copies >= MIN_ERRORS, f"Flask served users after {copies} copies"
 
 
 def test_with_shedding_a_request_no_platform_meets_in_time_is_refused_and_sent_nowhere(

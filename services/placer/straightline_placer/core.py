@@ -407,11 +407,17 @@ class Placer:
                 self._metrics.count_mirror(platform)
                 timeout = max(MIN_ATTEMPT_S, deadline - time.monotonic())
                 request_id = f"{placement.request_id}.mirror"
-                mirror = asyncio.create_task(self._mirror(ticket, payload, timeout, request_id))
+                state = placement.inputs.platforms[platform]
+                mirror = asyncio.create_task(
+                    self._mirror(ticket, state, payload, timeout, request_id)
+                )
                 self._mirrors.add(mirror)
                 mirror.add_done_callback(self._mirrors.discard)
 
-    async def _mirror(self, ticket: Ticket, payload: Any, timeout: float, request_id: str) -> None:
+    async def _mirror(
+        self, ticket: Ticket, state: PlatformState, payload: Any, timeout: float, request_id: str
+    ) -> None:
+        started = time.perf_counter()
         try:
             await self._forwarder.forward(ticket.instance, payload, timeout, request_id)
         except PlatformRefused as refusal:
@@ -419,6 +425,8 @@ class Placer:
             return
         except ServiceError:
             pass
+        else:
+            _calibrate(state, ticket.instance, time.perf_counter() - started)
         self.registry.finish(ticket, ran=True)
 
     def observe_answer(self, placement: Placement, instance: Instance, observed: float) -> None:
@@ -428,8 +436,7 @@ class Placer:
         if state is not None and state.predicted_latency_s is not None:
             error = observed - state.predicted_latency_s
             self._metrics.observe_prediction_error(instance.platform, error)
-            if state.instance is instance and not state.unmeasured:
-                instance.prediction_errors.add(error, state.load_level)
+            _calibrate(state, instance, observed)
             trace.get_current_span().set_attribute(
                 "straightline.observed_latency_s", round(observed, 6)
             )
@@ -580,6 +587,15 @@ def _check_request(request: Request) -> None:
             f"data size {request.data_size_bytes} bytes is over the largest request the placer "
             f"takes ({MAX_REQUEST_BYTES} bytes)"
         )
+
+
+def _calibrate(state: PlatformState, instance: Instance, observed: float) -> None:
+    """Keeps the error of the prediction a request (or its copy) was sent by, at the load
+    level it was made at, for the instance's margin (`calibration.py`): only a real
+    prediction (not one of an unmeasured instance) of the instance that answered."""
+    if state.predicted_latency_s is None or state.unmeasured or state.instance is not instance:
+        return
+    instance.prediction_errors.add(observed - state.predicted_latency_s, state.load_level)
 
 
 def _falls_back(policy: Policy) -> bool:

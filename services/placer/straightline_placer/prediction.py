@@ -81,6 +81,7 @@ def predict_all(
             min(running[state.host], platform_settings.host_cores) if state.host else 0
         )
         predict(state, size, platform_settings, objective, stretch)
+        state.calibrated = state.instance.prediction_errors.measured(state.load_level)
         state.spare_core = (
             bool(state.host)
             and state.free_slots > 0
@@ -98,7 +99,7 @@ def _borrow_margins_on_shared_hosts(platforms: Mapping[Platform, PlatformState])
     for state in platforms.values():
         if not state.host or state.predicted_latency_s is None:
             continue
-        if state.instance.prediction_errors.measured(state.load_level):
+        if state.calibrated:
             measured[state.host] = max(measured.get(state.host, state.margin_s), state.margin_s)
         else:
             newcomers.append(state)
@@ -132,7 +133,7 @@ def predict(
         return
     stats = _figures(state.instance, size, settings, objective)
     state.unmeasured = not stats.measured
-    state.probing = state.unmeasured and _probe_in_flight(state)
+    state.probing = state.unmeasured and state.busy
     service = stats.service_time_s(size) * stretch
     if state.free_slots > 0 and state.warm_free_slots > 0:
         wait = _runs_ahead(state.instance) * service / _runs_side_by_side(state.instance)
@@ -196,11 +197,6 @@ def _too_slow(
 
 def _transfer_s(size: int, settings: PlatformSettings) -> float:
     return settings.network_round_trip_s + size / settings.bandwidth_bytes_per_s
-
-
-def _probe_in_flight(state: PlatformState) -> bool:
-    """Whether a request is already on its way to, or running on, the unmeasured instance."""
-    return state.instance.sent_since_report > 0 or state.instance.stats.in_flight > 0
 
 
 def cost(busy_s: float, slots: int, settings: PlatformSettings) -> float:

@@ -157,9 +157,15 @@ class PlatformState:
     unmeasured: bool = False  # no recent figures, reported or recalled
     spare_core: bool = False  # a free slot on a shared host with a core nothing runs on
     probing: bool = False  # unmeasured, with a request already on its way there
+    calibrated: bool = False  # enough recent prediction errors at its load level for a margin
     instance_queued: int = 0
     instance_queue_room: int = 0
     _instance_free: int = -1
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request (or a copy) is on its way to, or running on, its instance."""
+        return self.instance.sent_since_report > 0 or self.instance.stats.in_flight > 0
 
     def add(self, instance: Instance) -> None:
         # Conditional expressions rather than min/max: this runs per instance per request.
