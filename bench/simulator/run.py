@@ -97,6 +97,7 @@ class Simulation:
         if placement.platform is None:
             return self._fail(record, "RESOURCE_EXHAUSTED")
         if instance is not None and self._send(record, placement, instance, ticket):
+            self._send_copies(placement, request)
             return None
         for _platform, fallback, fallback_ticket in self.placer.fallbacks(placement, request):
             if self._send(record, placement, fallback, fallback_ticket):
@@ -124,6 +125,23 @@ class Simulation:
             return True
         self.placer.registry.finish(ticket, ran=False)
         return False
+
+    def _send_copies(self, placement, request: Request) -> None:
+        """The copies the rule asks for, run like requests; only the placer's calibration
+        keeps their answers, as in the real core."""
+        for ticket in self.placer.copies(placement, request):
+            done = self._copy_done(placement, ticket)
+            instance = self.instances[ticket.instance.instance_id]
+            if not instance.submit(Job(request.data_size_bytes, self.engine.now, done)):
+                self.placer.registry.finish(ticket, ran=False)
+
+    def _copy_done(self, placement, ticket):
+        def done(job: Job, finished: float, _queued: float, _cold: float) -> None:
+            self.placer.registry.finish(ticket, ran=True)
+            elapsed = finished + self.scenario.hops_s - job.arrived
+            self.placer.observe_copy(placement, ticket.instance, elapsed)
+
+        return done
 
     def _fail(self, record: Record, status: str) -> None:
         record.status = status

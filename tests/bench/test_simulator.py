@@ -107,6 +107,20 @@ def test_the_simulation_drives_the_placers_real_rules():
     assert all(r.predicted_ms > 0 for r in slo) and not any(r.predicted_ms for r in paper)
 
 
+def test_the_copies_the_rule_asks_for_run_and_calibrate_the_platform_they_measure():
+    # At 10 requests/s Flask (cheaper, 2 slots of 50 ms) takes every request: serverless
+    # serves no user and is measured and calibrated on copies alone, as the real core does.
+    simulation = Simulation(
+        scenario(rate=10.0), Policy(heartbeat_timeout_s=1.0, placement_rule=Rule.SLO_AWARE)
+    )
+    records = simulation.run()
+    assert all(r.ok and r.platform == "flask" for r in records)
+    (serverless,) = [
+        i for i in simulation.placer.registry.live() if i.platform == SERVERLESS.platform
+    ]
+    assert serverless.prediction_errors.measured(level=0)
+
+
 def shares(records) -> dict[str, float]:
     served = Counter(r.platform for r in records if r.ok)
     return {p: n / len(records) for p, n in served.items()}

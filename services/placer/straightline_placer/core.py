@@ -394,28 +394,41 @@ class Placer:
                 self._metrics.count_fallback(placement.platform, platform)
                 yield platform, ticket.instance, ticket
 
-    def _send_mirrors(
-        self, placement: Placement, request: Request, payload: Any, deadline: float
-    ) -> None:
-        """A copy of the request to each platform the rule wants measured, on a slot of its
-        own; the answer is dropped, and only the adapter's figures keep it."""
+    def copies(self, placement: Placement, request: Request) -> Iterator[Ticket]:
+        """A slot reserved for a copy of the request on each platform the rule wants
+        measured that has one free. Hand each ticket to `registry.finish` when done."""
         for platform in placement.mirror:
             ticket = self.registry.reserve_with_capacity(
                 platform, request.model_name, request.model_version
             )
             if ticket is not None:
                 self._metrics.count_mirror(platform)
-                timeout = max(MIN_ATTEMPT_S, deadline - time.monotonic())
-                request_id = f"{placement.request_id}.mirror"
-                state = placement.inputs.platforms[platform]
-                mirror = asyncio.create_task(
-                    self._mirror(ticket, state, payload, timeout, request_id)
-                )
-                self._mirrors.add(mirror)
-                mirror.add_done_callback(self._mirrors.discard)
+                yield ticket
+
+    def observe_copy(self, placement: Placement, instance: Instance, observed: float) -> None:
+        """A copy's answer from `instance` after `observed` seconds: only the instance's
+        calibration keeps it."""
+        state = placement.inputs.platforms.get(instance.platform)
+        if state is not None:
+            _calibrate(state, instance, observed)
+
+    def _send_mirrors(
+        self, placement: Placement, request: Request, payload: Any, deadline: float
+    ) -> None:
+        """A copy of the request to each platform the rule wants measured, on a slot of its
+        own; the answer is dropped, and only the adapter's figures and the instance's
+        calibration keep it."""
+        for ticket in self.copies(placement, request):
+            timeout = max(MIN_ATTEMPT_S, deadline - time.monotonic())
+            request_id = f"{placement.request_id}.mirror"
+            mirror = asyncio.create_task(
+                self._mirror(placement, ticket, payload, timeout, request_id)
+            )
+            self._mirrors.add(mirror)
+            mirror.add_done_callback(self._mirrors.discard)
 
     async def _mirror(
-        self, ticket: Ticket, state: PlatformState, payload: Any, timeout: float, request_id: str
+        self, placement: Placement, ticket: Ticket, payload: Any, timeout: float, request_id: str
     ) -> None:
         started = time.perf_counter()
         try:
@@ -426,7 +439,7 @@ class Placer:
         except ServiceError:
             pass
         else:
-            _calibrate(state, ticket.instance, time.perf_counter() - started)
+            self.observe_copy(placement, ticket.instance, time.perf_counter() - started)
         self.registry.finish(ticket, ran=True)
 
     def observe_answer(self, placement: Placement, instance: Instance, observed: float) -> None:
