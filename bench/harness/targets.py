@@ -185,7 +185,7 @@ def _at_least_best_single(bins) -> dict:
 def _higher_beyond_local(bins, local_limit_rps: float) -> dict:
     beyond = [(row, f) for row, f in bins if row["rate_rps"] > local_limit_rps]
     missed = [
-        _missed(row, attainment=figures[SLO_POLICY], best_single=_best_single(figures))
+        _shortfall(row, figures)
         for row, figures in beyond
         if not (figures[SLO_POLICY] > _best_single(figures) or figures[SLO_POLICY] == 1.0)
     ]
