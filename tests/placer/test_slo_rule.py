@@ -85,9 +85,12 @@ def test_a_burst_that_saturates_flask_moves_to_serverless_and_back(stub, adapter
     moved = [a.placement for a in answers if a.served_platform == SERVERLESS]
     assert all(p.branch == types_pb2.BRANCH_CHEAPEST_WITHIN_OBJECTIVE for p in moved)
     assert all((predicted_s(p, FLASK) or OBJECTIVE_S + 1) > OBJECTIVE_S for p in moved)
-    # Once Flask has drained and said so, requests go back to it.
-    assert wait_until(lambda: place(stub).platform == FLASK)
-    assert infer(stub).served_platform == FLASK
+    # Once Flask has drained and said so, requests go back to it: at once, or, if the burst
+    # left it fewer errors than a margin needs, once copies have calibrated it.
+    served_after = []
+    while FLASK not in served_after and len(served_after) < 3 * MIN_ERRORS:
+        served_after.append(infer(stub).served_platform)
+    assert served_after[-1] == FLASK, f"requests never went back to Flask: {served_after}"
 
 
 def test_a_deadline_no_platform_can_meet_is_refused_before_anything_is_sent(stub, adapters):
