@@ -28,6 +28,16 @@ def predicted_ms(placement, platform) -> float | None:
     return None if latency is None else round(latency * 1e3)
 
 
+def slo_aware(stub):
+    """Unpins the policy and places by the SLO-aware rule against a 300 ms objective."""
+    set_policy(
+        stub,
+        pinned_platform=types_pb2.PLATFORM_UNSPECIFIED,
+        placement_rule=types_pb2.PLACEMENT_RULE_SLO_AWARE,
+        default_latency_objective=duration(OBJECTIVE_S),
+    )
+
+
 def measured(stub, adapters):
     """Flask: 2 slots, 6 queue places, 100 ms a request; serverless: 8 environments, 150 ms.
     Each serves once, so that its heartbeats carry its service time."""
@@ -36,12 +46,7 @@ def measured(stub, adapters):
     for platform in (FLASK, SERVERLESS):
         set_policy(stub, pinned_platform=platform)
         infer(stub)
-    set_policy(
-        stub,
-        pinned_platform=types_pb2.PLATFORM_UNSPECIFIED,
-        placement_rule=types_pb2.PLACEMENT_RULE_SLO_AWARE,
-        default_latency_objective=duration(OBJECTIVE_S),
-    )
+    slo_aware(stub)
     # The service time measured, as the adapter times it: the simulated 150 ms and a little.
     assert wait_until(lambda: 150 <= (predicted_ms(place(stub), SERVERLESS) or 0) <= 160)
 
@@ -156,12 +161,7 @@ def test_a_platform_not_measured_yet_is_measured_by_a_copy_not_by_a_users_reques
     serverless = adapters(SERVERLESS, capacity=8, service_time_s=0.15)
     set_policy(stub, pinned_platform=FLASK)
     infer(stub)  # Flask measured; serverless never served
-    set_policy(
-        stub,
-        pinned_platform=types_pb2.PLATFORM_UNSPECIFIED,
-        placement_rule=types_pb2.PLACEMENT_RULE_SLO_AWARE,
-        default_latency_objective=duration(OBJECTIVE_S),
-    )
+    slo_aware(stub)
     assert wait_until(lambda: (predicted_ms(place(stub), FLASK) or 0) >= 100)
     answer = infer(stub)
     assert answer.served_platform == FLASK and not answer.fell_back
@@ -178,12 +178,7 @@ def test_a_new_platform_takes_users_requests_only_once_copies_have_calibrated_it
     adapters(SERVERLESS, capacity=8, service_time_s=0.15)
     set_policy(stub, pinned_platform=SERVERLESS)
     infer(stub)
-    set_policy(
-        stub,
-        pinned_platform=types_pb2.PLATFORM_UNSPECIFIED,
-        placement_rule=types_pb2.PLACEMENT_RULE_SLO_AWARE,
-        default_latency_objective=duration(OBJECTIVE_S),
-    )
+    slo_aware(stub)
     assert wait_until(lambda: (predicted_ms(place(stub), SERVERLESS) or 0) >= 150)
     for _ in range(MIN_ERRORS):
         assert infer(stub).served_platform == SERVERLESS
