@@ -50,7 +50,9 @@ def docker_adapter(store: ModelStore, workdir: Path, name: str, arguments: list[
 
 def container_cpu_seconds(engine, name: str) -> float:
     """The CPU time the adapter's one container has used so far (its cgroup, via the engine)."""
-    [container] = engine.containers.list(filters={"label": f"straightline.owner={name}"})
+    [container] = engine.containers.list(
+        filters={"label": f"straightline.owner={name}"}, ignore_removed=True
+    )
     usage = container.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"]
     return float(usage) / 1e9
 

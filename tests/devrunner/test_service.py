@@ -537,7 +537,9 @@ def test_kill_9_of_the_devrunner_mid_job(workdir, channels, runner):
 
 
 def job_containers(engine, job_id, all=True):
-    return engine.containers.list(all=all, filters={"label": f"straightline.job={job_id}"})
+    return engine.containers.list(
+        all=all, filters={"label": f"straightline.job={job_id}"}, ignore_removed=True
+    )
 
 
 @pytest.mark.docker
@@ -586,7 +588,7 @@ def test_jobs_in_containers_are_released_when_they_end(workdir, channels, otlp_r
     finally:
         process.terminate()
         for leftover in engine.containers.list(
-            all=True, filters={"label": "straightline.role=job"}
+            all=True, filters={"label": "straightline.role=job"}, ignore_removed=True
         ):
             leftover.remove(force=True)
         engine.close()

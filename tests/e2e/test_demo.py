@@ -21,7 +21,10 @@ def straightline_containers_and_images():
         return set(), set()
     try:
         containers = {
-            c.name for c in engine.containers.list(all=True, filters={"label": "straightline.role"})
+            c.name
+            for c in engine.containers.list(
+                all=True, filters={"label": "straightline.role"}, ignore_removed=True
+            )
         }
         images = {t for i in engine.images.list("straightline/*") for t in i.tags if ":demo-" in t}
         return containers, images

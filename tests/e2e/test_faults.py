@@ -145,7 +145,7 @@ def stack(tmp_path_factory, start_adapter, otlp_receiver):
                 placer.terminate()
             for name in ("faults-docker", "faults-serverless"):
                 for container in engine.containers.list(
-                    all=True, filters={"label": f"{OWNER_LABEL}={name}"}
+                    all=True, filters={"label": f"{OWNER_LABEL}={name}"}, ignore_removed=True
                 ):
                     container.remove(force=True)
             engine.close()

@@ -23,7 +23,9 @@ def engine():
 
 
 def owned_containers(engine, instance_id):
-    return engine.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={instance_id}"})
+    return engine.containers.list(
+        all=True, filters={"label": f"{OWNER_LABEL}={instance_id}"}, ignore_removed=True
+    )
 
 
 def test_cold_start_warm_reuse_idle_removal_and_clean_stop(start_adapter, channels, engine):

@@ -135,11 +135,15 @@ def test_lambda_image_under_the_emulator_in_containers(start_adapter, channels):
     assert answer.timings.cold_start_paid
     engine = docker.from_env()
     try:
-        owned = engine.containers.list(filters={"label": "straightline.owner=lambda-test-1"})
+        owned = engine.containers.list(
+            filters={"label": "straightline.owner=lambda-test-1"}, ignore_removed=True
+        )
         assert [c.labels["straightline.role"] for c in owned] == ["lambda"]
         assert adapter.terminate(timeout=60) == 0
         assert (
-            engine.containers.list(all=True, filters={"label": "straightline.owner=lambda-test-1"})
+            engine.containers.list(
+                all=True, filters={"label": "straightline.owner=lambda-test-1"}, ignore_removed=True
+            )
             == []
         )
     finally:

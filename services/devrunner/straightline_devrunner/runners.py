@@ -266,13 +266,15 @@ class DockerRunner(EngineRunner):
 
     def reattach(self, job_id: str, on_line: OnLine, since: float) -> ContainerRun | None:
         """The job's container, found by its label, followed from just after `since`."""
-        found = self._client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"})
+        found = self._client.containers.list(
+            all=True, filters={"label": f"{LABEL_JOB}={job_id}"}, ignore_removed=True
+        )
         if not found:
             return None
         return ContainerRun(found[0], on_line, since=since + 0.001 if since else None)
 
     def remove_job_containers(self, job_id: str) -> None:
         for container in self._client.containers.list(
-            all=True, filters={"label": f"{LABEL_JOB}={job_id}"}
+            all=True, filters={"label": f"{LABEL_JOB}={job_id}"}, ignore_removed=True
         ):
             container.remove(force=True)

@@ -67,7 +67,9 @@ def stack(tmp_path, otlp_receiver, compose_command, monkeypatch):
     finally:
         logs = stack.logs()
         stack.compose("down", "-v", "-t", "30", "--remove-orphans")
-        left = engine.containers.list(all=True, filters={"label": ["straightline.role"]})
+        left = engine.containers.list(
+            all=True, filters={"label": ["straightline.role"]}, ignore_removed=True
+        )
         ours = [
             c
             for c in left

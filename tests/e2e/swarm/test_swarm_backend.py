@@ -75,4 +75,6 @@ def test_the_adapter_scales_its_swarm_service_with_demand(swarm, start_adapter, 
     owned = {"label": f"{OWNER_LABEL}={name}"}
     assert swarm.services.list(filters=owned) == []
     assert swarm.secrets.list(filters=owned) == []
-    assert wait_until(lambda: not swarm.containers.list(all=True, filters=owned), timeout=60)
+    assert wait_until(
+        lambda: not swarm.containers.list(all=True, filters=owned, ignore_removed=True), timeout=60
+    )

@@ -67,6 +67,8 @@ def test_jobs_run_as_one_shot_services_and_leave_nothing(swarm, tmp_path, channe
         for leftover in swarm.services.list(filters=jobs):
             leftover.remove()
     assert swarm.services.list(filters=jobs) == []
-    assert wait_until(lambda: not swarm.containers.list(all=True, filters=jobs), timeout=60)
+    assert wait_until(
+        lambda: not swarm.containers.list(all=True, filters=jobs, ignore_removed=True), timeout=60
+    )
     for network in swarm.networks.list(filters=jobs):
         network.remove()

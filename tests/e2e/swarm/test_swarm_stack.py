@@ -58,7 +58,7 @@ class SwarmStack(DeployedStack):
     def task_containers(self, engine: docker.DockerClient, service: str = "") -> list:
         label = f"com.docker.swarm.service.name={self.name}_{service}" if service else None
         filters = {"label": [f"{NAMESPACE_LABEL}={self.name}", *([label] if label else [])]}
-        return engine.containers.list(all=True, filters=filters)
+        return engine.containers.list(all=True, filters=filters, ignore_removed=True)
 
 
 @pytest.fixture

@@ -139,7 +139,9 @@ def problem_of(container: Any, what: str) -> str | None:
 
 def remove_owned(client: docker.DockerClient, owner: str) -> int:
     """Removes every container labelled as owned by `owner`; returns how many."""
-    owned = client.containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})
+    owned = client.containers.list(
+        all=True, filters={"label": f"{LABEL_OWNER}={owner}"}, ignore_removed=True
+    )
     for container in owned:
         container.remove(force=True)
     return len(owned)

@@ -141,7 +141,10 @@ class SwarmBackend(ModelServerPool):
             service.remove()
             log.info("removed the Swarm service", extra={"service": service.name})
         deadline = time.monotonic() + 60
-        while engine.containers.list(all=True, filters=owned) and time.monotonic() < deadline:
+        while (
+            engine.containers.list(all=True, filters=owned, ignore_removed=True)
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.2)  # its tasks' containers go, then the secrets they used may
         for secret in engine.secrets.list(filters=owned):
             secret.remove()
