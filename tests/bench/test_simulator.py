@@ -18,6 +18,7 @@ from straightline_common.channels import open_channel
 from straightline_common.processes import ServiceProcess
 from straightline_inference.simulated import SimulatedAdapter
 from straightline_placer.algorithm import Platform, Rule
+from straightline_placer.calibration import errors_for
 from straightline_placer.policy import Policy
 
 # Share of requests per platform and median response time: how close the simulation of the
@@ -109,16 +110,18 @@ def test_the_simulation_drives_the_placers_real_rules():
 
 def test_the_copies_the_rule_asks_for_run_and_calibrate_the_platform_they_measure():
     # At 10 requests/s Flask (cheaper, 2 slots of 50 ms) takes every request: serverless
-    # serves no user and is measured and calibrated on copies alone, as the real core does.
+    # serves no user and is measured and calibrated on copies alone, as the real core does
+    # (once Flask is calibrated, 100 errors at 0.99, and then 100 copies).
     simulation = Simulation(
-        scenario(rate=10.0), Policy(heartbeat_timeout_s=1.0, placement_rule=Rule.SLO_AWARE)
+        scenario(seconds=30.0, rate=10.0),
+        Policy(heartbeat_timeout_s=1.0, placement_rule=Rule.SLO_AWARE),
     )
     records = simulation.run()
     assert all(r.ok and r.platform == "flask" for r in records)
     (serverless,) = [
         i for i in simulation.placer.registry.live() if i.platform == SERVERLESS.platform
     ]
-    assert serverless.prediction_errors.measured(level=0)
+    assert serverless.prediction_errors.known(level=0) >= errors_for(0.99)
 
 
 def shares(records) -> dict[str, float]:

@@ -24,11 +24,18 @@ service times, would otherwise make it look surer than the platforms measured be
 evaluation's eleventh pass: serverless, sharing the two cores, was chosen over idle Flask and
 Docker on three errors, and answered late).
 
-Errors are kept for `MAX_AGE_S` (twice as long as adapters keep their requests' figures): a
-platform the rule stopped choosing for its errors is judged again on its figures once they
-have aged out, rather than kept out for ever (with `shed_late_requests` nothing would measure
-it again). Only real predictions count: a platform not measured yet is predicted at no service
-time, and its first answer's error says nothing about the next.
+A platform is *calibrated* at a level once its margin is a real quantile at the target: at
+least `errors_for(attainment)` errors there, 1 / (1 - attainment) (100 at 0.99). With fewer,
+the quantile is their largest, which a platform exceeds more often than the target allows
+(the eleventh pass: with 8 errors, Docker, predicted 202-239 ms, answered 306-350). The SLO-aware
+rule prefers calibrated platforms and calibrates the others on copies of requests.
+
+Errors are kept for `MAX_AGE_S` (four times as long as adapters keep their requests' figures,
+long enough for 100 errors at one request a second): a platform the rule stopped choosing for
+its errors is judged again on its figures once they have aged out, rather than kept out for
+ever (with `shed_late_requests` nothing would measure it again). Only real predictions count:
+a platform not measured yet is predicted at no service time, and its first answer's error
+says nothing about the next.
 """
 
 import math
@@ -37,9 +44,15 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
-WINDOW = 64
+WINDOW = 128
 MIN_ERRORS = 8
-MAX_AGE_S = 60.0
+MAX_AGE_S = 120.0
+
+
+def errors_for(attainment: float) -> int:
+    """How many errors make their `attainment` quantile a real one (not their largest): at
+    least MIN_ERRORS, at most WINDOW."""
+    return max(MIN_ERRORS, min(WINDOW, math.ceil(1 / max(1e-9, 1 - attainment) - 1e-9)))
 
 
 class PredictionErrors:
@@ -66,13 +79,11 @@ class PredictionErrors:
             return max(0.0, prior_s, ordered[-1] if ordered else 0.0)
         return ordered[min(len(ordered), math.ceil(attainment * len(ordered))) - 1]
 
-    def measured(self, level: int = 0) -> bool:
-        """Whether enough recent errors at `level` are known for the margin to be their
-        quantile rather than the prior."""
+    def known(self, level: int = 0) -> int:
+        """How many recent errors at `level` are known."""
         with self._lock:
             errors = self._levels.get(level)
-            known = errors.ordered(self._clock() - MAX_AGE_S) if errors is not None else []
-        return len(known) >= MIN_ERRORS
+            return len(errors.ordered(self._clock() - MAX_AGE_S)) if errors is not None else 0
 
 
 class _Errors:

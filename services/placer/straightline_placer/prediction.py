@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from straightline_placer.algorithm import Platform
+from straightline_placer.calibration import MIN_ERRORS, errors_for
 from straightline_placer.policy import PlatformSettings
 from straightline_placer.registry import Instance, InstanceStats, PlatformState
 
@@ -81,7 +82,8 @@ def predict_all(
             min(running[state.host], platform_settings.host_cores) if state.host else 0
         )
         predict(state, size, platform_settings, objective, stretch)
-        state.calibrated = state.instance.prediction_errors.measured(state.load_level)
+        state.errors_known = state.instance.prediction_errors.known(state.load_level)
+        state.calibrated = state.errors_known >= errors_for(objective.attainment)
         state.spare_core = (
             bool(state.host)
             and state.free_slots > 0
@@ -92,14 +94,15 @@ def predict_all(
 
 
 def _borrow_margins_on_shared_hosts(platforms: Mapping[Platform, PlatformState]) -> None:
-    """A platform with too few errors at its host's load level takes at least the largest
-    margin of the platforms on the same host that have enough there (`calibration.py`)."""
+    """A platform with too few errors at its host's load level for a margin takes at least
+    the largest margin of the platforms on the same host that have enough there
+    (`calibration.py`)."""
     measured: dict[str, float] = {}
     newcomers: list[PlatformState] = []
     for state in platforms.values():
         if not state.host or state.predicted_latency_s is None:
             continue
-        if state.calibrated:
+        if state.errors_known >= MIN_ERRORS:
             measured[state.host] = max(measured.get(state.host, state.margin_s), state.margin_s)
         else:
             newcomers.append(state)

@@ -157,7 +157,8 @@ class PlatformState:
     unmeasured: bool = False  # no recent figures, reported or recalled
     spare_core: bool = False  # a free slot on a shared host with a core nothing runs on
     probing: bool = False  # unmeasured, with a request already on its way there
-    calibrated: bool = False  # enough recent prediction errors at its load level for a margin
+    errors_known: int = 0  # recent prediction errors at its load level
+    calibrated: bool = False  # enough of them for a margin at the attainment target
     instance_queued: int = 0
     instance_queue_room: int = 0
     _instance_free: int = -1

@@ -4,7 +4,8 @@ with the policy's attainment target (its prediction plus the margin its recent e
 refusal at once, unless a platform can start it at once on a core nothing else runs on (a
 request shed there would leave the core idle, helping no one); and a refusal at once when none
 can answer before the request's deadline. A platform whose margin rests on enough of its own
-errors (calibrated) is preferred while one meets the objective; the others then get copies.
+errors to be a quantile at the attainment target (calibrated, `calibration.py`) is preferred
+while one meets the objective; the others then get copies.
 The predictions are the placer's (`prediction.py`)."""
 
 import dataclasses
@@ -30,9 +31,9 @@ class SloAwareRule:
         # A platform not measured yet is measured by a copy of the request while a measured
         # one serves it, unless the two share a host (the copy would slow the request it
         # copies); when no measured one can serve it, it takes one request at a time. So is
-        # a measured platform whose margin is not (too few recent errors at its load level)
-        # while a calibrated one meets the objective: its errors are learnt on copies, not on
-        # users' requests.
+        # a measured platform that is not calibrated (too few recent errors at its load level
+        # for the target's quantile) while a calibrated one meets the objective: its errors are
+        # learnt on copies, not on users' requests.
         measured = [c for c in candidates if not c[2].unmeasured]
         if measured:
             calibrated = [c for c in measured if c[2].calibrated]
@@ -78,7 +79,7 @@ def _with_copies(
     uncalibrated_too: bool,
 ) -> Decision:
     """The decision, with a copy of the request for each platform to be measured: not
-    measured yet, or (`uncalibrated_too`) measured without enough errors for a margin and
+    measured yet, or (`uncalibrated_too`) measured without enough errors to be calibrated and
     nothing on its way there; never one on the chosen platform's host."""
     assert decision.platform is not None
     host = inputs.platforms[decision.platform].host
