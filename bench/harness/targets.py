@@ -98,22 +98,26 @@ COST_MARGIN = 1.10
 LOCAL_SHORTFALL = 0.02
 
 
-def _per_bin(runs: dict, key: str) -> list[tuple[dict, dict[str, float | None]]]:
-    """For every bin: (the SLO-aware rule's row, {policy: its figure for `key` there})."""
+def _per_bin(runs: dict) -> list[dict[str, dict]]:
+    """For every bin: {policy: its row there}."""
     policies = list(runs)
-    per_bin = []
-    for rows in zip(*(runs[p]["over_time"] for p in policies), strict=True):
-        by_policy = dict(zip(policies, rows, strict=True))
-        per_bin.append((by_policy[SLO_POLICY], {p: r.get(key) for p, r in by_policy.items()}))
-    return per_bin
+    return [
+        dict(zip(policies, rows, strict=True))
+        for rows in zip(*(runs[p]["over_time"] for p in policies), strict=True)
+    ]
 
 
-def _target(what: str, bins: list[dict], missed: list[dict]) -> dict:
+def _target(what: str, bins: list, missed: list[dict]) -> dict:
     return {"what": what, "bins": len(bins), "missed": missed, "met": not missed}
 
 
-def _best_single(figures: dict[str, float | None]) -> float:
-    return max((figures.get(p) or 0.0) for p in SINGLE_POLICIES if p in figures)
+def _attained(row: dict) -> float:
+    return row.get("slo_attainment") or 0.0
+
+
+def _best_single(rows: dict[str, dict]) -> dict:
+    """The bin's row of the single platform that attained most there."""
+    return max((rows[p] for p in SINGLE_POLICIES if p in rows), key=_attained)
 
 
 def _missed(row: dict, **figures) -> dict:
@@ -121,11 +125,13 @@ def _missed(row: dict, **figures) -> dict:
 
 
 def check_slo(outcome: dict) -> dict:
-    """The SLO-aware rule's targets in the outcome's testbed (empty without its run)."""
+    """The SLO-aware rule's targets in the outcome's testbed (empty without its run). Runs
+    averaged over rounds (`over_rounds`) are judged against the noise they carry: a shortfall
+    counts only beyond the spread of the best single platform's own rounds in that bin."""
     runs = outcome["runs"]
     if SLO_POLICY not in runs or not any(p in runs for p in SINGLE_POLICIES):
         return {}
-    bins = _per_bin(runs, "slo_attainment")
+    bins = _per_bin(runs)
     if outcome.get("testbed") != "remote-serverless":
         return {"not_below": _not_below_best_single(bins)}
     local_limit = outcome["capacity"]["physical"]["limit_rps"]
@@ -133,8 +139,50 @@ def check_slo(outcome: dict) -> dict:
         "at_least_best_single": _at_least_best_single(bins),
         "higher_beyond_local": _higher_beyond_local(bins, local_limit),
         "no_failures_until_limit": _no_failures_until_limit(runs),
-        "cost_within_margin": _cost_within_margin(runs),
+        "cost_within_margin": _cost_within_margin(bins),
     }
+
+
+def check_slo_over_rounds(outcome: dict) -> dict:
+    """`check_slo` over every round of the run (empty with one round)."""
+    if not outcome.get("repeats"):
+        return {}
+    return check_slo({**outcome, "runs": over_rounds([outcome["runs"], *outcome["repeats"]])})
+
+
+def over_rounds(rounds: list[dict]) -> dict:
+    """Each policy's bins over several rounds of the same request sequence: its SLO
+    attainment, failure rate and cost averaged over the rounds, its requests summed (the
+    rounds' requests pooled), and the spread of its attainment (largest less smallest): how
+    much the policy differs from itself between rounds there."""
+    return {
+        policy: {
+            "over_time": [
+                _averaged(rows)
+                for rows in zip(*(r[policy]["over_time"] for r in rounds), strict=True)
+            ]
+        }
+        for policy in rounds[0]
+        if all(policy in r for r in rounds)
+    }
+
+
+def _averaged(rows: tuple[dict, ...]) -> dict:
+    attained = [r["slo_attainment"] for r in rows if r.get("slo_attainment") is not None]
+    return {
+        "rate_rps": rows[0]["rate_rps"],
+        "requests": sum(r["requests"] for r in rows),
+        "slo_attainment": _mean(attained),
+        "slo_attainment_spread": max(attained) - min(attained) if attained else 0.0,
+        "failure_rate": _mean([r["failure_rate"] for r in rows]),
+        "cost_per_1000_usd": _mean(
+            [r["cost_per_1000_usd"] for r in rows if r.get("cost_per_1000_usd") is not None]
+        ),
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def shortfall_p_value(attained: float, best: float, requests: int) -> float:
@@ -151,20 +199,29 @@ def shortfall_p_value(attained: float, best: float, requests: int) -> float:
     return as_low_or_lower / math.comb(total, requests)
 
 
-def _shortfall(row: dict, figures: dict) -> dict:
-    attained, best = figures[SLO_POLICY], _best_single(figures)
-    missed = _missed(row, attainment=attained, best_single=best)
-    if "requests" in row:  # runs recorded before the harness counted them have no p-value
-        missed["p_value"] = round(shortfall_p_value(attained, best, row["requests"]), 3)
+def _noise(rows: dict[str, dict]) -> float:
+    """How much the best single platform differs from itself between rounds in the bin (0
+    for one round)."""
+    return _best_single(rows).get("slo_attainment_spread", 0.0)
+
+
+def _shortfall(rows: dict[str, dict]) -> dict:
+    ours, best = rows[SLO_POLICY], _best_single(rows)
+    missed = _missed(ours, attainment=_attained(ours), best_single=_attained(best))
+    if _noise(rows):
+        missed["noise"] = round(_noise(rows), 4)
+    if "requests" in ours:  # runs recorded before the harness counted them have no p-value
+        p_value = shortfall_p_value(_attained(ours), _attained(best), ours["requests"])
+        missed["p_value"] = round(p_value, 3)
     return missed
 
 
-def _not_below_best_single(bins) -> dict:
-    missed = [
-        _shortfall(row, figures)
-        for row, figures in bins
-        if figures[SLO_POLICY] < _best_single(figures) - LOCAL_SHORTFALL
-    ]
+def _below_best_single(rows: dict[str, dict], allowed: float) -> bool:
+    return _attained(rows[SLO_POLICY]) < _attained(_best_single(rows)) - max(allowed, _noise(rows))
+
+
+def _not_below_best_single(bins: list[dict[str, dict]]) -> dict:
+    missed = [_shortfall(rows) for rows in bins if _below_best_single(rows, LOCAL_SHORTFALL)]
     return _target(
         f"SLO attainment never below the best single platform's by more than "
         f"{LOCAL_SHORTFALL:.0%} points",
@@ -173,21 +230,21 @@ def _not_below_best_single(bins) -> dict:
     )
 
 
-def _at_least_best_single(bins) -> dict:
-    missed = [
-        _shortfall(row, figures)
-        for row, figures in bins
-        if figures[SLO_POLICY] < _best_single(figures)
-    ]
+def _at_least_best_single(bins: list[dict[str, dict]]) -> dict:
+    missed = [_shortfall(rows) for rows in bins if _below_best_single(rows, 0.0)]
     return _target("SLO attainment at least the best single platform's", bins, missed)
 
 
-def _higher_beyond_local(bins, local_limit_rps: float) -> dict:
-    beyond = [(row, f) for row, f in bins if row["rate_rps"] > local_limit_rps]
+def _higher_beyond_local(bins: list[dict[str, dict]], local_limit_rps: float) -> dict:
+    """Strict: above, not within noise of it (only 100% counts as above the best)."""
+    beyond = [rows for rows in bins if rows[SLO_POLICY]["rate_rps"] > local_limit_rps]
     missed = [
-        _shortfall(row, figures)
-        for row, figures in beyond
-        if not (figures[SLO_POLICY] > _best_single(figures) or figures[SLO_POLICY] == 1.0)
+        _shortfall(rows)
+        for rows in beyond
+        if not (
+            _attained(rows[SLO_POLICY]) > _attained(_best_single(rows))
+            or _attained(rows[SLO_POLICY]) == 1.0
+        )
     ]
     return _target(
         f"SLO attainment above the best single platform's where the load exceeds local "
@@ -210,18 +267,20 @@ def _no_failures_until_limit(runs: dict) -> dict:
     return _target("no failures until serverless reaches its concurrency limit", before, missed)
 
 
-def _cost_within_margin(runs: dict) -> dict:
+def _cost_within_margin(bins: list[dict[str, dict]]) -> dict:
     """In the bins where the SLO-aware rule meets the objective, its cost per 1,000 requests
     is within 10% of the cheapest policy that meets it there too."""
     checked, missed = [], []
-    attainments, costs = _per_bin(runs, "slo_attainment"), _per_bin(runs, "cost_per_1000_usd")
-    for (row, attained), (_, cost) in zip(attainments, costs, strict=True):
-        if (attained[SLO_POLICY] or 0) < MEETS_OBJECTIVE:
+    for rows in bins:
+        ours = rows[SLO_POLICY]
+        if _attained(ours) < MEETS_OBJECTIVE:
             continue
-        checked.append(row)
-        cheapest = min(cost[p] for p, a in attained.items() if (a or 0) >= MEETS_OBJECTIVE)
-        if cost[SLO_POLICY] > COST_MARGIN * cheapest:
-            missed.append(_missed(row, cost=cost[SLO_POLICY], cheapest=cheapest))
+        checked.append(ours)
+        cheapest = min(
+            r["cost_per_1000_usd"] for r in rows.values() if _attained(r) >= MEETS_OBJECTIVE
+        )
+        if ours["cost_per_1000_usd"] > COST_MARGIN * cheapest:
+            missed.append(_missed(ours, cost=ours["cost_per_1000_usd"], cheapest=cheapest))
     return _target(
         "cost per 1,000 requests within 10% of the cheapest policy meeting the objective",
         checked,

@@ -132,7 +132,7 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch)
             *("--testbeds", "local,remote-serverless", "--lambda-concurrency", "8"),
             *("--phases", "constant:3:4", "--images", str(pictures)),
             *("--settle-s", "0", "--capacity-s", "1", "--out", str(out)),
-            *("--tf-threads", "1"),
+            *("--tf-threads", "1", "--rounds", "2"),
         ]
     )
     assert code == 0
@@ -149,14 +149,18 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch)
             100.0,
         )
         assert set(outcome["runs"]) == set(policies)
+        [second] = outcome["repeats"]
+        assert set(second) == set(policies)
         assert outcome["capacity"]["physical"]["limit_rps"] > 0
-        for policy, run in outcome["runs"].items():
+        every_round = [(policy, run, "") for policy, run in outcome["runs"].items()]
+        every_round += [(policy, run, "-round2") for policy, run in second.items()]
+        for policy, run, round_suffix in every_round:
             summary = run["summary"]
             assert summary["requests"] == 12
             assert sum(summary["served"].values()) + summary["failures"] == 12
             assert {p: f["served"] for p, f in summary["by_platform"].items()} == summary["served"]
             assert 0 <= summary["slo_attainment"] <= 1 and summary["cost_per_1000_usd"] >= 0
-            with open(out / testbed / f"small-{policy}.csv") as file:
+            with open(out / testbed / f"small-{policy}{round_suffix}.csv") as file:
                 rows = list(csv.DictReader(file))
             assert [int(r["index"]) for r in rows] == list(range(12))
             assert sum(r["status"] == "OK" for r in rows) == 12 - summary["failures"]
@@ -178,6 +182,8 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch)
         "no_failures_until_limit",
         "cost_within_margin",
     }
+    assert set(outcome["slo_targets_over_rounds"]) == set(outcome["slo_targets"])
+    assert outcome["slo_targets_over_rounds"]["at_least_best_single"]["bins"] == 1
     assert outcome["costing"]["slots"]["serverless"] == 8
     served_remotely = outcome["runs"]["serverless"]["summary"]
     assert served_remotely["served"] == {"serverless": 12}  # the emulator's answers
@@ -187,6 +193,7 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch)
     assert "slo-aware: answered requests by the platform that served them" in tables
     assert "Prediction error (observed response time minus" in tables
     assert "| 1. fails from (rps offered) |" in tables and "Targets of issue 14" in tables
+    assert "| policy | round 1 | round 2 |" in tables and "over the 2 rounds" in tables
     written = {t: json.loads((out / t / "small.json").read_text()) for t in ("local", remote)}
     again = ["--models", "small", "--from-records", "--out", str(out)]
     assert harness.main(again) == 0
@@ -195,3 +202,5 @@ def test_a_short_run_writes_records_summaries_and_figures(tmp_path, monkeypatch)
         for policy, run in before["runs"].items():
             assert rebuilt["runs"][policy]["summary"]["served"] == run["summary"]["served"]
             assert rebuilt["runs"][policy]["cpu"] == run["cpu"]
+        for policy, run in before["repeats"][0].items():
+            assert rebuilt["repeats"][0][policy]["summary"]["served"] == run["summary"]["served"]

@@ -143,3 +143,48 @@ def test_a_shortfall_is_weighed_against_the_noise_of_the_bins_requests():
 
 def test_no_slo_targets_without_the_slo_aware_run():
     assert targets.check_slo({"runs": {"flask": run_of(bin_of(0, "flask", [1.0]))}}) == {}
+
+
+def local_outcome(slo_rounds, docker_rounds) -> dict:
+    """A local run of several rounds: per round, the SLO-aware rule's and Docker's bin."""
+    rounds = [
+        {"docker": run_of(docker), "slo-aware": run_of(ours)}
+        for ours, docker in zip(slo_rounds, docker_rounds, strict=True)
+    ]
+    return {"testbed": "local", "runs": rounds[0], "repeats": rounds[1:]}
+
+
+def in_time(count: int, late: int) -> list:
+    return bin_of(0, "docker", [20.0] * count + [200.0] * late)
+
+
+def test_rounds_are_averaged_per_bin_with_their_requests_pooled_and_their_spread():
+    outcome = local_outcome([in_time(9, 1), in_time(7, 3)], [in_time(10, 0), in_time(6, 4)])
+    [docker] = targets.over_rounds([outcome["runs"], *outcome["repeats"]])["docker"]["over_time"]
+    assert docker["requests"] == 20
+    assert docker["slo_attainment"] == pytest.approx(0.8)
+    assert docker["slo_attainment_spread"] == pytest.approx(0.4)
+
+
+def test_over_rounds_a_shortfall_within_the_best_singles_own_spread_is_not_a_miss():
+    # Docker attains 100% and then 60% of the same requests; the rule 80% and 70%: 5 points
+    # below Docker's mean, within the 40 points Docker differs from itself by.
+    outcome = local_outcome([in_time(8, 2), in_time(7, 3)], [in_time(10, 0), in_time(6, 4)])
+    one_round = targets.check_slo(outcome)["not_below"]
+    assert one_round["missed"][0]["attainment"] == 0.8  # round 1 alone: 20 points below
+    over_rounds = targets.check_slo_over_rounds(outcome)["not_below"]
+    assert over_rounds["met"] and over_rounds["bins"] == 1
+
+
+def test_over_rounds_a_shortfall_beyond_the_best_singles_spread_is_a_miss():
+    # Docker 100% and 90%; the rule 70% and 60%: 30 points below, beyond Docker's 10.
+    outcome = local_outcome([in_time(7, 3), in_time(6, 4)], [in_time(10, 0), in_time(9, 1)])
+    [missed] = targets.check_slo_over_rounds(outcome)["not_below"]["missed"]
+    assert (missed["attainment"], missed["best_single"]) == pytest.approx((0.65, 0.95))
+    assert missed["noise"] == pytest.approx(0.1)
+    assert missed["p_value"] < 0.05  # 13 of 20 against 19 of 20, pooled
+
+
+def test_one_round_has_no_targets_over_rounds():
+    outcome = local_outcome([in_time(7, 3)], [in_time(10, 0)])
+    assert targets.check_slo_over_rounds(outcome) == {}
