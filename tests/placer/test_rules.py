@@ -297,6 +297,18 @@ def test_a_margin_of_a_few_errors_is_not_calibrated_for_a_high_target():
     assert decide(Rule.SLO_AWARE, predicted(flask, serverless)).platform == SERVERLESS
 
 
+def test_an_uncalibrated_platform_is_no_surer_than_the_calibrated_ones():
+    # The twelfth pass: serverless's 0.99 margin (two answers 125-140 ms late in its last 128)
+    # ruled it out, and Docker, whose 8 errors were small, took the request and answered in
+    # 490 ms. Until its own tail is known, Docker's margin is at least serverless's.
+    serverless = with_errors(state(SERVERLESS, free=8, service=0.2), 126, error_s=0.01)
+    with_errors(serverless, 2, error_s=0.13)
+    docker = with_errors(state(DOCKER, free=2, service=0.246), MIN_ERRORS, error_s=0.02)
+    decision = decide(Rule.SLO_AWARE, predicted(docker, serverless))
+    assert docker.margin_s == serverless.margin_s == pytest.approx(0.13)
+    assert (decision.platform, decision.branch) == (SERVERLESS, Branch.LOWEST_PREDICTED_LATENCY)
+
+
 def test_an_uncalibrated_platform_serves_when_no_calibrated_one_meets_the_objective():
     flask = state(FLASK, free=2, service=0.1, slowest=0.12)
     serverless = calibrated(state(SERVERLESS, free=8, service=0.15), error_s=0.2)

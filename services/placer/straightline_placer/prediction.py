@@ -36,14 +36,18 @@ SLO-aware rule's predictions, from the live view and the policy's platform setti
   `calibration.py`), kept apart from the prediction (`PlatformState.margin_s`) so that the
   errors stay measured against the prediction itself. Until enough errors are known, it is at
   least the distance from the median to the slowest recent service time, and on a shared host
-  at least the margin of the host's platforms that have enough errors at that level.
+  at least the margin of the host's platforms that have enough errors at that level. Until a
+  platform is calibrated (enough errors for the target's quantile), its margin is at least
+  the largest of the calibrated platforms': a tail not known yet is not taken to be shorter
+  than one that is (the twelfth pass: serverless's 0.99 margin ruled it out and the rule fell
+  back on Docker, whose margin rested on a few errors, and Docker answered late).
 
 Cost: per request, plus per GB-second of the platform's memory for the time it runs (Lambda),
 plus the instance-hour apportioned to the request's share of the instance (its time on one of
 the instance's slots).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from straightline_placer.algorithm import Platform
@@ -90,24 +94,39 @@ def predict_all(
             and running[state.host] < platform_settings.host_cores
             and _runs_ahead(state.instance) == 0
         )
-    _borrow_margins_on_shared_hosts(platforms)
+    # A newcomer on a shared host is no surer than the platforms measured beside it on the
+    # same cores; a platform whose tail is not known yet is no surer than those whose is.
+    _borrow_margins(platforms, lends=_has_a_margin, group=lambda state: state.host)
+    _borrow_margins(platforms, lends=_is_calibrated, group=lambda state: "every platform")
 
 
-def _borrow_margins_on_shared_hosts(platforms: Mapping[Platform, PlatformState]) -> None:
-    """A platform with too few errors at its host's load level for a margin takes at least
-    the largest margin of the platforms on the same host that have enough there
-    (`calibration.py`)."""
-    measured: dict[str, float] = {}
-    newcomers: list[PlatformState] = []
+def _has_a_margin(state: PlatformState) -> bool:
+    return state.errors_known >= MIN_ERRORS
+
+
+def _is_calibrated(state: PlatformState) -> bool:
+    return state.calibrated
+
+
+def _borrow_margins(
+    platforms: Mapping[Platform, PlatformState],
+    lends: Callable[[PlatformState], bool],
+    group: Callable[[PlatformState], str],
+) -> None:
+    """Every platform with a prediction that does not `lend` takes at least the largest margin
+    of those of its `group` that do (`calibration.py`); a platform without a group (an empty
+    one) neither lends nor borrows."""
+    largest: dict[str, float] = {}
+    borrowers: list[PlatformState] = []
     for state in platforms.values():
-        if not state.host or state.predicted_latency_s is None:
+        if not group(state) or state.predicted_latency_s is None:
             continue
-        if state.errors_known >= MIN_ERRORS:
-            measured[state.host] = max(measured.get(state.host, state.margin_s), state.margin_s)
+        if lends(state):
+            largest[group(state)] = max(largest.get(group(state), state.margin_s), state.margin_s)
         else:
-            newcomers.append(state)
-    for state in newcomers:
-        state.margin_s = max(state.margin_s, measured.get(state.host, state.margin_s))
+            borrowers.append(state)
+    for state in borrowers:
+        state.margin_s = max(state.margin_s, largest.get(group(state), state.margin_s))
 
 
 def _running_per_host(
