@@ -52,6 +52,7 @@ MAX_AGE_S = 120.0
 def errors_for(attainment: float) -> int:
     """How many errors make their `attainment` quantile a real one (not their largest): at
     least MIN_ERRORS, at most WINDOW."""
+    # 1 / (1 - 0.99) is 100.00000000000001 in floating point: the epsilon keeps it 100.
     return max(MIN_ERRORS, min(WINDOW, math.ceil(1 / max(1e-9, 1 - attainment) - 1e-9)))
 
 

@@ -76,6 +76,7 @@ def predict_all(
 ) -> None:
     """Fills every platform's prediction for a request of `size` bytes."""
     running = _running_per_host(platforms, settings)
+    calibrated_at = errors_for(objective.attainment)
     for platform, state in platforms.items():
         platform_settings = settings[platform]
         stretch = 1.0
@@ -87,7 +88,7 @@ def predict_all(
         )
         predict(state, size, platform_settings, objective, stretch)
         state.errors_known = state.instance.prediction_errors.known(state.load_level)
-        state.calibrated = state.errors_known >= errors_for(objective.attainment)
+        state.calibrated = state.errors_known >= calibrated_at
         state.spare_core = (
             bool(state.host)
             and state.free_slots > 0
